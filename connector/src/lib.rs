@@ -1,0 +1,1 @@
+//! The Smart Connector (see issue 3): sources and failover, register image, Modbus TCP server.
