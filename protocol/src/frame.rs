@@ -134,6 +134,10 @@ pub enum Frame {
         code: ErrorCode,
         message: String,
     },
+    // Appended after version 1's first draft; client -> server.
+    /// Stop sending data frames on this session (heartbeats continue). A connector keeps
+    /// its Standby connection warm this way: connected and watched, but not streaming.
+    Unsubscribe,
 }
 
 impl Frame {
@@ -152,6 +156,7 @@ impl Frame {
             Frame::Heartbeat { .. } => "Heartbeat",
             Frame::WriteResult { .. } => "WriteResult",
             Frame::Error { .. } => "Error",
+            Frame::Unsubscribe => "Unsubscribe",
         }
     }
 

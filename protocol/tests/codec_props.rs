@@ -129,6 +129,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         (any::<u64>(), outcome())
             .prop_map(|(request_id, outcome)| Frame::WriteResult { request_id, outcome }),
         (error_code(), ".{0,40}").prop_map(|(code, message)| Frame::Error { code, message }),
+        Just(Frame::Unsubscribe),
     ]
 }
 

@@ -1,0 +1,232 @@
+//! The `po-sim serve` configuration file (TOML), documented in `docs/simulator.md`.
+
+use crate::field::{FieldModel, SiteError, SiteSpec};
+use crate::redundancy::{RedundancyConfig, ServerIndex};
+use po_protocol::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+/// Client-access port used by the examples and `po-sim pair`.
+pub const DEFAULT_CLIENT_PORT: u16 = 23500;
+/// Sync-link port used by the examples and `po-sim pair`.
+pub const DEFAULT_SYNC_PORT: u16 = 23501;
+
+/// One simulated Power Operation server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Name announced in `Welcome` and used in logs (`po-a`).
+    pub name: String,
+    /// Client-access listen address.
+    pub listen: SocketAddr,
+    /// The server's own host address: `Local` access is accepted only from it.
+    /// Defaults to the listen address (loopback when listening on an unspecified address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_address: Option<IpAddr>,
+    /// Installed Client Access licences; each serves one client at a time.
+    #[serde(default)]
+    pub licences: Vec<String>,
+    /// Seed of the field model; both servers of a pair must share it.
+    pub seed: u64,
+    /// Tick 0 of the field model, µs since the Unix epoch (default 0).
+    #[serde(default)]
+    pub field_epoch_us: u64,
+    /// Heartbeat period towards clients and the peer.
+    #[serde(with = "humantime_serde", default = "default_heartbeat")]
+    pub heartbeat: Duration,
+    /// Frames a client may lag behind before it is disconnected as a slow consumer.
+    #[serde(default = "default_client_queue")]
+    pub client_queue: usize,
+    pub site: SiteSpec,
+    /// Present for a server of a redundant pair; absent for a standalone server
+    /// (always Primary, epoch 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redundancy: Option<RedundancySection>,
+}
+
+/// Redundancy settings of one server of a pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedundancySection {
+    /// 0 for the preferred Primary ("a"), 1 for the other ("b").
+    pub index: u8,
+    /// Where this server accepts the peer's sync link.
+    pub sync_listen: SocketAddr,
+    /// The peer's `sync_listen` address.
+    pub peer: SocketAddr,
+    #[serde(with = "humantime_serde", default = "default_failover_timeout")]
+    pub failover_timeout: Duration,
+    /// Whether a returning preferred Primary takes the role back.
+    #[serde(default)]
+    pub failback: bool,
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_failover_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_client_queue() -> usize {
+    256
+}
+
+/// Why a configuration file was refused. Messages name the file and, for syntax and
+/// type errors, the line and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl ServerConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<ServerConfig, ConfigError> {
+        let config: ServerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: cross-field rules and value ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("name must not be empty".into());
+        }
+        self.field_model().map_err(|e| e.to_string())?;
+        if self.heartbeat < Duration::from_millis(1) {
+            return Err("heartbeat must be at least 1ms".into());
+        }
+        if self.client_queue < 2 {
+            return Err("client_queue must be at least 2 frames".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for l in &self.licences {
+            if l.trim().is_empty() {
+                return Err("licences: a licence must not be empty".into());
+            }
+            if !seen.insert(l) {
+                return Err(format!("licences: '{l}' is listed twice"));
+            }
+        }
+        if let Some(r) = &self.redundancy {
+            if ServerIndex::new(r.index).is_none() {
+                return Err(format!(
+                    "redundancy.index must be 0 (preferred Primary) or 1, not {}",
+                    r.index
+                ));
+            }
+            if r.failover_timeout <= self.heartbeat {
+                return Err(format!(
+                    "redundancy.failover_timeout ({}) must be longer than heartbeat ({})",
+                    humantime::format_duration(r.failover_timeout),
+                    humantime::format_duration(self.heartbeat)
+                ));
+            }
+            if r.sync_listen == self.listen {
+                return Err("redundancy.sync_listen must differ from listen".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn field_model(&self) -> Result<FieldModel, SiteError> {
+        Ok(FieldModel::new(self.seed, self.site.clone())?
+            .with_field_epoch(Timestamp(self.field_epoch_us)))
+    }
+
+    /// The addresses `Local` access is accepted from.
+    pub fn local_addresses(&self) -> Vec<IpAddr> {
+        match self.host_address {
+            Some(ip) => vec![ip],
+            None if self.listen.ip().is_unspecified() => vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
+            None => vec![self.listen.ip()],
+        }
+    }
+
+    pub fn redundancy_config(&self) -> Option<(ServerIndex, RedundancyConfig)> {
+        let r = self.redundancy.as_ref()?;
+        Some((
+            ServerIndex::new(r.index)?,
+            RedundancyConfig {
+                heartbeat: self.heartbeat,
+                failover_timeout: r.failover_timeout,
+                failback: r.failback,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "po-a"
+listen = "127.0.1.1:23500"
+licences = ["CA-1", "CA-2"]
+seed = 7
+
+[site]
+devices = 4
+tags_per_device = 16
+scan_period = "100ms"
+
+[redundancy]
+index = 0
+sync_listen = "127.0.1.1:23501"
+peer = "127.0.2.1:23501"
+failover_timeout = "500ms"
+"#;
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let c = ServerConfig::parse(GOOD, "a.toml").unwrap();
+        assert_eq!(c.heartbeat, Duration::from_millis(100));
+        assert_eq!(c.local_addresses(), vec![IpAddr::from([127, 0, 1, 1])]);
+        let (index, r) = c.redundancy_config().unwrap();
+        assert_eq!(index, ServerIndex(0));
+        assert!(!r.failback);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let typo = GOOD.replace("seed = 7", "sed = 7");
+        insta::assert_snapshot!(ServerConfig::parse(&typo, "a.toml").unwrap_err().to_string());
+        let bad_addr = GOOD.replace("127.0.2.1:23501", "127.0.2.1");
+        insta::assert_snapshot!(ServerConfig::parse(&bad_addr, "a.toml").unwrap_err().to_string());
+        let bad_index = GOOD.replace("index = 0", "index = 2");
+        insta::assert_snapshot!(ServerConfig::parse(&bad_index, "a.toml").unwrap_err().to_string());
+        let no_devices = GOOD.replace("devices = 4", "devices = 0");
+        insta::assert_snapshot!(ServerConfig::parse(&no_devices, "a.toml").unwrap_err().to_string());
+    }
+}

@@ -1,0 +1,372 @@
+//! One client-access session: `Hello` and licensing, then browse, subscribe, writes and
+//! pings from the reader; everything the server sends goes through the writer, which
+//! owns the session's `seq` and batches queued frames into one syscall.
+
+use crate::server::{Outgoing, SessionEntry, Shared};
+use bytes::BytesMut;
+use futures::StreamExt;
+use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};
+use po_protocol::{Access, ErrorCode, Frame, PROTOCOL_VERSION, Timestamp};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+/// How long a client may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one write to a client may block before the client is given up on.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Queued frames are coalesced into one write up to about this many bytes.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+pub(crate) async fn run_listener(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                let s = shared.clone();
+                shared.spawn(async move { run_session(s, stream, from).await });
+            }
+            Err(e) => {
+                tracing::warn!(server = %shared.name(), error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Removes the session from the registry (and frees its licence) however it ends.
+struct SessionGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        let mut reg = self.shared.registry.lock().unwrap();
+        if let Some(entry) = reg.sessions.remove(&self.id)
+            && let Some(l) = entry.licence
+        {
+            reg.licences_in_use.remove(&l);
+        }
+    }
+}
+
+async fn run_session(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let mut frames = FramedRead::new(read, FrameCodec::<Frame>::new());
+
+    shared.wait_unpaused().await;
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
+        Ok(Some(Ok(f))) => f,
+        Ok(Some(Err(e))) => {
+            return refuse(&mut write, ErrorCode::Malformed, e.to_string()).await;
+        }
+        Ok(None) => return,
+        Err(_) => {
+            let msg = format!("no Hello within {}s", HELLO_TIMEOUT.as_secs());
+            return refuse(&mut write, ErrorCode::UnexpectedFrame, msg).await;
+        }
+    };
+    let Frame::Hello {
+        version,
+        client_name,
+        access,
+    } = first
+    else {
+        let msg = format!("expected Hello as the first frame, got {}", first.kind());
+        return refuse(&mut write, ErrorCode::UnexpectedFrame, msg).await;
+    };
+    if version != PROTOCOL_VERSION {
+        let msg = format!(
+            "protocol version {version} is not supported; server {} speaks version {PROTOCOL_VERSION}",
+            shared.name()
+        );
+        return refuse(&mut write, ErrorCode::UnsupportedVersion, msg).await;
+    }
+
+    let id = shared.next_session_id();
+    let (tx, rx) = mpsc::channel(shared.config().client_queue);
+    let (kill_tx, kill_rx) = oneshot::channel();
+    let admitted = {
+        let mut reg = shared.registry.lock().unwrap();
+        match admit(&shared, &reg.licences_in_use, &client_name, &access, from) {
+            Ok(licence) => {
+                if let Some(l) = &licence {
+                    reg.licences_in_use
+                        .insert(l.clone(), (client_name.clone(), from));
+                }
+                reg.sessions.insert(
+                    id,
+                    SessionEntry {
+                        tx: tx.clone(),
+                        kill: Some(kill_tx),
+                        subscription: None,
+                        client_name: client_name.clone(),
+                        licence: licence.clone(),
+                    },
+                );
+                Ok(licence)
+            }
+            Err(refusal) => Err(refusal),
+        }
+    };
+    let licence = match admitted {
+        Ok(l) => l,
+        Err((code, msg)) => {
+            tracing::warn!(server = %shared.name(), client = %client_name, %from, %code, "refused: {msg}");
+            return refuse(&mut write, code, msg).await;
+        }
+    };
+    let _guard = SessionGuard {
+        shared: &shared,
+        id,
+    };
+    tracing::info!(server = %shared.name(), client = %client_name, %from, licence = ?licence, "client connected");
+    let status = shared.status();
+    let _ = tx.try_send(Outgoing::Frame(Frame::Welcome {
+        server_name: shared.name().to_string(),
+        role: status.role,
+        epoch: status.epoch,
+    }));
+
+    let writer = run_writer(&shared, write, rx, kill_rx);
+    let reader = run_reader(&shared, &mut frames, tx, id);
+    // The writer ends the session (it drains, then closes); the reader ending only
+    // drops its queue handle so the writer finishes what is queued.
+    tokio::pin!(writer);
+    tokio::select! {
+        _ = &mut writer => {}
+        _ = reader => {
+            // The session is gone from the registry once the guard drops; the writer
+            // flushes what the reader queued (an Error, say) and stops.
+            drop(_guard);
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, writer).await;
+        }
+    }
+    tracing::info!(server = %shared.name(), client = %client_name, %from, "client disconnected");
+}
+
+/// Licensing (`docs/protocol.md` §Licensing). Returns the licence to hold, if any.
+fn admit(
+    shared: &Shared,
+    in_use: &std::collections::HashMap<String, (String, SocketAddr)>,
+    client_name: &str,
+    access: &Access,
+    from: SocketAddr,
+) -> Result<Option<String>, (ErrorCode, String)> {
+    let server = shared.name();
+    match access {
+        Access::Local => {
+            let local = shared.config().local_addresses();
+            if local.contains(&from.ip()) {
+                Ok(None)
+            } else {
+                let list: Vec<String> = local.iter().map(|a| a.to_string()).collect();
+                Err((
+                    ErrorCode::LocalAccessDenied,
+                    format!(
+                        "Local access to server {server} is accepted only from its own host address ({}); client '{client_name}' connected from {} and needs a Client Access licence",
+                        list.join(", "),
+                        from.ip()
+                    ),
+                ))
+            }
+        }
+        Access::ClientAccess { licence } => {
+            let installed = &shared.config().licences;
+            if licence.trim().is_empty() {
+                return Err((
+                    ErrorCode::LicenceMissing,
+                    format!(
+                        "client '{client_name}' presented no Client Access licence; server {server} has {} installed",
+                        installed.len()
+                    ),
+                ));
+            }
+            if !installed.iter().any(|l| l == licence) {
+                return Err((
+                    ErrorCode::LicenceMissing,
+                    format!(
+                        "Client Access licence '{licence}' is not installed on server {server} ({} installed)",
+                        installed.len()
+                    ),
+                ));
+            }
+            if let Some((holder, holder_addr)) = in_use.get(licence) {
+                return Err((
+                    ErrorCode::LicenceInUse,
+                    format!(
+                        "Client Access licence '{licence}' on server {server} is already in use by '{holder}' from {}",
+                        holder_addr.ip()
+                    ),
+                ));
+            }
+            Ok(Some(licence.clone()))
+        }
+    }
+}
+
+/// Sends one `Error` and closes: for sessions refused before they were admitted.
+async fn refuse(write: &mut OwnedWriteHalf, code: ErrorCode, message: String) {
+    let mut buf = BytesMut::new();
+    if encode_into(&Frame::Error { code, message }, &mut buf, MAX_FRAME_LEN).is_ok() {
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await;
+    }
+    let _ = write.shutdown().await;
+}
+
+async fn run_reader(
+    shared: &Arc<Shared>,
+    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec<Frame>>,
+    tx: mpsc::Sender<Outgoing>,
+    id: u64,
+) {
+    loop {
+        shared.wait_unpaused().await;
+        let frame = match frames.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                let code = if e.is_protocol_violation() {
+                    ErrorCode::Malformed
+                } else {
+                    return;
+                };
+                tracing::warn!(server = %shared.name(), error = %e, "ending session: bad bytes");
+                let _ = tx.try_send(Outgoing::Frame(Frame::Error {
+                    code,
+                    message: e.to_string(),
+                }));
+                return;
+            }
+            None => return,
+        };
+        shared.wait_unpaused().await;
+        let reply = match frame {
+            Frame::Browse => Outgoing::Frame(Frame::Catalog {
+                tags: shared.model.catalog().to_vec(),
+            }),
+            Frame::Subscribe { tags } => match shared.subscribe(id, &tags) {
+                Ok(()) => continue,
+                Err(message) => Outgoing::Frame(Frame::Error {
+                    code: ErrorCode::UnknownTag,
+                    message,
+                }),
+            },
+            Frame::Write {
+                request_id,
+                tag,
+                value,
+            } => {
+                let outcome = shared.write(tag, value).await;
+                tracing::debug!(server = %shared.name(), %tag, %value, ?outcome, "write");
+                Outgoing::Frame(Frame::WriteResult {
+                    request_id,
+                    outcome,
+                })
+            }
+            Frame::Ping => Outgoing::Heartbeat,
+            Frame::Unsubscribe => {
+                shared.unsubscribe(id);
+                continue;
+            }
+            other => {
+                let _ = tx.try_send(Outgoing::Frame(Frame::Error {
+                    code: ErrorCode::UnexpectedFrame,
+                    message: format!("a client may not send {} here", other.kind()),
+                }));
+                return;
+            }
+        };
+        let is_error = matches!(reply, Outgoing::Frame(Frame::Error { .. }));
+        if tx.send(reply).await.is_err() || is_error {
+            return;
+        }
+    }
+}
+
+async fn run_writer(
+    shared: &Arc<Shared>,
+    mut write: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut kill: oneshot::Receiver<Frame>,
+) {
+    let mut seq = 0u64;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let first = tokio::select! {
+            biased;
+            goodbye = &mut kill => {
+                if let Ok(frame) = goodbye {
+                    buf.clear();
+                    if encode_into(&frame, &mut buf, MAX_FRAME_LEN).is_ok() {
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await;
+                    }
+                }
+                break;
+            }
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        buf.clear();
+        encode(shared, first, &mut seq, &mut buf);
+        while buf.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(m) => encode(shared, m, &mut seq, &mut buf),
+                Err(_) => break,
+            }
+        }
+        shared.wait_unpaused().await;
+        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::warn!(server = %shared.name(), "client did not read for {}s; closing", WRITE_TIMEOUT.as_secs());
+                return;
+            }
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+fn encode(shared: &Shared, m: Outgoing, seq: &mut u64, buf: &mut BytesMut) {
+    let result = match m {
+        Outgoing::Snapshot(values) => {
+            *seq += 1;
+            encode_into(&Frame::Snapshot { seq: *seq, values }, buf, MAX_FRAME_LEN)
+        }
+        Outgoing::Updates(batch) => {
+            *seq += 1;
+            batch.encode_frame(*seq, buf)
+        }
+        Outgoing::OwnUpdates(batch) => {
+            *seq += 1;
+            encode_into(&Frame::Updates { seq: *seq, batch }, buf, MAX_FRAME_LEN)
+        }
+        Outgoing::Heartbeat => {
+            let s = shared.status();
+            encode_into(
+                &Frame::Heartbeat {
+                    role: s.role,
+                    epoch: s.epoch,
+                    seq: *seq,
+                    sent_at: Timestamp::now(),
+                },
+                buf,
+                MAX_FRAME_LEN,
+            )
+        }
+        Outgoing::Frame(f) => encode_into(&f, buf, MAX_FRAME_LEN),
+    };
+    if let Err(e) = result {
+        // Only an impossible oversize frame gets here; the seq gap it leaves tells the
+        // client to resubscribe rather than trust a stream with a hole.
+        tracing::error!(server = %shared.name(), error = %e, "cannot encode frame for client");
+    }
+}

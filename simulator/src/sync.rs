@@ -1,0 +1,247 @@
+//! The sync link between the two servers of a pair: heartbeats carrying role and epoch,
+//! write replication, and the Primary's setpoint store pushed to a (re)joining peer.
+//!
+//! Each server dials the peer's `sync_listen` address and sends on that connection
+//! (status, replication requests); it reads the peer's connection to its own listener
+//! (peer status, replication it must apply and acknowledge). Two one-way streams keep
+//! the ownership simple: nothing needs to decide which side "owns" a shared socket.
+
+use crate::server::Shared;
+use bytes::BytesMut;
+use futures::StreamExt;
+use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};
+use po_protocol::{Role, TagId, Timestamp, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+/// Frames of the server-to-server sync link (never seen by clients).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SyncFrame {
+    Hello { server_name: String, index: u8 },
+    Status { role: Role, epoch: u64, sent_at: Timestamp },
+    Replicate { id: u64, tag: TagId, value: Value },
+    ReplicateAck { id: u64 },
+    /// The sender's whole setpoint store; sent by a Primary when its link to the peer
+    /// comes up, so a restarted or partitioned Standby converges.
+    Setpoints { values: Vec<(TagId, Value)> },
+}
+
+/// A write waiting to be confirmed by the peer.
+#[derive(Debug)]
+pub(crate) struct ReplicateRequest {
+    pub tag: TagId,
+    pub value: Value,
+    pub deadline: Instant,
+    pub done: oneshot::Sender<()>,
+}
+
+/// Dials the peer and keeps the outgoing half of the link alive until the incarnation ends.
+pub(crate) async fn run_outbound(shared: Arc<Shared>, mut requests: mpsc::Receiver<ReplicateRequest>) {
+    let mut cut = shared.sync_cut.subscribe();
+    let mut next_id = 1u64;
+    loop {
+        wait_cut(&mut cut, false).await;
+        shared.wait_unpaused().await;
+        let peer = shared.peer_addr();
+        let stream = tokio::select! {
+            r = tokio::time::timeout(shared.heartbeat(), TcpStream::connect(peer)) => match r {
+                Ok(Ok(s)) => s,
+                _ => {
+                    tokio::time::sleep(shared.heartbeat()).await;
+                    continue;
+                }
+            },
+            _ = wait_cut(&mut cut, true) => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::debug!(server = %shared.name(), %peer, "sync link to peer up");
+        serve_outbound(&shared, stream, &mut requests, &mut cut, &mut next_id).await;
+        tracing::info!(server = %shared.name(), %peer, "sync link to peer down");
+        shared.link_down();
+        tokio::time::sleep(shared.heartbeat()).await;
+    }
+}
+
+async fn serve_outbound(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    requests: &mut mpsc::Receiver<ReplicateRequest>,
+    cut: &mut tokio::sync::watch::Receiver<bool>,
+    next_id: &mut u64,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut acks = FramedRead::new(read, FrameCodec::<SyncFrame>::new());
+    let mut status = shared.status_rx();
+    let mut pending: HashMap<u64, oneshot::Sender<()>> = HashMap::new();
+    let mut buf = BytesMut::new();
+    let mut interval = tokio::time::interval(shared.heartbeat());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let hello = SyncFrame::Hello {
+        server_name: shared.name().to_string(),
+        index: shared.index(),
+    };
+    push(&mut buf, &hello);
+    if shared.status().role == Role::Primary {
+        push(
+            &mut buf,
+            &SyncFrame::Setpoints {
+                values: shared.setpoints_snapshot(),
+            },
+        );
+    }
+    loop {
+        if !buf.is_empty() {
+            shared.wait_unpaused().await;
+            if write.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+        }
+        tokio::select! {
+            _ = wait_cut(cut, true) => return,
+            _ = interval.tick() => {
+                shared.wait_unpaused().await;
+                push(&mut buf, &status_frame(shared));
+            }
+            changed = status.changed() => {
+                if changed.is_err() { return; }
+                push(&mut buf, &status_frame(shared));
+            }
+            req = requests.recv() => {
+                let Some(req) = req else { return };
+                if req.deadline <= Instant::now() {
+                    continue; // its writer has given up waiting; the store push covers it
+                }
+                let id = *next_id;
+                *next_id += 1;
+                push(&mut buf, &SyncFrame::Replicate { id, tag: req.tag, value: req.value });
+                pending.insert(id, req.done);
+            }
+            frame = acks.next() => match frame {
+                Some(Ok(SyncFrame::ReplicateAck { id })) => {
+                    if let Some(done) = pending.remove(&id) {
+                        let _ = done.send(());
+                    }
+                }
+                Some(Ok(other)) => {
+                    tracing::warn!(server = %shared.name(), frame = ?other, "unexpected frame from peer on the sync link; closing it");
+                    return;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(server = %shared.name(), error = %e, "bad bytes from peer on the sync link; closing it");
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+fn status_frame(shared: &Shared) -> SyncFrame {
+    let s = shared.status();
+    SyncFrame::Status {
+        role: s.role,
+        epoch: s.epoch,
+        sent_at: Timestamp::now(),
+    }
+}
+
+fn push(buf: &mut BytesMut, frame: &SyncFrame) {
+    // Sync frames are small except Setpoints, bounded by the tag count.
+    if let Err(e) = encode_into(frame, buf, MAX_FRAME_LEN) {
+        tracing::error!(error = %e, "cannot encode sync frame");
+    }
+}
+
+/// Accepts the peer's sync connections; the newest connection replaces older ones.
+pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: TcpListener) {
+    let mut generation = 0u64;
+    let current = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        if *shared.sync_cut.borrow() {
+            drop(stream);
+            continue;
+        }
+        generation += 1;
+        current.store(generation, std::sync::atomic::Ordering::SeqCst);
+        let shared2 = shared.clone();
+        let current2 = current.clone();
+        let mine = generation;
+        shared.spawn(async move {
+            serve_inbound(&shared2, stream, from, &current2, mine).await;
+            if current2.load(std::sync::atomic::Ordering::SeqCst) == mine {
+                shared2.link_down();
+            }
+        });
+    }
+}
+
+async fn serve_inbound(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    from: SocketAddr,
+    current: &std::sync::atomic::AtomicU64,
+    mine: u64,
+) {
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let mut frames = FramedRead::new(read, FrameCodec::<SyncFrame>::new());
+    let mut cut = shared.sync_cut.subscribe();
+    let mut buf = BytesMut::new();
+    loop {
+        if current.load(std::sync::atomic::Ordering::SeqCst) != mine {
+            return; // replaced by a newer connection
+        }
+        shared.wait_unpaused().await;
+        let frame = tokio::select! {
+            _ = wait_cut(&mut cut, true) => return,
+            f = frames.next() => f,
+        };
+        shared.wait_unpaused().await;
+        match frame {
+            Some(Ok(SyncFrame::Hello { server_name, index })) => {
+                tracing::debug!(server = %shared.name(), peer = %server_name, index, %from, "peer joined the sync link");
+            }
+            Some(Ok(SyncFrame::Status { role, epoch, .. })) => {
+                shared.on_peer_status(crate::redundancy::PeerStatus { role, epoch });
+            }
+            Some(Ok(SyncFrame::Replicate { id, tag, value })) => {
+                shared.apply_replicated(tag, value);
+                buf.clear();
+                push(&mut buf, &SyncFrame::ReplicateAck { id });
+                if write.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
+            Some(Ok(SyncFrame::Setpoints { values })) => {
+                shared.adopt_setpoints(values);
+            }
+            Some(Ok(SyncFrame::ReplicateAck { .. })) => {
+                tracing::warn!(server = %shared.name(), %from, "unexpected ReplicateAck on inbound sync link; closing it");
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(server = %shared.name(), %from, error = %e, "bad bytes on the sync link; closing it");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Waits until the sync link's cut flag is `want`. Returns nothing, so no borrow of
+/// the watch value lives across an await.
+pub(crate) async fn wait_cut(rx: &mut tokio::sync::watch::Receiver<bool>, want: bool) {
+    let _ = rx.wait_for(|c| *c == want).await;
+}
