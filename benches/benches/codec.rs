@@ -32,20 +32,30 @@ fn codec(c: &mut Criterion) {
     for n in [100usize, 1_000, 10_000] {
         let values = batch(n);
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("encode+decode", n), &values, |b, values| {
-            let mut codec = FrameCodec::<Frame>::new();
-            let mut buf = BytesMut::with_capacity(n * 24);
-            let frame = Frame::Updates { seq: 1, batch: values.clone() };
-            b.iter(|| {
-                codec.encode(&frame, &mut buf).unwrap();
-                let back = codec.decode(&mut buf).unwrap().unwrap();
-                black_box(back);
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("encode+decode", n),
+            &values,
+            |b, values| {
+                let mut codec = FrameCodec::<Frame>::new();
+                let mut buf = BytesMut::with_capacity(n * 24);
+                let frame = Frame::Updates {
+                    seq: 1,
+                    batch: values.clone(),
+                };
+                b.iter(|| {
+                    codec.encode(&frame, &mut buf).unwrap();
+                    let back = codec.decode(&mut buf).unwrap().unwrap();
+                    black_box(back);
+                })
+            },
+        );
         group.bench_with_input(BenchmarkId::new("encode", n), &values, |b, values| {
             let mut codec = FrameCodec::<Frame>::new();
             let mut buf = BytesMut::with_capacity(n * 24);
-            let frame = Frame::Updates { seq: 1, batch: values.clone() };
+            let frame = Frame::Updates {
+                seq: 1,
+                batch: values.clone(),
+            };
             b.iter(|| {
                 buf.clear();
                 codec.encode(&frame, &mut buf).unwrap();
@@ -56,25 +66,35 @@ fn codec(c: &mut Criterion) {
             let mut codec = FrameCodec::<Frame>::new();
             let mut encoded = BytesMut::new();
             codec
-                .encode(&Frame::Updates { seq: 1, batch: values.clone() }, &mut encoded)
+                .encode(
+                    &Frame::Updates {
+                        seq: 1,
+                        batch: values.clone(),
+                    },
+                    &mut encoded,
+                )
                 .unwrap();
             b.iter(|| {
                 let mut buf = encoded.clone();
                 black_box(codec.decode(&mut buf).unwrap().unwrap());
             })
         });
-        group.bench_with_input(BenchmarkId::new("shared-batch-fanout-8", n), &values, |b, values| {
-            // One encode, eight session frames: the simulator's publish path.
-            let mut buf = BytesMut::with_capacity(8 * n * 24);
-            b.iter(|| {
-                let shared = SharedBatch::new(values).unwrap();
-                buf.clear();
-                for seq in 0..8 {
-                    shared.encode_frame(seq, &mut buf).unwrap();
-                }
-                black_box(&buf);
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("shared-batch-fanout-8", n),
+            &values,
+            |b, values| {
+                // One encode, eight session frames: the simulator's publish path.
+                let mut buf = BytesMut::with_capacity(8 * n * 24);
+                b.iter(|| {
+                    let shared = SharedBatch::new(values).unwrap();
+                    buf.clear();
+                    for seq in 0..8 {
+                        shared.encode_frame(seq, &mut buf).unwrap();
+                    }
+                    black_box(&buf);
+                })
+            },
+        );
     }
     group.finish();
 }

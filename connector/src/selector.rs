@@ -65,7 +65,10 @@ struct SourceState {
 
 impl SourceState {
     fn healthy(&self, now: Instant, timeout: Duration) -> bool {
-        self.connected && self.last_heard.is_some_and(|t| now.saturating_duration_since(t) < timeout)
+        self.connected
+            && self
+                .last_heard
+                .is_some_and(|t| now.saturating_duration_since(t) < timeout)
     }
 }
 
@@ -128,9 +131,7 @@ impl SourceSelector {
 
     /// Feeds one event; returns the switch it causes, if any.
     pub fn handle(&mut self, now: Instant, source: usize, event: SourceEvent) -> Option<Switch> {
-        let Some(s) = self.sources.get_mut(source) else {
-            return None;
-        };
+        let s = self.sources.get_mut(source)?;
         match event {
             SourceEvent::Connected { role, epoch } => {
                 s.connected = true;
@@ -260,22 +261,66 @@ mod tests {
     fn follows_the_primary_and_switches_on_loss() {
         let t0 = Instant::now();
         let mut s = SourceSelector::new(cfg(), 2, t0);
-        let sw = s.handle(t0, 1, SourceEvent::Connected { role: Role::Standby, epoch: 1 });
+        let sw = s.handle(
+            t0,
+            1,
+            SourceEvent::Connected {
+                role: Role::Standby,
+                epoch: 1,
+            },
+        );
         assert_eq!(sw.unwrap().to.unwrap().role, Role::Standby);
-        let sw = s.handle(t0, 0, SourceEvent::Connected { role: Role::Primary, epoch: 1 });
-        assert_eq!(sw.unwrap().to, Some(Active { source: 0, role: Role::Primary, epoch: 1 }));
+        let sw = s.handle(
+            t0,
+            0,
+            SourceEvent::Connected {
+                role: Role::Primary,
+                epoch: 1,
+            },
+        );
+        assert_eq!(
+            sw.unwrap().to,
+            Some(Active {
+                source: 0,
+                role: Role::Primary,
+                epoch: 1
+            })
+        );
         assert_eq!(s.switch_count(), 1);
         let sw = s.handle(t0, 0, SourceEvent::Lost).unwrap();
         assert_eq!(sw.to.unwrap().source, 1);
-        let sw = s.handle(t0, 1, SourceEvent::Heartbeat { role: Role::Primary, epoch: 2 }).unwrap();
-        assert_eq!(sw.to, Some(Active { source: 1, role: Role::Primary, epoch: 2 }));
+        let sw = s
+            .handle(
+                t0,
+                1,
+                SourceEvent::Heartbeat {
+                    role: Role::Primary,
+                    epoch: 2,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            sw.to,
+            Some(Active {
+                source: 1,
+                role: Role::Primary,
+                epoch: 2
+            })
+        );
     }
 
     #[test]
     fn silence_is_loss_after_source_timeout_and_staleness_follows() {
         let t0 = Instant::now();
         let mut s = SourceSelector::new(cfg(), 1, t0);
-        s.handle(t0, 0, SourceEvent::Connected { role: Role::Primary, epoch: 1 });
+        s.handle(
+            t0,
+            0,
+            SourceEvent::Connected {
+                role: Role::Primary,
+                epoch: 1,
+            },
+        );
         assert!(s.tick(t0 + Duration::from_millis(499)).is_none());
         assert_eq!(s.poll_at(), Some(t0 + Duration::from_millis(500)));
         let sw = s.tick(t0 + Duration::from_millis(500)).unwrap();
@@ -292,13 +337,56 @@ mod tests {
     fn split_brain_follows_the_highest_epoch_and_keeps_the_current_on_a_tie() {
         let t0 = Instant::now();
         let mut s = SourceSelector::new(cfg(), 2, t0);
-        s.handle(t0, 0, SourceEvent::Connected { role: Role::Primary, epoch: 3 });
-        s.handle(t0, 1, SourceEvent::Connected { role: Role::Standby, epoch: 3 });
-        let sw = s.handle(t0, 1, SourceEvent::Heartbeat { role: Role::Primary, epoch: 4 }).unwrap();
+        s.handle(
+            t0,
+            0,
+            SourceEvent::Connected {
+                role: Role::Primary,
+                epoch: 3,
+            },
+        );
+        s.handle(
+            t0,
+            1,
+            SourceEvent::Connected {
+                role: Role::Standby,
+                epoch: 3,
+            },
+        );
+        let sw = s
+            .handle(
+                t0,
+                1,
+                SourceEvent::Heartbeat {
+                    role: Role::Primary,
+                    epoch: 4,
+                },
+            )
+            .unwrap();
         assert_eq!(sw.to.unwrap().source, 1);
-        assert!(s.handle(t0, 0, SourceEvent::Heartbeat { role: Role::Primary, epoch: 3 }).is_none());
+        assert!(
+            s.handle(
+                t0,
+                0,
+                SourceEvent::Heartbeat {
+                    role: Role::Primary,
+                    epoch: 3
+                }
+            )
+            .is_none()
+        );
         // Equal epochs: no flapping.
-        assert!(s.handle(t0, 0, SourceEvent::Heartbeat { role: Role::Primary, epoch: 4 }).is_none());
+        assert!(
+            s.handle(
+                t0,
+                0,
+                SourceEvent::Heartbeat {
+                    role: Role::Primary,
+                    epoch: 4
+                }
+            )
+            .is_none()
+        );
         assert_eq!(s.active().unwrap().source, 1);
     }
 }

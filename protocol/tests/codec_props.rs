@@ -126,8 +126,10 @@ fn frame() -> impl Strategy<Value = Frame> {
                 sent_at: Timestamp(t),
             }
         }),
-        (any::<u64>(), outcome())
-            .prop_map(|(request_id, outcome)| Frame::WriteResult { request_id, outcome }),
+        (any::<u64>(), outcome()).prop_map(|(request_id, outcome)| Frame::WriteResult {
+            request_id,
+            outcome
+        }),
         (error_code(), ".{0,40}").prop_map(|(code, message)| Frame::Error { code, message }),
         Just(Frame::Unsubscribe),
     ]
@@ -257,5 +259,8 @@ fn trailing_bytes_inside_a_frame_are_malformed() {
     buf[..4].copy_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(&[0]);
     let err = FrameCodec::<Frame>::new().decode(&mut buf).unwrap_err();
-    assert!(matches!(err, CodecError::TrailingBytes { trailing: 1, .. }), "{err}");
+    assert!(
+        matches!(err, CodecError::TrailingBytes { trailing: 1, .. }),
+        "{err}"
+    );
 }

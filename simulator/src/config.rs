@@ -149,7 +149,7 @@ impl ServerConfig {
                     humantime::format_duration(self.heartbeat)
                 ));
             }
-            if r.sync_listen == self.listen {
+            if r.sync_listen == self.listen && self.listen.port() != 0 {
                 return Err("redundancy.sync_listen must differ from listen".into());
             }
         }
@@ -221,12 +221,28 @@ failover_timeout = "500ms"
     #[test]
     fn errors_name_file_line_and_key() {
         let typo = GOOD.replace("seed = 7", "sed = 7");
-        insta::assert_snapshot!(ServerConfig::parse(&typo, "a.toml").unwrap_err().to_string());
+        insta::assert_snapshot!(
+            ServerConfig::parse(&typo, "a.toml")
+                .unwrap_err()
+                .to_string()
+        );
         let bad_addr = GOOD.replace("127.0.2.1:23501", "127.0.2.1");
-        insta::assert_snapshot!(ServerConfig::parse(&bad_addr, "a.toml").unwrap_err().to_string());
+        insta::assert_snapshot!(
+            ServerConfig::parse(&bad_addr, "a.toml")
+                .unwrap_err()
+                .to_string()
+        );
         let bad_index = GOOD.replace("index = 0", "index = 2");
-        insta::assert_snapshot!(ServerConfig::parse(&bad_index, "a.toml").unwrap_err().to_string());
+        insta::assert_snapshot!(
+            ServerConfig::parse(&bad_index, "a.toml")
+                .unwrap_err()
+                .to_string()
+        );
         let no_devices = GOOD.replace("devices = 4", "devices = 0");
-        insta::assert_snapshot!(ServerConfig::parse(&no_devices, "a.toml").unwrap_err().to_string());
+        insta::assert_snapshot!(
+            ServerConfig::parse(&no_devices, "a.toml")
+                .unwrap_err()
+                .to_string()
+        );
     }
 }

@@ -307,13 +307,9 @@ impl FieldModel {
         match s.measurement {
             M::SampleTime => Value::Counter(self.tick_time(tick).as_millis()),
             M::Voltage => Value::Analog(230.0 * (1.0 + 0.01 * noise()) - 2.0 * load()),
-            M::Current => {
-                Value::Analog(s.rated_kw * 1.45 * load() * (1.0 + 0.02 * noise()))
-            }
+            M::Current => Value::Analog(s.rated_kw * 1.45 * load() * (1.0 + 0.02 * noise())),
             M::ActivePower => Value::Analog(s.rated_kw * load() * (1.0 + 0.01 * noise())),
-            M::ReactivePower => {
-                Value::Analog(s.rated_kw * 0.3 * load() * (1.0 + 0.02 * noise()))
-            }
+            M::ReactivePower => Value::Analog(s.rated_kw * 0.3 * load() * (1.0 + 0.02 * noise())),
             M::PowerFactor => Value::Analog(0.92 + 0.03 * noise()),
             M::Frequency => Value::Analog(50.0 + 0.02 * noise()),
             M::ActiveEnergy | M::ReactiveEnergy => {
@@ -421,8 +417,14 @@ mod tests {
             tags_per_device,
             scan_period: Duration::from_millis(ms),
         };
-        assert_eq!(FieldModel::new(0, spec(0, 1, 100)).unwrap_err(), SiteError::NoDevices);
-        assert_eq!(FieldModel::new(0, spec(1, 0, 100)).unwrap_err(), SiteError::NoTags);
+        assert_eq!(
+            FieldModel::new(0, spec(0, 1, 100)).unwrap_err(),
+            SiteError::NoDevices
+        );
+        assert_eq!(
+            FieldModel::new(0, spec(1, 0, 100)).unwrap_err(),
+            SiteError::NoTags
+        );
         assert!(matches!(
             FieldModel::new(0, spec(100_000, 100, 100)).unwrap_err(),
             SiteError::TooManyTags(10_000_000)

@@ -4,8 +4,17 @@
 //!   recompute what a server served.
 //! - [`redundancy`]: the sans-IO Primary/Standby role state machine.
 //! - [`server`]: one Power Operation server speaking the client-access protocol, with
-//!   its sync link to the peer and its fault controls.
+//!   its sync link to the peer and its fault controls; [`pair`]: two of them wired up.
 //! - [`config`]: the `po-sim` configuration file.
 
+pub mod config;
 pub mod field;
+pub mod pair;
 pub mod redundancy;
+pub mod server;
+mod session;
+pub mod sync;
+
+pub use config::ServerConfig;
+pub use field::{FieldModel, SiteSpec};
+pub use server::{ServerError, ServerHandle};

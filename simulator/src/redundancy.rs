@@ -1,0 +1,359 @@
+//! The Primary/Standby role of one server of a redundant pair, as a sans-IO state
+//! machine: peer heartbeats, link events and `now` go in, role transitions come out. No
+//! sockets, no clocks: the server's tokio driver feeds it, and property tests drive two
+//! of them through crashes, pauses and partitions.
+//!
+//! Rules, and why:
+//! - A server starts (and restarts: nothing is persisted) as **Standby, epoch 0**, so a
+//!   returning server never claims Primary over one that took over while it was gone.
+//! - **Startup**: when both are Standby and hear each other, the preferred server
+//!   (index 0) promotes at once, so a healthy pair settles in one heartbeat. The same rule
+//!   means a pair never sits with two Standbys.
+//! - **Silence**: a Standby that has heard nothing from its peer for `failover_timeout`
+//!   promotes (a lone surviving server is Primary within one failover timeout).
+//! - **Epochs** are unique per server: index 0 promotes only to odd epochs, index 1 only
+//!   to even ones, always to the smallest such epoch above every epoch it knows. A
+//!   promotion is therefore usually "epoch + 1", and two Primaries can never share an
+//!   epoch, not in split brain and not after both restart at once.
+//! - **Highest epoch wins**: a Primary hearing a Primary with a higher epoch demotes; a
+//!   Standby's epoch is that of the Primary it follows (the highest it knows of).
+//! - **Failback** (optional): the preferred server, Standby and hearing its peer without
+//!   interruption for one `failover_timeout`, promotes again; the peer then demotes.
+//! - **Own stall**: if this machine was not driven for longer than `failover_timeout`
+//!   (the process was paused, e.g. SIGSTOP), the silence it then sees is its own fault:
+//!   it grants the peer one more `failover_timeout` before promoting, and so first reads
+//!   the heartbeats that queued up meanwhile. The driver must call [`RedundancyRole::poll`]
+//!   at [`RedundancyRole::poll_at`], which is never more than one heartbeat away.
+//! - **Link down** (the sync connection dropped): the peer no longer counts as reachable
+//!   for write replication, but promotion still waits for `failover_timeout` of silence: a
+//!   cut link and a crashed peer look alike, and only time tells a pause from a crash.
+
+use po_protocol::Role;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedundancyConfig {
+    pub heartbeat: Duration,
+    pub failover_timeout: Duration,
+    pub failback: bool,
+}
+
+/// Index of a server within its pair: 0 is the preferred Primary ("a"), 1 the other ("b").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerIndex(pub u8);
+
+impl ServerIndex {
+    pub fn new(index: u8) -> Option<ServerIndex> {
+        (index < 2).then_some(ServerIndex(index))
+    }
+
+    fn is_preferred(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Parity of the epochs this server may promote to.
+    fn owns(self, epoch: u64) -> bool {
+        epoch % 2 == if self.0 == 0 { 1 } else { 0 }
+    }
+}
+
+/// A role claim: what a server says about itself on the sync link and to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub role: Role,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionReason {
+    /// The peer was silent for `failover_timeout`.
+    PeerSilent,
+    /// Both started as Standby; the preferred server took the role.
+    PreferredAtStartup,
+    /// A higher epoch was heard: demote, or follow it.
+    HigherEpochSeen,
+    /// The preferred server took the role back.
+    Failback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: PeerStatus,
+    pub to: PeerStatus,
+    pub reason: TransitionReason,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedundancyRole {
+    index: ServerIndex,
+    config: RedundancyConfig,
+    role: Role,
+    epoch: u64,
+    /// Highest epoch heard or held.
+    max_known: u64,
+    /// Last time the peer was heard (or the grace start: boot, own stall).
+    last_heard: Instant,
+    /// The peer's last claim, while the link is up.
+    peer: Option<PeerStatus>,
+    /// Since when the peer has been heard without interruption.
+    linked_since: Option<Instant>,
+    last_input: Instant,
+}
+
+impl RedundancyRole {
+    /// A freshly started server (also after a restart): Standby, epoch 0.
+    pub fn new(index: ServerIndex, config: RedundancyConfig, now: Instant) -> RedundancyRole {
+        RedundancyRole {
+            index,
+            config,
+            role: Role::Standby,
+            epoch: 0,
+            max_known: 0,
+            last_heard: now,
+            peer: None,
+            linked_since: None,
+            last_input: now,
+        }
+    }
+
+    pub fn index(&self) -> ServerIndex {
+        self.index
+    }
+
+    pub fn config(&self) -> &RedundancyConfig {
+        &self.config
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn status(&self) -> PeerStatus {
+        PeerStatus {
+            role: self.role,
+            epoch: self.epoch,
+        }
+    }
+
+    /// Whether a write should be replicated to the peer before it is acknowledged.
+    pub fn peer_alive(&self, now: Instant) -> bool {
+        self.peer.is_some()
+            && now.saturating_duration_since(self.last_heard) < self.config.failover_timeout
+    }
+
+    /// Registers that the machine is being driven, detecting our own stalls.
+    fn touch(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_input) > self.config.failover_timeout {
+            // We were not running: the silence we see is ours, not the peer's.
+            self.last_heard = self.last_heard.max(now);
+            self.linked_since = None;
+        }
+        self.last_input = self.last_input.max(now);
+    }
+
+    pub fn on_peer_status(&mut self, now: Instant, peer: PeerStatus) -> Option<Transition> {
+        self.touch(now);
+        self.last_heard = self.last_heard.max(now);
+        if self.peer.is_none() || self.linked_since.is_none() {
+            self.linked_since = Some(now);
+        }
+        self.peer = Some(peer);
+        self.max_known = self.max_known.max(peer.epoch);
+        match (self.role, peer.role) {
+            (Role::Primary, Role::Primary) => {
+                // Equal epochs cannot come from two parity-respecting servers; if they
+                // do, the non-preferred one yields.
+                let yields = peer.epoch > self.epoch
+                    || (peer.epoch == self.epoch && !self.index.is_preferred());
+                yields
+                    .then(|| self.set(Role::Standby, peer.epoch, TransitionReason::HigherEpochSeen))
+            }
+            (Role::Primary, Role::Standby) => None,
+            (Role::Standby, Role::Primary) => {
+                if peer.epoch > self.epoch {
+                    return Some(self.set(
+                        Role::Standby,
+                        peer.epoch,
+                        TransitionReason::HigherEpochSeen,
+                    ));
+                }
+                self.failback_due(now)
+                    .then(|| self.promote(TransitionReason::Failback))
+            }
+            (Role::Standby, Role::Standby) => self
+                .index
+                .is_preferred()
+                .then(|| self.promote(TransitionReason::PreferredAtStartup)),
+        }
+    }
+
+    pub fn on_link_down(&mut self, now: Instant) {
+        self.touch(now);
+        self.peer = None;
+        self.linked_since = None;
+    }
+
+    pub fn poll(&mut self, now: Instant) -> Option<Transition> {
+        self.touch(now);
+        if self.role == Role::Primary {
+            return None;
+        }
+        if now.saturating_duration_since(self.last_heard) >= self.config.failover_timeout {
+            return Some(self.promote(TransitionReason::PeerSilent));
+        }
+        if self.failback_due(now) && self.peer.is_some_and(|p| p.role == Role::Primary) {
+            return Some(self.promote(TransitionReason::Failback));
+        }
+        None
+    }
+
+    /// When `poll` next has something to decide. Never more than one heartbeat away, so
+    /// that a gap longer than `failover_timeout` between inputs really is a stall.
+    pub fn poll_at(&self) -> Instant {
+        let mut at = self.last_input + self.config.heartbeat;
+        if self.role == Role::Standby {
+            at = at.min(self.last_heard + self.config.failover_timeout);
+            if let Some(due) = self.failback_at() {
+                at = at.min(due);
+            }
+        }
+        at.max(self.last_input)
+    }
+
+    fn failback_at(&self) -> Option<Instant> {
+        if !self.config.failback || !self.index.is_preferred() || self.role != Role::Standby {
+            return None;
+        }
+        self.linked_since.map(|t| t + self.config.failover_timeout)
+    }
+
+    fn failback_due(&self, now: Instant) -> bool {
+        self.failback_at().is_some_and(|due| now >= due)
+    }
+
+    fn promote(&mut self, reason: TransitionReason) -> Transition {
+        let mut epoch = self.max_known.max(self.epoch) + 1;
+        if !self.index.owns(epoch) {
+            epoch += 1;
+        }
+        self.set(Role::Primary, epoch, reason)
+    }
+
+    fn set(&mut self, role: Role, epoch: u64, reason: TransitionReason) -> Transition {
+        let from = self.status();
+        self.role = role;
+        self.epoch = epoch;
+        self.max_known = self.max_known.max(epoch);
+        Transition {
+            from,
+            to: self.status(),
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HB: Duration = Duration::from_millis(100);
+    const FT: Duration = Duration::from_millis(500);
+
+    fn cfg(failback: bool) -> RedundancyConfig {
+        RedundancyConfig {
+            heartbeat: HB,
+            failover_timeout: FT,
+            failback,
+        }
+    }
+
+    fn standby(epoch: u64) -> PeerStatus {
+        PeerStatus {
+            role: Role::Standby,
+            epoch,
+        }
+    }
+
+    fn primary(epoch: u64) -> PeerStatus {
+        PeerStatus {
+            role: Role::Primary,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn the_preferred_server_promotes_when_both_start_together() {
+        let t = Instant::now();
+        let mut a = RedundancyRole::new(ServerIndex(0), cfg(false), t);
+        let mut b = RedundancyRole::new(ServerIndex(1), cfg(false), t);
+        assert_eq!(b.on_peer_status(t, a.status()), None, "b waits");
+        let tr = a.on_peer_status(t, b.status()).unwrap();
+        assert_eq!(tr.to, primary(1));
+        assert_eq!(tr.reason, TransitionReason::PreferredAtStartup);
+        let tr = b.on_peer_status(t, a.status()).unwrap();
+        assert_eq!(tr.to, standby(1), "b follows epoch 1");
+    }
+
+    #[test]
+    fn a_silent_peer_means_promotion_after_the_failover_timeout_with_own_parity() {
+        let t = Instant::now();
+        let mut b = RedundancyRole::new(ServerIndex(1), cfg(false), t);
+        b.on_peer_status(t, primary(1));
+        for k in 1..5 {
+            assert_eq!(b.poll(t + HB * k), None);
+        }
+        assert!(b.poll_at() <= t + FT);
+        let tr = b.poll(t + FT).unwrap();
+        assert_eq!(tr.to, primary(2));
+        assert_eq!(tr.reason, TransitionReason::PeerSilent);
+        // a comes back knowing epoch 1 and promotes to 3, not 2.
+        let mut a = RedundancyRole::new(ServerIndex(0), cfg(false), t);
+        a.on_peer_status(t, standby(2));
+        assert_eq!(a.epoch(), 3);
+    }
+
+    #[test]
+    fn a_stalled_standby_does_not_promote_on_its_own_silence() {
+        let t = Instant::now();
+        let mut b = RedundancyRole::new(ServerIndex(1), cfg(false), t);
+        b.on_peer_status(t, primary(1));
+        // Paused for 5 s: the first poll after the pause grants the peer a grace period.
+        let resumed = t + Duration::from_secs(5);
+        assert_eq!(b.poll(resumed), None);
+        assert_eq!(b.on_peer_status(resumed, primary(1)), None);
+        assert_eq!(b.role(), Role::Standby);
+        // Without heartbeats it does promote, one failover timeout after resuming.
+        assert!(b.poll(resumed + FT).is_some());
+    }
+
+    #[test]
+    fn failback_takes_the_role_back_only_when_enabled() {
+        for failback in [false, true] {
+            let t = Instant::now();
+            let mut a = RedundancyRole::new(ServerIndex(0), cfg(failback), t);
+            a.on_peer_status(t, primary(2));
+            let mut now = t;
+            let mut promoted = None;
+            for _ in 0..20 {
+                now += HB;
+                if let Some(tr) = a.on_peer_status(now, primary(2)).or_else(|| a.poll(now)) {
+                    promoted = Some(tr);
+                    break;
+                }
+            }
+            match (failback, promoted) {
+                (true, Some(tr)) => {
+                    assert_eq!(tr.reason, TransitionReason::Failback);
+                    assert_eq!(tr.to, primary(3));
+                    assert!(now >= t + FT);
+                }
+                (false, None) => assert_eq!(a.status(), standby(2)),
+                other => panic!("failback={failback}: {other:?}"),
+            }
+        }
+    }
+}

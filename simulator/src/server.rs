@@ -11,11 +11,11 @@ use crate::field::FieldModel;
 use crate::redundancy::{PeerStatus, RedundancyRole, Transition};
 use crate::session;
 use crate::sync::{self, ReplicateRequest};
+use po_protocol::Quality;
 use po_protocol::{
     ErrorCode, Frame, Role, SharedBatch, TagId, TagSelection, TagValue, Timestamp, Value,
     WriteOutcome,
 };
-use po_protocol::Quality;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -199,7 +199,11 @@ impl Shared {
     }
 
     pub(crate) fn apply_replicated(&self, tag: TagId, value: Value) {
-        if self.model.tag(tag).is_some_and(|t| t.writable && t.kind == value.kind()) {
+        if self
+            .model
+            .tag(tag)
+            .is_some_and(|t| t.writable && t.kind == value.kind())
+        {
             self.setpoints.lock().unwrap().insert(tag, value);
         }
     }
@@ -212,7 +216,11 @@ impl Shared {
         let mut store = self.setpoints.lock().unwrap();
         store.clear();
         for (tag, value) in values {
-            if self.model.tag(tag).is_some_and(|t| t.writable && t.kind == value.kind()) {
+            if self
+                .model
+                .tag(tag)
+                .is_some_and(|t| t.writable && t.kind == value.kind())
+            {
                 store.insert(tag, value);
             }
         }
@@ -303,7 +311,9 @@ impl Shared {
                 done,
             };
             let replicated = self.replicator.try_send(req).is_ok()
-                && tokio::time::timeout(timeout, confirmed).await.is_ok_and(|r| r.is_ok());
+                && tokio::time::timeout(timeout, confirmed)
+                    .await
+                    .is_ok_and(|r| r.is_ok());
             if !replicated {
                 tracing::warn!(server = %self.name(), %tag, "peer did not confirm the replicated write in time; applying it here only");
             }
@@ -451,7 +461,11 @@ impl ServerHandle {
     /// [`ServerHandle::client_addr`] tells which, and a restart reuses it.
     pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         config.validate().map_err(ServerError::Config)?;
-        let model = Arc::new(config.field_model().map_err(|e| ServerError::Config(e.to_string()))?);
+        let model = Arc::new(
+            config
+                .field_model()
+                .map_err(|e| ServerError::Config(e.to_string()))?,
+        );
         let client = bind(config.listen, "client access").await?;
         let client_addr = client.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
@@ -590,7 +604,13 @@ impl ServerHandle {
 
     /// The value a writable tag was last set to on this server, if any.
     pub fn setpoint(&self, tag: TagId) -> Option<Value> {
-        self.inner.durable.setpoints.lock().unwrap().get(&tag).copied()
+        self.inner
+            .durable
+            .setpoints
+            .lock()
+            .unwrap()
+            .get(&tag)
+            .copied()
     }
 
     /// Number of client sessions past `Hello`.
@@ -716,7 +736,12 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Serve
 }
 
 /// Publishes one batch per scan period, aligned to the field model's ticks.
-async fn run_ticker(shared: Arc<Shared>, mut last: u64, mut values: Vec<Value>, mut previous: Vec<Value>) {
+async fn run_ticker(
+    shared: Arc<Shared>,
+    mut last: u64,
+    mut values: Vec<Value>,
+    mut previous: Vec<Value>,
+) {
     loop {
         let next = shared.model.tick_time(last + 1);
         let now = Timestamp::now();
@@ -745,7 +770,9 @@ async fn run_heartbeats(shared: Arc<Shared>) {
 
 /// Drives the redundancy state machine's timers.
 async fn run_redundancy(shared: Arc<Shared>) {
-    let Some(red) = &shared.redundancy else { return };
+    let Some(red) = &shared.redundancy else {
+        return;
+    };
     loop {
         let at = red.lock().unwrap().poll_at();
         tokio::select! {

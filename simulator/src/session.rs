@@ -297,15 +297,20 @@ async fn run_writer(
 ) {
     let mut seq = 0u64;
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // The kill switch is dropped unused when the session ends normally; only a frame
+    // sent through it means "say this and stop now".
+    let mut armed = true;
     loop {
         let first = tokio::select! {
             biased;
-            goodbye = &mut kill => {
-                if let Ok(frame) = goodbye {
-                    buf.clear();
-                    if encode_into(&frame, &mut buf, MAX_FRAME_LEN).is_ok() {
-                        let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await;
-                    }
+            goodbye = &mut kill, if armed => {
+                let Ok(frame) = goodbye else {
+                    armed = false;
+                    continue;
+                };
+                buf.clear();
+                if encode_into(&frame, &mut buf, MAX_FRAME_LEN).is_ok() {
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await;
                 }
                 break;
             }

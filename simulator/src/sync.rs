@@ -24,13 +24,28 @@ use tokio_util::codec::FramedRead;
 /// Frames of the server-to-server sync link (never seen by clients).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SyncFrame {
-    Hello { server_name: String, index: u8 },
-    Status { role: Role, epoch: u64, sent_at: Timestamp },
-    Replicate { id: u64, tag: TagId, value: Value },
-    ReplicateAck { id: u64 },
+    Hello {
+        server_name: String,
+        index: u8,
+    },
+    Status {
+        role: Role,
+        epoch: u64,
+        sent_at: Timestamp,
+    },
+    Replicate {
+        id: u64,
+        tag: TagId,
+        value: Value,
+    },
+    ReplicateAck {
+        id: u64,
+    },
     /// The sender's whole setpoint store; sent by a Primary when its link to the peer
     /// comes up, so a restarted or partitioned Standby converges.
-    Setpoints { values: Vec<(TagId, Value)> },
+    Setpoints {
+        values: Vec<(TagId, Value)>,
+    },
 }
 
 /// A write waiting to be confirmed by the peer.
@@ -43,7 +58,10 @@ pub(crate) struct ReplicateRequest {
 }
 
 /// Dials the peer and keeps the outgoing half of the link alive until the incarnation ends.
-pub(crate) async fn run_outbound(shared: Arc<Shared>, mut requests: mpsc::Receiver<ReplicateRequest>) {
+pub(crate) async fn run_outbound(
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<ReplicateRequest>,
+) {
     let mut cut = shared.sync_cut.subscribe();
     let mut next_id = 1u64;
     loop {

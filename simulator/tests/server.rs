@@ -3,7 +3,9 @@
 mod common;
 
 use common::{PATIENCE, TestClient, init_tracing};
-use po_protocol::{Access, ErrorCode, Frame, Role, TagId, TagKind, TagSelection, Value, WriteOutcome};
+use po_protocol::{
+    Access, ErrorCode, Frame, Role, TagId, TagKind, TagSelection, Value, WriteOutcome,
+};
 use po_simulator::pair::{PairHandle, PairSpec};
 use po_simulator::redundancy::PeerStatus;
 use po_simulator::{FieldModel, ServerConfig, ServerHandle, SiteSpec};
@@ -36,7 +38,11 @@ fn standalone(site: SiteSpec) -> ServerConfig {
 /// Checks a served value against the field model at the tick its timestamp names.
 fn assert_matches_model(model: &FieldModel, tv: &po_protocol::TagValue) {
     let tick = model.tick_at(tv.sampled_at);
-    assert_eq!(model.tick_time(tick), tv.sampled_at, "sample time is a tick time");
+    assert_eq!(
+        model.tick_time(tick),
+        tv.sampled_at,
+        "sample time is a tick time"
+    );
     let expected = model.value(tv.tag, tick).unwrap();
     assert_eq!(
         format!("{:?}", tv.value),
@@ -46,18 +52,30 @@ fn assert_matches_model(model: &FieldModel, tv: &po_protocol::TagValue) {
     );
 }
 
-async fn wait_status(server: &ServerHandle, want: impl Fn(Option<PeerStatus>) -> bool) -> Option<PeerStatus> {
+async fn wait_status(
+    server: &ServerHandle,
+    want: impl Fn(Option<PeerStatus>) -> bool,
+) -> Option<PeerStatus> {
     let mut rx = server.watch_status();
     let r = tokio::time::timeout(PATIENCE, rx.wait_for(|s| want(*s)))
         .await
-        .unwrap_or_else(|_| panic!("{} never reached the wanted status (now {:?})", server.name(), server.status()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} never reached the wanted status (now {:?})",
+                server.name(),
+                server.status()
+            )
+        });
     *r.unwrap()
 }
 
 async fn started_pair(spec: &PairSpec) -> PairHandle {
     let pair = PairHandle::start(spec).await.unwrap();
     wait_status(&pair.a, |s| s.is_some_and(|s| s.role == Role::Primary)).await;
-    wait_status(&pair.b, |s| s.is_some_and(|s| s.role == Role::Standby && s.epoch > 0)).await;
+    wait_status(&pair.b, |s| {
+        s.is_some_and(|s| s.role == Role::Standby && s.epoch > 0)
+    })
+    .await;
     pair
 }
 
@@ -68,14 +86,31 @@ async fn subscriber_gets_a_snapshot_then_updates_that_match_the_field_model() {
     let model = server.model().clone();
     let mut c = TestClient::connect(server.client_addr()).await;
     let welcome = c.hello("t", Access::Local).await;
-    assert!(matches!(welcome, Frame::Welcome { role: Role::Primary, epoch: 1, .. }), "{welcome:?}");
+    assert!(
+        matches!(
+            welcome,
+            Frame::Welcome {
+                role: Role::Primary,
+                epoch: 1,
+                ..
+            }
+        ),
+        "{welcome:?}"
+    );
 
     c.send(Frame::Browse).await;
-    let Some(Frame::Catalog { tags }) = c.recv_non_heartbeat().await else { panic!("no catalog") };
+    let Some(Frame::Catalog { tags }) = c.recv_non_heartbeat().await else {
+        panic!("no catalog")
+    };
     assert_eq!(tags, model.catalog());
 
-    c.send(Frame::Subscribe { tags: TagSelection::All }).await;
-    let Some(Frame::Snapshot { seq, values }) = c.recv_non_heartbeat().await else { panic!("no snapshot") };
+    c.send(Frame::Subscribe {
+        tags: TagSelection::All,
+    })
+    .await;
+    let Some(Frame::Snapshot { seq, values }) = c.recv_non_heartbeat().await else {
+        panic!("no snapshot")
+    };
     assert_eq!(seq, 1);
     assert_eq!(values.len(), model.tag_count());
     for tv in &values {
@@ -111,13 +146,23 @@ async fn subscribing_to_a_list_sends_only_those_tags() {
     let mut c = TestClient::connect(server.client_addr()).await;
     c.hello("t", Access::Local).await;
     let wanted = [TagId(0), TagId(7), TagId(21)];
-    c.send(Frame::Subscribe { tags: TagSelection::List(wanted.to_vec()) }).await;
-    let Some(Frame::Snapshot { values, .. }) = c.recv_non_heartbeat().await else { panic!() };
+    c.send(Frame::Subscribe {
+        tags: TagSelection::List(wanted.to_vec()),
+    })
+    .await;
+    let Some(Frame::Snapshot { values, .. }) = c.recv_non_heartbeat().await else {
+        panic!()
+    };
     assert_eq!(values.iter().map(|v| v.tag).collect::<Vec<_>>(), wanted);
-    let Some(Frame::Updates { batch, .. }) = c.recv_non_heartbeat().await else { panic!() };
+    let Some(Frame::Updates { batch, .. }) = c.recv_non_heartbeat().await else {
+        panic!()
+    };
     assert!(batch.iter().all(|v| wanted.contains(&v.tag)));
 
-    c.send(Frame::Subscribe { tags: TagSelection::List(vec![TagId(9999)]) }).await;
+    c.send(Frame::Subscribe {
+        tags: TagSelection::List(vec![TagId(9999)]),
+    })
+    .await;
     loop {
         match c.recv_non_heartbeat().await {
             Some(Frame::Updates { .. }) => continue,
@@ -138,7 +183,12 @@ async fn primary_crash_promotes_the_standby_with_a_higher_epoch() {
     let pair = started_pair(&spec).await;
     let before = pair.a.status().unwrap();
     let mut c = TestClient::connect(pair.b.client_addr()).await;
-    let Frame::Welcome { role: Role::Standby, epoch, .. } = c.hello("t", Access::Local).await else {
+    let Frame::Welcome {
+        role: Role::Standby,
+        epoch,
+        ..
+    } = c.hello("t", Access::Local).await
+    else {
         panic!("b should welcome as Standby")
     };
     assert_eq!(epoch, before.epoch);
@@ -146,12 +196,21 @@ async fn primary_crash_promotes_the_standby_with_a_higher_epoch() {
     let crashed_at = Instant::now();
     pair.a.crash();
     let announced = loop {
-        if let Some(Frame::Heartbeat { role: Role::Primary, epoch, .. }) = c.recv().await {
+        if let Some(Frame::Heartbeat {
+            role: Role::Primary,
+            epoch,
+            ..
+        }) = c.recv().await
+        {
             break epoch;
         }
     };
     let took = crashed_at.elapsed();
-    assert!(announced > before.epoch, "epoch {announced} must exceed {}", before.epoch);
+    assert!(
+        announced > before.epoch,
+        "epoch {announced} must exceed {}",
+        before.epoch
+    );
     // The exact bound (failover_timeout + one heartbeat) is proven on the sans-IO state
     // machine in redundancy_props; over real sockets allow scheduling slack on top.
     let bound = spec.failover_timeout + spec.heartbeat;
@@ -173,8 +232,20 @@ async fn an_acknowledged_write_survives_failover_and_a_standby_refuses_writes() 
 
     let mut standby = TestClient::connect(pair.b.client_addr()).await;
     standby.hello("sb", Access::Local).await;
-    standby.send(Frame::Write { request_id: 1, tag: setpoint, value: Value::Analog(1.0) }).await;
-    let Some(Frame::WriteResult { request_id: 1, outcome }) = standby.recv_non_heartbeat().await else { panic!() };
+    standby
+        .send(Frame::Write {
+            request_id: 1,
+            tag: setpoint,
+            value: Value::Analog(1.0),
+        })
+        .await;
+    let Some(Frame::WriteResult {
+        request_id: 1,
+        outcome,
+    }) = standby.recv_non_heartbeat().await
+    else {
+        panic!()
+    };
     assert_eq!(outcome, WriteOutcome::NotPrimary);
 
     let mut primary = TestClient::connect(pair.a.client_addr()).await;
@@ -182,11 +253,33 @@ async fn an_acknowledged_write_survives_failover_and_a_standby_refuses_writes() 
     for (id, tag, value, want) in [
         (2, setpoint, Value::Analog(123.5), WriteOutcome::Applied),
         (3, TagId(1), Value::Analog(1.0), WriteOutcome::ReadOnly),
-        (4, setpoint, Value::Digital(true), WriteOutcome::TypeMismatch),
-        (5, TagId(100_000), Value::Analog(1.0), WriteOutcome::UnknownTag),
+        (
+            4,
+            setpoint,
+            Value::Digital(true),
+            WriteOutcome::TypeMismatch,
+        ),
+        (
+            5,
+            TagId(100_000),
+            Value::Analog(1.0),
+            WriteOutcome::UnknownTag,
+        ),
     ] {
-        primary.send(Frame::Write { request_id: id, tag, value }).await;
-        let Some(Frame::WriteResult { request_id, outcome }) = primary.recv_non_heartbeat().await else { panic!() };
+        primary
+            .send(Frame::Write {
+                request_id: id,
+                tag,
+                value,
+            })
+            .await;
+        let Some(Frame::WriteResult {
+            request_id,
+            outcome,
+        }) = primary.recv_non_heartbeat().await
+        else {
+            panic!()
+        };
         assert_eq!((request_id, outcome), (id, want));
     }
     // Replicated before it was acknowledged.
@@ -194,7 +287,11 @@ async fn an_acknowledged_write_survives_failover_and_a_standby_refuses_writes() 
 
     pair.a.crash();
     wait_status(&pair.b, |s| s.is_some_and(|s| s.role == Role::Primary)).await;
-    standby.send(Frame::Subscribe { tags: TagSelection::List(vec![setpoint]) }).await;
+    standby
+        .send(Frame::Subscribe {
+            tags: TagSelection::List(vec![setpoint]),
+        })
+        .await;
     let snapshot = loop {
         if let Some(Frame::Snapshot { values, .. }) = standby.recv_non_heartbeat().await {
             break values;
@@ -204,7 +301,9 @@ async fn an_acknowledged_write_survives_failover_and_a_standby_refuses_writes() 
     let served = if snapshot[0].value == Value::Analog(123.5) {
         snapshot[0].value
     } else {
-        let Some(Frame::Updates { batch, .. }) = standby.recv_non_heartbeat().await else { panic!() };
+        let Some(Frame::Updates { batch, .. }) = standby.recv_non_heartbeat().await else {
+            panic!()
+        };
         batch[0].value
     };
     assert_eq!(served, Value::Analog(123.5));
@@ -218,29 +317,61 @@ async fn licences_are_enforced_with_clear_refusals() {
     let addr = server.client_addr();
 
     let mut remote = TestClient::connect_from(addr, "127.0.3.1".parse().unwrap()).await;
-    let Frame::Error { code, message } = remote.hello("sc-c", Access::Local).await else { panic!() };
+    let Frame::Error { code, message } = remote.hello("sc-c", Access::Local).await else {
+        panic!()
+    };
     assert_eq!(code, ErrorCode::LocalAccessDenied);
     insta::assert_snapshot!("local_from_remote", message);
     assert!(remote.recv().await.is_none(), "refused session is closed");
 
     let mut local = TestClient::connect_from(addr, "127.0.1.1".parse().unwrap()).await;
-    assert!(matches!(local.hello("sc-a", Access::Local).await, Frame::Welcome { .. }));
+    assert!(matches!(
+        local.hello("sc-a", Access::Local).await,
+        Frame::Welcome { .. }
+    ));
 
     let mut none = TestClient::connect_from(addr, "127.0.3.1".parse().unwrap()).await;
-    let Frame::Error { code, message } = none.hello("sc-c", Access::ClientAccess { licence: String::new() }).await else { panic!() };
+    let Frame::Error { code, message } = none
+        .hello(
+            "sc-c",
+            Access::ClientAccess {
+                licence: String::new(),
+            },
+        )
+        .await
+    else {
+        panic!()
+    };
     assert_eq!(code, ErrorCode::LicenceMissing);
     insta::assert_snapshot!("no_licence", message);
 
     let mut wrong = TestClient::connect_from(addr, "127.0.3.1".parse().unwrap()).await;
-    let Frame::Error { code, message } = wrong.hello("sc-c", Access::ClientAccess { licence: "CA-9".into() }).await else { panic!() };
+    let Frame::Error { code, message } = wrong
+        .hello(
+            "sc-c",
+            Access::ClientAccess {
+                licence: "CA-9".into(),
+            },
+        )
+        .await
+    else {
+        panic!()
+    };
     assert_eq!(code, ErrorCode::LicenceMissing);
     insta::assert_snapshot!("unknown_licence", message);
 
-    let ca = || Access::ClientAccess { licence: "CA-1".into() };
+    let ca = || Access::ClientAccess {
+        licence: "CA-1".into(),
+    };
     let mut first = TestClient::connect_from(addr, "127.0.3.1".parse().unwrap()).await;
-    assert!(matches!(first.hello("sc-c", ca()).await, Frame::Welcome { .. }));
+    assert!(matches!(
+        first.hello("sc-c", ca()).await,
+        Frame::Welcome { .. }
+    ));
     let mut second = TestClient::connect_from(addr, "127.0.4.1".parse().unwrap()).await;
-    let Frame::Error { code, message } = second.hello("sc-d", ca()).await else { panic!() };
+    let Frame::Error { code, message } = second.hello("sc-d", ca()).await else {
+        panic!()
+    };
     assert_eq!(code, ErrorCode::LicenceInUse);
     insta::assert_snapshot!("licence_in_use", message);
 
@@ -251,7 +382,10 @@ async fn licences_are_enforced_with_clear_refusals() {
         let mut again = TestClient::connect_from(addr, "127.0.4.1".parse().unwrap()).await;
         match again.hello("sc-d", ca()).await {
             Frame::Welcome { .. } => break,
-            Frame::Error { code: ErrorCode::LicenceInUse, .. } if Instant::now() < deadline => {
+            Frame::Error {
+                code: ErrorCode::LicenceInUse,
+                ..
+            } if Instant::now() < deadline => {
                 tokio::task::yield_now().await;
             }
             other => panic!("{other:?}"),
@@ -265,35 +399,65 @@ async fn protocol_violations_end_only_that_session() {
     let server = ServerHandle::start(standalone(site())).await.unwrap();
     let mut good = TestClient::connect(server.client_addr()).await;
     good.hello("good", Access::Local).await;
-    good.send(Frame::Subscribe { tags: TagSelection::All }).await;
-    let Some(Frame::Snapshot { seq: 1, .. }) = good.recv_non_heartbeat().await else { panic!() };
+    good.send(Frame::Subscribe {
+        tags: TagSelection::All,
+    })
+    .await;
+    let Some(Frame::Snapshot { seq: 1, .. }) = good.recv_non_heartbeat().await else {
+        panic!()
+    };
 
     // Garbage after Hello.
     let mut bad = TestClient::connect(server.client_addr()).await;
     bad.hello("bad", Access::Local).await;
-    bad.framed.get_mut().write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    bad.framed
+        .get_mut()
+        .write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     let frames = bad.drain().await;
     assert!(
-        matches!(frames.last(), Some(Frame::Error { code: ErrorCode::Malformed, .. })),
+        matches!(
+            frames.last(),
+            Some(Frame::Error {
+                code: ErrorCode::Malformed,
+                ..
+            })
+        ),
         "{frames:?}"
     );
 
     // A frame before Hello, an oversized length, a wrong version.
     let mut early = TestClient::connect(server.client_addr()).await;
     early.send(Frame::Browse).await;
-    let Some(Frame::Error { code, message }) = early.recv().await else { panic!() };
+    let Some(Frame::Error { code, message }) = early.recv().await else {
+        panic!()
+    };
     assert_eq!(code, ErrorCode::UnexpectedFrame);
     assert_eq!(message, "expected Hello as the first frame, got Browse");
 
     let mut huge = TestClient::connect(server.client_addr()).await;
-    huge.framed.get_mut().write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-    let Some(Frame::Error { code, message }) = huge.recv().await else { panic!() };
+    huge.framed
+        .get_mut()
+        .write_all(&u32::MAX.to_be_bytes())
+        .await
+        .unwrap();
+    let Some(Frame::Error { code, message }) = huge.recv().await else {
+        panic!()
+    };
     assert_eq!(code, ErrorCode::Malformed);
     assert!(message.contains("exceeds"), "{message}");
 
     let mut old = TestClient::connect(server.client_addr()).await;
-    old.send(Frame::Hello { version: 99, client_name: "old".into(), access: Access::Local }).await;
-    let Some(Frame::Error { code, .. }) = old.recv().await else { panic!() };
+    old.send(Frame::Hello {
+        version: 99,
+        client_name: "old".into(),
+        access: Access::Local,
+    })
+    .await;
+    let Some(Frame::Error { code, .. }) = old.recv().await else {
+        panic!()
+    };
     assert_eq!(code, ErrorCode::UnsupportedVersion);
 
     // The good session never noticed: its data keeps flowing without a gap.
@@ -318,10 +482,16 @@ async fn a_slow_consumer_is_told_and_disconnected_and_others_keep_streaming() {
     let server = ServerHandle::start(config).await.unwrap();
     let mut fast = TestClient::connect(server.client_addr()).await;
     fast.hello("fast", Access::Local).await;
-    fast.send(Frame::Subscribe { tags: TagSelection::All }).await;
+    fast.send(Frame::Subscribe {
+        tags: TagSelection::All,
+    })
+    .await;
     let mut slow = TestClient::connect(server.client_addr()).await;
     slow.hello("slow", Access::Local).await;
-    slow.send(Frame::Subscribe { tags: TagSelection::All }).await;
+    slow.send(Frame::Subscribe {
+        tags: TagSelection::All,
+    })
+    .await;
 
     // Keep the fast one reading while the slow one reads nothing until it is dropped.
     let fast_task = tokio::spawn(async move {
@@ -346,7 +516,9 @@ async fn a_slow_consumer_is_told_and_disconnected_and_others_keep_streaming() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let frames = slow.drain().await;
-    let Some(Frame::Error { code, message }) = frames.last() else { panic!("not told") };
+    let Some(Frame::Error { code, message }) = frames.last() else {
+        panic!("not told")
+    };
     assert_eq!(*code, ErrorCode::SlowConsumer);
     assert!(message.contains("fell 4 frames behind"), "{message}");
     // What it did get has no holes.
@@ -367,14 +539,22 @@ async fn split_brain_then_heal_leaves_exactly_one_primary() {
     let spec = PairSpec::loopback(9, site());
     let pair = started_pair(&spec).await;
     pair.cut_sync();
-    let b = wait_status(&pair.b, |s| s.is_some_and(|s| s.role == Role::Primary)).await.unwrap();
+    let b = wait_status(&pair.b, |s| s.is_some_and(|s| s.role == Role::Primary))
+        .await
+        .unwrap();
     let a = pair.a.status().unwrap();
-    assert_eq!(a.role, Role::Primary, "a keeps running as Primary: split brain");
+    assert_eq!(
+        a.role,
+        Role::Primary,
+        "a keeps running as Primary: split brain"
+    );
     assert_ne!(a.epoch, b.epoch, "never two Primaries with one epoch");
 
     pair.heal_sync();
     // The lower epoch (a) demotes.
-    let a = wait_status(&pair.a, |s| s.is_some_and(|s| s.role == Role::Standby)).await.unwrap();
+    let a = wait_status(&pair.a, |s| s.is_some_and(|s| s.role == Role::Standby))
+        .await
+        .unwrap();
     assert_eq!(a.epoch, b.epoch);
     assert_eq!(pair.b.status().unwrap().role, Role::Primary);
 }
@@ -386,13 +566,22 @@ async fn a_paused_primary_is_replaced_and_demotes_when_resumed() {
     let mut c = TestClient::connect(pair.a.client_addr()).await;
     c.hello("t", Access::Local).await;
     pair.a.pause();
-    let b = wait_status(&pair.b, |s| s.is_some_and(|s| s.role == Role::Primary)).await.unwrap();
+    let b = wait_status(&pair.b, |s| s.is_some_and(|s| s.role == Role::Primary))
+        .await
+        .unwrap();
     pair.a.resume();
-    let a = wait_status(&pair.a, |s| s.is_some_and(|s| s.role == Role::Standby)).await.unwrap();
+    let a = wait_status(&pair.a, |s| s.is_some_and(|s| s.role == Role::Standby))
+        .await
+        .unwrap();
     assert_eq!(a.epoch, b.epoch);
     // Its clients hear about it.
     loop {
-        if let Some(Frame::Heartbeat { role: Role::Standby, epoch, .. }) = c.recv().await {
+        if let Some(Frame::Heartbeat {
+            role: Role::Standby,
+            epoch,
+            ..
+        }) = c.recv().await
+        {
             assert_eq!(epoch, b.epoch);
             break;
         }
@@ -405,10 +594,22 @@ async fn a_crashed_server_restarts_as_standby_and_follows_the_new_primary() {
     let pair = started_pair(&PairSpec::loopback(17, site())).await;
     pair.a.crash_and_wait().await;
     assert!(pair.a.status().is_none());
-    let b = wait_status(&pair.b, |s| s.is_some_and(|s| s.role == Role::Primary)).await.unwrap();
+    let b = wait_status(&pair.b, |s| s.is_some_and(|s| s.role == Role::Primary))
+        .await
+        .unwrap();
     pair.a.restart().await.unwrap();
-    let a = wait_status(&pair.a, |s| s.is_some_and(|s| s.role == Role::Standby && s.epoch > 0)).await.unwrap();
+    let a = wait_status(&pair.a, |s| {
+        s.is_some_and(|s| s.role == Role::Standby && s.epoch > 0)
+    })
+    .await
+    .unwrap();
     assert_eq!(a.epoch, b.epoch, "no failback: a follows b");
     let mut c = TestClient::connect(pair.a.client_addr()).await;
-    assert!(matches!(c.hello("t", Access::Local).await, Frame::Welcome { role: Role::Standby, .. }));
+    assert!(matches!(
+        c.hello("t", Access::Local).await,
+        Frame::Welcome {
+            role: Role::Standby,
+            ..
+        }
+    ));
 }

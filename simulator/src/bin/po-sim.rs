@@ -158,11 +158,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Value { site, tag, tick } => {
             let model = site.model()?;
             let tick = tick.unwrap_or_else(|| model.tick_at(Timestamp::now()));
-            let value = model
-                .value(TagId(tag), tick)
-                .with_context(|| format!("tag {tag} does not exist ({} tags)", model.tag_count()))?;
+            let value = model.value(TagId(tag), tick).with_context(|| {
+                format!("tag {tag} does not exist ({} tags)", model.tag_count())
+            })?;
             let info = &model.catalog()[tag as usize];
-            println!("{} tick {tick} ({} µs): {value} {}", info.name, model.tick_time(tick).0, info.unit);
+            println!(
+                "{} tick {tick} ({} µs): {value} {}",
+                info.name,
+                model.tick_time(tick).0,
+                info.unit
+            );
             Ok(())
         }
         Command::Check { config } => {
@@ -331,7 +336,10 @@ fn print_tags(model: &FieldModel, format: Format) -> Result<()> {
             }
         }
         Format::Table => {
-            println!("{:>7}  {:<36} {:<6} {:<8} {}", "id", "name", "unit", "kind", "access");
+            println!(
+                "{:>7}  {:<36} {:<6} {:<8} {}",
+                "id", "name", "unit", "kind", "access"
+            );
             for t in model.catalog() {
                 let access = match (t.writable, model.is_probe(t.id)) {
                     (true, _) => "read/write",
