@@ -208,9 +208,11 @@ impl Shared {
         }
     }
 
-    pub(crate) fn adopt_setpoints(&self, values: Vec<(TagId, Value)>) {
-        if self.status().role == Role::Primary {
-            tracing::warn!(server = %self.name(), "ignoring the peer's setpoint store: this server is Primary");
+    /// Takes the peer's store when the peer's epoch is higher than ours: it is (or is
+    /// about to be) the Primary whose writes count.
+    pub(crate) fn adopt_setpoints(&self, peer_epoch: u64, values: Vec<(TagId, Value)>) {
+        if peer_epoch <= self.status().epoch && self.status().role == Role::Primary {
+            tracing::debug!(server = %self.name(), peer_epoch, "keeping our setpoint store: our epoch is higher");
             return;
         }
         let mut store = self.setpoints.lock().unwrap();

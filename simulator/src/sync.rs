@@ -42,8 +42,11 @@ pub enum SyncFrame {
         id: u64,
     },
     /// The sender's whole setpoint store; sent by a Primary when its link to the peer
-    /// comes up, so a restarted or partitioned Standby converges.
+    /// comes up, so a restarted or partitioned Standby converges. The receiver adopts it
+    /// unless it is itself a Primary with an epoch at least as high (the split-brain loser
+    /// takes the winner's store, never the other way round).
     Setpoints {
+        epoch: u64,
         values: Vec<(TagId, Value)>,
     },
 }
@@ -111,6 +114,7 @@ async fn serve_outbound(
         push(
             &mut buf,
             &SyncFrame::Setpoints {
+                epoch: shared.status().epoch,
                 values: shared.setpoints_snapshot(),
             },
         );
@@ -153,8 +157,12 @@ async fn serve_outbound(
                     tracing::warn!(server = %shared.name(), frame = ?other, "unexpected frame from peer on the sync link; closing it");
                     return;
                 }
-                Some(Err(e)) => {
+                Some(Err(e)) if e.is_protocol_violation() => {
                     tracing::warn!(server = %shared.name(), error = %e, "bad bytes from peer on the sync link; closing it");
+                    return;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(server = %shared.name(), error = %e, "sync link connection failed");
                     return;
                 }
                 None => return,
@@ -242,15 +250,19 @@ async fn serve_inbound(
                     return;
                 }
             }
-            Some(Ok(SyncFrame::Setpoints { values })) => {
-                shared.adopt_setpoints(values);
+            Some(Ok(SyncFrame::Setpoints { epoch, values })) => {
+                shared.adopt_setpoints(epoch, values);
             }
             Some(Ok(SyncFrame::ReplicateAck { .. })) => {
                 tracing::warn!(server = %shared.name(), %from, "unexpected ReplicateAck on inbound sync link; closing it");
                 return;
             }
-            Some(Err(e)) => {
+            Some(Err(e)) if e.is_protocol_violation() => {
                 tracing::warn!(server = %shared.name(), %from, error = %e, "bad bytes on the sync link; closing it");
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(server = %shared.name(), %from, error = %e, "sync link connection failed");
                 return;
             }
             None => return,

@@ -2,6 +2,8 @@
 //! clock, a sync link that can be cut, and servers that crash, restart, pause and resume,
 //! driven by arbitrary fault sequences.
 
+#![allow(clippy::needless_range_loop)] // two nodes, indexed by their peer too
+
 use po_protocol::Role;
 use po_simulator::redundancy::{
     PeerStatus, RedundancyConfig, RedundancyRole, ServerIndex, Transition,

@@ -550,6 +550,30 @@ async fn split_brain_then_heal_leaves_exactly_one_primary() {
     );
     assert_ne!(a.epoch, b.epoch, "never two Primaries with one epoch");
 
+    // Each side of the split takes its own writes.
+    let setpoint = pair
+        .a
+        .model()
+        .catalog()
+        .iter()
+        .find(|t| t.writable && t.kind == TagKind::Analog)
+        .unwrap()
+        .id;
+    for (server, value) in [(&pair.a, 1.0), (&pair.b, 2.0)] {
+        let mut c = TestClient::connect(server.client_addr()).await;
+        c.hello("w", Access::Local).await;
+        c.send(Frame::Write {
+            request_id: 1,
+            tag: setpoint,
+            value: Value::Analog(value),
+        })
+        .await;
+        let Some(Frame::WriteResult { outcome, .. }) = c.recv_non_heartbeat().await else {
+            panic!()
+        };
+        assert_eq!(outcome, WriteOutcome::Applied);
+    }
+
     pair.heal_sync();
     // The lower epoch (a) demotes.
     let a = wait_status(&pair.a, |s| s.is_some_and(|s| s.role == Role::Standby))
@@ -557,6 +581,21 @@ async fn split_brain_then_heal_leaves_exactly_one_primary() {
         .unwrap();
     assert_eq!(a.epoch, b.epoch);
     assert_eq!(pair.b.status().unwrap().role, Role::Primary);
+    // The loser takes the winner's setpoints.
+    let deadline = Instant::now() + PATIENCE;
+    while pair.a.setpoint(setpoint) != Some(Value::Analog(2.0)) {
+        assert!(
+            Instant::now() < deadline,
+            "a never adopted b's store: {:?}",
+            pair.a.setpoint(setpoint)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        pair.b.setpoint(setpoint),
+        Some(Value::Analog(2.0)),
+        "the winner keeps its own"
+    );
 }
 
 #[tokio::test]

@@ -108,12 +108,16 @@ enum Format {
 
 #[derive(Debug, Args)]
 struct PairArgs {
+    /// Seed of the field model (both servers share it).
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Number of field devices (power meters).
     #[arg(long, default_value_t = 20)]
     devices: u32,
+    /// Tags per device.
     #[arg(long, default_value_t = 16)]
     tags_per_device: u32,
+    /// Scan period: one update batch per period.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     scan_period: Duration,
     /// Host address of server a (client access on port 23500, sync link on 23501).
@@ -122,8 +126,10 @@ struct PairArgs {
     /// Host address of server b.
     #[arg(long, default_value = "127.0.2.1")]
     b: IpAddr,
+    /// Heartbeat period towards clients and the peer.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
+    /// Silence after which the Standby promotes itself.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     failover_timeout: Duration,
     /// Let a returning preferred Primary (a) take the role back.
@@ -337,8 +343,8 @@ fn print_tags(model: &FieldModel, format: Format) -> Result<()> {
         }
         Format::Table => {
             println!(
-                "{:>7}  {:<36} {:<6} {:<8} {}",
-                "id", "name", "unit", "kind", "access"
+                "{:>7}  {:<36} {:<6} {:<8} access",
+                "id", "name", "unit", "kind"
             );
             for t in model.catalog() {
                 let access = match (t.writable, model.is_probe(t.id)) {
