@@ -1,3 +1,18 @@
-//! The Smart Connector (assembly in progress).
+//! The Smart Connector: subscribes to one or two Power Operation servers over the
+//! client-access protocol, follows whichever is Primary, and serves every tag to
+//! third-party systems as a Modbus TCP server (DESIGN §6, docs/connector.md).
 
+pub mod catalog;
+pub mod config;
+pub mod connector;
+pub mod engine;
+pub mod image;
+pub mod listener;
+pub mod map;
+pub mod metrics;
+pub mod modbus;
+pub mod points;
+pub mod registers;
 pub mod selector;
+pub mod service;
+pub mod source;

@@ -1,0 +1,187 @@
+//! `smart-connector`: run, check and document a Smart Connector configuration.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use smart_connector::config::{ConnectorConfig, MapMode};
+use smart_connector::map::RegisterMap;
+use smart_connector::points;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Streams a redundant Power Operation server pair to third parties over Modbus TCP.
+#[derive(Debug, Parser)]
+#[command(name = "smart-connector", version, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `smart_connector=debug`.
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "SMART_CONNECTOR_LOG"
+    )]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the connector until SIGINT or SIGTERM.
+    Run {
+        /// The connector's TOML configuration (see docs/connector.md).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Runtime worker threads (Modbus serving, ingest, metrics).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Validate a configuration and print a summary; exit 2 if it has problems.
+    Check {
+        /// The connector's TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the points list (tag, register, type, word order, unit) a SCADA engineer
+    /// enters in the third-party system. Needs the catalogue: asks the configured servers.
+    Points {
+        /// The connector's TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `csv` for spreadsheets and SCADA import tools, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// How long to try the servers for the catalogue.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Csv,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("smart-connector: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<ConnectorConfig, ExitCode> {
+    ConnectorConfig::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            println!("{}: ok", config.display());
+            println!("  connector {}", c.name);
+            for (i, s) in c.sources.iter().enumerate() {
+                println!(
+                    "  source {}: {} at {} ({})",
+                    i + 1,
+                    s.name,
+                    s.address,
+                    match &s.licence {
+                        Some(l) => format!("client access, licence {l}"),
+                        None => "local".into(),
+                    }
+                );
+            }
+            let m = &c.modbus;
+            println!(
+                "  modbus: {} unit ids {:?}, {} max connections, idle {}, {}, word order {:?}, data from {}",
+                m.listen,
+                m.unit_ids,
+                m.max_connections,
+                humantime::format_duration(m.idle_timeout),
+                if m.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
+                m.word_order,
+                m.data_base
+            );
+            println!(
+                "  map: {}",
+                match c.map.mode {
+                    MapMode::Auto => "automatic (every tag in catalogue order)".to_string(),
+                    MapMode::Explicit => format!("explicit, {} points", c.map.points.len()),
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Points {
+            config,
+            format,
+            timeout,
+        } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let catalog = rt
+                .block_on(smart_connector::catalog::fetch(&c, timeout))
+                .context("fetching the catalogue")?;
+            let map = RegisterMap::build(&catalog, &c.modbus, &c.map)?;
+            let rows = points::rows(&map);
+            match format {
+                Format::Csv => print!("{}", points::to_csv(&rows)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config, threads } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.max(1))
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut term = signal(SignalKind::terminate())?;
+                let mut int = signal(SignalKind::interrupt())?;
+                let handle = tokio::select! {
+                    h = smart_connector::connector::start(c, None) => h?,
+                    _ = term.recv() => return Ok(ExitCode::SUCCESS),
+                    _ = int.recv() => return Ok(ExitCode::SUCCESS),
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::info!("shutting down");
+                handle.shutdown().await;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! The connector's configuration file (TOML), documented in `docs/connector.md`.
+//!
+//! Validation collects every problem it can find rather than stopping at the first, so
+//! `smart-connector check` shows an engineer the whole list at once. Each problem names
+//! the file, the line and the key.
+
+use crate::registers::WordOrder;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+// Every field has a serde default so that one bad key, removed during validation, does
+// not turn into a second "missing field" error; required fields are checked in
+// `validate`, which names them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// Name announced to the servers in `Hello` and used in logs.
+    #[serde(default)]
+    pub name: String,
+    /// This host's address: connections to the servers leave from it (servers grant
+    /// `Local` access by source address). Default: chosen by the OS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_address: Option<IpAddr>,
+    /// One or two Power Operation servers; with two, the first is index 1 in the status
+    /// block and the second index 2.
+    #[serde(rename = "source", default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub modbus: ModbusConfig,
+    #[serde(default)]
+    pub map: MapConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    #[serde(default)]
+    pub name: String,
+    /// The server's client-access address.
+    #[serde(default = "unset_addr")]
+    pub address: SocketAddr,
+    /// `local` (same host, no licence) or `client-access` (needs `licence`).
+    #[serde(default)]
+    pub access: AccessKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessKind {
+    #[default]
+    Local,
+    ClientAccess,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// A source silent for this long is unhealthy (connection loss counts at once).
+    #[serde(with = "humantime_serde")]
+    pub source_timeout: Duration,
+    /// With no healthy source for this long, every tag's quality becomes `Stale`.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// Serve a healthy Standby's data when no Primary is healthy (status state 2).
+    pub serve_standby: bool,
+    /// A Modbus write waits this long for the Primary's `WriteResult` (exception 0B after).
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Reconnect backoff: first delay, doubling up to the maximum.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            source_timeout: Duration::from_secs(1),
+            stale_after: Duration::from_secs(3),
+            serve_standby: true,
+            write_timeout: Duration::from_secs(3),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModbusConfig {
+    pub listen: SocketAddr,
+    /// Unit ids answered; requests for others get exception 0B. Empty: any.
+    pub unit_ids: Vec<u8>,
+    /// Client networks allowed to connect (CIDR). Empty: any.
+    pub allow: Vec<IpNet>,
+    /// Connections beyond this are refused (closed at once).
+    pub max_connections: usize,
+    /// A connection with no request for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Refuse every write with exception 01.
+    pub read_only: bool,
+    /// `big`: high word first (default); `little`: low word first.
+    pub word_order: WordOrder,
+    /// First register of tag data.
+    pub data_base: u16,
+    /// First register of per-tag quality codes (one register per mapped tag); none if absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality_base: Option<u16>,
+}
+
+impl Default for ModbusConfig {
+    fn default() -> Self {
+        ModbusConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1502)),
+            unit_ids: vec![],
+            allow: vec![],
+            max_connections: 32,
+            idle_timeout: Duration::from_secs(60),
+            read_only: false,
+            word_order: WordOrder::Big,
+            data_base: 100,
+            quality_base: None,
+        }
+    }
+}
+
+/// Which tags are served where.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MapConfig {
+    /// `auto`: every tag from `data_base` in catalogue order. `explicit`: only `points`.
+    pub mode: MapMode,
+    #[serde(rename = "point")]
+    pub points: Vec<PointConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MapMode {
+    #[default]
+    Auto,
+    Explicit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointConfig {
+    /// Tag name as in the server's catalogue.
+    #[serde(default)]
+    pub tag: String,
+    /// First holding/input register of the value.
+    #[serde(default = "unset_register")]
+    pub address: u16,
+}
+
+/// Placeholder for a missing address; `validate` reports it.
+fn unset_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+fn unset_register() -> u16 {
+    u16::MAX
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Prometheus text endpoint (`GET /metrics`).
+    pub listen: SocketAddr,
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub path: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.path,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            match p.line {
+                Some(line) => write!(f, "\n  {}:{line}: {}: {}", self.path, p.key, p.message)?,
+                None => write!(f, "\n  {}: {}: {}", self.path, p.key, p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConnectorConfig {
+    pub fn load(path: &Path) -> Result<ConnectorConfig, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: origin.clone(),
+            problems: vec![ConfigProblem {
+                line: None,
+                key: "file".into(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Parses and validates. Syntax and type errors come from the TOML parser one at a
+    /// time (it stops at the first); for those the remaining keys are still checked by
+    /// parsing again with the faulty key removed, so every problem is reported at once.
+    pub fn parse(text: &str, origin: &str) -> Result<ConnectorConfig, ConfigError> {
+        let mut problems = Vec::new();
+        let mut doc: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(problem_from_toml(text, &e));
+                return Err(ConfigError {
+                    path: origin.into(),
+                    problems,
+                });
+            }
+        };
+        // Deserialize; on a key error, note it, remove the key, and try again.
+        // Tables that already had a problem: a "missing" key there is almost always the
+        // same mistake (a typo'd or unparsable key), so it is not reported twice.
+        let mut reported_tables: Vec<String> = Vec::new();
+        let config = loop {
+            let rendered = toml::to_string(&doc).unwrap_or_default();
+            match toml::from_str::<ConnectorConfig>(&rendered) {
+                Ok(c) => break Some(c),
+                Err(e) => {
+                    let (key_path, message) = key_error(&rendered, &e);
+                    let message = explain(&message);
+                    let line = key_path.as_ref().and_then(|k| find_line(text, k));
+                    if let Some(k) = &key_path {
+                        reported_tables.push(k[..k.len() - 1].join("."));
+                    }
+                    problems.push(ConfigProblem {
+                        line,
+                        key: key_path
+                            .clone()
+                            .map(|k| k.join("."))
+                            .unwrap_or_else(|| "file".into()),
+                        message,
+                    });
+                    match key_path {
+                        Some(k) if remove_key(&mut doc, &k) => continue,
+                        _ => break None,
+                    }
+                }
+            }
+        };
+        if let Some(c) = &config {
+            for (key, message) in c.validate() {
+                let table = key.rsplit_once('.').map(|(t, _)| t).unwrap_or("");
+                if message.starts_with("is missing") && reported_tables.iter().any(|t| t == table) {
+                    continue;
+                }
+                let line = find_line(text, &key.split('.').map(String::from).collect::<Vec<_>>());
+                problems.push(ConfigProblem { line, key, message });
+            }
+        }
+        match config {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => {
+                problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+                Err(ConfigError {
+                    path: origin.into(),
+                    problems,
+                })
+            }
+        }
+    }
+
+    /// Rules serde cannot express. Returns (key, message) pairs.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |k: &str, m: String| out.push((k.to_string(), m));
+        if self.name.trim().is_empty() {
+            bad("name", "must not be empty".into());
+        }
+        if self.sources.is_empty() || self.sources.len() > 2 {
+            bad(
+                "source",
+                format!(
+                    "needs one or two [[source]] entries, found {}",
+                    self.sources.len()
+                ),
+            );
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.name.trim().is_empty() {
+                bad(&format!("source[{i}].name"), "is missing".into());
+            }
+            if s.address == unset_addr() {
+                bad(
+                    &format!("source[{i}].address"),
+                    "is missing (host:port of the server's client access)".into(),
+                );
+            }
+            match (s.access, &s.licence) {
+                (AccessKind::ClientAccess, None) => bad(
+                    &format!("source[{i}].licence"),
+                    format!("source '{}' uses client-access and needs a licence", s.name),
+                ),
+                (AccessKind::Local, Some(_)) => bad(
+                    &format!("source[{i}].licence"),
+                    format!(
+                        "source '{}' uses local access; a licence is only for client-access",
+                        s.name
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        let p = &self.policy;
+        if p.source_timeout.is_zero() {
+            bad("policy.source_timeout", "must be longer than 0".into());
+        }
+        if p.write_timeout.is_zero() {
+            bad("policy.write_timeout", "must be longer than 0".into());
+        }
+        if p.reconnect_min.is_zero() || p.reconnect_max < p.reconnect_min {
+            bad(
+                "policy.reconnect_max",
+                "reconnect_min must be > 0 and reconnect_max at least reconnect_min".into(),
+            );
+        }
+        let m = &self.modbus;
+        if m.max_connections == 0 {
+            bad("modbus.max_connections", "must be at least 1".into());
+        }
+        if m.data_base < crate::map::STATUS_REGISTERS {
+            bad(
+                "modbus.data_base",
+                format!(
+                    "{} overlaps the status block (registers 0..{})",
+                    m.data_base,
+                    crate::map::STATUS_REGISTERS
+                ),
+            );
+        }
+        if self.map.mode == MapMode::Auto && !self.map.points.is_empty() {
+            bad(
+                "map.point",
+                "points are listed but map.mode is auto; set mode = \"explicit\"".into(),
+            );
+        }
+        if self.map.mode == MapMode::Explicit && self.map.points.is_empty() {
+            bad(
+                "map.point",
+                "map.mode is explicit but no [[map.point]] is listed".into(),
+            );
+        }
+        let mut seen: std::collections::HashMap<u16, &str> = Default::default();
+        let mut names: std::collections::HashSet<&str> = Default::default();
+        for (i, pt) in self.map.points.iter().enumerate() {
+            if pt.tag.is_empty() {
+                bad(&format!("map.point[{i}].tag"), "is missing".into());
+            }
+            if pt.address == unset_register() {
+                bad(&format!("map.point[{i}].address"), "is missing".into());
+                continue;
+            }
+            if pt.address < crate::map::STATUS_REGISTERS {
+                bad(
+                    &format!("map.point[{i}].address"),
+                    format!(
+                        "{} is inside the status block (0..{})",
+                        pt.address,
+                        crate::map::STATUS_REGISTERS
+                    ),
+                );
+            }
+            if let Some(other) = seen.insert(pt.address, &pt.tag) {
+                bad(
+                    &format!("map.point[{i}].address"),
+                    format!("register {} is already used by '{other}'", pt.address),
+                );
+            }
+            if !names.insert(&pt.tag) {
+                bad(
+                    &format!("map.point[{i}].tag"),
+                    format!("'{}' is mapped twice", pt.tag),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Makes serde's messages say what to do: suggests the nearest key for a typo and shows
+/// the expected form of an address.
+fn explain(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once("`, expected ")
+    {
+        let candidates: Vec<&str> = expected
+            .trim_start_matches("one of ")
+            .split(", ")
+            .map(|c| c.trim_matches('`'))
+            .collect();
+        let nearest = candidates
+            .iter()
+            .map(|c| (strsim::damerau_levenshtein(field, c), *c))
+            .min()
+            .filter(|(d, _)| *d <= 2);
+        return match nearest {
+            Some((_, c)) => format!("unknown key `{field}`; did you mean `{c}`?"),
+            None => format!("unknown key `{field}`; expected {expected}"),
+        };
+    }
+    if message == "invalid socket address syntax" {
+        return "not an IP:port address (e.g. \"127.0.1.1:23500\")".into();
+    }
+    if message == "invalid IP address syntax" {
+        return "not an IP address (e.g. \"127.0.1.1\")".into();
+    }
+    message.to_string()
+}
+
+/// Turns a TOML syntax error into a problem with a line number.
+fn problem_from_toml(text: &str, e: &toml::de::Error) -> ConfigProblem {
+    let line = e.span().map(|s| line_of(text, s.start));
+    ConfigProblem {
+        line,
+        key: "syntax".into(),
+        message: e.message().trim().to_string(),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Works out which key a deserialization error is about, from its span in `rendered`.
+fn key_error(rendered: &str, e: &toml::de::Error) -> (Option<Vec<String>>, String) {
+    let message = e.message().trim().to_string();
+    let Some(span) = e.span() else {
+        return (None, message);
+    };
+    (key_path_at(rendered, span.start), message)
+}
+
+/// The dotted key path of the entry at `offset` in a TOML document rendered by
+/// `toml::to_string` (tables as `[a.b]` / `[[a]]` headers, one `key = value` a line).
+fn key_path_at(rendered: &str, offset: usize) -> Option<Vec<String>> {
+    let mut table: Vec<String> = Vec::new();
+    let mut counters: std::collections::HashMap<String, usize> = Default::default();
+    let mut pos = 0;
+    for line in rendered.split_inclusive('\n') {
+        let start = pos;
+        pos += line.len();
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
+            let n = counters.entry(h.to_string()).or_insert(0);
+            let mut path: Vec<String> = h
+                .split('.')
+                .map(|s| s.trim_matches('"').to_string())
+                .collect();
+            let last = path.pop().unwrap_or_default();
+            path.push(format!("{last}[{}]", *n));
+            *n += 1;
+            table = path;
+        } else if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            table = h
+                .split('.')
+                .map(|s| s.trim_matches('"').to_string())
+                .collect();
+        }
+        if offset >= start && offset < pos {
+            if let Some((k, _)) = t.split_once('=')
+                && !t.starts_with('[')
+            {
+                let mut p = table.clone();
+                p.push(k.trim().trim_matches('"').to_string());
+                return Some(p);
+            }
+            return (!table.is_empty()).then_some(table);
+        }
+    }
+    None
+}
+
+/// Removes a key (path elements like `source[1]` index arrays of tables).
+fn remove_key(doc: &mut toml::Table, path: &[String]) -> bool {
+    fn split(seg: &str) -> (&str, Option<usize>) {
+        match seg.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse().ok()),
+            None => (seg, None),
+        }
+    }
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut table = doc;
+    for seg in parents {
+        let (name, idx) = split(seg);
+        let next = match (table.get_mut(name), idx) {
+            (Some(toml::Value::Table(t)), None) => t,
+            (Some(toml::Value::Array(a)), Some(i)) => match a.get_mut(i) {
+                Some(toml::Value::Table(t)) => t,
+                _ => return false,
+            },
+            _ => return false,
+        };
+        table = next;
+    }
+    let (name, idx) = split(last);
+    match idx {
+        None => table.remove(name).is_some(),
+        Some(i) => match table.get_mut(name) {
+            Some(toml::Value::Array(a)) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+    }
+}
+
+/// Finds the line of `key` (a dotted path, array indices as `name[i]`) in the original text.
+fn find_line(text: &str, path: &[String]) -> Option<usize> {
+    let (last, parents) = path.split_last()?;
+    let strip = |s: &str| s.split('[').next().unwrap_or(s).to_string();
+    let index_of = |s: &str| -> Option<usize> {
+        s.split_once('[')
+            .and_then(|(_, r)| r.trim_end_matches(']').parse().ok())
+    };
+    let want_table: Vec<String> = parents.iter().map(|s| strip(s)).collect();
+    let want_index: Vec<Option<usize>> = parents.iter().map(|s| index_of(s)).collect();
+    let mut current: Vec<String> = Vec::new();
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    let mut current_index: Option<usize> = None;
+    let last_name = strip(last);
+    let last_index = index_of(last);
+    let mut header_line = None;
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t
+            .strip_prefix("[[")
+            .and_then(|h| h.split_once("]]").map(|x| x.0))
+        {
+            let c = counts.entry(h.trim().to_string()).or_insert(0);
+            current = h.trim().split('.').map(|s| s.trim().to_string()).collect();
+            current_index = Some(*c);
+            *c += 1;
+            // The key may be an array of tables itself (e.g. `source[1]`).
+            if last_index.is_some() {
+                let mut full = want_table.clone();
+                full.push(last_name.clone());
+                if current == full && current_index == last_index {
+                    return Some(n + 1);
+                }
+            }
+            if current == want_table && want_index.last().copied().flatten() == current_index {
+                header_line = Some(n + 1);
+            }
+            continue;
+        }
+        if let Some(h) = t
+            .strip_prefix('[')
+            .and_then(|h| h.split_once(']').map(|x| x.0))
+        {
+            current = h.trim().split('.').map(|s| s.trim().to_string()).collect();
+            current_index = None;
+            let mut full = want_table.clone();
+            full.push(last_name.clone());
+            if current == full {
+                return Some(n + 1);
+            }
+            if current == want_table {
+                header_line = Some(n + 1);
+            }
+            continue;
+        }
+        let in_table = current == want_table
+            && (want_index.last().copied().flatten().is_none()
+                || want_index.last().copied().flatten() == current_index);
+        if in_table
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim().trim_matches('"') == last_name
+        {
+            return Some(n + 1);
+        }
+    }
+    header_line
+}

@@ -1,0 +1,298 @@
+//! Assembly of a running connector: sources, engine, Modbus listener and metrics
+//! endpoint, all owned by one handle so a harness can run, crash and stop it in process.
+
+use crate::config::{AccessKind, ConnectorConfig};
+use crate::engine::Engine;
+use crate::image::RegisterImage;
+use crate::listener::{ListenerLimits, serve_modbus};
+use crate::map::{MapError, RegisterMap};
+use crate::metrics::Metrics;
+use crate::selector::SelectorConfig;
+use crate::service::ModbusService;
+use crate::source::{SourceMsg, SourceSpec, run_source};
+use po_protocol::{Access, TagInfo};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no server delivered a tag catalogue within {0:?}")]
+    NoCatalog(Duration),
+    #[error("register map: {0}")]
+    Map(#[from] MapError),
+    #[error("cannot listen for Modbus on {addr}: {source}")]
+    ModbusBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running connector.
+#[derive(Debug)]
+pub struct ConnectorHandle {
+    pub name: String,
+    pub modbus_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub image: Arc<RegisterImage>,
+    pub metrics: Arc<Metrics>,
+    pub catalog: Arc<Vec<TagInfo>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl ConnectorHandle {
+    /// Stops everything and waits until every socket is closed.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// A future that resolves when the connector has been stopped.
+    pub fn stopped(&self) -> impl Future<Output = ()> + use<> {
+        let cancel = self.cancel.clone();
+        async move { cancel.cancelled().await }
+    }
+}
+
+pub fn source_specs(config: &ConnectorConfig) -> Vec<SourceSpec> {
+    config
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(index, s)| SourceSpec {
+            index,
+            name: s.name.clone(),
+            address: s.address,
+            access: match s.access {
+                AccessKind::Local => Access::Local,
+                AccessKind::ClientAccess => Access::ClientAccess {
+                    licence: s.licence.clone().unwrap_or_default(),
+                },
+            },
+            host_address: config.host_address,
+            client_name: config.name.clone(),
+            connect_timeout: config.policy.source_timeout.max(Duration::from_millis(500)),
+            reconnect_min: config.policy.reconnect_min,
+            reconnect_max: config.policy.reconnect_max,
+        })
+        .collect()
+}
+
+/// Starts the connector. The register map needs the server's catalogue, so Modbus
+/// serving begins once the first server has answered `Browse`; `catalog_wait` bounds
+/// that wait (`None`: wait for ever, logging each failed attempt).
+pub async fn start(
+    config: ConnectorConfig,
+    catalog_wait: Option<Duration>,
+) -> Result<ConnectorHandle, StartError> {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let metrics = Arc::new(Metrics::default());
+    let (events_tx, mut events) = mpsc::channel::<(usize, SourceMsg)>(256);
+    let mut links = Vec::new();
+    for spec in source_specs(&config) {
+        let (tx, rx) = mpsc::channel(1024);
+        links.push((spec.name.clone(), tx));
+        spawn(&tracker, &cancel, run_source(spec, rx, events_tx.clone()));
+    }
+    drop(events_tx);
+
+    // Bootstrap: keep every message until one carries a catalogue.
+    let mut early = Vec::new();
+    let wait = async {
+        while let Some((i, msg)) = events.recv().await {
+            let catalog = match &msg {
+                SourceMsg::Connected { catalog, .. } => Some(catalog.clone()),
+                _ => None,
+            };
+            early.push((i, msg));
+            if let Some(c) = catalog {
+                return Some(c);
+            }
+        }
+        None
+    };
+    let catalog = match catalog_wait {
+        Some(d) => tokio::time::timeout(d, wait).await.ok().flatten(),
+        None => wait.await,
+    };
+    let Some(catalog) = catalog else {
+        cancel.cancel();
+        return Err(StartError::NoCatalog(catalog_wait.unwrap_or_default()));
+    };
+    let catalog = Arc::new(catalog);
+    let map = match RegisterMap::build(&catalog, &config.modbus, &config.map) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            cancel.cancel();
+            return Err(e.into());
+        }
+    };
+    let image = Arc::new(RegisterImage::new(map.clone()));
+    tracing::info!(
+        connector = %config.name,
+        tags = catalog.len(),
+        points = map.points().len(),
+        registers = map.register_end(),
+        "register map built"
+    );
+
+    let modbus = match TcpListener::bind(config.modbus.listen).await {
+        Ok(l) => l,
+        Err(source) => {
+            cancel.cancel();
+            return Err(StartError::ModbusBind {
+                addr: config.modbus.listen,
+                source,
+            });
+        }
+    };
+    let modbus_addr = modbus.local_addr().unwrap_or(config.modbus.listen);
+    let metrics_listener = match &config.metrics {
+        Some(m) => match TcpListener::bind(m.listen).await {
+            Ok(l) => Some(l),
+            Err(source) => {
+                cancel.cancel();
+                return Err(StartError::MetricsBind {
+                    addr: m.listen,
+                    source,
+                });
+            }
+        },
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let (writes_tx, writes_rx) = mpsc::channel(1024);
+    let selector = SelectorConfig {
+        source_timeout: config.policy.source_timeout,
+        stale_after: config.policy.stale_after,
+        serve_standby: config.policy.serve_standby,
+    };
+    let mut engine = Engine::new(
+        selector,
+        image.clone(),
+        metrics.clone(),
+        catalog.clone(),
+        links,
+    );
+    spawn(&tracker, &cancel, async move {
+        for (i, msg) in early {
+            engine.on_source_msg(i, msg);
+        }
+        engine.run(events, writes_rx).await
+    });
+    let service = Arc::new(ModbusService::new(
+        image.clone(),
+        writes_tx,
+        &config.modbus,
+        config.policy.write_timeout,
+        metrics.clone(),
+    ));
+    let limits = ListenerLimits {
+        allow: config.modbus.allow.clone(),
+        max_connections: config.modbus.max_connections,
+        idle_timeout: config.modbus.idle_timeout,
+    };
+    tracker.spawn(serve_modbus(
+        modbus,
+        service,
+        limits,
+        metrics.clone(),
+        cancel.clone(),
+    ));
+    if let Some(l) = metrics_listener {
+        spawn(
+            &tracker,
+            &cancel,
+            serve_metrics(l, metrics.clone(), image.clone()),
+        );
+    }
+    tracing::info!(connector = %config.name, modbus = %modbus_addr, "serving Modbus TCP");
+    Ok(ConnectorHandle {
+        name: config.name.clone(),
+        modbus_addr,
+        metrics_addr,
+        image,
+        metrics,
+        catalog,
+        cancel,
+        tracker,
+    })
+}
+
+fn spawn<F>(tracker: &TaskTracker, cancel: &CancellationToken, fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = fut => {}
+        }
+    });
+}
+
+/// A deliberately small HTTP/1.0 responder: `GET /metrics` (Prometheus text) and
+/// `GET /health` (200 while data is fresh, 503 when stale).
+async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, image: Arc<RegisterImage>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        let image = image.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let mut n = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while n < buf.len() {
+                    match stream.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /metrics") {
+                ("200 OK", metrics.render())
+            } else if head.starts_with("GET /health") {
+                if image.is_stale() {
+                    ("503 Service Unavailable", "stale\n".to_string())
+                } else {
+                    ("200 OK", "ok\n".to_string())
+                }
+            } else {
+                ("404 Not Found", "try /metrics or /health\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,367 @@
+//! The engine: the one task that owns the `SourceSelector`, applies the active source's
+//! data to the register image, and routes Modbus writes to the Primary.
+//!
+//! Data from any other source is dropped here, and data from a newly activated source is
+//! accepted only from its `Snapshot` on, so the image never mixes two servers' data.
+
+use crate::image::{RegisterImage, ServeState};
+use crate::metrics::Metrics;
+use crate::selector::{SelectorConfig, SourceEvent, SourceSelector, Switch};
+use crate::source::{SourceCommand, SourceMsg};
+use po_protocol::{Role, TagId, TagInfo, Value, WriteOutcome};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// How a write ended, as the Modbus layer needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteReply {
+    Applied,
+    /// The server refused it (not for lack of a Primary).
+    Refused(WriteOutcome),
+    /// No Primary applied it before the write timeout.
+    TimedOut,
+}
+
+/// A write from a Modbus master, on its way to the Primary.
+#[derive(Debug)]
+pub struct WriteRequest {
+    pub tag: TagId,
+    pub value: Value,
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<WriteReply>,
+}
+
+#[derive(Debug)]
+struct SourceLink {
+    name: String,
+    commands: mpsc::Sender<SourceCommand>,
+    connected: bool,
+    catalog_ok: bool,
+    /// Writes sent on this source, by request id.
+    in_flight: HashMap<u64, WriteRequest>,
+}
+
+/// Runs the engine until every source and write sender is gone.
+pub struct Engine {
+    selector: SourceSelector,
+    image: Arc<RegisterImage>,
+    metrics: Arc<Metrics>,
+    catalog: Arc<Vec<TagInfo>>,
+    sources: Vec<SourceLink>,
+    /// Whether the active source's Snapshot has arrived since it was activated.
+    synced: bool,
+    queued: VecDeque<WriteRequest>,
+    next_request_id: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("active", &self.selector.active())
+            .field("synced", &self.synced)
+            .field("queued_writes", &self.queued.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    pub fn new(
+        config: SelectorConfig,
+        image: Arc<RegisterImage>,
+        metrics: Arc<Metrics>,
+        catalog: Arc<Vec<TagInfo>>,
+        sources: Vec<(String, mpsc::Sender<SourceCommand>)>,
+    ) -> Engine {
+        Engine {
+            selector: SourceSelector::new(config, sources.len(), Instant::now()),
+            image,
+            metrics,
+            catalog,
+            sources: sources
+                .into_iter()
+                .map(|(name, commands)| SourceLink {
+                    name,
+                    commands,
+                    connected: false,
+                    catalog_ok: false,
+                    in_flight: HashMap::new(),
+                })
+                .collect(),
+            synced: false,
+            queued: VecDeque::new(),
+            next_request_id: 1,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<(usize, SourceMsg)>,
+        mut writes: mpsc::Receiver<WriteRequest>,
+    ) {
+        let mut writes_open = true;
+        loop {
+            let wake = self.next_deadline();
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some((i, msg)) => self.on_source_msg(i, msg),
+                    None => return,
+                },
+                w = writes.recv(), if writes_open => match w {
+                    Some(w) => self.on_write(w),
+                    None => writes_open = false,
+                },
+                _ = sleep_until(wake) => {}
+            }
+            let now = Instant::now();
+            if let Some(sw) = self.selector.tick(now) {
+                self.on_switch(sw);
+            }
+            self.image.set_stale(self.selector.is_stale());
+            self.expire_writes(now);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let writes = self
+            .queued
+            .iter()
+            .chain(self.sources.iter().flat_map(|s| s.in_flight.values()))
+            .map(|w| w.deadline)
+            .min();
+        match (self.selector.poll_at(), writes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Feeds one source message (also used to replay messages received during start-up).
+    pub fn on_source_msg(&mut self, i: usize, msg: SourceMsg) {
+        let now = Instant::now();
+        let event = match msg {
+            SourceMsg::Connected {
+                role,
+                epoch,
+                catalog,
+            } => {
+                self.metrics.source_connects.fetch_add(1, Relaxed);
+                let ok = catalog == *self.catalog;
+                if !ok {
+                    tracing::error!(
+                        source = %self.sources[i].name,
+                        "catalogue differs from the one the register map was built from; not using this server"
+                    );
+                }
+                self.sources[i].connected = true;
+                self.sources[i].catalog_ok = ok;
+                if !ok {
+                    return;
+                }
+                Some(SourceEvent::Connected { role, epoch })
+            }
+            SourceMsg::Lost { .. } => {
+                self.metrics.source_losses.fetch_add(1, Relaxed);
+                self.sources[i].connected = false;
+                // Writes sent there may or may not have been applied; writes are
+                // idempotent (set a value), so the next Primary gets them again.
+                let mut retry: Vec<WriteRequest> =
+                    self.sources[i].in_flight.drain().map(|(_, w)| w).collect();
+                retry.sort_by_key(|w| w.deadline);
+                for w in retry.into_iter().rev() {
+                    self.queued.push_front(w);
+                }
+                Some(SourceEvent::Lost)
+            }
+            SourceMsg::Heartbeat { role, epoch } => self.sources[i]
+                .catalog_ok
+                .then_some(SourceEvent::Heartbeat { role, epoch }),
+            SourceMsg::Snapshot { values } => {
+                if self.is_active(i) {
+                    self.synced = true;
+                    self.ingest(&values);
+                    tracing::info!(source = %self.sources[i].name, tags = values.len(), "snapshot applied");
+                }
+                Some(SourceEvent::Data)
+            }
+            SourceMsg::Updates { batch } => {
+                if self.is_active(i) && self.synced {
+                    self.ingest(&batch);
+                }
+                Some(SourceEvent::Data)
+            }
+            SourceMsg::WriteResult {
+                request_id,
+                outcome,
+            } => {
+                if let Some(w) = self.sources[i].in_flight.remove(&request_id) {
+                    match outcome {
+                        WriteOutcome::Applied => {
+                            self.metrics.writes_applied.fetch_add(1, Relaxed);
+                            let _ = w.reply.send(WriteReply::Applied);
+                        }
+                        // It stopped being Primary under us: the next one gets it.
+                        WriteOutcome::NotPrimary => self.queued.push_front(w),
+                        other => {
+                            self.metrics.writes_refused.fetch_add(1, Relaxed);
+                            let _ = w.reply.send(WriteReply::Refused(other));
+                        }
+                    }
+                }
+                Some(SourceEvent::Data)
+            }
+        };
+        if let Some(ev) = event
+            && self.sources[i].catalog_ok
+            && let Some(sw) = self.selector.handle(now, i, ev)
+        {
+            self.on_switch(sw);
+        }
+        self.publish_status();
+        self.flush_writes();
+    }
+
+    fn is_active(&self, i: usize) -> bool {
+        self.selector.active().is_some_and(|a| a.source == i)
+    }
+
+    fn ingest(&self, values: &[po_protocol::TagValue]) {
+        let n = self.image.apply(values);
+        self.metrics.ingest_updates.fetch_add(n as u64, Relaxed);
+        self.metrics.ingest_frames.fetch_add(1, Relaxed);
+    }
+
+    fn on_switch(&mut self, sw: Switch) {
+        let name = |a: Option<crate::selector::Active>| match a {
+            Some(a) => format!(
+                "{} ({} epoch {})",
+                self.sources[a.source].name, a.role, a.epoch
+            ),
+            None => "none".to_string(),
+        };
+        tracing::info!(from = %name(sw.from), to = %name(sw.to), "active source switch");
+        if let Some(from) = sw.from
+            && sw.to.map(|t| t.source) != Some(from.source)
+            && self.sources[from.source].connected
+        {
+            let _ = self.sources[from.source]
+                .commands
+                .try_send(SourceCommand::Unsubscribe);
+        }
+        match sw.to {
+            Some(to) if sw.from.map(|f| f.source) != Some(to.source) => {
+                self.synced = false;
+                let _ = self.sources[to.source]
+                    .commands
+                    .try_send(SourceCommand::Subscribe);
+            }
+            _ => {}
+        }
+        self.metrics
+            .source_switches
+            .store(self.selector.switch_count(), Relaxed);
+        self.image.set_switches(self.selector.switch_count());
+        self.publish_status();
+    }
+
+    /// Status registers describe the data in the image: a newly chosen source is shown
+    /// only once its snapshot has landed (until then the image still holds the previous
+    /// source's values, and says so).
+    fn publish_status(&self) {
+        match self.selector.active() {
+            Some(_) if !self.synced => {}
+            Some(a) => {
+                let (state, role) = match a.role {
+                    Role::Primary => (ServeState::Primary, 1),
+                    Role::Standby => (ServeState::Standby, 2),
+                };
+                self.image
+                    .set_active(state, a.source as u8 + 1, role, a.epoch);
+                self.metrics
+                    .active_source
+                    .store(a.source as i64 + 1, Relaxed);
+            }
+            None => {
+                let state = if self.selector.is_stale() {
+                    ServeState::Stale
+                } else {
+                    ServeState::Starting
+                };
+                self.image.set_active(state, 0, 0, 0);
+                self.metrics.active_source.store(0, Relaxed);
+            }
+        }
+    }
+
+    fn on_write(&mut self, w: WriteRequest) {
+        self.queued.push_back(w);
+        self.flush_writes();
+    }
+
+    /// Sends queued writes to the active Primary, if there is one.
+    fn flush_writes(&mut self) {
+        let Some(a) = self.selector.active() else {
+            return;
+        };
+        if a.role != Role::Primary || !self.sources[a.source].connected {
+            return;
+        }
+        while let Some(w) = self.queued.pop_front() {
+            let request_id = self.next_request_id;
+            self.next_request_id += 1;
+            let cmd = SourceCommand::Write {
+                request_id,
+                tag: w.tag,
+                value: w.value,
+            };
+            match self.sources[a.source].commands.try_send(cmd) {
+                Ok(()) => {
+                    self.sources[a.source].in_flight.insert(request_id, w);
+                }
+                Err(_) => {
+                    self.queued.push_front(w);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn expire_writes(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.queued.len());
+        for w in self.queued.drain(..) {
+            if w.deadline <= now {
+                expired.push(w)
+            } else {
+                keep.push_back(w)
+            }
+        }
+        self.queued = keep;
+        for s in &mut self.sources {
+            let ids: Vec<u64> = s
+                .in_flight
+                .iter()
+                .filter(|(_, w)| w.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                if let Some(w) = s.in_flight.remove(&id) {
+                    expired.push(w);
+                }
+            }
+        }
+        for w in expired {
+            self.metrics.writes_timed_out.fetch_add(1, Relaxed);
+            tracing::warn!(tag = %w.tag, "write timed out waiting for the Primary");
+            let _ = w.reply.send(WriteReply::TimedOut);
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,255 @@
+//! `RegisterImage`: the current value of every mapped tag, already encoded as Modbus
+//! registers, shared by the ingest path (one writer) and every Modbus connection.
+//!
+//! Each value is one `AtomicU32` holding both of its registers, so a reader can never
+//! see half an old and half a new f32/u32, and neither side ever waits for the other:
+//! ingest is a store per tag, a read is a load per tag. Status fields and qualities are
+//! atomics too.
+
+use crate::map::{Cell, RegisterMap, StatusField};
+use crate::registers::{WordOrder, encode};
+use po_protocol::{Quality, TagValue, Timestamp};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// Connector state shown in status register 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ServeState {
+    Starting = 0,
+    Primary = 1,
+    Standby = 2,
+    Stale = 3,
+}
+
+#[derive(Debug)]
+pub struct RegisterImage {
+    map: Arc<RegisterMap>,
+    /// Per point: registers `address`, `address+1` as `(w0 << 16) | w1`.
+    values: Vec<AtomicU32>,
+    qualities: Vec<AtomicU8>,
+    not_good: AtomicU32,
+    stale: AtomicBool,
+    newest_sample_us: AtomicU64,
+    started: Instant,
+    state: AtomicU8,
+    active_source: AtomicU8,
+    active_role: AtomicU8,
+    active_epoch: AtomicU32,
+    switches: AtomicU32,
+}
+
+fn quality_code(q: u8) -> Quality {
+    match q {
+        0 => Quality::Good,
+        1 => Quality::Uncertain,
+        2 => Quality::Bad,
+        _ => Quality::Stale,
+    }
+}
+
+impl RegisterImage {
+    /// A new image: every value 0 with quality `Stale` (nothing received yet).
+    pub fn new(map: Arc<RegisterMap>) -> RegisterImage {
+        let n = map.points().len();
+        RegisterImage {
+            values: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            qualities: (0..n)
+                .map(|_| AtomicU8::new(Quality::Stale.code() as u8))
+                .collect(),
+            not_good: AtomicU32::new(n as u32),
+            stale: AtomicBool::new(false),
+            newest_sample_us: AtomicU64::new(0),
+            started: Instant::now(),
+            state: AtomicU8::new(ServeState::Starting as u8),
+            active_source: AtomicU8::new(0),
+            active_role: AtomicU8::new(0),
+            active_epoch: AtomicU32::new(0),
+            switches: AtomicU32::new(0),
+            map,
+        }
+    }
+
+    pub fn map(&self) -> &Arc<RegisterMap> {
+        &self.map
+    }
+
+    /// Stores a batch of samples. Unmapped tags are skipped (they are not served).
+    /// Returns the number of values stored.
+    pub fn apply(&self, batch: &[TagValue]) -> usize {
+        let order = self.map.word_order();
+        let mut newest = 0;
+        let mut stored = 0;
+        for tv in batch {
+            let Some(p) = self.map.point_of(tv.tag) else {
+                continue;
+            };
+            let (words, n) = encode(tv.value, order);
+            let packed = if n == 2 {
+                (u32::from(words[0]) << 16) | u32::from(words[1])
+            } else {
+                u32::from(words[0]) << 16
+            };
+            self.values[p as usize].store(packed, Relaxed);
+            self.set_quality(p, tv.quality);
+            newest = newest.max(tv.sampled_at.0);
+            stored += 1;
+        }
+        self.newest_sample_us.fetch_max(newest, Relaxed);
+        stored
+    }
+
+    fn set_quality(&self, point: u32, q: Quality) {
+        let new = q.code() as u8;
+        let old = self.qualities[point as usize].swap(new, Relaxed);
+        let was_good = old == 0;
+        let is_good = new == 0;
+        if was_good && !is_good {
+            self.not_good.fetch_add(1, Relaxed);
+        } else if !was_good && is_good {
+            self.not_good.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Marks every tag `Stale` (no healthy source for `stale_after`), or lifts it.
+    pub fn set_stale(&self, stale: bool) {
+        self.stale.store(stale, Relaxed);
+        if stale {
+            self.state.store(ServeState::Stale as u8, Relaxed);
+        }
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Relaxed)
+    }
+
+    /// Records whose data is served (status registers 1-5).
+    pub fn set_active(&self, state: ServeState, source: u8, role: u8, epoch: u64) {
+        self.state.store(state as u8, Relaxed);
+        self.active_source.store(source, Relaxed);
+        self.active_role.store(role, Relaxed);
+        self.active_epoch
+            .store(epoch.min(u64::from(u32::MAX)) as u32, Relaxed);
+    }
+
+    pub fn set_switches(&self, n: u64) {
+        self.switches
+            .store(n.min(u64::from(u32::MAX)) as u32, Relaxed);
+    }
+
+    pub fn quality(&self, point: u32) -> Quality {
+        if self.is_stale() {
+            return Quality::Stale;
+        }
+        quality_code(self.qualities[point as usize].load(Relaxed))
+    }
+
+    pub fn tags_not_good(&self) -> u32 {
+        if self.is_stale() {
+            self.values.len() as u32
+        } else {
+            self.not_good.load(Relaxed)
+        }
+    }
+
+    /// The raw packed registers of a point (for tests and benches).
+    pub fn packed(&self, point: u32) -> u32 {
+        self.values[point as usize].load(Relaxed)
+    }
+
+    fn status_u32(&self, f: StatusField, now: Timestamp) -> u32 {
+        match f {
+            StatusField::Heartbeat => (self.started.elapsed().as_secs() & 0xffff) as u32,
+            StatusField::State => u32::from(self.state.load(Relaxed)),
+            StatusField::ActiveSource => u32::from(self.active_source.load(Relaxed)),
+            StatusField::ActiveRole => u32::from(self.active_role.load(Relaxed)),
+            StatusField::ActiveEpoch => self.active_epoch.load(Relaxed),
+            StatusField::DataAgeMs => {
+                let newest = self.newest_sample_us.load(Relaxed);
+                if newest == 0 {
+                    u32::MAX
+                } else {
+                    (now.0.saturating_sub(newest) / 1000).min(u64::from(u32::MAX)) as u32
+                }
+            }
+            StatusField::TagsNotGood => self.tags_not_good(),
+            StatusField::TagCount => self.values.len() as u32,
+            StatusField::Switches => self.switches.load(Relaxed),
+        }
+    }
+
+    /// Reads holding/input registers `start..start+out.len()` into `out`. The caller has
+    /// checked that the range lies inside the map. A two-register value is loaded once,
+    /// so its words always belong together.
+    pub fn read_registers(&self, start: u16, out: &mut [u16]) -> bool {
+        let Some(cells) = self.map.cells(start, out.len() as u16) else {
+            return false;
+        };
+        let now = Timestamp::now();
+        let mut cached: Option<(u32, u32)> = None; // (point, packed)
+        let mut status_cache: Option<(StatusField, u32)> = None;
+        for (slot, cell) in out.iter_mut().zip(cells) {
+            *slot = match *cell {
+                Cell::Empty => 0,
+                Cell::Value { point, word } => {
+                    let packed = match cached {
+                        Some((p, v)) if p == point => v,
+                        _ => {
+                            let v = self.values[point as usize].load(Relaxed);
+                            cached = Some((point, v));
+                            v
+                        }
+                    };
+                    if word == 0 {
+                        (packed >> 16) as u16
+                    } else {
+                        packed as u16
+                    }
+                }
+                Cell::Quality { point } => self.quality(point).code(),
+                Cell::Status(field, word) => {
+                    let v = match status_cache {
+                        Some((f, v)) if f == field => v,
+                        _ => {
+                            let v = self.status_u32(field, now);
+                            status_cache = Some((field, v));
+                            v
+                        }
+                    };
+                    let two_words = !matches!(
+                        field,
+                        StatusField::Heartbeat
+                            | StatusField::State
+                            | StatusField::ActiveSource
+                            | StatusField::ActiveRole
+                    );
+                    match (two_words, word) {
+                        (false, _) => v as u16,
+                        (true, 0) => (v >> 16) as u16,
+                        (true, _) => v as u16,
+                    }
+                }
+            };
+        }
+        true
+    }
+
+    /// Reads coils/discrete inputs (digital tags at their tag index).
+    pub fn read_bits(&self, start: u16, out: &mut [bool]) -> bool {
+        if u32::from(start) + out.len() as u32 > self.map.coil_end() {
+            return false;
+        }
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = match self.map.coil(start + i as u16).flatten() {
+                Some(p) => self.values[p as usize].load(Relaxed) >> 16 != 0,
+                None => false,
+            };
+        }
+        true
+    }
+
+    pub fn word_order(&self) -> WordOrder {
+        self.map.word_order()
+    }
+}

@@ -1,0 +1,133 @@
+//! Counters the connector exposes on its Prometheus text endpoint and that the
+//! harness reads in process. Plain atomics: the hot paths only increment.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub ingest_updates: AtomicU64,
+    pub ingest_frames: AtomicU64,
+    pub source_switches: AtomicU64,
+    /// 0 none, 1 first source, 2 second.
+    pub active_source: AtomicI64,
+    pub source_connects: AtomicU64,
+    pub source_losses: AtomicU64,
+    pub resubscribes: AtomicU64,
+    pub modbus_requests: AtomicU64,
+    /// Exceptions by code 1, 2, 3, 4, 0x0B (index 0..5).
+    pub modbus_exceptions: [AtomicU64; 5],
+    pub modbus_connections: AtomicI64,
+    pub modbus_connections_total: AtomicU64,
+    pub modbus_refused_allow_list: AtomicU64,
+    pub modbus_refused_limit: AtomicU64,
+    pub modbus_idle_closed: AtomicU64,
+    pub modbus_framing_errors: AtomicU64,
+    pub writes_applied: AtomicU64,
+    pub writes_refused: AtomicU64,
+    pub writes_timed_out: AtomicU64,
+}
+
+/// Exception codes in the order of [`Metrics::modbus_exceptions`].
+pub const EXCEPTION_CODES: [u8; 5] = [1, 2, 3, 4, 0x0B];
+
+impl Metrics {
+    pub fn count_exception(&self, code: u8) {
+        if let Some(i) = EXCEPTION_CODES.iter().position(|c| *c == code) {
+            self.modbus_exceptions[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn exceptions_total(&self) -> u64 {
+        self.modbus_exceptions.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(2048);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "sc_ingest_updates_total",
+            "Tag updates accepted from the active server.",
+            self.ingest_updates.load(Relaxed),
+        );
+        counter(
+            "sc_ingest_frames_total",
+            "Snapshot and Updates frames accepted.",
+            self.ingest_frames.load(Relaxed),
+        );
+        counter(
+            "sc_source_switches_total",
+            "Switches of the active server.",
+            self.source_switches.load(Relaxed),
+        );
+        counter(
+            "sc_source_connects_total",
+            "Sessions established with servers.",
+            self.source_connects.load(Relaxed),
+        );
+        counter(
+            "sc_source_losses_total",
+            "Sessions lost or refused.",
+            self.source_losses.load(Relaxed),
+        );
+        counter(
+            "sc_resubscribes_total",
+            "Resubscriptions after a sequence gap.",
+            self.resubscribes.load(Relaxed),
+        );
+        counter(
+            "sc_modbus_requests_total",
+            "Modbus requests answered.",
+            self.modbus_requests.load(Relaxed),
+        );
+        counter(
+            "sc_modbus_connections_total",
+            "Modbus connections accepted.",
+            self.modbus_connections_total.load(Relaxed),
+        );
+        counter(
+            "sc_modbus_idle_closed_total",
+            "Modbus connections closed for idleness.",
+            self.modbus_idle_closed.load(Relaxed),
+        );
+        counter(
+            "sc_modbus_framing_errors_total",
+            "Modbus connections closed for bad framing.",
+            self.modbus_framing_errors.load(Relaxed),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP sc_modbus_refused_total Modbus connections refused.\n# TYPE sc_modbus_refused_total counter\nsc_modbus_refused_total{{reason=\"allow_list\"}} {}\nsc_modbus_refused_total{{reason=\"max_connections\"}} {}",
+            self.modbus_refused_allow_list.load(Relaxed),
+            self.modbus_refused_limit.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP sc_modbus_exceptions_total Modbus exception responses by code.\n# TYPE sc_modbus_exceptions_total counter"
+        );
+        for (i, code) in EXCEPTION_CODES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "sc_modbus_exceptions_total{{code=\"{code:02X}\"}} {}",
+                self.modbus_exceptions[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP sc_writes_total Modbus writes by outcome.\n# TYPE sc_writes_total counter\nsc_writes_total{{outcome=\"applied\"}} {}\nsc_writes_total{{outcome=\"refused\"}} {}\nsc_writes_total{{outcome=\"timed_out\"}} {}",
+            self.writes_applied.load(Relaxed),
+            self.writes_refused.load(Relaxed),
+            self.writes_timed_out.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP sc_active_source Active server: 0 none, 1 first, 2 second.\n# TYPE sc_active_source gauge\nsc_active_source {}\n# HELP sc_modbus_connections Open Modbus connections.\n# TYPE sc_modbus_connections gauge\nsc_modbus_connections {}",
+            self.active_source.load(Relaxed),
+            self.modbus_connections.load(Relaxed)
+        );
+        s
+    }
+}

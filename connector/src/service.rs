@@ -1,0 +1,237 @@
+//! Answers one Modbus request from the register image, or forwards a write to the
+//! engine and waits for the Primary's verdict. Framing is done before (see `modbus`):
+//! everything that reaches this module has valid quantities and lengths.
+
+use crate::config::ModbusConfig;
+use crate::engine::{WriteReply, WriteRequest};
+use crate::image::RegisterImage;
+use crate::map::Cell;
+use crate::metrics::Metrics;
+use crate::modbus::{ExceptionCode, Request, RequestFrame, encode_exception};
+use crate::registers::decode_write;
+use bytes::BytesMut;
+use po_protocol::{TagId, TagKind, Value};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug)]
+pub struct ModbusService {
+    image: Arc<RegisterImage>,
+    writes: mpsc::Sender<WriteRequest>,
+    unit_ids: Vec<u8>,
+    read_only: bool,
+    write_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl ModbusService {
+    pub fn new(
+        image: Arc<RegisterImage>,
+        writes: mpsc::Sender<WriteRequest>,
+        config: &ModbusConfig,
+        write_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> ModbusService {
+        ModbusService {
+            image,
+            writes,
+            unit_ids: config.unit_ids.clone(),
+            read_only: config.read_only,
+            write_timeout,
+            metrics,
+        }
+    }
+
+    pub fn image(&self) -> &Arc<RegisterImage> {
+        &self.image
+    }
+
+    /// Appends the response to `frame` to `out`.
+    pub async fn handle(&self, frame: RequestFrame, out: &mut BytesMut) {
+        self.metrics.modbus_requests.fetch_add(1, Relaxed);
+        let tid = frame.transaction_id;
+        let unit = frame.unit_id;
+        let function = frame.function;
+        let result = match frame.request {
+            Err(code) => Err(code),
+            Ok(_) if !self.unit_ids.is_empty() && !self.unit_ids.contains(&unit) => {
+                Err(ExceptionCode::GatewayTargetFailedToRespond)
+            }
+            Ok(req) => self.serve(tid, unit, function, req, out).await,
+        };
+        if let Err(code) = result {
+            self.metrics.count_exception(code as u8);
+            encode_exception(tid, unit, function, code, out);
+        }
+    }
+
+    async fn serve(
+        &self,
+        tid: u16,
+        unit: u8,
+        function: u8,
+        req: Request,
+        out: &mut BytesMut,
+    ) -> Result<(), ExceptionCode> {
+        use crate::modbus::{encode_read_bits, encode_read_registers, encode_write_echo};
+        match req {
+            Request::ReadHoldingRegisters { addr, qty }
+            | Request::ReadInputRegisters { addr, qty } => {
+                let mut regs = [0u16; 125];
+                let regs = &mut regs[..qty as usize];
+                self.read(addr, regs)?;
+                encode_read_registers(tid, unit, function, regs, out);
+            }
+            Request::ReadCoils { addr, qty } | Request::ReadDiscreteInputs { addr, qty } => {
+                let mut bits = [false; 2000];
+                let bits = &mut bits[..qty as usize];
+                if !self.image.read_bits(addr, bits) {
+                    return Err(ExceptionCode::IllegalDataAddress);
+                }
+                encode_read_bits(tid, unit, function, bits, out);
+            }
+            Request::WriteSingleRegister { addr, value } => {
+                self.write_registers(addr, &[value]).await?;
+                encode_write_echo(tid, unit, function, addr, value, out);
+            }
+            Request::WriteMultipleRegisters { addr, values } => {
+                self.write_registers(addr, &values).await?;
+                encode_write_echo(tid, unit, function, addr, values.len() as u16, out);
+            }
+            Request::WriteSingleCoil { addr, value } => {
+                self.write_coils(addr, &[value]).await?;
+                encode_write_echo(
+                    tid,
+                    unit,
+                    function,
+                    addr,
+                    if value { 0xFF00 } else { 0 },
+                    out,
+                );
+            }
+            Request::WriteMultipleCoils { addr, values } => {
+                self.write_coils(addr, &values).await?;
+                encode_write_echo(tid, unit, function, addr, values.len() as u16, out);
+            }
+            Request::ReadWriteMultipleRegisters {
+                read_addr,
+                read_qty,
+                write_addr,
+                values,
+            } => {
+                // Check the read range first so a failed read does not follow a write.
+                if u32::from(read_addr) + u32::from(read_qty) > self.image.map().register_end() {
+                    return Err(ExceptionCode::IllegalDataAddress);
+                }
+                self.write_registers(write_addr, &values).await?;
+                let mut regs = [0u16; 125];
+                let regs = &mut regs[..read_qty as usize];
+                self.read(read_addr, regs)?;
+                encode_read_registers(tid, unit, function, regs, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, addr: u16, regs: &mut [u16]) -> Result<(), ExceptionCode> {
+        if u32::from(addr) + regs.len() as u32 > self.image.map().register_end()
+            || !self.image.read_registers(addr, regs)
+        {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        Ok(())
+    }
+
+    /// Works out which tags a register write sets; every register must belong to a
+    /// writable tag and every tag must be written whole.
+    fn plan_register_write(
+        &self,
+        addr: u16,
+        values: &[u16],
+    ) -> Result<Vec<(TagId, Value)>, ExceptionCode> {
+        if self.read_only {
+            return Err(ExceptionCode::IllegalFunction);
+        }
+        let map = self.image.map();
+        if u32::from(addr) + values.len() as u32 > map.register_end() {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        let mut plan = Vec::new();
+        let mut i = 0usize;
+        while i < values.len() {
+            let Some(Cell::Value { point, word: 0 }) = map.cell(addr + i as u16) else {
+                return Err(ExceptionCode::IllegalDataAddress);
+            };
+            let p = map.point(point);
+            let n = p.words as usize;
+            if !p.writable || i + n > values.len() {
+                return Err(ExceptionCode::IllegalDataAddress);
+            }
+            let value = decode_write(p.kind, &values[i..i + n], map.word_order())
+                .map_err(|_| ExceptionCode::IllegalDataValue)?;
+            plan.push((p.tag, value));
+            i += n;
+        }
+        Ok(plan)
+    }
+
+    async fn write_registers(&self, addr: u16, values: &[u16]) -> Result<(), ExceptionCode> {
+        let plan = self.plan_register_write(addr, values)?;
+        self.apply(plan).await
+    }
+
+    async fn write_coils(&self, addr: u16, values: &[bool]) -> Result<(), ExceptionCode> {
+        if self.read_only {
+            return Err(ExceptionCode::IllegalFunction);
+        }
+        let map = self.image.map();
+        if u32::from(addr) + values.len() as u32 > map.coil_end() {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        let mut plan = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            let Some(Some(point)) = map.coil(addr + i as u16) else {
+                return Err(ExceptionCode::IllegalDataAddress);
+            };
+            let p = map.point(point);
+            if !p.writable || p.kind != TagKind::Digital {
+                return Err(ExceptionCode::IllegalDataAddress);
+            }
+            plan.push((p.tag, Value::Digital(*v)));
+        }
+        self.apply(plan).await
+    }
+
+    /// Sends the writes to the engine in order and waits for every verdict.
+    async fn apply(&self, plan: Vec<(TagId, Value)>) -> Result<(), ExceptionCode> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut replies = Vec::with_capacity(plan.len());
+        for (tag, value) in plan {
+            let (reply, rx) = oneshot::channel();
+            let req = WriteRequest {
+                tag,
+                value,
+                deadline,
+                reply,
+            };
+            if self.writes.send(req).await.is_err() {
+                return Err(ExceptionCode::ServerDeviceFailure);
+            }
+            replies.push(rx);
+        }
+        let mut result = Ok(());
+        for rx in replies {
+            let r = match rx.await {
+                Ok(WriteReply::Applied) => Ok(()),
+                Ok(WriteReply::TimedOut) => Err(ExceptionCode::GatewayTargetFailedToRespond),
+                Ok(WriteReply::Refused(_)) | Err(_) => Err(ExceptionCode::ServerDeviceFailure),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,291 @@
+//! One connection to a Power Operation server: connect (from the host address),
+//! `Hello`, browse, then relay frames to the engine and commands to the server.
+//! Reconnects with capped exponential backoff, forever.
+
+use futures::{SinkExt, StreamExt};
+use po_protocol::{
+    Access, ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, Role, TagId, TagInfo, TagSelection,
+    TagValue, Value, WriteOutcome,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+/// Where and how to reach one server.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub index: usize,
+    pub name: String,
+    pub address: SocketAddr,
+    pub access: Access,
+    pub host_address: Option<IpAddr>,
+    pub client_name: String,
+    pub connect_timeout: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// What the engine asks of a source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceCommand {
+    Subscribe,
+    Unsubscribe,
+    Write {
+        request_id: u64,
+        tag: TagId,
+        value: Value,
+    },
+}
+
+/// What a source tells the engine.
+#[derive(Debug)]
+pub enum SourceMsg {
+    Connected {
+        role: Role,
+        epoch: u64,
+        catalog: Vec<TagInfo>,
+    },
+    Lost {
+        reason: String,
+    },
+    Heartbeat {
+        role: Role,
+        epoch: u64,
+    },
+    Snapshot {
+        values: Vec<TagValue>,
+    },
+    Updates {
+        batch: Vec<TagValue>,
+    },
+    WriteResult {
+        request_id: u64,
+        outcome: WriteOutcome,
+    },
+}
+
+type Link = Framed<TcpStream, FrameCodec<Frame>>;
+
+/// Runs a source forever (until the engine goes away).
+pub async fn run_source(
+    spec: SourceSpec,
+    mut commands: mpsc::Receiver<SourceCommand>,
+    events: mpsc::Sender<(usize, SourceMsg)>,
+) {
+    let mut backoff = spec.reconnect_min;
+    loop {
+        let outcome = session(&spec, &mut commands, &events).await;
+        let (reason, established) = match outcome {
+            Ok(()) => ("connection closed by the server".to_string(), true),
+            Err(SessionError::EngineGone) => return,
+            Err(SessionError::Lost {
+                reason,
+                established,
+            }) => (reason, established),
+        };
+        if established {
+            backoff = spec.reconnect_min;
+        }
+        tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source lost");
+        if events
+            .send((spec.index, SourceMsg::Lost { reason }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // Commands sent while disconnected cannot be delivered; the engine re-routes
+        // writes on `Lost`, so drop them here.
+        let wait = tokio::time::sleep(backoff);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                c = commands.recv() => if c.is_none() { return },
+            }
+        }
+        backoff = (backoff * 2).min(spec.reconnect_max);
+    }
+}
+
+enum SessionError {
+    EngineGone,
+    Lost { reason: String, established: bool },
+}
+
+fn lost(reason: impl Into<String>) -> SessionError {
+    SessionError::Lost {
+        reason: reason.into(),
+        established: false,
+    }
+}
+
+async fn connect(spec: &SourceSpec) -> Result<TcpStream, SessionError> {
+    let socket = match spec.address {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| lost(format!("socket: {e}")))?;
+    if let Some(ip) = spec.host_address {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| lost(format!("cannot bind host address {ip}: {e}")))?;
+    }
+    let stream = tokio::time::timeout(spec.connect_timeout, socket.connect(spec.address))
+        .await
+        .map_err(|_| {
+            lost(format!(
+                "connect timed out after {:?}",
+                spec.connect_timeout
+            ))
+        })?
+        .map_err(|e| lost(format!("connect: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn next_frame(
+    link: &mut Link,
+    timeout: Duration,
+    waiting_for: &str,
+) -> Result<Frame, SessionError> {
+    match tokio::time::timeout(timeout, link.next()).await {
+        Err(_) => Err(lost(format!("no {waiting_for} within {timeout:?}"))),
+        Ok(None) => Err(lost(format!(
+            "server closed the connection before {waiting_for}"
+        ))),
+        Ok(Some(Err(e))) => Err(lost(format!("bad frame from server: {e}"))),
+        Ok(Some(Ok(Frame::Error { code, message }))) => Err(lost(refusal(code, &message))),
+        Ok(Some(Ok(f))) => Ok(f),
+    }
+}
+
+fn refusal(code: ErrorCode, message: &str) -> String {
+    format!("server refused ({code}): {message}")
+}
+
+async fn session(
+    spec: &SourceSpec,
+    commands: &mut mpsc::Receiver<SourceCommand>,
+    events: &mpsc::Sender<(usize, SourceMsg)>,
+) -> Result<(), SessionError> {
+    let stream = connect(spec).await?;
+    let mut link = Framed::new(stream, FrameCodec::<Frame>::new());
+    let send_err = |e: po_protocol::CodecError| lost(format!("send: {e}"));
+    link.send(Frame::Hello {
+        version: PROTOCOL_VERSION,
+        client_name: spec.client_name.clone(),
+        access: spec.access.clone(),
+    })
+    .await
+    .map_err(send_err)?;
+    let (mut role, mut epoch) = match next_frame(&mut link, spec.connect_timeout, "Welcome").await?
+    {
+        Frame::Welcome { role, epoch, .. } => (role, epoch),
+        other => return Err(lost(format!("expected Welcome, got {}", other.kind()))),
+    };
+    link.send(Frame::Browse).await.map_err(send_err)?;
+    let catalog = loop {
+        match next_frame(&mut link, spec.connect_timeout, "Catalog").await? {
+            Frame::Catalog { tags } => break tags,
+            Frame::Heartbeat {
+                role: r, epoch: e, ..
+            } => {
+                role = r;
+                epoch = e;
+            }
+            other => return Err(lost(format!("expected Catalog, got {}", other.kind()))),
+        }
+    };
+    tracing::info!(source = %spec.name, addr = %spec.address, %role, epoch, tags = catalog.len(), "source connected");
+    events
+        .send((
+            spec.index,
+            SourceMsg::Connected {
+                role,
+                epoch,
+                catalog,
+            },
+        ))
+        .await
+        .map_err(|_| SessionError::EngineGone)?;
+
+    let established = |reason: String| SessionError::Lost {
+        reason,
+        established: true,
+    };
+    // Sequence tracking: data frames must be numbered without gaps.
+    let mut last_seq: Option<u64> = None;
+    let mut resyncing = false;
+    loop {
+        tokio::select! {
+            frame = link.next() => {
+                let frame = match frame {
+                    None => return Err(established("server closed the connection".into())),
+                    Some(Err(e)) => return Err(established(format!("bad frame from server: {e}"))),
+                    Some(Ok(f)) => f,
+                };
+                let msg = match frame {
+                    Frame::Heartbeat { role, epoch, seq, .. } => {
+                        if let Some(last) = last_seq && seq > last && !resyncing {
+                            tracing::warn!(source = %spec.name, last, announced = seq, "data frames lost; resubscribing");
+                            resyncing = true;
+                            link.send(Frame::Subscribe { tags: TagSelection::All }).await.map_err(|e| established(format!("send: {e}")))?;
+                        }
+                        SourceMsg::Heartbeat { role, epoch }
+                    }
+                    Frame::Snapshot { seq, values } => {
+                        last_seq = Some(seq);
+                        resyncing = false;
+                        SourceMsg::Snapshot { values }
+                    }
+                    Frame::Updates { seq, batch } => {
+                        if resyncing {
+                            continue;
+                        }
+                        match last_seq {
+                            Some(last) if seq == last + 1 => {
+                                last_seq = Some(seq);
+                                SourceMsg::Updates { batch }
+                            }
+                            _ => {
+                                tracing::warn!(source = %spec.name, expected = ?last_seq.map(|s| s + 1), got = seq, "sequence gap; resubscribing");
+                                resyncing = true;
+                                link.send(Frame::Subscribe { tags: TagSelection::All }).await.map_err(|e| established(format!("send: {e}")))?;
+                                continue;
+                            }
+                        }
+                    }
+                    Frame::WriteResult { request_id, outcome } => SourceMsg::WriteResult { request_id, outcome },
+                    Frame::Error { code, message } => return Err(established(refusal(code, &message))),
+                    other => {
+                        tracing::warn!(source = %spec.name, frame = other.kind(), "unexpected frame from server; ignored");
+                        continue;
+                    }
+                };
+                events.send((spec.index, msg)).await.map_err(|_| SessionError::EngineGone)?;
+            }
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { return Err(SessionError::EngineGone) };
+                let frame = match cmd {
+                    // Until the Snapshot arrives, updates still in flight from an
+                        // earlier subscription are dropped, not mistaken for a gap.
+                    SourceCommand::Subscribe => {
+                        last_seq = None;
+                        resyncing = true;
+                        Frame::Subscribe { tags: TagSelection::All }
+                    }
+                    SourceCommand::Unsubscribe => {
+                        last_seq = None;
+                        resyncing = true;
+                        Frame::Unsubscribe
+                    }
+                    SourceCommand::Write { request_id, tag, value } => Frame::Write { request_id, tag, value },
+                };
+                link.send(frame).await.map_err(|e| established(format!("send: {e}")))?;
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Limits and hostile input on the Modbus side: allow-list, max_connections, idle
+//! timeout, read-only mode, and frames that must close one connection and nothing else.
+
+use po_protocol::Role;
+use po_simulator::{ServerConfig, ServerHandle, SiteSpec};
+use smart_connector::config::ConnectorConfig;
+use smart_connector::connector::{ConnectorHandle, start};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_modbus::prelude::*;
+
+const PATIENCE: Duration = Duration::from_secs(15);
+
+async fn server() -> ServerHandle {
+    let config = ServerConfig {
+        name: "po-solo".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        host_address: None,
+        licences: vec![],
+        seed: 5,
+        field_epoch_us: 0,
+        heartbeat: Duration::from_millis(50),
+        client_queue: 64,
+        site: SiteSpec {
+            devices: 2,
+            tags_per_device: 16,
+            scan_period: Duration::from_millis(50),
+        },
+        redundancy: None,
+    };
+    let s = ServerHandle::start(config).await.unwrap();
+    assert_eq!(s.status().unwrap().role, Role::Primary);
+    s
+}
+
+async fn connector(server: &ServerHandle, modbus: &str) -> ConnectorHandle {
+    let text = format!(
+        r#"
+name = "sc-hard"
+[[source]]
+name = "po-solo"
+address = "{}"
+[modbus]
+listen = "127.0.0.1:0"
+{modbus}
+"#,
+        server.client_addr()
+    );
+    let config = ConnectorConfig::parse(&text, "test.toml").unwrap();
+    start(config, Some(PATIENCE)).await.unwrap()
+}
+
+async fn connect_from(addr: SocketAddr, from: &str) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
+    s.connect(addr).await.unwrap()
+}
+
+/// True when the peer closes the connection (EOF or reset) without answering.
+async fn closed_without_answer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// A valid FC3 request for register 0, quantity 1.
+fn read_request(tid: u16) -> Vec<u8> {
+    let mut v = tid.to_be_bytes().to_vec();
+    v.extend_from_slice(&[0, 0, 0, 6, 1, 3, 0, 0, 0, 1]);
+    v
+}
+
+async fn answered(stream: &mut TcpStream) -> Vec<u8> {
+    let mut buf = vec![0u8; 260];
+    let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test]
+async fn the_allow_list_refuses_other_networks() {
+    let s = server().await;
+    let sc = connector(&s, r#"allow = ["127.0.0.0/24"]"#).await;
+    let mut outsider = connect_from(sc.modbus_addr, "127.0.9.1").await;
+    outsider.write_all(&read_request(1)).await.unwrap();
+    assert!(closed_without_answer(&mut outsider).await);
+    let mut insider = connect_from(sc.modbus_addr, "127.0.0.1").await;
+    insider.write_all(&read_request(2)).await.unwrap();
+    assert_eq!(&answered(&mut insider).await[..2], &[0, 2]);
+    assert_eq!(
+        sc.metrics
+            .modbus_refused_allow_list
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_and_idle_ones_closed() {
+    let s = server().await;
+    let sc = connector(&s, "max_connections = 2\nidle_timeout = \"300ms\"").await;
+    let mut a = TcpStream::connect(sc.modbus_addr).await.unwrap();
+    let mut b = TcpStream::connect(sc.modbus_addr).await.unwrap();
+    a.write_all(&read_request(1)).await.unwrap();
+    b.write_all(&read_request(2)).await.unwrap();
+    answered(&mut a).await;
+    answered(&mut b).await;
+    let mut c = TcpStream::connect(sc.modbus_addr).await.unwrap();
+    c.write_all(&read_request(3)).await.unwrap();
+    assert!(
+        closed_without_answer(&mut c).await,
+        "third connection refused"
+    );
+    // Idle connections are closed, which frees the slots.
+    let started = Instant::now();
+    assert!(
+        closed_without_answer(&mut a).await,
+        "idle connection closed"
+    );
+    eprintln!("idle close after {:?}", started.elapsed());
+    assert!(closed_without_answer(&mut b).await);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut d = TcpStream::connect(sc.modbus_addr).await.unwrap();
+        d.write_all(&read_request(4)).await.unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(n)) = tokio::time::timeout(PATIENCE, d.read(&mut buf)).await
+            && n > 0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn read_only_mode_refuses_every_write_with_01() {
+    let s = server().await;
+    let sc = connector(&s, "read_only = true").await;
+    let mut ctx = tcp::connect_slave(sc.modbus_addr, Slave(1)).await.unwrap();
+    let p = sc
+        .image
+        .map()
+        .points()
+        .iter()
+        .find(|p| p.writable)
+        .unwrap()
+        .clone();
+    let e = match p.coil {
+        Some(c) => ctx.write_single_coil(c, true).await.unwrap().unwrap_err(),
+        None => ctx
+            .write_multiple_registers(p.address, &[0, 0])
+            .await
+            .unwrap()
+            .unwrap_err(),
+    };
+    assert_eq!(e, ExceptionCode::IllegalFunction);
+    assert!(s.setpoint(p.tag).is_none(), "nothing reached the server");
+    assert!(
+        ctx.read_holding_registers(0, 14).await.unwrap().is_ok(),
+        "reads still work"
+    );
+}
+
+#[tokio::test]
+async fn hostile_frames_close_only_their_connection() {
+    let s = server().await;
+    let sc = connector(&s, "").await;
+    let mut good = tcp::connect_slave(sc.modbus_addr, Slave(1)).await.unwrap();
+    assert!(good.read_holding_registers(0, 14).await.unwrap().is_ok());
+
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "bad protocol id",
+            vec![0, 1, 0x12, 0x34, 0, 6, 1, 3, 0, 0, 0, 1],
+        ),
+        ("MBAP length 0", vec![0, 1, 0, 0, 0, 0, 1, 3]),
+        (
+            "MBAP length past 254",
+            vec![0, 1, 0, 0, 0xff, 0xff, 1, 3, 0, 0],
+        ),
+    ];
+    for (what, bytes) in hostile {
+        let mut s = TcpStream::connect(sc.modbus_addr).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        assert!(
+            closed_without_answer(&mut s).await,
+            "{what}: connection not closed"
+        );
+    }
+    // Well-framed but invalid PDUs get the spec's exception and the connection stays.
+    let exceptions: Vec<(&str, Vec<u8>, u8)> = vec![
+        (
+            "FC16 quantity 0x8000",
+            vec![0, 9, 0, 0, 0, 7, 1, 0x10, 0, 100, 0x80, 0, 0],
+            3,
+        ),
+        (
+            "FC3 quantity 0",
+            vec![0, 9, 0, 0, 0, 6, 1, 3, 0, 0, 0, 0],
+            3,
+        ),
+        (
+            "FC3 quantity 126",
+            vec![0, 9, 0, 0, 0, 6, 1, 3, 0, 0, 0, 126],
+            3,
+        ),
+        (
+            "FC16 byte count mismatch",
+            vec![0, 9, 0, 0, 0, 9, 1, 0x10, 0, 100, 0, 1, 4, 0, 0],
+            3,
+        ),
+        ("unknown function", vec![0, 9, 0, 0, 0, 2, 1, 0x2b], 1),
+    ];
+    let mut s2 = TcpStream::connect(sc.modbus_addr).await.unwrap();
+    for (what, bytes, code) in exceptions {
+        s2.write_all(&bytes).await.unwrap();
+        let reply = answered(&mut s2).await;
+        assert_eq!(reply.len(), 9, "{what}: {reply:?}");
+        assert_eq!(reply[7], bytes[7] | 0x80, "{what}");
+        assert_eq!(reply[8], code, "{what}");
+    }
+    // A truncated frame followed by silence: the connection simply waits (idle timeout
+    // applies); meanwhile everyone else is served.
+    let mut truncated = TcpStream::connect(sc.modbus_addr).await.unwrap();
+    truncated
+        .write_all(&[0, 1, 0, 0, 0, 6, 1, 3])
+        .await
+        .unwrap();
+    assert!(good.read_holding_registers(0, 14).await.unwrap().is_ok());
+    let n = (sc.image.map().register_end() - 100).min(125) as u16;
+    let data = good.read_input_registers(100, n).await.unwrap().unwrap();
+    assert_eq!(data.len(), usize::from(n));
+}
