@@ -14,6 +14,9 @@
 //!   (the current one kept if it qualifies, else the highest epoch, then lower index);
 //! - nothing changes without a cause: the decision is a function of the sources' state,
 //!   so it only moves when an event or the passage of time changes that state;
+//! - at start-up a Standby is not served until every source has reported (connected or
+//!   failed) or `source_timeout` has passed, so a connector whose Standby answers first
+//!   does not flap Standby → Primary within its first milliseconds;
 //! - with no healthy source, tags go `Stale` once `stale_after` has passed since the last
 //!   moment a source was active and healthy.
 
@@ -83,6 +86,10 @@ pub struct SourceSelector {
     switches: u64,
     /// The latest `now` seen; deadlines already passed are not reported by `poll_at`.
     last_now: Instant,
+    /// Start-up: which sources have reported at least once, and until when to wait for them.
+    reported: Vec<bool>,
+    settle_until: Instant,
+    settled: bool,
 }
 
 impl SourceSelector {
@@ -95,6 +102,9 @@ impl SourceSelector {
             stale: false,
             switches: 0,
             last_now: now,
+            reported: vec![false; sources],
+            settle_until: now + config.source_timeout,
+            settled: false,
         }
     }
 
@@ -132,6 +142,9 @@ impl SourceSelector {
     /// Feeds one event; returns the switch it causes, if any.
     pub fn handle(&mut self, now: Instant, source: usize, event: SourceEvent) -> Option<Switch> {
         let s = self.sources.get_mut(source)?;
+        if matches!(event, SourceEvent::Connected { .. } | SourceEvent::Lost) {
+            self.reported[source] = true;
+        }
         match event {
             SourceEvent::Connected { role, epoch } => {
                 s.connected = true;
@@ -173,7 +186,12 @@ impl SourceSelector {
             .filter_map(|s| s.last_heard.map(|t| t + self.config.source_timeout));
         let stale = (!self.stale && self.active.is_none())
             .then_some(self.fresh_until + self.config.stale_after);
-        timeouts.chain(stale).filter(|t| *t > self.last_now).min()
+        let settle = (!self.settled).then_some(self.settle_until);
+        timeouts
+            .chain(stale)
+            .chain(settle)
+            .filter(|t| *t > self.last_now)
+            .min()
     }
 
     fn choose(&self, now: Instant) -> Option<Active> {
@@ -202,7 +220,9 @@ impl SourceSelector {
             tied.first().map(|c| **c)
         };
         pick(Role::Primary).or_else(|| {
-            if !self.config.serve_standby {
+            let settled =
+                self.settled || now >= self.settle_until || self.reported.iter().all(|r| *r);
+            if !self.config.serve_standby || !settled {
                 return None;
             }
             pick(Role::Standby)
@@ -223,6 +243,9 @@ impl SourceSelector {
             self.stale = true;
         }
         self.active = next;
+        if next.is_some() {
+            self.settled = true;
+        }
         let changed = match (previous, next) {
             (Some(a), Some(b)) => a.source != b.source || a.role != b.role,
             (None, None) => false,
@@ -269,7 +292,7 @@ mod tests {
                 epoch: 1,
             },
         );
-        assert_eq!(sw.unwrap().to.unwrap().role, Role::Standby);
+        assert_eq!(sw, None, "start-up: the Standby waits for the other source");
         let sw = s.handle(
             t0,
             0,
@@ -286,9 +309,10 @@ mod tests {
                 epoch: 1
             })
         );
-        assert_eq!(s.switch_count(), 1);
+        assert_eq!(s.switch_count(), 0, "the first activation is not a switch");
         let sw = s.handle(t0, 0, SourceEvent::Lost).unwrap();
         assert_eq!(sw.to.unwrap().source, 1);
+        assert_eq!(s.switch_count(), 1);
         let sw = s
             .handle(
                 t0,

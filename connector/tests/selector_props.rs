@@ -54,6 +54,10 @@ proptest! {
         let mut model = [Model::default(); 2];
         let mut now = 0u64;
         let mut fresh_until = 0u64;
+        // Start-up settling: Standby data only once both sources reported, source_timeout
+        // passed, or something was already active.
+        let mut reported = [false; 2];
+        let mut settled = false;
         for step in steps {
             let before = sel.active();
             let switches_before = sel.switch_count();
@@ -63,6 +67,9 @@ proptest! {
                     sel.tick(t0 + Duration::from_millis(now))
                 }
                 Step::Event(i, ev) => {
+                    if matches!(ev, SourceEvent::Connected { .. } | SourceEvent::Lost) {
+                        reported[i] = true;
+                    }
                     let m = &mut model[i];
                     match ev {
                         SourceEvent::Connected { role, epoch } => {
@@ -91,6 +98,7 @@ proptest! {
                     .max()
             };
             let active = sel.active();
+            let may_serve_standby = settled || now >= TIMEOUT || reported.iter().all(|r| *r);
 
             // At most one active source (by construction), and it is healthy.
             if let Some(a) = active {
@@ -106,7 +114,7 @@ proptest! {
                     prop_assert_eq!(a.epoch, epoch, "not the highest epoch");
                 }
                 None => match (serve_standby, best(Role::Standby)) {
-                    (true, Some(_)) => prop_assert_eq!(active.map(|a| a.role), Some(Role::Standby)),
+                    (true, Some(_)) if may_serve_standby => prop_assert_eq!(active.map(|a| a.role), Some(Role::Standby)),
                     _ => prop_assert_eq!(active, None),
                 },
             }
@@ -124,6 +132,7 @@ proptest! {
             }
             let counted = matches!((before, active), (Some(a), Some(b)) if a.source != b.source);
             prop_assert_eq!(sel.switch_count(), switches_before + u64::from(counted));
+            settled |= active.is_some();
             // Stale exactly when nothing has been active for stale_after.
             if active.is_some() || before.is_some() {
                 fresh_until = now;
@@ -156,4 +165,63 @@ proptest! {
         }
         prop_assert_eq!(sel.switch_count(), 0);
     }
+}
+
+#[test]
+fn a_standby_answering_first_at_start_up_is_not_served_before_the_primary() {
+    let t0 = Instant::now();
+    let cfg = SelectorConfig {
+        source_timeout: Duration::from_millis(TIMEOUT),
+        stale_after: Duration::from_millis(STALE),
+        serve_standby: true,
+    };
+    let mut sel = SourceSelector::new(cfg, 2, t0);
+    assert_eq!(
+        sel.handle(
+            t0,
+            1,
+            SourceEvent::Connected {
+                role: Role::Standby,
+                epoch: 1
+            }
+        ),
+        None
+    );
+    assert_eq!(
+        sel.poll_at(),
+        Some(t0 + Duration::from_millis(TIMEOUT)),
+        "wakes to end the settling"
+    );
+    let sw = sel
+        .handle(
+            t0,
+            0,
+            SourceEvent::Connected {
+                role: Role::Primary,
+                epoch: 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(sw.to.map(|a| a.source), Some(0));
+    assert_eq!(sel.switch_count(), 0);
+    // Had the Primary never answered, the Standby is served once source_timeout passes.
+    let mut sel = SourceSelector::new(cfg, 2, t0);
+    sel.handle(
+        t0,
+        1,
+        SourceEvent::Connected {
+            role: Role::Standby,
+            epoch: 1,
+        },
+    );
+    sel.handle(
+        t0 + Duration::from_millis(100),
+        1,
+        SourceEvent::Heartbeat {
+            role: Role::Standby,
+            epoch: 1,
+        },
+    );
+    let sw = sel.tick(t0 + Duration::from_millis(TIMEOUT)).unwrap();
+    assert_eq!(sw.to.map(|a| (a.source, a.role)), Some((1, Role::Standby)));
 }
