@@ -89,3 +89,111 @@ fn help_text() {
         );
     }
 }
+
+/// A single simulated server on an OS-chosen loopback port.
+async fn solo_server() -> po_simulator::ServerHandle {
+    let config = po_simulator::ServerConfig {
+        name: "po-solo".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        host_address: None,
+        licences: vec![],
+        seed: 5,
+        field_epoch_us: 0,
+        heartbeat: std::time::Duration::from_millis(50),
+        client_queue: 64,
+        site: po_simulator::SiteSpec {
+            devices: 1,
+            tags_per_device: 16,
+            scan_period: std::time::Duration::from_millis(50),
+        },
+        redundancy: None,
+    };
+    po_simulator::ServerHandle::start(config).await.unwrap()
+}
+
+fn solo_config(
+    dir: &std::path::Path,
+    server: std::net::SocketAddr,
+    modbus_port: u16,
+) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("sc.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"sc-cli\"\n[[source]]\nname = \"po-solo\"\naddress = \"{server}\"\n[modbus]\nlisten = \"127.0.0.1:{modbus_port}\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_asks_the_server_for_the_catalogue() {
+    let server = solo_server().await;
+    let dir = std::env::temp_dir().join(format!("sc-points-{}", std::process::id()));
+    let path = solo_config(&dir, server.client_addr(), 0);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_smart-connector"))
+        .args(["points", "--format", "csv", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_modbus_and_stops_on_sigterm() {
+    use tokio_modbus::prelude::*;
+    let server = solo_server().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = std::env::temp_dir().join(format!("sc-run-{}", std::process::id()));
+    let path = solo_config(&dir, server.client_addr(), port);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smart-connector"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let state = loop {
+        if let Ok(mut ctx) = tcp::connect_slave(addr, Slave(1)).await
+            && let Ok(Ok(s)) = ctx.read_holding_registers(1, 1).await
+            && s[0] == 1
+        {
+            break s[0];
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never served Primary data"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(state, 1);
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
+}

@@ -171,6 +171,23 @@ async fn a_modbus_master_reads_field_values_and_follows_a_failover() {
 
     // Crash the Primary: the connector follows the promoted Standby.
     pair.a.crash();
+    // A write issued during the switch waits for the new Primary instead of failing.
+    let setpoint = sc
+        .image
+        .map()
+        .points()
+        .iter()
+        .find(|p| p.writable && p.kind == TagKind::Analog)
+        .unwrap()
+        .clone();
+    let words = smart_connector::registers::encode(Value::Analog(7.25), WordOrder::Big).0;
+    let mut writer = master(sc.modbus_addr).await;
+    writer
+        .write_multiple_registers(setpoint.address, &words)
+        .await
+        .unwrap()
+        .expect("the write waits for the promoted Standby");
+    assert_eq!(pair.b.setpoint(setpoint.tag), Some(Value::Analog(7.25)));
     let s = wait_status(&mut ctx, "Primary data from source 2", |s| {
         s[1] == 1 && s[2] == 2
     })

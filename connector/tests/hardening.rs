@@ -248,16 +248,23 @@ async fn the_metrics_endpoint_counts_requests_and_shows_the_active_source() {
         "name = \"sc-metrics\"\n[[source]]\nname = \"po-solo\"\naddress = \"{}\"\n[modbus]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
         s.client_addr()
     );
-    let sc = start(ConnectorConfig::parse(&text, "test.toml").unwrap(), Some(PATIENCE))
-        .await
-        .unwrap();
+    let sc = start(
+        ConnectorConfig::parse(&text, "test.toml").unwrap(),
+        Some(PATIENCE),
+    )
+    .await
+    .unwrap();
     let mut ctx = tcp::connect_slave(sc.modbus_addr, Slave(1)).await.unwrap();
     let deadline = Instant::now() + PATIENCE;
     while ctx.read_holding_registers(1, 1).await.unwrap().unwrap() != [1] {
         assert!(Instant::now() < deadline, "never served Primary data");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = ctx.read_holding_registers(60_000, 1).await.unwrap().unwrap_err();
+    let _ = ctx
+        .read_holding_registers(60_000, 1)
+        .await
+        .unwrap()
+        .unwrap_err();
     let mut http = TcpStream::connect(sc.metrics_addr.unwrap()).await.unwrap();
     http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
@@ -267,7 +274,10 @@ async fn the_metrics_endpoint_counts_requests_and_shows_the_active_source() {
     assert!(body.starts_with("HTTP/1.0 200 OK\r\n"), "{body}");
     let value = |name: &str| -> u64 {
         body.lines()
-            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<u64>().unwrap()))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .map(|v| v.trim().parse::<u64>().unwrap())
+            })
             .unwrap_or_else(|| panic!("{name} missing in {body}"))
     };
     assert!(value("sc_modbus_requests_total ") >= 2);

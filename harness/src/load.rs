@@ -92,7 +92,10 @@ impl tokio_modbus::server::Service for StaticSlice {
     fn call(&self, req: Self::Request) -> Self::Future {
         let read = |addr: u16, qty: u16| {
             let (a, n) = (usize::from(addr), usize::from(qty));
-            self.0.get(a..a + n).map(<[u16]>::to_vec).ok_or(ExceptionCode::IllegalDataAddress)
+            self.0
+                .get(a..a + n)
+                .map(<[u16]>::to_vec)
+                .ok_or(ExceptionCode::IllegalDataAddress)
         };
         future::ready(match req {
             Request::ReadHoldingRegisters(a, q) => read(a, q).map(Response::ReadHoldingRegisters),
@@ -113,7 +116,10 @@ pub async fn serve_bare(listener: TcpListener) -> Result<()> {
         async move { accept_tcp_connection(stream, addr, new_service) }
     };
     server
-        .serve(&on_connected, |e| tracing::debug!(error = %e, "bare server connection"))
+        .serve(
+            &on_connected,
+            |e| tracing::debug!(error = %e, "bare server connection"),
+        )
         .await?;
     Ok(())
 }
