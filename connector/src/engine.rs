@@ -55,7 +55,12 @@ pub struct Engine {
     synced: bool,
     queued: VecDeque<WriteRequest>,
     next_request_id: u64,
+    /// After a `NotPrimary`, queued writes wait until then (no hot retry loop).
+    hold_writes_until: Option<Instant>,
 }
+
+/// Pause before retrying a write the server answered `NotPrimary`.
+const WRITE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,6 +98,7 @@ impl Engine {
             synced: false,
             queued: VecDeque::new(),
             next_request_id: 1,
+            hold_writes_until: None,
         }
     }
 
@@ -121,6 +127,7 @@ impl Engine {
             }
             self.image.set_stale(self.selector.is_stale());
             self.expire_writes(now);
+            self.flush_writes();
         }
     }
 
@@ -131,10 +138,11 @@ impl Engine {
             .chain(self.sources.iter().flat_map(|s| s.in_flight.values()))
             .map(|w| w.deadline)
             .min();
-        match (self.selector.poll_at(), writes) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let hold = self.hold_writes_until.filter(|_| !self.queued.is_empty());
+        [self.selector.poll_at(), writes, hold]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Feeds one source message (also used to replay messages received during start-up).
@@ -201,8 +209,12 @@ impl Engine {
                             self.metrics.writes_applied.fetch_add(1, Relaxed);
                             let _ = w.reply.send(WriteReply::Applied);
                         }
-                        // It stopped being Primary under us: the next one gets it.
-                        WriteOutcome::NotPrimary => self.queued.push_front(w),
+                        // It stopped being Primary under us, or cannot replicate just now:
+                        // retry shortly at whichever server is then Primary.
+                        WriteOutcome::NotPrimary => {
+                            self.queued.push_front(w);
+                            self.hold_writes_until = Some(now + WRITE_RETRY_DELAY);
+                        }
                         other => {
                             self.metrics.writes_refused.fetch_add(1, Relaxed);
                             let _ = w.reply.send(WriteReply::Refused(other));

@@ -75,6 +75,7 @@ pub async fn run_source(
     events: mpsc::Sender<(usize, SourceMsg)>,
 ) {
     let mut backoff = spec.reconnect_min;
+    let mut first_attempt = true;
     loop {
         let outcome = session(&spec, &mut commands, &events).await;
         let (reason, established) = match outcome {
@@ -88,7 +89,13 @@ pub async fn run_source(
         if established {
             backoff = spec.reconnect_min;
         }
-        tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source lost");
+        // One warning per loss; failed reconnection attempts after it are debug noise.
+        if established || first_attempt {
+            tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source lost");
+        } else {
+            tracing::debug!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source still unreachable");
+        }
+        first_attempt = false;
         if events
             .send((spec.index, SourceMsg::Lost { reason }))
             .await

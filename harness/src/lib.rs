@@ -1,4 +1,12 @@
 //! The scenario runner (DESIGN §7): builds any of the three architectures, drives
 //! third-party Modbus masters against it, injects faults, measures and reports.
 
+pub mod backend;
 pub mod load;
+pub mod measure;
+pub mod proxy;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod third_party;
+pub mod topology;

@@ -1,9 +1,15 @@
 //! `harness`: run scenarios, print their plan, and generate Modbus load.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use harness::load::{LoadSpec, run_load, serve_bare};
+use harness::report::{Report, junit};
+use harness::runner::{Interrupted, RunOptions, run_scenario};
+use harness::scenario::{BackendKind, Scenario};
+use harness::topology::Topology;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,8 +17,14 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "harness", version, propagate_version = true)]
 struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax) for the harness's own diagnostics.
-    #[arg(long, global = true, default_value = "warn", env = "HARNESS_LOG")]
+    /// Log filter (tracing `EnvFilter` syntax). In-process servers and connectors log
+    /// through it too, e.g. `harness=info,smart_connector=info`.
+    #[arg(
+        long,
+        global = true,
+        default_value = "harness=warn",
+        env = "HARNESS_LOG"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -20,6 +32,36 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run scenarios; exit 0 when every expectation held, 1 when one failed, 2 for invalid
+    /// input (the message names file, line and key).
+    Run {
+        /// Scenario files (see docs/scenarios.md).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Override the scenarios' `backend`.
+        #[arg(long, value_enum)]
+        backend: Option<BackendKind>,
+        /// Write the reports as JSON (one object, or an array for several scenarios).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write a JUnit XML report: one test case per expectation.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// No progress bar (it is also hidden when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
+        /// Worker threads of the harness runtime (in-process components share it).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Validate a scenario and print its hosts, components, addresses, links, licences,
+    /// faults and expectations, without running it.
+    Plan {
+        file: PathBuf,
+        /// Show the plan for this backend instead of the scenario's.
+        #[arg(long, value_enum)]
+        backend: Option<BackendKind>,
+    },
     /// Read one block of holding registers from many connections as fast as the server
     /// answers, and print requests/s (JSON).
     Load {
@@ -86,8 +128,94 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads every scenario first so that an invalid file stops the run before anything starts.
+fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>, ExitCode> {
+    let mut out = Vec::new();
+    let mut failed = false;
+    for f in files {
+        match Scenario::load(f) {
+            Ok(s) => out.push(s),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(ExitCode::from(2))
+    } else {
+        Ok(out)
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Plan { file, backend } => {
+            let s = match load_all(std::slice::from_ref(&file)) {
+                Ok(mut v) => v.remove(0),
+                Err(code) => return Ok(code),
+            };
+            let backend = backend.or(s.backend).unwrap_or(BackendKind::Inprocess);
+            print!("{}", Topology::build(&s).render_plan(&s, backend.as_str()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            files,
+            backend,
+            json,
+            junit: junit_path,
+            quiet,
+            threads,
+        } => {
+            let scenarios = match load_all(&files) {
+                Ok(v) => v,
+                Err(code) => return Ok(code),
+            };
+            let quiet = quiet || !std::io::stderr().is_terminal();
+            let rt = runtime(threads)?;
+            let mut reports: Vec<Report> = Vec::new();
+            for s in &scenarios {
+                let b = backend.or(s.backend).unwrap_or(BackendKind::Inprocess);
+                if !quiet {
+                    eprintln!(
+                        "running {} (architecture {}, {} backend, {})",
+                        s.name,
+                        s.architecture,
+                        b.as_str(),
+                        humantime::format_duration(s.duration)
+                    );
+                }
+                match rt.block_on(run_scenario(s, RunOptions { backend: b, quiet })) {
+                    Ok(r) => {
+                        print!("{}", r.render_table());
+                        reports.push(r);
+                    }
+                    Err(e) if e.is::<Interrupted>() => {
+                        eprintln!("harness: interrupted; every component was stopped");
+                        return Ok(ExitCode::from(130));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(path) = json {
+                let text = if reports.len() == 1 {
+                    serde_json::to_string_pretty(&reports[0])?
+                } else {
+                    serde_json::to_string_pretty(&reports)?
+                };
+                std::fs::write(&path, text + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = junit_path {
+                std::fs::write(&path, junit(&reports))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(if reports.iter().all(|r| r.passed) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Load {
             target,
             connections,

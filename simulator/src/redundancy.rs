@@ -38,6 +38,17 @@ pub struct RedundancyConfig {
     pub failback: bool,
 }
 
+/// What a Primary does with a client's write (see [`RedundancyRole::write_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Replicate to the peer, acknowledge once it confirmed.
+    Replicate,
+    /// The peer just fell silent: refuse for now, the client retries.
+    Hold,
+    /// No peer, or it is taken for dead: apply here alone.
+    Solo,
+}
+
 /// Index of a server within its pair: 0 is the preferred Primary ("a"), 1 the other ("b").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerIndex(pub u8);
@@ -95,6 +106,8 @@ pub struct RedundancyRole {
     last_heard: Instant,
     /// The peer's last claim, while the link is up.
     peer: Option<PeerStatus>,
+    /// Whether the peer has ever been heard (a server alone from the start writes solo).
+    peer_ever_heard: bool,
     /// Since when the peer has been heard without interruption.
     linked_since: Option<Instant>,
     last_input: Instant,
@@ -110,6 +123,7 @@ impl RedundancyRole {
             epoch: 0,
             max_known: 0,
             last_heard: now,
+            peer_ever_heard: false,
             peer: None,
             linked_since: None,
             last_input: now,
@@ -139,6 +153,29 @@ impl RedundancyRole {
         }
     }
 
+    /// How a Primary may treat a client's write now.
+    ///
+    /// While the peer is heard from, writes are replicated before they are acknowledged.
+    /// Once it falls silent the Primary cannot tell a dead peer from a partition, in which
+    /// the peer promotes itself with a higher epoch and wins when the link heals: a write
+    /// acknowledged here alone would then be lost. So writes are held (refused as
+    /// `NotPrimary`, which makes clients retry at whichever server is Primary) until the
+    /// silence has lasted `failover_timeout` plus two heartbeats, time enough for clients to
+    /// see a promoted peer; only then is the peer taken for dead and writes applied here alone.
+    pub fn write_mode(&self, now: Instant) -> WriteMode {
+        if !self.peer_ever_heard {
+            return WriteMode::Solo;
+        }
+        let silent = now.saturating_duration_since(self.last_heard);
+        if silent < self.config.failover_timeout {
+            WriteMode::Replicate
+        } else if silent < self.config.failover_timeout + 2 * self.config.heartbeat {
+            WriteMode::Hold
+        } else {
+            WriteMode::Solo
+        }
+    }
+
     /// Whether a write should be replicated to the peer before it is acknowledged.
     pub fn peer_alive(&self, now: Instant) -> bool {
         self.peer.is_some()
@@ -157,6 +194,7 @@ impl RedundancyRole {
 
     pub fn on_peer_status(&mut self, now: Instant, peer: PeerStatus) -> Option<Transition> {
         self.touch(now);
+        self.peer_ever_heard = true;
         self.last_heard = self.last_heard.max(now);
         if self.peer.is_none() || self.linked_since.is_none() {
             self.linked_since = Some(now);
@@ -283,6 +321,30 @@ mod tests {
             role: Role::Primary,
             epoch,
         }
+    }
+
+    #[test]
+    fn writes_are_held_while_the_peer_may_be_promoting() {
+        let t = Instant::now();
+        let mut a = RedundancyRole::new(ServerIndex(0), cfg(false), t);
+        assert_eq!(
+            a.write_mode(t),
+            WriteMode::Solo,
+            "no peer ever heard: alone"
+        );
+        a.on_peer_status(t, standby(0));
+        a.on_link_down(t);
+        assert_eq!(
+            a.write_mode(t + FT - Duration::from_millis(1)),
+            WriteMode::Replicate,
+            "the link going down is no proof the peer is dead"
+        );
+        assert_eq!(a.write_mode(t + FT), WriteMode::Hold);
+        assert_eq!(
+            a.write_mode(t + FT + 2 * HB - Duration::from_millis(1)),
+            WriteMode::Hold
+        );
+        assert_eq!(a.write_mode(t + FT + 2 * HB), WriteMode::Solo);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use crate::config::ServerConfig;
 use crate::field::FieldModel;
+use crate::redundancy::WriteMode;
 use crate::redundancy::{PeerStatus, RedundancyRole, Transition};
 use crate::session;
 use crate::sync::{self, ReplicateRequest};
@@ -244,12 +245,6 @@ impl Shared {
         }
     }
 
-    fn peer_alive(&self) -> bool {
-        self.redundancy
-            .as_ref()
-            .is_some_and(|r| r.lock().unwrap().peer_alive(Instant::now()))
-    }
-
     fn apply_transition(&self, t: Transition) {
         tracing::info!(
             server = %self.name(),
@@ -299,25 +294,38 @@ impl Shared {
         if info.kind != value.kind() {
             return WriteOutcome::TypeMismatch;
         }
-        if self.redundancy.is_some() && self.peer_alive() {
-            let timeout = self
-                .config
-                .redundancy
-                .as_ref()
-                .map_or(Duration::from_secs(1), |r| r.failover_timeout);
-            let (done, confirmed) = oneshot::channel();
-            let req = ReplicateRequest {
-                tag,
-                value,
-                deadline: Instant::now() + timeout,
-                done,
-            };
-            let replicated = self.replicator.try_send(req).is_ok()
-                && tokio::time::timeout(timeout, confirmed)
-                    .await
-                    .is_ok_and(|r| r.is_ok());
-            if !replicated {
-                tracing::warn!(server = %self.name(), %tag, "peer did not confirm the replicated write in time; applying it here only");
+        let mode = self.redundancy.as_ref().map_or(WriteMode::Solo, |r| {
+            r.lock().unwrap().write_mode(Instant::now())
+        });
+        match mode {
+            WriteMode::Solo => {}
+            WriteMode::Hold => {
+                tracing::debug!(server = %self.name(), %tag, "peer just fell silent; write refused for now");
+                return WriteOutcome::NotPrimary;
+            }
+            WriteMode::Replicate => {
+                let timeout = self
+                    .config
+                    .redundancy
+                    .as_ref()
+                    .map_or(Duration::from_secs(1), |r| r.failover_timeout);
+                let (done, confirmed) = oneshot::channel();
+                let req = ReplicateRequest {
+                    tag,
+                    value,
+                    deadline: Instant::now() + timeout,
+                    done,
+                };
+                let replicated = self.replicator.try_send(req).is_ok()
+                    && tokio::time::timeout(timeout, confirmed)
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                if !replicated {
+                    // Not applied: acknowledging a write the peer may never get could lose
+                    // it (split brain); the client retries at the current Primary.
+                    tracing::warn!(server = %self.name(), %tag, "peer did not confirm the replicated write in time; refused");
+                    return WriteOutcome::NotPrimary;
+                }
             }
         }
         self.setpoints.lock().unwrap().insert(tag, value);

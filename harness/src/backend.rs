@@ -1,0 +1,674 @@
+//! Backends: how the components of a topology are brought to life.
+//!
+//! Both backends build the same wiring: every host is its own loopback address
+//! 127.0.H.1, every link between hosts goes through a [`FaultProxy`], connectors reach
+//! servers and third parties reach connectors through those proxies.
+//! - `inprocess`: servers and connectors are tokio tasks of the harness (fast, for CI);
+//!   a connector "crash" is an immediate shutdown of its tasks and sockets.
+//! - `process`: the real `po-sim` and `smart-connector` binaries with generated config
+//!   files; crash = SIGKILL, pause = SIGSTOP, resume = SIGCONT, restart = respawn. Children
+//!   are killed when the deployment is shut down or dropped.
+
+use crate::proxy::FaultProxy;
+use crate::scenario::{BackendKind, Fault, FaultAction, Scenario};
+use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology};
+use anyhow::{Context as _, Result, anyhow, bail};
+use po_simulator::config::RedundancySection as SimRedundancy;
+use po_simulator::{ServerConfig, ServerHandle, SiteSpec};
+use smart_connector::config::{AccessKind, ConnectorConfig, MetricsConfig, SourceConfig};
+use smart_connector::connector::ConnectorHandle;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+const CLIENT_PORT: u16 = 23500;
+const SYNC_PORT: u16 = 23501;
+const MODBUS_PORT: u16 = 1502;
+const METRICS_PORT: u16 = 9102;
+
+// One of each per component: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum ServerRun {
+    InProcess(ServerHandle),
+    Process {
+        config: PathBuf,
+        child: Option<Child>,
+    },
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum ConnectorRun {
+    InProcess {
+        config: ConnectorConfig,
+        handle: Option<ConnectorHandle>,
+    },
+    Process {
+        config: PathBuf,
+        metrics: SocketAddr,
+        child: Option<Child>,
+    },
+}
+
+/// A running architecture.
+#[derive(Debug)]
+pub struct Deployment {
+    pub backend: BackendKind,
+    /// Each connector's Modbus address as the third parties reach it (a proxy).
+    pub modbus: Vec<SocketAddr>,
+    /// Each connector's own Modbus address (for readiness checks and read-back).
+    pub modbus_direct: Vec<SocketAddr>,
+    pub third_party_ip: IpAddr,
+    servers: Vec<(String, ServerRun)>,
+    connectors: Vec<(String, ConnectorRun)>,
+    proxies: HashMap<String, Vec<FaultProxy>>,
+    binaries: Option<Binaries>,
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+struct Binaries {
+    po_sim: PathBuf,
+    smart_connector: PathBuf,
+}
+
+/// Finds `po-sim` and `smart-connector` next to the running executable (also from
+/// `target/*/deps` for test binaries); builds them with cargo when they are missing.
+fn binaries() -> Result<Binaries> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let find = |dir: &PathBuf| {
+        let b = Binaries {
+            po_sim: dir.join("po-sim"),
+            smart_connector: dir.join("smart-connector"),
+        };
+        (b.po_sim.exists() && b.smart_connector.exists()).then_some(b)
+    };
+    if let Some(b) = find(&dir) {
+        return Ok(b);
+    }
+    let release = dir.ends_with("release");
+    eprintln!("harness: building po-sim and smart-connector for the process backend…");
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "po-simulator",
+        "-p",
+        "smart-connector",
+        "--bins",
+    ])
+    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .context("running cargo to build po-sim and smart-connector")?;
+    if !status.success() {
+        bail!("cargo build of po-sim and smart-connector failed ({status})");
+    }
+    find(&dir).ok_or_else(|| {
+        anyhow!(
+            "po-sim and smart-connector not found in {} after building",
+            dir.display()
+        )
+    })
+}
+
+fn ip(h: std::net::Ipv4Addr) -> IpAddr {
+    IpAddr::V4(h)
+}
+
+fn server_config(
+    s: &Scenario,
+    t: &Topology,
+    name: &str,
+    listen: SocketAddr,
+    sync: Option<SocketAddr>,
+) -> ServerConfig {
+    let c = t.component(name).expect("server in topology");
+    let host = t.hosts[c.host].address;
+    ServerConfig {
+        name: name.to_string(),
+        listen,
+        host_address: Some(ip(host)),
+        licences: if t.licences.client_access > 0 {
+            CA_LICENCES.iter().map(|l| l.to_string()).collect()
+        } else {
+            vec![]
+        },
+        seed: s.seed,
+        field_epoch_us: 0,
+        heartbeat: s.redundancy.heartbeat,
+        client_queue: 256,
+        site: SiteSpec {
+            devices: s.site.devices,
+            tags_per_device: s.site.tags_per_device,
+            scan_period: s.site.scan_period,
+        },
+        redundancy: sync.map(|sync_listen| SimRedundancy {
+            index: c.index as u8,
+            sync_listen,
+            // Replaced once the proxies exist.
+            peer: sync_listen,
+            failover_timeout: s.redundancy.failover_timeout,
+            failback: s.redundancy.failback,
+        }),
+    }
+}
+
+fn connector_config(
+    s: &Scenario,
+    t: &Topology,
+    name: &str,
+    sources: Vec<(String, SocketAddr)>,
+    modbus: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> ConnectorConfig {
+    let c = t.component(name).expect("connector in topology");
+    let host = t.hosts[c.host].address;
+    let mut config: ConnectorConfig =
+        toml::from_str(&format!("name = \"{name}\"")).expect("minimal config");
+    config.host_address = Some(ip(host));
+    let links = t.sources_of(name);
+    config.sources = sources
+        .into_iter()
+        .zip(links)
+        .map(|((server, address), link)| SourceConfig {
+            name: server,
+            address,
+            access: if link.kind == LinkKind::ClientAccess {
+                AccessKind::ClientAccess
+            } else {
+                AccessKind::Local
+            },
+            licence: (link.kind == LinkKind::ClientAccess)
+                .then(|| CA_LICENCES[c.index].to_string()),
+        })
+        .collect();
+    config.policy.source_timeout = s.connector.source_timeout;
+    config.policy.stale_after = s.connector.stale_after;
+    config.policy.write_timeout = s.connector.write_timeout;
+    config.policy.reconnect_min = Duration::from_millis(50);
+    config.policy.reconnect_max = Duration::from_millis(500);
+    config.modbus.listen = modbus;
+    config.modbus.word_order = s.connector.word_order;
+    config.modbus.max_connections = 64;
+    config.metrics = metrics.map(|listen| MetricsConfig { listen });
+    config
+}
+
+impl Deployment {
+    pub async fn start(s: &Scenario, t: &Topology, backend: BackendKind) -> Result<Deployment> {
+        let run_dir =
+            std::env::temp_dir().join(format!("harness-{}-{}", s.name, std::process::id()));
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+        let binaries = match backend {
+            BackendKind::Process => Some(binaries()?),
+            BackendKind::Inprocess => None,
+        };
+        let mut d = Deployment {
+            backend,
+            modbus: vec![],
+            modbus_direct: vec![],
+            third_party_ip: ip(t.third_party_host.address),
+            servers: vec![],
+            connectors: vec![],
+            proxies: HashMap::new(),
+            binaries,
+            run_dir,
+        };
+        let redundant = t.architecture > 1;
+        // 1. Servers: where they listen.
+        let mut client_addr: HashMap<String, SocketAddr> = HashMap::new();
+        let mut sync_addr: HashMap<String, SocketAddr> = HashMap::new();
+        let mut configs = Vec::new();
+        for c in t.servers() {
+            let host = ip(t.hosts[c.host].address);
+            let port = |p: u16| {
+                if backend == BackendKind::Process {
+                    p
+                } else {
+                    0
+                }
+            };
+            let config = server_config(
+                s,
+                t,
+                &c.name,
+                SocketAddr::new(host, port(CLIENT_PORT)),
+                redundant.then(|| SocketAddr::new(host, port(SYNC_PORT))),
+            );
+            configs.push(config);
+        }
+        if backend == BackendKind::Inprocess {
+            for config in &configs {
+                let h = ServerHandle::start(config.clone())
+                    .await
+                    .with_context(|| format!("starting {}", config.name))?;
+                client_addr.insert(config.name.clone(), h.client_addr());
+                if let Some(a) = h.sync_addr() {
+                    sync_addr.insert(config.name.clone(), a);
+                }
+                d.servers
+                    .push((config.name.clone(), ServerRun::InProcess(h)));
+            }
+        } else {
+            for config in &configs {
+                client_addr.insert(config.name.clone(), config.listen);
+                if let Some(r) = &config.redundancy {
+                    sync_addr.insert(config.name.clone(), r.sync_listen);
+                }
+            }
+        }
+        // 2. Sync link proxies: one per direction (each server dials its peer).
+        if redundant {
+            let sync = t
+                .links
+                .iter()
+                .find(|l| l.kind == LinkKind::Sync)
+                .expect("sync link");
+            let mut peers = HashMap::new();
+            for (from, to) in [(&sync.from, &sync.to), (&sync.to, &sync.from)] {
+                let to_host = ip(t.host_of(to).expect("host").address);
+                let from_host = ip(t.host_of(from).expect("host").address);
+                let p =
+                    FaultProxy::start(&sync.name, to_host, Some(from_host), sync_addr[to]).await?;
+                peers.insert(from.clone(), p.listen);
+                d.proxies.entry(sync.name.clone()).or_default().push(p);
+            }
+            for (name, run) in &d.servers {
+                if let ServerRun::InProcess(h) = run {
+                    h.set_peer(peers[name]);
+                }
+            }
+            for config in &mut configs {
+                if let Some(r) = &mut config.redundancy {
+                    r.peer = peers[&config.name];
+                }
+            }
+        }
+        if backend == BackendKind::Process {
+            for config in &configs {
+                let path = d.run_dir.join(format!("{}.toml", config.name));
+                std::fs::write(&path, toml::to_string(config)?)?;
+                let child = d.spawn_server(&config.name, &path)?;
+                d.servers.push((
+                    config.name.clone(),
+                    ServerRun::Process {
+                        config: path,
+                        child: Some(child),
+                    },
+                ));
+            }
+        }
+        // 3. Connectors, through client-access proxies where the link crosses hosts.
+        for c in t.connectors() {
+            let host = ip(t.hosts[c.host].address);
+            let mut sources = Vec::new();
+            for l in t.sources_of(&c.name) {
+                let target = wait_listening(client_addr[&l.to], backend).await?;
+                let addr = if l.crosses_hosts {
+                    let to_host = ip(t.host_of(&l.to).expect("host").address);
+                    let p = FaultProxy::start(&l.name, to_host, Some(host), target).await?;
+                    let a = p.listen;
+                    d.proxies.entry(l.name.clone()).or_default().push(p);
+                    a
+                } else {
+                    target
+                };
+                sources.push((l.to.clone(), addr));
+            }
+            match backend {
+                BackendKind::Inprocess => {
+                    let config =
+                        connector_config(s, t, &c.name, sources, SocketAddr::new(host, 0), None);
+                    let h = smart_connector::connector::start(
+                        config.clone(),
+                        Some(Duration::from_secs(30)),
+                    )
+                    .await
+                    .with_context(|| format!("starting {}", c.name))?;
+                    let mut config = config;
+                    config.modbus.listen = h.modbus_addr;
+                    d.modbus_direct.push(h.modbus_addr);
+                    d.connectors.push((
+                        c.name.clone(),
+                        ConnectorRun::InProcess {
+                            config,
+                            handle: Some(h),
+                        },
+                    ));
+                }
+                BackendKind::Process => {
+                    let modbus = SocketAddr::new(host, MODBUS_PORT);
+                    let metrics = SocketAddr::new(host, METRICS_PORT);
+                    let config = connector_config(s, t, &c.name, sources, modbus, Some(metrics));
+                    let path = d.run_dir.join(format!("{}.toml", c.name));
+                    std::fs::write(&path, toml::to_string(&config)?)?;
+                    let child = d.spawn_connector(&c.name, &path, s.connector.threads)?;
+                    d.modbus_direct.push(modbus);
+                    d.connectors.push((
+                        c.name.clone(),
+                        ConnectorRun::Process {
+                            config: path,
+                            metrics,
+                            child: Some(child),
+                        },
+                    ));
+                }
+            }
+        }
+        // 4. Modbus links from the third-party host.
+        for (i, (name, _)) in d.connectors.iter().enumerate() {
+            let link = format!("tp->{name}");
+            let direct = d.modbus_direct[i];
+            let addr = if t.link(&link).is_some() {
+                let target = wait_listening(direct, backend).await?;
+                let p =
+                    FaultProxy::start(&link, direct.ip(), Some(d.third_party_ip), target).await?;
+                let a = p.listen;
+                d.proxies.entry(link).or_default().push(p);
+                a
+            } else {
+                direct
+            };
+            d.modbus.push(addr);
+        }
+        Ok(d)
+    }
+
+    fn spawn_server(&self, name: &str, config: &std::path::Path) -> Result<Child> {
+        let b = self.binaries.as_ref().expect("process backend");
+        let log = std::fs::File::create(self.run_dir.join(format!("{name}.log")))?;
+        Command::new(&b.po_sim)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", b.po_sim.display()))
+    }
+
+    fn spawn_connector(
+        &self,
+        name: &str,
+        config: &std::path::Path,
+        threads: usize,
+    ) -> Result<Child> {
+        let b = self.binaries.as_ref().expect("process backend");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.run_dir.join(format!("{name}.log")))?;
+        Command::new(&b.smart_connector)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--threads")
+            .arg(threads.max(1).to_string())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", b.smart_connector.display()))
+    }
+
+    /// Process ids of running children (to check none is left behind).
+    pub fn child_pids(&self) -> Vec<u32> {
+        let s = self.servers.iter().filter_map(|(_, r)| match r {
+            ServerRun::Process { child: Some(c), .. } => c.id(),
+            _ => None,
+        });
+        let c = self.connectors.iter().filter_map(|(_, r)| match r {
+            ConnectorRun::Process { child: Some(c), .. } => c.id(),
+            _ => None,
+        });
+        s.chain(c).collect()
+    }
+
+    /// Applies one fault of the scenario.
+    pub async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<()> {
+        match f.action {
+            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay => {
+                let proxies = self.proxies.get(&f.target).ok_or_else(|| {
+                    anyhow!(
+                        "link {} has no fault proxy (it does not cross hosts)",
+                        f.target
+                    )
+                })?;
+                for p in proxies {
+                    match f.action {
+                        FaultAction::Cut => p.cut(),
+                        FaultAction::Heal => p.heal(),
+                        _ => p.set_delay(f.latency.unwrap_or_default()),
+                    }
+                }
+                Ok(())
+            }
+            action => {
+                let names: Vec<(String, ComponentKind)> = t
+                    .components_of_target(&f.target)
+                    .iter()
+                    .map(|c| (c.name.clone(), c.kind))
+                    .collect();
+                for (name, kind) in names {
+                    match kind {
+                        ComponentKind::PoServer => self.server_fault(&name, action).await?,
+                        ComponentKind::Connector => self.connector_fault(&name, action).await?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn server_fault(&mut self, name: &str, action: FaultAction) -> Result<()> {
+        let idx = self
+            .servers
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| anyhow!("no server {name}"))?;
+        let needs_spawn = matches!(
+            (&self.servers[idx].1, action),
+            (ServerRun::Process { .. }, FaultAction::Restart)
+        );
+        if needs_spawn {
+            let ServerRun::Process { config, child } = &mut self.servers[idx].1 else {
+                unreachable!()
+            };
+            if let Some(mut c) = child.take() {
+                let _ = c.kill().await;
+            }
+            let config = config.clone();
+            let c = self.spawn_server(name, &config)?;
+            let ServerRun::Process { child, .. } = &mut self.servers[idx].1 else {
+                unreachable!()
+            };
+            *child = Some(c);
+            return Ok(());
+        }
+        match (&mut self.servers[idx].1, action) {
+            (ServerRun::InProcess(h), FaultAction::Crash) => h.crash_and_wait().await,
+            (ServerRun::InProcess(h), FaultAction::Restart) => {
+                if h.is_running() {
+                    h.crash_and_wait().await;
+                }
+                h.restart().await?;
+            }
+            (ServerRun::InProcess(h), FaultAction::Pause) => h.pause(),
+            (ServerRun::InProcess(h), FaultAction::Resume) => h.resume(),
+            (ServerRun::Process { child, .. }, FaultAction::Crash) => {
+                if let Some(mut c) = child.take() {
+                    c.kill().await?;
+                }
+            }
+            (ServerRun::Process { child: Some(c), .. }, FaultAction::Pause) => {
+                signal(c, nix::sys::signal::Signal::SIGSTOP)?
+            }
+            (ServerRun::Process { child: Some(c), .. }, FaultAction::Resume) => {
+                signal(c, nix::sys::signal::Signal::SIGCONT)?
+            }
+            (_, a) => bail!("{} cannot be applied to server {name} now", a.as_str()),
+        }
+        Ok(())
+    }
+
+    async fn connector_fault(&mut self, name: &str, action: FaultAction) -> Result<()> {
+        let idx = self
+            .connectors
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| anyhow!("no connector {name}"))?;
+        match (&mut self.connectors[idx].1, action) {
+            (ConnectorRun::InProcess { handle, .. }, FaultAction::Crash) => {
+                if let Some(h) = handle.take() {
+                    h.shutdown().await;
+                }
+            }
+            (ConnectorRun::InProcess { handle, config }, FaultAction::Restart) => {
+                if let Some(h) = handle.take() {
+                    h.shutdown().await;
+                }
+                *handle = Some(
+                    smart_connector::connector::start(
+                        config.clone(),
+                        Some(Duration::from_secs(30)),
+                    )
+                    .await?,
+                );
+            }
+            (ConnectorRun::Process { child, .. }, FaultAction::Crash) => {
+                if let Some(mut c) = child.take() {
+                    c.kill().await?;
+                }
+            }
+            (ConnectorRun::Process { child, config, .. }, FaultAction::Restart) => {
+                if let Some(mut c) = child.take() {
+                    let _ = c.kill().await;
+                }
+                let config = config.clone();
+                let c = self.spawn_connector(name, &config, 1)?;
+                if let ConnectorRun::Process { child, .. } = &mut self.connectors[idx].1 {
+                    *child = Some(c);
+                }
+            }
+            (_, a) => bail!("{} cannot be applied to connector {name}", a.as_str()),
+        }
+        Ok(())
+    }
+
+    /// Each connector's ingest counter (tag updates accepted), `None` while it is down.
+    pub async fn ingest_counters(&self) -> Vec<Option<u64>> {
+        let mut out = Vec::with_capacity(self.connectors.len());
+        for (_, c) in &self.connectors {
+            out.push(match c {
+                ConnectorRun::InProcess { handle, .. } => handle
+                    .as_ref()
+                    .map(|h| h.metrics.ingest_updates.load(Relaxed)),
+                ConnectorRun::Process { metrics, child, .. } => match child {
+                    Some(_) => scrape(*metrics, "sc_ingest_updates_total").await,
+                    None => None,
+                },
+            });
+        }
+        out
+    }
+
+    pub fn connector_names(&self) -> Vec<String> {
+        self.connectors.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Stops everything; every child is killed and reaped, every socket closed.
+    pub async fn shutdown(mut self) {
+        for (_, c) in &mut self.connectors {
+            match c {
+                ConnectorRun::InProcess { handle, .. } => {
+                    if let Some(h) = handle.take() {
+                        h.shutdown().await;
+                    }
+                }
+                ConnectorRun::Process { child, .. } => reap(child).await,
+            }
+        }
+        for (_, s) in &mut self.servers {
+            match s {
+                ServerRun::InProcess(h) => h.crash_and_wait().await,
+                ServerRun::Process { child, .. } => reap(child).await,
+            }
+        }
+        for ps in self.proxies.values() {
+            for p in ps {
+                p.stop().await;
+            }
+        }
+    }
+}
+
+async fn reap(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        // A stopped process must be continued to die of SIGKILL promptly on some kernels.
+        let _ = signal(&c, nix::sys::signal::Signal::SIGCONT);
+        let _ = c.kill().await;
+    }
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) -> Result<()> {
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow!("process already exited"))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)?;
+    Ok(())
+}
+
+/// Waits until something accepts connections at `addr` (process backend: the child has
+/// started), up to 30 s.
+async fn wait_listening(addr: SocketAddr, backend: BackendKind) -> Result<SocketAddr> {
+    if backend == BackendKind::Inprocess {
+        return Ok(addr);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(addr);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "nothing listens on {addr} after 30 s (see the component's log in the run directory)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads one counter from a connector's Prometheus endpoint.
+async fn scrape(addr: SocketAddr, name: &str) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+    };
+    tokio::time::timeout(Duration::from_secs(1), fut)
+        .await
+        .ok()
+        .flatten()
+}

@@ -1,0 +1,322 @@
+//! Measurements exactly as DESIGN §7 defines them, shared by every third party of a run.
+//!
+//! - *integrity*: every value read is compared, register for register, with what the
+//!   field model gives for that tag at some tick of the allowed window (written setpoints
+//!   are also allowed on writable tags);
+//! - *freshness latency*: for probe tags (their value is the server's sample time in ms),
+//!   read time minus sample time;
+//! - *failover gap*: per fault, from the fault until a third party reads a probe sampled
+//!   after the fault (the longest such wait over the third parties);
+//! - *writes*: sent, acknowledged, applied (seen on read-back), lost, refused.
+
+use hdrhistogram::Histogram;
+use po_protocol::{TagId, TagKind, Timestamp, Value};
+use po_simulator::FieldModel;
+use smart_connector::map::Point;
+use smart_connector::registers::{WordOrder, encode};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Wall-clock milliseconds since the Unix epoch (the clock the servers stamp samples with).
+pub fn wall_ms() -> u64 {
+    Timestamp::now().as_millis()
+}
+
+/// Ticks searched backwards from now when the probe hint does not match: covers data
+/// frozen during a long failover (values are then old, not wrong).
+const WINDOW_TICKS: u64 = 600;
+
+/// One write a third party made, and what became of it.
+#[derive(Debug, Clone)]
+pub struct WriteRecord {
+    pub value: Value,
+    pub acked: bool,
+    pub seen: bool,
+    pub seq: u64,
+}
+
+#[derive(Debug)]
+pub struct Recorder {
+    model: FieldModel,
+    order: WordOrder,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub values: AtomicU64,
+    pub values_checked: AtomicU64,
+    pub values_wrong: AtomicU64,
+    pub writes_sent: AtomicU64,
+    pub writes_acked: AtomicU64,
+    pub writes_refused: AtomicU64,
+    write_seq: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+    /// Per third party: (read time ms, newest probe sample ms seen in that poll).
+    timelines: Mutex<Vec<Vec<(u64, u64)>>>,
+    wrong_examples: Mutex<Vec<String>>,
+    written: Mutex<HashMap<TagId, Vec<WriteRecord>>>,
+}
+
+impl Recorder {
+    pub fn new(model: FieldModel, order: WordOrder, clients: usize) -> Recorder {
+        Recorder {
+            model,
+            order,
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            values: AtomicU64::new(0),
+            values_checked: AtomicU64::new(0),
+            values_wrong: AtomicU64::new(0),
+            writes_sent: AtomicU64::new(0),
+            writes_acked: AtomicU64::new(0),
+            writes_refused: AtomicU64::new(0),
+            write_seq: AtomicU64::new(0),
+            latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds")),
+            timelines: Mutex::new(vec![Vec::new(); clients]),
+            wrong_examples: Mutex::new(Vec::new()),
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn model(&self) -> &FieldModel {
+        &self.model
+    }
+
+    /// The full sample time of a probe from its low 32 bits: the one closest to now.
+    fn unwrap_probe(low: u32, now_ms: u64) -> u64 {
+        let base = now_ms & !0xFFFF_FFFF;
+        [base.wrapping_sub(1 << 32), base, base + (1 << 32)]
+            .into_iter()
+            .map(|b| b | u64::from(low))
+            .min_by_key(|c| c.abs_diff(now_ms))
+            .unwrap_or(u64::from(low))
+    }
+
+    /// Checks the values of `points` read as `regs` (registers from `first`). Returns the
+    /// newest probe sample time seen (ms), if any.
+    pub fn check_block(&self, points: &[Point], first: u16, regs: &[u16]) -> Option<u64> {
+        let now_ms = wall_ms();
+        let now_tick = self.model.tick_at(Timestamp::now());
+        let mut newest_probe = None;
+        let mut hint: Option<u64> = None;
+        let mut checked = 0u64;
+        let mut wrong = 0u64;
+        for p in points {
+            let at = usize::from(p.address - first);
+            let words = &regs[at..at + usize::from(p.words)];
+            if self.model.is_probe(p.tag) {
+                let low = if p.words == 2 {
+                    match self.order {
+                        WordOrder::Big => (u32::from(words[0]) << 16) | u32::from(words[1]),
+                        WordOrder::Little => (u32::from(words[1]) << 16) | u32::from(words[0]),
+                    }
+                } else {
+                    u32::from(words[0])
+                };
+                let sample = Self::unwrap_probe(low, now_ms);
+                self.latency
+                    .lock()
+                    .unwrap()
+                    .saturating_record(now_ms.saturating_sub(sample).max(1));
+                newest_probe = newest_probe.max(Some(sample));
+                let tick = self.model.tick_at(Timestamp(sample.saturating_mul(1000)));
+                hint = Some(tick);
+            }
+            checked += 1;
+            if !self.value_is_right(p, words, hint.unwrap_or(now_tick), now_tick) {
+                wrong += 1;
+                let mut ex = self.wrong_examples.lock().unwrap();
+                if ex.len() < 10 {
+                    ex.push(format!(
+                        "{} at register {} read {:?}",
+                        p.name, p.address, words
+                    ));
+                }
+            }
+        }
+        self.values.fetch_add(checked, Relaxed);
+        self.values_checked.fetch_add(checked, Relaxed);
+        self.values_wrong.fetch_add(wrong, Relaxed);
+        newest_probe
+    }
+
+    fn value_is_right(&self, p: &Point, words: &[u16], hint: u64, now_tick: u64) -> bool {
+        let n = usize::from(p.words);
+        let matches = |v: Value| encode(v, self.order).0[..n] == *words;
+        if p.writable {
+            let mut written = self.written.lock().unwrap();
+            if let Some(list) = written.get_mut(&p.tag) {
+                let mut hit = false;
+                for w in list.iter_mut().filter(|w| matches(w.value)) {
+                    w.seen = true;
+                    hit = true;
+                }
+                if hit {
+                    return true;
+                }
+            }
+        }
+        let at = |t: u64| self.model.value(p.tag, t).is_some_and(matches);
+        // The probe of the same device usually names the tick; neighbours cover a read
+        // that straddled an update.
+        let near = [
+            hint,
+            hint.wrapping_sub(1),
+            hint + 1,
+            hint.wrapping_sub(2),
+            hint + 2,
+        ];
+        if near.iter().any(|t| *t <= now_tick + 1 && at(*t)) {
+            return true;
+        }
+        // Once plenty of values are wrong (a misconfigured master), stop the deep search.
+        if self.values_wrong.load(Relaxed) > 10_000 {
+            return false;
+        }
+        (now_tick.saturating_sub(WINDOW_TICKS)..=now_tick + 1)
+            .rev()
+            .any(at)
+    }
+
+    /// One poll cycle of third party `client` ended at `read_ms` with this newest probe.
+    pub fn record_cycle(&self, client: usize, read_ms: u64, newest_probe: Option<u64>) {
+        if let Some(s) = newest_probe {
+            self.timelines.lock().unwrap()[client].push((read_ms, s));
+        }
+    }
+
+    pub fn next_write_seq(&self) -> u64 {
+        self.write_seq.fetch_add(1, Relaxed)
+    }
+
+    pub fn write_sent(&self, tag: TagId, value: Value, seq: u64) {
+        self.writes_sent.fetch_add(1, Relaxed);
+        self.written
+            .lock()
+            .unwrap()
+            .entry(tag)
+            .or_default()
+            .push(WriteRecord {
+                value,
+                acked: false,
+                seen: false,
+                seq,
+            });
+    }
+
+    pub fn write_acked(&self, tag: TagId, seq: u64) {
+        self.writes_acked.fetch_add(1, Relaxed);
+        if let Some(w) = self
+            .written
+            .lock()
+            .unwrap()
+            .get_mut(&tag)
+            .and_then(|l| l.iter_mut().find(|w| w.seq == seq))
+        {
+            w.acked = true;
+        }
+    }
+
+    pub fn write_refused(&self) {
+        self.writes_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Tags written at least once (for the final read-back).
+    pub fn written_tags(&self) -> Vec<TagId> {
+        self.written.lock().unwrap().keys().copied().collect()
+    }
+
+    /// (applied, lost): an acknowledged write is applied once read back; it is lost if
+    /// it was never seen and no later acknowledged write to the same tag replaced it.
+    pub fn write_outcome(&self) -> (u64, u64) {
+        let written = self.written.lock().unwrap();
+        let (mut applied, mut lost) = (0, 0);
+        for list in written.values() {
+            let last_acked = list.iter().filter(|w| w.acked).map(|w| w.seq).max();
+            for w in list.iter().filter(|w| w.acked) {
+                if w.seen {
+                    applied += 1;
+                } else if Some(w.seq) == last_acked {
+                    lost += 1;
+                }
+            }
+        }
+        (applied, lost)
+    }
+
+    pub fn latency_ms(&self) -> (u64, u64, u64) {
+        let h = self.latency.lock().unwrap();
+        if h.is_empty() {
+            return (0, 0, 0);
+        }
+        (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
+    }
+
+    pub fn latency_samples(&self) -> u64 {
+        self.latency.lock().unwrap().len()
+    }
+
+    /// Failover gap of a fault at `fault_ms`: the longest wait over third parties until
+    /// one of their polls saw a probe sampled after the fault; `None` if some third party
+    /// never did (the gap lasted until `end_ms`).
+    pub fn gap_after(&self, fault_ms: u64, end_ms: u64) -> Result<u64, u64> {
+        let timelines = self.timelines.lock().unwrap();
+        let mut worst = 0;
+        for t in timelines.iter() {
+            match t.iter().find(|(_, sample)| *sample > fault_ms) {
+                Some((read, _)) => worst = worst.max(read.saturating_sub(fault_ms)),
+                None => return Err(end_ms.saturating_sub(fault_ms)),
+            }
+        }
+        Ok(worst)
+    }
+
+    pub fn wrong_examples(&self) -> Vec<String> {
+        self.wrong_examples.lock().unwrap().clone()
+    }
+}
+
+/// Register blocks a master reads: contiguous runs of ≤ 125 registers that never split
+/// a value, covering every point. `points` must be sorted by address; each block is
+/// (first register, register count, range of `points`).
+pub fn read_blocks(points: &[Point]) -> Vec<(u16, u16, std::ops::Range<usize>)> {
+    debug_assert!(points.windows(2).all(|w| w[0].address < w[1].address));
+    let mut blocks = Vec::new();
+    let mut i = 0;
+    while i < points.len() {
+        let start = points[i].address;
+        let mut j = i;
+        while j < points.len()
+            && u32::from(points[j].address) + u32::from(points[j].words) - u32::from(start) <= 125
+        {
+            j += 1;
+        }
+        let last = &points[j - 1];
+        blocks.push((start, last.address + last.words - start, i..j));
+        i = j;
+    }
+    blocks
+}
+
+/// Whether a tag can be written as an f32 setpoint by the third parties.
+pub fn is_setpoint(p: &Point) -> bool {
+    p.writable && p.kind == TagKind::Analog
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_unwrapping_picks_the_nearest_epoch() {
+        let now = 0x0000_01A0_0000_1000u64;
+        assert_eq!(
+            Recorder::unwrap_probe(0x0000_0F00, now),
+            0x0000_01A0_0000_0F00
+        );
+        // Just before a 2^32 boundary seen from just after it.
+        assert_eq!(
+            Recorder::unwrap_probe(0xFFFF_FF00, now),
+            0x0000_019F_FFFF_FF00
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! Reports: the JSON of DESIGN §7 (`schema_version = 1`), a terminal summary table and
+//! JUnit XML (one test case per expectation).
+
+use crate::scenario::Expect;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub schema_version: u32,
+    pub scenario: String,
+    pub architecture: u8,
+    pub backend: String,
+    pub passed: bool,
+    pub duration_s: f64,
+    pub licences: Licences,
+    pub ingest: Ingest,
+    pub modbus: Modbus,
+    pub latency_ms: Latency,
+    pub failovers: Vec<Failover>,
+    pub integrity: Integrity,
+    pub writes: Writes,
+    pub expectations: Vec<Expectation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Licences {
+    pub po_server: u32,
+    pub smart_connector: u32,
+    pub client_access: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ingest {
+    /// Tag updates accepted by all connectors together.
+    pub updates: u64,
+    /// The highest per-connector rate: what one connector sustained.
+    pub updates_per_s: f64,
+    /// Per connector: name and updates/s.
+    pub per_connector: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Modbus {
+    pub requests: u64,
+    pub requests_per_s: f64,
+    /// Tag values the third parties read per second (the delivered rate).
+    pub values_per_s: f64,
+    /// Exceptions, timeouts and connection failures seen by the third parties.
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+    pub samples: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Failover {
+    pub fault: String,
+    pub at_s: f64,
+    pub gap_ms: u64,
+    /// False when some third party never read data sampled after the fault.
+    pub recovered: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Integrity {
+    pub values_checked: u64,
+    pub values_wrong: u64,
+    /// Up to ten wrong values, for diagnosis.
+    pub wrong_examples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Writes {
+    pub sent: u64,
+    pub acked: u64,
+    pub applied: u64,
+    pub lost: u64,
+    pub refused: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Expectation {
+    pub name: String,
+    pub limit: String,
+    pub actual: String,
+    pub passed: bool,
+}
+
+fn ms(d: std::time::Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+/// The expectations a scenario sets, as (name, limit) rows.
+pub fn expectation_limits(e: &Expect) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    if let Some(v) = e.min_updates_per_s {
+        rows.push(("min_updates_per_s".into(), format!(">= {v}")));
+    }
+    if let Some(v) = e.min_values_per_s {
+        rows.push(("min_values_per_s".into(), format!(">= {v}")));
+    }
+    if let Some(v) = e.max_failover_gap {
+        rows.push(("max_failover_gap".into(), format!("<= {}", ms(v))));
+    }
+    if let Some(v) = e.max_latency_p99 {
+        rows.push(("max_latency_p99".into(), format!("<= {}", ms(v))));
+    }
+    if let Some(v) = e.max_values_wrong {
+        rows.push(("max_values_wrong".into(), format!("<= {v}")));
+    }
+    if let Some(v) = e.max_writes_lost {
+        rows.push(("max_writes_lost".into(), format!("<= {v}")));
+    }
+    if let Some(v) = e.min_writes_applied {
+        rows.push(("min_writes_applied".into(), format!(">= {v}")));
+    }
+    if let Some(v) = e.max_modbus_errors {
+        rows.push(("max_modbus_errors".into(), format!("<= {v}")));
+    }
+    rows
+}
+
+impl Report {
+    /// Evaluates `expect` against the figures and sets `expectations` and `passed`.
+    pub fn judge(&mut self, e: &Expect) {
+        let mut out = Vec::new();
+        let mut row = |name: &str, limit: String, actual: String, passed: bool| {
+            out.push(Expectation {
+                name: name.into(),
+                limit,
+                actual,
+                passed,
+            })
+        };
+        if let Some(v) = e.min_updates_per_s {
+            let a = self.ingest.updates_per_s;
+            row(
+                "min_updates_per_s",
+                format!(">= {v}"),
+                format!("{a:.0}"),
+                a >= v,
+            );
+        }
+        if let Some(v) = e.min_values_per_s {
+            let a = self.modbus.values_per_s;
+            row(
+                "min_values_per_s",
+                format!(">= {v}"),
+                format!("{a:.0}"),
+                a >= v,
+            );
+        }
+        if let Some(v) = e.max_failover_gap {
+            let worst = self.failovers.iter().map(|f| f.gap_ms).max();
+            let all_recovered = self.failovers.iter().all(|f| f.recovered);
+            let actual = match worst {
+                Some(w) if all_recovered => format!("{w} ms"),
+                Some(w) => format!("{w} ms (not recovered)"),
+                None => "no faults".into(),
+            };
+            row(
+                "max_failover_gap",
+                format!("<= {}", ms(v)),
+                actual,
+                all_recovered && worst.unwrap_or(0) <= v.as_millis() as u64,
+            );
+        }
+        if let Some(v) = e.max_latency_p99 {
+            let a = self.latency_ms.p99;
+            let has = self.latency_ms.samples > 0;
+            row(
+                "max_latency_p99",
+                format!("<= {}", ms(v)),
+                if has {
+                    format!("{a} ms")
+                } else {
+                    "no samples".into()
+                },
+                has && a <= v.as_millis() as u64,
+            );
+        }
+        if let Some(v) = e.max_values_wrong {
+            let a = self.integrity.values_wrong;
+            row(
+                "max_values_wrong",
+                format!("<= {v}"),
+                format!("{a} of {}", self.integrity.values_checked),
+                a <= v && self.integrity.values_checked > 0,
+            );
+        }
+        if let Some(v) = e.max_writes_lost {
+            let a = self.writes.lost;
+            row(
+                "max_writes_lost",
+                format!("<= {v}"),
+                format!("{a} of {} acked", self.writes.acked),
+                a <= v,
+            );
+        }
+        if let Some(v) = e.min_writes_applied {
+            let a = self.writes.applied;
+            row(
+                "min_writes_applied",
+                format!(">= {v}"),
+                a.to_string(),
+                a >= v,
+            );
+        }
+        if let Some(v) = e.max_modbus_errors {
+            let a = self.modbus.errors;
+            row(
+                "max_modbus_errors",
+                format!("<= {v}"),
+                a.to_string(),
+                a <= v,
+            );
+        }
+        self.passed = out.iter().all(|x| x.passed);
+        self.expectations = out;
+    }
+
+    /// The summary printed at the end of a run.
+    pub fn render_table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "{} — architecture {}, {} backend, {:.1} s: {}",
+            self.scenario,
+            self.architecture,
+            self.backend,
+            self.duration_s,
+            if self.passed { "PASSED" } else { "FAILED" }
+        );
+        let _ = writeln!(
+            o,
+            "  ingest {:.0} updates/s per connector · delivered {:.0} values/s · {:.0} Modbus requests/s · {} errors",
+            self.ingest.updates_per_s,
+            self.modbus.values_per_s,
+            self.modbus.requests_per_s,
+            self.modbus.errors
+        );
+        let _ = writeln!(
+            o,
+            "  freshness p50 {} ms · p99 {} ms · max {} ms · integrity {} wrong of {} · writes {} sent, {} acked, {} applied, {} lost, {} refused",
+            self.latency_ms.p50,
+            self.latency_ms.p99,
+            self.latency_ms.max,
+            self.integrity.values_wrong,
+            self.integrity.values_checked,
+            self.writes.sent,
+            self.writes.acked,
+            self.writes.applied,
+            self.writes.lost,
+            self.writes.refused
+        );
+        for f in &self.failovers {
+            let _ = writeln!(
+                o,
+                "  fault {} at {:.1} s: gap {} ms{}",
+                f.fault,
+                f.at_s,
+                f.gap_ms,
+                if f.recovered {
+                    ""
+                } else {
+                    " (never recovered)"
+                }
+            );
+        }
+        if !self.expectations.is_empty() {
+            let w = self
+                .expectations
+                .iter()
+                .map(|e| e.name.len())
+                .max()
+                .unwrap_or(0)
+                .max(11);
+            let lw = self
+                .expectations
+                .iter()
+                .map(|e| e.limit.len())
+                .max()
+                .unwrap_or(0)
+                .max(5);
+            let aw = self
+                .expectations
+                .iter()
+                .map(|e| e.actual.len())
+                .max()
+                .unwrap_or(0)
+                .max(6);
+            let _ = writeln!(
+                o,
+                "  {:<w$}  {:<lw$}  {:<aw$}  verdict",
+                "expectation", "limit", "actual"
+            );
+            for e in &self.expectations {
+                let _ = writeln!(
+                    o,
+                    "  {:<w$}  {:<lw$}  {:<aw$}  {}",
+                    e.name,
+                    e.limit,
+                    e.actual,
+                    if e.passed { "pass" } else { "FAIL" }
+                );
+            }
+        }
+        for ex in &self.integrity.wrong_examples {
+            let _ = writeln!(o, "  wrong value: {ex}");
+        }
+        o
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// JUnit XML: a test suite per scenario, a test case per expectation.
+pub fn junit(reports: &[Report]) -> String {
+    let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let tests: usize = reports.iter().map(|r| r.expectations.len()).sum();
+    let failures: usize = reports
+        .iter()
+        .map(|r| r.expectations.iter().filter(|e| !e.passed).count())
+        .sum();
+    let _ = writeln!(
+        o,
+        "<testsuites name=\"harness\" tests=\"{tests}\" failures=\"{failures}\">"
+    );
+    for r in reports {
+        let f = r.expectations.iter().filter(|e| !e.passed).count();
+        let _ = writeln!(
+            o,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{f}\" time=\"{:.3}\">",
+            xml_escape(&format!("{} [{}]", r.scenario, r.backend)),
+            r.expectations.len(),
+            r.duration_s
+        );
+        for e in &r.expectations {
+            let _ = write!(
+                o,
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                xml_escape(&r.scenario),
+                xml_escape(&e.name)
+            );
+            if e.passed {
+                let _ = writeln!(o, "/>");
+            } else {
+                let _ = writeln!(
+                    o,
+                    ">\n      <failure message=\"{}\">limit {}, actual {}</failure>\n    </testcase>",
+                    xml_escape(&format!("{}: {} (limit {})", e.name, e.actual, e.limit)),
+                    xml_escape(&e.limit),
+                    xml_escape(&e.actual)
+                );
+            }
+        }
+        let _ = writeln!(o, "  </testsuite>");
+    }
+    let _ = writeln!(o, "</testsuites>");
+    o
+}

@@ -1,0 +1,280 @@
+//! Runs one scenario: deploy, wait until data flows, start the third parties, inject the
+//! faults on schedule, sample the connectors, and turn it all into a [`Report`].
+
+use crate::backend::Deployment;
+use crate::measure::{Recorder, wall_ms};
+use crate::report::{Failover, Ingest, Integrity, Latency, Licences, Modbus, Report, Writes};
+use crate::scenario::{BackendKind, Scenario};
+use crate::third_party::{self, ThirdPartySpec};
+use crate::topology::Topology;
+use anyhow::{Context as _, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use po_simulator::{FieldModel, SiteSpec};
+use smart_connector::config::{MapConfig, ModbusConfig};
+use smart_connector::map::RegisterMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_modbus::prelude::*;
+
+/// How to run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub backend: BackendKind,
+    pub quiet: bool,
+}
+
+/// The run was interrupted (Ctrl-C); everything was shut down.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+/// Runs `s` and returns its report (expectations judged).
+pub async fn run_scenario(s: &Scenario, opts: RunOptions) -> Result<Report> {
+    let topology = Topology::build(s);
+    let mut deployment = Deployment::start(s, &topology, opts.backend)
+        .await
+        .with_context(|| format!("deploying {} ({} backend)", s.name, opts.backend.as_str()))?;
+    let result = tokio::select! {
+        r = drive(s, &topology, &mut deployment, opts) => r,
+        _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
+    };
+    deployment.shutdown().await;
+    result
+}
+
+async fn status(addr: SocketAddr) -> Option<Vec<u16>> {
+    let fut = async {
+        let mut ctx = tcp::connect_slave(addr, Slave(1)).await.ok()?;
+        ctx.read_holding_registers(0, 14).await.ok()?.ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Waits until every connector serves data and one of them Primary data.
+async fn wait_ready(d: &Deployment) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut states = Vec::new();
+        for a in &d.modbus_direct {
+            states.push(status(*a).await.map(|s| s[1]));
+        }
+        let all_serving = states.iter().all(|s| matches!(s, Some(1 | 2)));
+        if all_serving && states.contains(&Some(1)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "connectors not serving data after 30 s (states {:?}; logs in {})",
+                states,
+                d.run_dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn progress(s: &Scenario, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(s.duration.as_millis() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {elapsed}/{duration} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(s.name.clone());
+    pb
+}
+
+async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions) -> Result<Report> {
+    wait_ready(d).await?;
+    let model = FieldModel::new(
+        s.seed,
+        SiteSpec {
+            devices: s.site.devices,
+            tags_per_device: s.site.tags_per_device,
+            scan_period: s.site.scan_period,
+        },
+    )?;
+    // The points list the third parties are configured with, built from our own copy of
+    // the catalogue (the field model), as an integrator would from `smart-connector points`.
+    let modbus = ModbusConfig {
+        word_order: s.third_party_word_order(),
+        ..ModbusConfig::default()
+    };
+    let map = RegisterMap::build(model.catalog(), &modbus, &MapConfig::default())?;
+    let mut points = map.points().to_vec();
+    points.sort_by_key(|p| p.address);
+    let points = Arc::new(points);
+    let rec = Arc::new(Recorder::new(
+        model,
+        s.third_party_word_order(),
+        s.third_party.clients,
+    ));
+
+    let started = Instant::now();
+    let start_ms = wall_ms();
+    let end = started + s.duration;
+    let mut tasks = Vec::new();
+    for i in 0..s.third_party.clients {
+        let spec = ThirdPartySpec {
+            index: i,
+            kind: s.third_party.kind,
+            targets: d.modbus.clone(),
+            from: Some(d.third_party_ip),
+            points: points.clone(),
+            order: s.third_party_word_order(),
+            poll_period: s.third_party.poll_period,
+            writes_per_s: s.third_party.writes_per_s,
+            request_timeout: s.third_party.request_timeout,
+            write_timeout: s.connector.write_timeout + Duration::from_secs(1),
+        };
+        tasks.push(tokio::spawn(third_party::run(spec, rec.clone(), end)));
+    }
+
+    let pb = progress(s, opts.quiet);
+    let mut faults: Vec<_> = s.faults.iter().collect();
+    faults.sort_by_key(|f| f.at);
+    let mut next_fault = 0;
+    let mut applied = Vec::new();
+    let names = d.connector_names();
+    let mut ingest_total = vec![0u64; names.len()];
+    let mut last = d.ingest_counters().await;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        let fault_at = faults.get(next_fault).map(|f| started + f.at);
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = async { tokio::time::sleep_until(fault_at.unwrap_or(end)).await }, if fault_at.is_some() => {}
+        }
+        let now = Instant::now();
+        while let Some(f) = faults.get(next_fault)
+            && started + f.at <= now
+        {
+            let at_ms = wall_ms();
+            d.apply(t, f)
+                .await
+                .with_context(|| format!("applying fault {}", f.label()))?;
+            tracing::info!(fault = %f.label(), "fault applied");
+            pb.println(format!("  fault: {}", f.label()));
+            applied.push((f.label(), f.at.as_secs_f64(), at_ms));
+            next_fault += 1;
+        }
+        let counters = d.ingest_counters().await;
+        for (i, c) in counters.iter().enumerate() {
+            if let Some(c) = c {
+                let prev = last[i].unwrap_or(0);
+                // A restarted connector counts from 0 again.
+                ingest_total[i] += if *c >= prev { c - prev } else { *c };
+            }
+        }
+        last = counters;
+        let elapsed = now.saturating_duration_since(started);
+        let secs = elapsed.as_secs_f64().max(0.001);
+        pb.set_position(elapsed.as_millis() as u64);
+        pb.set_message(format!(
+            "ingest {:.0}/s · delivered {:.0} values/s · wrong {} · errors {}",
+            ingest_total.iter().copied().max().unwrap_or(0) as f64 / secs,
+            rec.values.load(Relaxed) as f64 / secs,
+            rec.values_wrong.load(Relaxed),
+            rec.errors.load(Relaxed)
+        ));
+        if now >= end {
+            break;
+        }
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let duration_s = started.elapsed().as_secs_f64();
+    let end_ms = wall_ms();
+    pb.finish_and_clear();
+
+    // Final read-back of written setpoints from the connector serving Primary data.
+    if rec.writes_sent.load(Relaxed) > 0 {
+        for a in &d.modbus_direct {
+            if status(*a).await.is_some_and(|s| s[1] == 1) {
+                third_party::read_back(*a, None, &points, &rec, Duration::from_secs(2)).await;
+                break;
+            }
+        }
+    }
+
+    let (p50, p99, max) = rec.latency_ms();
+    let (writes_applied, writes_lost) = rec.write_outcome();
+    let requests = rec.requests.load(Relaxed);
+    let values = rec.values.load(Relaxed);
+    let per_connector: Vec<(String, f64)> = names
+        .iter()
+        .zip(&ingest_total)
+        .map(|(n, u)| (n.clone(), *u as f64 / duration_s))
+        .collect();
+    let mut report = Report {
+        schema_version: 1,
+        scenario: s.name.clone(),
+        architecture: s.architecture,
+        backend: opts.backend.as_str().to_string(),
+        passed: false,
+        duration_s,
+        licences: Licences {
+            po_server: t.licences.po_server,
+            smart_connector: t.licences.smart_connector,
+            client_access: t.licences.client_access,
+        },
+        ingest: Ingest {
+            updates: ingest_total.iter().sum(),
+            updates_per_s: per_connector.iter().map(|(_, r)| *r).fold(0.0, f64::max),
+            per_connector,
+        },
+        modbus: Modbus {
+            requests,
+            requests_per_s: requests as f64 / duration_s,
+            values_per_s: values as f64 / duration_s,
+            errors: rec.errors.load(Relaxed),
+        },
+        latency_ms: Latency {
+            p50,
+            p99,
+            max,
+            samples: rec.latency_samples(),
+        },
+        failovers: applied
+            .iter()
+            .map(|(label, at_s, at_ms)| {
+                let (gap_ms, recovered) = match rec.gap_after(*at_ms, end_ms) {
+                    Ok(g) => (g, true),
+                    Err(g) => (g, false),
+                };
+                Failover {
+                    fault: label.clone(),
+                    at_s: *at_s,
+                    gap_ms,
+                    recovered,
+                }
+            })
+            .collect(),
+        integrity: Integrity {
+            values_checked: rec.values_checked.load(Relaxed),
+            values_wrong: rec.values_wrong.load(Relaxed),
+            wrong_examples: rec.wrong_examples(),
+        },
+        writes: Writes {
+            sent: rec.writes_sent.load(Relaxed),
+            acked: rec.writes_acked.load(Relaxed),
+            applied: writes_applied,
+            lost: writes_lost,
+            refused: rec.writes_refused.load(Relaxed),
+        },
+        expectations: vec![],
+    };
+    let _ = start_ms;
+    report.judge(&s.expect);
+    Ok(report)
+}

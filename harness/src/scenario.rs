@@ -1,0 +1,551 @@
+//! Scenario files (DESIGN §7, every key documented in docs/scenarios.md).
+//!
+//! Everything that can be wrong with a file is found before anything starts: TOML syntax,
+//! unknown keys, wrong types, and the rules serde cannot express (architecture, fault
+//! targets, fault times). Each problem names the file, the line and the key.
+
+use crate::topology::Topology;
+use serde::{Deserialize, Serialize};
+use smart_connector::registers::WordOrder;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Every component as tokio tasks in the harness process, real loopback sockets.
+    Inprocess,
+    /// Every component as the real `po-sim` / `smart-connector` binary.
+    Process,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Inprocess => "inprocess",
+            BackendKind::Process => "process",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// 1, 2 or 3 (DESIGN §1).
+    pub architecture: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub site: SiteSection,
+    #[serde(default)]
+    pub redundancy: RedundancySection,
+    #[serde(default)]
+    pub connector: ConnectorSection,
+    #[serde(default)]
+    pub third_party: ThirdPartySection,
+    #[serde(default, rename = "fault", skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<Fault>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn default_seed() -> u64 {
+    7
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteSection {
+    pub devices: u32,
+    pub tags_per_device: u32,
+    #[serde(with = "humantime_serde")]
+    pub scan_period: Duration,
+}
+
+impl Default for SiteSection {
+    fn default() -> Self {
+        SiteSection {
+            devices: 20,
+            tags_per_device: 16,
+            scan_period: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedundancySection {
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    #[serde(with = "humantime_serde")]
+    pub failover_timeout: Duration,
+    pub failback: bool,
+}
+
+impl Default for RedundancySection {
+    fn default() -> Self {
+        RedundancySection {
+            heartbeat: Duration::from_millis(100),
+            failover_timeout: Duration::from_millis(500),
+            failback: false,
+        }
+    }
+}
+
+/// Settings given to every connector of the scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectorSection {
+    #[serde(with = "humantime_serde")]
+    pub source_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    pub word_order: WordOrder,
+    /// Runtime threads of each connector (process backend; in-process they share the
+    /// harness's runtime).
+    pub threads: usize,
+}
+
+impl Default for ConnectorSection {
+    fn default() -> Self {
+        ConnectorSection {
+            source_timeout: Duration::from_millis(300),
+            stale_after: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(3),
+            word_order: WordOrder::Big,
+            threads: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThirdPartyKind {
+    /// Polls one connector (the first).
+    Plain,
+    /// Polls both connectors' status blocks, reads data from the one serving fresh
+    /// Primary data.
+    Redundant,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThirdPartySection {
+    pub kind: ThirdPartyKind,
+    pub clients: usize,
+    #[serde(with = "humantime_serde")]
+    pub poll_period: Duration,
+    pub writes_per_s: f64,
+    /// The word order the third party was configured with; normally the connector's.
+    /// Setting it differently is how a wrongly configured master is simulated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub word_order: Option<WordOrder>,
+    /// A probe read younger than this is "fresh data" (failover gap definition).
+    #[serde(with = "humantime_serde")]
+    pub stale_threshold: Duration,
+    /// A Modbus request not answered within this is an error; the connection is
+    /// dropped and reopened (tokio-modbus: a late reply would poison the next call).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ThirdPartySection {
+    fn default() -> Self {
+        ThirdPartySection {
+            kind: ThirdPartyKind::Plain,
+            clients: 1,
+            poll_period: Duration::from_millis(100),
+            writes_per_s: 0.0,
+            word_order: None,
+            stale_threshold: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultAction {
+    Crash,
+    Restart,
+    Pause,
+    Resume,
+    Cut,
+    Heal,
+    Delay,
+}
+
+impl FaultAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultAction::Crash => "crash",
+            FaultAction::Restart => "restart",
+            FaultAction::Pause => "pause",
+            FaultAction::Resume => "resume",
+            FaultAction::Cut => "cut",
+            FaultAction::Heal => "heal",
+            FaultAction::Delay => "delay",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    pub action: FaultAction,
+    pub target: String,
+    /// For `delay`: added one-way latency (`"0ms"` removes it).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub latency: Option<Duration>,
+}
+
+impl Fault {
+    pub fn label(&self) -> String {
+        match self.latency {
+            Some(l) => format!(
+                "{} {} {}",
+                self.action.as_str(),
+                self.target,
+                humantime::format_duration(l)
+            ),
+            None => format!("{} {}", self.action.as_str(), self.target),
+        }
+    }
+}
+
+/// What must hold for the scenario to pass. Absent keys are not checked.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Expect {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_updates_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_values_per_s: Option<f64>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_failover_gap: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_latency_p99: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_values_wrong: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_writes_lost: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_writes_applied: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_modbus_errors: Option<u64>,
+}
+
+/// One problem in a scenario file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+/// Everything wrong with a scenario file (exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ScenarioError {
+    pub path: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match p.line {
+                Some(l) => write!(f, "{}:{l}: {}: {}", self.path, p.key, p.message)?,
+                None => write!(f, "{}: {}: {}", self.path, p.key, p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            path: origin.clone(),
+            problems: vec![Problem {
+                line: None,
+                key: "file".into(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Scenario::parse(&text, &origin)
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let err = |problems| ScenarioError {
+            path: origin.to_string(),
+            problems,
+        };
+        let scenario: Scenario =
+            toml::from_str(text).map_err(|e| err(vec![toml_problem(text, &e)]))?;
+        let problems = scenario.validate(text);
+        if problems.is_empty() {
+            Ok(scenario)
+        } else {
+            Err(err(problems))
+        }
+    }
+
+    /// Rules serde cannot express, each located in `text`.
+    fn validate(&self, text: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |table: Option<(&str, usize)>, key: &str, message: String| {
+            let line = find_line(text, table, key);
+            let key = match table {
+                Some((t, i)) => format!("{t}[{i}].{key}"),
+                None => key.to_string(),
+            };
+            out.push(Problem { line, key, message });
+        };
+        if !(1..=3).contains(&self.architecture) {
+            bad(
+                None,
+                "architecture",
+                format!(
+                    "{} is not an architecture: use 1, 2 or 3",
+                    self.architecture
+                ),
+            );
+            return out;
+        }
+        if self.name.trim().is_empty() {
+            bad(None, "name", "must not be empty".into());
+        }
+        if self.duration.is_zero() {
+            bad(None, "duration", "must be longer than 0".into());
+        }
+        if self.site.devices == 0
+            || self.site.tags_per_device == 0
+            || self.site.scan_period.is_zero()
+        {
+            bad(
+                None,
+                "site.devices",
+                "devices, tags_per_device and scan_period must all be > 0".into(),
+            );
+        }
+        if self.third_party.clients == 0 {
+            bad(
+                None,
+                "third_party.clients",
+                "at least one third party is needed to measure anything".into(),
+            );
+        }
+        if self.third_party.poll_period.is_zero() {
+            bad(
+                None,
+                "third_party.poll_period",
+                "must be longer than 0".into(),
+            );
+        }
+        if !(self.third_party.writes_per_s >= 0.0 && self.third_party.writes_per_s.is_finite()) {
+            bad(
+                None,
+                "third_party.writes_per_s",
+                "must be a number ≥ 0".into(),
+            );
+        }
+        if self.architecture == 1 && self.third_party.kind == ThirdPartyKind::Redundant {
+            bad(
+                None,
+                "third_party.kind",
+                "architecture 1 has one connector: a redundant third party needs two".into(),
+            );
+        }
+        let topology = Topology::build(self);
+        for (i, f) in self.faults.iter().enumerate() {
+            let t = Some(("fault", i));
+            if f.at >= self.duration {
+                bad(
+                    t,
+                    "at",
+                    format!(
+                        "{} is not before the end of the run (duration {})",
+                        humantime::format_duration(f.at),
+                        humantime::format_duration(self.duration)
+                    ),
+                );
+            }
+            match topology.target(&f.target) {
+                None => {
+                    let names = topology.target_names();
+                    let hint = names
+                        .iter()
+                        .map(|n| (strsim::damerau_levenshtein(&f.target, n), n))
+                        .min()
+                        .filter(|(d, _)| *d <= 2)
+                        .map(|(_, n)| format!("; did you mean `{n}`?"))
+                        .unwrap_or_default();
+                    bad(
+                        t,
+                        "target",
+                        format!(
+                            "`{}` is not a host, component or link of architecture {} (one of: {}){hint}",
+                            f.target,
+                            self.architecture,
+                            names.join(", ")
+                        ),
+                    );
+                }
+                Some(target) => {
+                    if let Err(why) = target.accepts(f.action) {
+                        bad(
+                            t,
+                            "action",
+                            format!("`{}` on `{}`: {why}", f.action.as_str(), f.target),
+                        );
+                    }
+                }
+            }
+            if f.action == FaultAction::Delay && f.latency.is_none() {
+                bad(
+                    t,
+                    "latency",
+                    "a delay fault needs `latency` (e.g. \"50ms\")".into(),
+                );
+            }
+            if f.action != FaultAction::Delay && f.latency.is_some() {
+                bad(t, "latency", "only a delay fault takes `latency`".into());
+            }
+        }
+        out
+    }
+
+    pub fn third_party_word_order(&self) -> WordOrder {
+        self.third_party
+            .word_order
+            .unwrap_or(self.connector.word_order)
+    }
+}
+
+fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let message = e.message().trim().to_string();
+    // Name the key: the span of a key error starts at the key (unknown field) or at its
+    // value; the text of that line before `=` is the key.
+    let key = line
+        .and_then(|l| text.lines().nth(l - 1))
+        .map(|l| {
+            let t = l.trim();
+            match t.split_once('=') {
+                Some((k, _)) if !t.starts_with('[') => k.trim().to_string(),
+                _ => t.to_string(),
+            }
+        })
+        .unwrap_or_else(|| "file".into());
+    let message = match message.strip_prefix("unknown field `") {
+        Some(rest) => match rest.split_once("`, expected ") {
+            Some((field, expected)) => {
+                let nearest = expected
+                    .trim_start_matches("one of ")
+                    .split(", ")
+                    .map(|c| c.trim_matches('`'))
+                    .map(|c| (strsim::damerau_levenshtein(field, c), c.to_string()))
+                    .min()
+                    .filter(|(d, _)| *d <= 2);
+                match nearest {
+                    Some((_, c)) => format!("unknown key `{field}`; did you mean `{c}`?"),
+                    None => format!("unknown key `{field}`; expected {expected}"),
+                }
+            }
+            None => message,
+        },
+        None => message,
+    };
+    Problem { line, key, message }
+}
+
+/// Line of `key` at the top level (`table` None, dotted keys such as
+/// `third_party.clients` looked up in their table) or in the i-th `[[table]]`.
+fn find_line(text: &str, table: Option<(&str, usize)>, key: &str) -> Option<usize> {
+    let (want_table, want_index, key) = match (table, key.split_once('.')) {
+        (Some((t, i)), _) => (t.to_string(), Some(i), key),
+        (None, Some((t, k))) => (t.to_string(), None, k),
+        (None, None) => (String::new(), None, key),
+    };
+    let mut current = String::new();
+    let mut index: Option<usize> = None;
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    let mut header = None;
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix("[[").and_then(|h| h.split_once("]]")) {
+            current = h.0.trim().to_string();
+            let c = counts.entry(current.clone()).or_insert(0);
+            index = Some(*c);
+            *c += 1;
+            if current == want_table && index == want_index {
+                header = Some(n + 1);
+            }
+            continue;
+        }
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.split_once(']')) {
+            current = h.0.trim().to_string();
+            index = None;
+            if current == want_table {
+                header = Some(n + 1);
+            }
+            continue;
+        }
+        if current == want_table
+            && index == want_index
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim() == key
+        {
+            return Some(n + 1);
+        }
+    }
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name = \"t\"\narchitecture = 3\nduration = \"2s\"\n";
+
+    #[test]
+    fn defaults_fill_a_minimal_file() {
+        let s = Scenario::parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(s.seed, 7);
+        assert_eq!(s.third_party.clients, 1);
+        assert_eq!(s.third_party_word_order(), WordOrder::Big);
+    }
+
+    #[test]
+    fn a_fault_in_a_later_table_is_located() {
+        let text = format!(
+            "{MINIMAL}[[fault]]\nat = \"1s\"\naction = \"crash\"\ntarget = \"po-a\"\n\n[[fault]]\nat = \"3s\"\naction = \"crash\"\ntarget = \"po-c\"\n"
+        );
+        let e = Scenario::parse(&text, "t.toml").unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert_eq!(e.problems[0].line, Some(10));
+        assert_eq!(e.problems[0].key, "fault[1].at");
+        assert_eq!(e.problems[1].line, Some(12));
+        assert!(e.problems[1].message.contains("did you mean `po-a`"), "{e}");
+    }
+}

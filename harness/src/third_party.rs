@@ -1,0 +1,240 @@
+//! Third-party systems: Modbus TCP masters on the tokio-modbus client (DESIGN §7).
+//!
+//! A `plain` master polls the first connector. A `redundant` master reads both
+//! connectors' status blocks each poll and takes data from the one serving Primary data
+//! with the youngest data age (else one serving Standby data), as docs/register-map.md
+//! tells integrators to do. Each master reads every mapped tag every `poll_period` and
+//! writes setpoints at `writes_per_s` on a second connection (one request in flight per
+//! tokio-modbus context; a write may wait seconds for a new Primary).
+
+use crate::measure::{Recorder, is_setpoint, read_blocks, wall_ms};
+use crate::scenario::ThirdPartyKind;
+use po_protocol::Value;
+use smart_connector::map::Point;
+use smart_connector::registers::{WordOrder, encode};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::net::TcpSocket;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_modbus::client::Context;
+use tokio_modbus::prelude::*;
+
+#[derive(Debug, Clone)]
+pub struct ThirdPartySpec {
+    pub index: usize,
+    pub kind: ThirdPartyKind,
+    /// Connectors' Modbus addresses as this master reaches them (through proxies).
+    pub targets: Vec<SocketAddr>,
+    /// The third-party host's address; connections leave from it.
+    pub from: Option<IpAddr>,
+    pub points: Arc<Vec<Point>>,
+    pub order: WordOrder,
+    pub poll_period: Duration,
+    pub writes_per_s: f64,
+    pub request_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+async fn connect(target: SocketAddr, from: Option<IpAddr>, timeout: Duration) -> Option<Context> {
+    let socket = TcpSocket::new_v4().ok()?;
+    if let Some(ip) = from {
+        socket.bind(SocketAddr::new(ip, 0)).ok()?;
+    }
+    let stream = tokio::time::timeout(timeout, socket.connect(target))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    Some(tcp::attach_slave(stream, Slave(1)))
+}
+
+/// A context per target, reopened after any failure (a late reply would poison it).
+struct Links {
+    spec_targets: Vec<SocketAddr>,
+    from: Option<IpAddr>,
+    ctx: Vec<Option<Context>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links")
+            .field("targets", &self.spec_targets)
+            .finish()
+    }
+}
+
+impl Links {
+    fn new(spec: &ThirdPartySpec, timeout: Duration) -> Links {
+        Links {
+            spec_targets: spec.targets.clone(),
+            from: spec.from,
+            ctx: spec.targets.iter().map(|_| None).collect(),
+            timeout,
+        }
+    }
+
+    async fn get(&mut self, i: usize) -> Option<&mut Context> {
+        if self.ctx[i].is_none() {
+            self.ctx[i] = connect(self.spec_targets[i], self.from, self.timeout).await;
+        }
+        self.ctx[i].as_mut()
+    }
+
+    async fn read(&mut self, i: usize, addr: u16, qty: u16, rec: &Recorder) -> Option<Vec<u16>> {
+        let timeout = self.timeout;
+        let ctx = self.get(i).await;
+        let Some(ctx) = ctx else {
+            rec.errors.fetch_add(1, Relaxed);
+            return None;
+        };
+        rec.requests.fetch_add(1, Relaxed);
+        match tokio::time::timeout(timeout, ctx.read_holding_registers(addr, qty)).await {
+            Ok(Ok(Ok(regs))) if regs.len() == usize::from(qty) => Some(regs),
+            Ok(Ok(Err(_exception))) => {
+                rec.errors.fetch_add(1, Relaxed);
+                None
+            }
+            _ => {
+                rec.errors.fetch_add(1, Relaxed);
+                self.ctx[i] = None;
+                None
+            }
+        }
+    }
+}
+
+/// Runs one master until `end`.
+pub async fn run(spec: ThirdPartySpec, rec: Arc<Recorder>, end: Instant) {
+    let (chosen_tx, chosen_rx) = watch::channel(None::<usize>);
+    let writer = (spec.writes_per_s > 0.0)
+        .then(|| tokio::spawn(writer(spec.clone(), rec.clone(), chosen_rx, end)));
+    let mut links = Links::new(&spec, spec.request_timeout);
+    let blocks = read_blocks(&spec.points);
+    let mut next = Instant::now();
+    while Instant::now() < end {
+        let chosen = match spec.kind {
+            ThirdPartyKind::Plain => Some(0),
+            ThirdPartyKind::Redundant => choose(&mut links, &rec).await,
+        };
+        chosen_tx.send_replace(chosen);
+        let mut newest = None;
+        if let Some(i) = chosen {
+            for (first, qty, range) in &blocks {
+                match links.read(i, *first, *qty, &rec).await {
+                    Some(regs) => {
+                        newest =
+                            newest.max(rec.check_block(&spec.points[range.clone()], *first, &regs));
+                    }
+                    None => break,
+                }
+            }
+        }
+        rec.record_cycle(spec.index, wall_ms(), newest);
+        next += spec.poll_period;
+        let now = Instant::now();
+        if next < now {
+            // Fell behind (a slow or failing poll): do not try to catch up in a burst.
+            next = now;
+        }
+        tokio::time::sleep_until(next.min(end)).await;
+    }
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
+}
+
+/// Reads both status blocks; picks Primary data with the youngest age, else Standby data.
+async fn choose(links: &mut Links, rec: &Recorder) -> Option<usize> {
+    let mut best: Option<(u16, u32, usize)> = None;
+    for i in 0..links.ctx.len() {
+        let Some(s) = links.read(i, 0, 14, rec).await else {
+            continue;
+        };
+        let state = s[1];
+        let age = (u32::from(s[6]) << 16) | u32::from(s[7]);
+        let rank = match state {
+            1 => 0,
+            2 => 1,
+            _ => continue,
+        };
+        if best.is_none_or(|(r, a, _)| (rank, age) < (r, a)) {
+            best = Some((rank, age, i));
+        }
+    }
+    best.map(|(_, _, i)| i)
+}
+
+/// Writes unique setpoint values, round-robin over the setpoint tags, to whichever
+/// connector the reader currently uses.
+async fn writer(
+    spec: ThirdPartySpec,
+    rec: Arc<Recorder>,
+    chosen: watch::Receiver<Option<usize>>,
+    end: Instant,
+) {
+    let setpoints: Vec<&Point> = spec.points.iter().filter(|p| is_setpoint(p)).collect();
+    if setpoints.is_empty() {
+        return;
+    }
+    let mut links = Links::new(&spec, spec.request_timeout);
+    let interval = Duration::from_secs_f64(1.0 / spec.writes_per_s);
+    let mut next = Instant::now() + interval;
+    let mut k = 0usize;
+    // The last writes are read back after the run (`read_back`); stop a little early
+    // so they are answered before the end.
+    let stop = end - spec.poll_period * 2;
+    while next < stop {
+        tokio::time::sleep_until(next).await;
+        next += interval;
+        let Some(i) = *chosen.borrow() else { continue };
+        let p = setpoints[(spec.index + k * 7919) % setpoints.len()];
+        k += 1;
+        let seq = rec.next_write_seq();
+        // Unique and exact in f32: 1 000 000 + sequence.
+        let value = Value::Analog(1_000_000.0 + seq as f64);
+        let words = encode(value, spec.order).0;
+        let Some(ctx) = links.get(i).await else {
+            continue;
+        };
+        rec.write_sent(p.tag, value, seq);
+        match tokio::time::timeout(
+            spec.write_timeout,
+            ctx.write_multiple_registers(p.address, &words),
+        )
+        .await
+        {
+            Ok(Ok(Ok(()))) => rec.write_acked(p.tag, seq),
+            Ok(Ok(Err(_exception))) => rec.write_refused(),
+            _ => {
+                rec.errors.fetch_add(1, Relaxed);
+                links.ctx[i] = None;
+            }
+        }
+    }
+}
+
+/// Reads every written tag once more from `target` (after the run) so the last writes
+/// count as applied when they were.
+pub async fn read_back(
+    target: SocketAddr,
+    from: Option<IpAddr>,
+    points: &[Point],
+    rec: &Recorder,
+    timeout: Duration,
+) {
+    let written = rec.written_tags();
+    let Some(mut ctx) = connect(target, from, timeout).await else {
+        return;
+    };
+    for p in points.iter().filter(|p| written.contains(&p.tag)) {
+        if let Ok(Ok(Ok(regs))) =
+            tokio::time::timeout(timeout, ctx.read_holding_registers(p.address, p.words)).await
+        {
+            rec.check_block(std::slice::from_ref(p), p.address, &regs);
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! What an architecture is made of: hosts (one loopback address 127.0.H.1 each),
+//! components, links, fault proxies and the licence bill of materials (DESIGN §1).
+
+use crate::scenario::{FaultAction, Scenario, ThirdPartyKind};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentKind {
+    PoServer,
+    Connector,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Component {
+    pub name: String,
+    pub kind: ComponentKind,
+    /// Index into `Topology::hosts`.
+    pub host: usize,
+    /// For servers: 0 = preferred Primary, 1 = the other. For connectors: 0 = first.
+    pub index: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: String,
+    pub address: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkKind {
+    /// Server ↔ server redundancy link.
+    Sync,
+    /// Connector → server, `Local` access (same host).
+    Local,
+    /// Connector → server, Client Access licence.
+    ClientAccess,
+    /// Third party → connector, Modbus TCP.
+    Modbus,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    pub name: String,
+    pub kind: LinkKind,
+    /// Component names; for `Modbus` links `from` is the third-party host `tp`.
+    pub from: String,
+    pub to: String,
+    /// Links between hosts get a fault proxy (cut, heal, delay act there).
+    pub crosses_hosts: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Licences {
+    pub po_server: u32,
+    pub smart_connector: u32,
+    pub client_access: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Topology {
+    pub architecture: u8,
+    pub hosts: Vec<Host>,
+    pub components: Vec<Component>,
+    pub links: Vec<Link>,
+    pub licences: Licences,
+    /// The host third parties run on.
+    pub third_party_host: Host,
+}
+
+/// What a fault target resolves to.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Host(&'a Host, usize),
+    Component(&'a Component),
+    Link(&'a Link),
+}
+
+impl Target<'_> {
+    /// Whether `action` makes sense on this target, and why not.
+    pub fn accepts(&self, action: FaultAction) -> Result<(), String> {
+        use FaultAction::*;
+        match (self, action) {
+            (Target::Link(_), Cut | Heal | Delay) => Ok(()),
+            (Target::Link(_), _) => Err("a link can be cut, healed or delayed".into()),
+            (_, Cut | Heal | Delay) => {
+                Err("network faults act on links (see `harness plan`)".into())
+            }
+            (Target::Component(c), Pause | Resume) if c.kind == ComponentKind::Connector => Err(
+                "pause/resume act on servers (a silent server); crash a connector instead".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub const CA_LICENCES: [&str; 2] = ["CA-1", "CA-2"];
+
+impl Topology {
+    pub fn build(s: &Scenario) -> Topology {
+        let host = |name: &str, h: u8| Host {
+            name: name.to_string(),
+            address: Ipv4Addr::new(127, 0, h, 1),
+        };
+        let comp = |name: &str, kind, host, index| Component {
+            name: name.to_string(),
+            kind,
+            host,
+            index,
+        };
+        let link = |name: &str, kind, from: &str, to: &str, crosses_hosts| Link {
+            name: name.to_string(),
+            kind,
+            from: from.to_string(),
+            to: to.to_string(),
+            crosses_hosts,
+        };
+        use ComponentKind::*;
+        let (hosts, components, mut links, licences) = match s.architecture {
+            1 => (
+                vec![host("host-a", 1)],
+                vec![comp("po-a", PoServer, 0, 0), comp("sc-a", Connector, 0, 0)],
+                vec![link("sc-a->po-a", LinkKind::Local, "sc-a", "po-a", false)],
+                Licences {
+                    po_server: 1,
+                    smart_connector: 1,
+                    client_access: 0,
+                },
+            ),
+            2 => (
+                vec![host("host-a", 1), host("host-b", 2)],
+                vec![
+                    comp("po-a", PoServer, 0, 0),
+                    comp("sc-a", Connector, 0, 0),
+                    comp("po-b", PoServer, 1, 1),
+                    comp("sc-b", Connector, 1, 1),
+                ],
+                vec![
+                    link("po-a<->po-b", LinkKind::Sync, "po-a", "po-b", true),
+                    link("sc-a->po-a", LinkKind::Local, "sc-a", "po-a", false),
+                    link("sc-b->po-b", LinkKind::Local, "sc-b", "po-b", false),
+                ],
+                Licences {
+                    po_server: 2,
+                    smart_connector: 2,
+                    client_access: 0,
+                },
+            ),
+            _ => (
+                vec![
+                    host("host-a", 1),
+                    host("host-b", 2),
+                    host("host-c", 3),
+                    host("host-d", 4),
+                ],
+                vec![
+                    comp("po-a", PoServer, 0, 0),
+                    comp("po-b", PoServer, 1, 1),
+                    comp("sc-a", Connector, 2, 0),
+                    comp("sc-b", Connector, 3, 1),
+                ],
+                vec![
+                    link("po-a<->po-b", LinkKind::Sync, "po-a", "po-b", true),
+                    link("sc-a->po-a", LinkKind::ClientAccess, "sc-a", "po-a", true),
+                    link("sc-a->po-b", LinkKind::ClientAccess, "sc-a", "po-b", true),
+                    link("sc-b->po-a", LinkKind::ClientAccess, "sc-b", "po-a", true),
+                    link("sc-b->po-b", LinkKind::ClientAccess, "sc-b", "po-b", true),
+                ],
+                Licences {
+                    po_server: 2,
+                    smart_connector: 2,
+                    client_access: 2,
+                },
+            ),
+        };
+        let connectors: Vec<&Component> =
+            components.iter().filter(|c| c.kind == Connector).collect();
+        let polled = match s.third_party.kind {
+            ThirdPartyKind::Plain => 1,
+            ThirdPartyKind::Redundant => connectors.len(),
+        };
+        for c in connectors.iter().take(polled) {
+            links.push(link(
+                &format!("tp->{}", c.name),
+                LinkKind::Modbus,
+                "tp",
+                &c.name,
+                true,
+            ));
+        }
+        Topology {
+            architecture: s.architecture,
+            hosts,
+            components,
+            links,
+            licences,
+            third_party_host: host("host-tp", 9),
+        }
+    }
+
+    pub fn servers(&self) -> impl Iterator<Item = &Component> {
+        self.components
+            .iter()
+            .filter(|c| c.kind == ComponentKind::PoServer)
+    }
+
+    pub fn connectors(&self) -> impl Iterator<Item = &Component> {
+        self.components
+            .iter()
+            .filter(|c| c.kind == ComponentKind::Connector)
+    }
+
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    pub fn host_of(&self, component: &str) -> Option<&Host> {
+        self.component(component).map(|c| &self.hosts[c.host])
+    }
+
+    /// The links a connector uses to reach servers, in source order.
+    pub fn sources_of(&self, connector: &str) -> Vec<&Link> {
+        self.links
+            .iter()
+            .filter(|l| {
+                l.from == connector && matches!(l.kind, LinkKind::Local | LinkKind::ClientAccess)
+            })
+            .collect()
+    }
+
+    pub fn target(&self, name: &str) -> Option<Target<'_>> {
+        if let Some((i, h)) = self.hosts.iter().enumerate().find(|(_, h)| h.name == name) {
+            return Some(Target::Host(h, i));
+        }
+        if let Some(c) = self.component(name) {
+            return Some(Target::Component(c));
+        }
+        self.link(name).map(Target::Link)
+    }
+
+    pub fn target_names(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .map(|h| h.name.clone())
+            .chain(self.components.iter().map(|c| c.name.clone()))
+            .chain(self.links.iter().map(|l| l.name.clone()))
+            .collect()
+    }
+
+    /// Components a host/component target stands for.
+    pub fn components_of_target(&self, name: &str) -> Vec<&Component> {
+        match self.target(name) {
+            Some(Target::Host(_, i)) => self.components.iter().filter(|c| c.host == i).collect(),
+            Some(Target::Component(c)) => vec![c],
+            _ => vec![],
+        }
+    }
+
+    /// `harness plan`: everything about the run, without running it.
+    pub fn render_plan(&self, s: &Scenario, backend: &str) -> String {
+        let mut o = String::new();
+        let arch = match self.architecture {
+            1 => "one server and its connector on one host",
+            2 => "redundant pair, a connector on each server's host",
+            _ => "distributed: servers and connectors on four hosts, Client Access to both servers",
+        };
+        let _ = writeln!(
+            o,
+            "scenario {} — architecture {} ({arch})",
+            s.name, self.architecture
+        );
+        let _ = writeln!(
+            o,
+            "backend {backend}, duration {}, seed {}, {} tags ({} devices × {}) every {} = {:.0} updates/s",
+            humantime::format_duration(s.duration),
+            s.seed,
+            s.site.devices * s.site.tags_per_device,
+            s.site.devices,
+            s.site.tags_per_device,
+            humantime::format_duration(s.site.scan_period),
+            f64::from(s.site.devices * s.site.tags_per_device) / s.site.scan_period.as_secs_f64()
+        );
+        let _ = writeln!(o, "\nhosts");
+        for (i, h) in self.hosts.iter().enumerate() {
+            let names: Vec<String> = self
+                .components
+                .iter()
+                .filter(|c| c.host == i)
+                .map(|c| match (c.kind, self.architecture, c.index) {
+                    (ComponentKind::PoServer, 1, _) => {
+                        format!("{} (Power Operation server)", c.name)
+                    }
+                    (ComponentKind::PoServer, _, 0) => {
+                        format!("{} (Power Operation server, preferred Primary)", c.name)
+                    }
+                    (ComponentKind::PoServer, _, _) => {
+                        format!("{} (Power Operation server, Standby)", c.name)
+                    }
+                    (ComponentKind::Connector, _, _) => format!("{} (Smart Connector)", c.name),
+                })
+                .collect();
+            let _ = writeln!(o, "  {:<8} {:<10} {}", h.name, h.address, names.join(", "));
+        }
+        let tp = &s.third_party;
+        let _ = writeln!(
+            o,
+            "  {:<8} {:<10} third parties: {} × {}, poll every {}, {} writes/s",
+            self.third_party_host.name,
+            self.third_party_host.address,
+            tp.clients,
+            match tp.kind {
+                ThirdPartyKind::Plain => "plain",
+                ThirdPartyKind::Redundant => "redundant",
+            },
+            humantime::format_duration(tp.poll_period),
+            tp.writes_per_s
+        );
+        let _ = writeln!(o, "\nlinks");
+        for l in &self.links {
+            let kind = match l.kind {
+                LinkKind::Sync => "sync link".to_string(),
+                LinkKind::Local => "client access, Local (same host)".to_string(),
+                LinkKind::ClientAccess => {
+                    let idx = self.component(&l.from).map_or(0, |c| c.index);
+                    format!("client access, licence {}", CA_LICENCES[idx])
+                }
+                LinkKind::Modbus => "Modbus TCP".to_string(),
+            };
+            let proxy = if l.crosses_hosts {
+                "fault proxy"
+            } else {
+                "direct"
+            };
+            let _ = writeln!(o, "  {:<12} {:<34} {proxy}", l.name, kind);
+        }
+        let _ = writeln!(o, "\nlicences");
+        let _ = writeln!(o, "  Power Operation server  {}", self.licences.po_server);
+        let _ = writeln!(
+            o,
+            "  Smart Connector         {}",
+            self.licences.smart_connector
+        );
+        let _ = writeln!(
+            o,
+            "  Client Access           {}",
+            self.licences.client_access
+        );
+        if !s.faults.is_empty() {
+            let _ = writeln!(o, "\nfaults");
+            for f in &s.faults {
+                let extra = f
+                    .latency
+                    .map(|l| format!(" ({})", humantime::format_duration(l)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    o,
+                    "  {:>6}  {} {}{extra}",
+                    humantime::format_duration(f.at).to_string(),
+                    f.action.as_str(),
+                    f.target
+                );
+            }
+        }
+        let _ = writeln!(o, "\nexpectations");
+        let rows = crate::report::expectation_limits(&s.expect);
+        if rows.is_empty() {
+            let _ = writeln!(o, "  (none)");
+        }
+        for (name, limit) in rows {
+            let _ = writeln!(o, "  {name:<22} {limit}");
+        }
+        o
+    }
+}
