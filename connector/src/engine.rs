@@ -307,12 +307,19 @@ impl Engine {
     }
 
     fn on_write(&mut self, w: WriteRequest) {
+        tracing::debug!(tag = %w.tag, active = ?self.selector.active(), queued = self.queued.len(), "write queued");
         self.queued.push_back(w);
         self.flush_writes();
     }
 
     /// Sends queued writes to the active Primary, if there is one.
     fn flush_writes(&mut self) {
+        if let Some(t) = self.hold_writes_until {
+            if Instant::now() < t {
+                return;
+            }
+            self.hold_writes_until = None;
+        }
         let Some(a) = self.selector.active() else {
             return;
         };

@@ -24,10 +24,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-const CLIENT_PORT: u16 = 23500;
-const SYNC_PORT: u16 = 23501;
-const MODBUS_PORT: u16 = 1502;
-const METRICS_PORT: u16 = 9102;
+/// A port free on `ip` right now, for a child process to bind: two runs (or tests) on one
+/// machine then never collide. The OS does not hand out the same ephemeral port again at
+/// once, so the window in which another program could take it is tiny.
+fn free_port(ip: IpAddr) -> Result<u16> {
+    let l = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
+        .with_context(|| format!("binding {ip}"))?;
+    Ok(l.local_addr()?.port())
+}
 
 // One of each per component: the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -76,53 +80,69 @@ struct Binaries {
     smart_connector: PathBuf,
 }
 
-/// Finds `po-sim` and `smart-connector` next to the running executable (also from
-/// `target/*/deps` for test binaries); builds them with cargo when they are missing.
+/// Finds `po-sim` and `smart-connector`: in `$HARNESS_BIN_DIR` when set, else next to the
+/// running executable (also from `target/*/deps` for test binaries), built first with
+/// cargo (a no-op when they are up to date) so a changed source is never run stale.
 fn binaries() -> Result<Binaries> {
+    let at = |dir: &std::path::Path| Binaries {
+        po_sim: dir.join("po-sim"),
+        smart_connector: dir.join("smart-connector"),
+    };
+    let exists = |b: &Binaries| b.po_sim.exists() && b.smart_connector.exists();
+    if let Some(dir) = std::env::var_os("HARNESS_BIN_DIR") {
+        let b = at(std::path::Path::new(&dir));
+        if !exists(&b) {
+            bail!(
+                "HARNESS_BIN_DIR={}: po-sim and smart-connector are not both there",
+                b.po_sim
+                    .parent()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            );
+        }
+        return Ok(b);
+    }
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let find = |dir: &PathBuf| {
-        let b = Binaries {
-            po_sim: dir.join("po-sim"),
-            smart_connector: dir.join("smart-connector"),
-        };
-        (b.po_sim.exists() && b.smart_connector.exists()).then_some(b)
-    };
-    if let Some(b) = find(&dir) {
-        return Ok(b);
+    let workspace = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    if workspace.join("Cargo.toml").exists() {
+        let release = dir.ends_with("release");
+        let mut cmd =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "po-simulator",
+            "-p",
+            "smart-connector",
+            "--bins",
+        ])
+        .current_dir(workspace);
+        if release {
+            cmd.arg("--release");
+        }
+        if let Some(target) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let status = cmd
+            .status()
+            .context("running cargo to build po-sim and smart-connector")?;
+        if !status.success() {
+            bail!("cargo build of po-sim and smart-connector failed ({status})");
+        }
     }
-    let release = dir.ends_with("release");
-    eprintln!("harness: building po-sim and smart-connector for the process backend…");
-    let mut cmd =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "po-simulator",
-        "-p",
-        "smart-connector",
-        "--bins",
-    ])
-    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .status()
-        .context("running cargo to build po-sim and smart-connector")?;
-    if !status.success() {
-        bail!("cargo build of po-sim and smart-connector failed ({status})");
-    }
-    find(&dir).ok_or_else(|| {
-        anyhow!(
-            "po-sim and smart-connector not found in {} after building",
+    let b = at(&dir);
+    if !exists(&b) {
+        bail!(
+            "po-sim and smart-connector not found in {}: build them (`cargo build --release -p po-simulator -p smart-connector`) or set HARNESS_BIN_DIR",
             dir.display()
-        )
-    })
+        );
+    }
+    Ok(b)
 }
 
 fn ip(h: std::net::Ipv4Addr) -> IpAddr {
@@ -236,20 +256,20 @@ impl Deployment {
         let mut configs = Vec::new();
         for c in t.servers() {
             let host = ip(t.hosts[c.host].address);
-            let port = |p: u16| {
+            let port = || -> Result<u16> {
                 if backend == BackendKind::Process {
-                    p
+                    free_port(host)
                 } else {
-                    0
+                    Ok(0)
                 }
             };
-            let config = server_config(
-                s,
-                t,
-                &c.name,
-                SocketAddr::new(host, port(CLIENT_PORT)),
-                redundant.then(|| SocketAddr::new(host, port(SYNC_PORT))),
-            );
+            let client = SocketAddr::new(host, port()?);
+            let sync = if redundant {
+                Some(SocketAddr::new(host, port()?))
+            } else {
+                None
+            };
+            let config = server_config(s, t, &c.name, client, sync);
             configs.push(config);
         }
         if backend == BackendKind::Inprocess {
@@ -352,8 +372,8 @@ impl Deployment {
                     ));
                 }
                 BackendKind::Process => {
-                    let modbus = SocketAddr::new(host, MODBUS_PORT);
-                    let metrics = SocketAddr::new(host, METRICS_PORT);
+                    let modbus = SocketAddr::new(host, free_port(host)?);
+                    let metrics = SocketAddr::new(host, free_port(host)?);
                     let config = connector_config(s, t, &c.name, sources, modbus, Some(metrics));
                     let path = d.run_dir.join(format!("{}.toml", c.name));
                     std::fs::write(&path, toml::to_string(&config)?)?;
@@ -594,8 +614,9 @@ impl Deployment {
         self.connectors.iter().map(|(n, _)| n.clone()).collect()
     }
 
-    /// Stops everything; every child is killed and reaped, every socket closed.
-    pub async fn shutdown(mut self) {
+    /// Stops everything; every child is killed and reaped, every socket closed. The run
+    /// directory (configs, logs) is removed unless `keep_logs`.
+    pub async fn shutdown(mut self, keep_logs: bool) {
         for (_, c) in &mut self.connectors {
             match c {
                 ConnectorRun::InProcess { handle, .. } => {
@@ -616,6 +637,9 @@ impl Deployment {
             for p in ps {
                 p.stop().await;
             }
+        }
+        if !keep_logs && self.backend == BackendKind::Process {
+            let _ = std::fs::remove_dir_all(&self.run_dir);
         }
     }
 }

@@ -34,14 +34,29 @@ pub struct Interrupted;
 /// Runs `s` and returns its report (expectations judged).
 pub async fn run_scenario(s: &Scenario, opts: RunOptions) -> Result<Report> {
     let topology = Topology::build(s);
-    let mut deployment = Deployment::start(s, &topology, opts.backend)
-        .await
-        .with_context(|| format!("deploying {} ({} backend)", s.name, opts.backend.as_str()))?;
+    // Listening for Ctrl-C from the start: SIGINT then no longer kills the harness, so a
+    // half-built deployment is dropped (children killed) rather than orphaned.
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let mut deployment = tokio::select! {
+        d = Deployment::start(s, &topology, opts.backend) => {
+            d.with_context(|| format!("deploying {} ({} backend)", s.name, opts.backend.as_str()))?
+        }
+        _ = &mut interrupt => return Err(Interrupted.into()),
+    };
     let result = tokio::select! {
         r = drive(s, &topology, &mut deployment, opts) => r,
-        _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
+        _ = &mut interrupt => Err(Interrupted.into()),
     };
-    deployment.shutdown().await;
+    let keep_logs = !matches!(&result, Ok(r) if r.passed);
+    if keep_logs && opts.backend == BackendKind::Process {
+        eprintln!(
+            "harness: configs and logs of {} kept in {}",
+            s.name,
+            deployment.run_dir.display()
+        );
+    }
+    deployment.shutdown(keep_logs).await;
     result
 }
 
@@ -200,8 +215,12 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
     // Final read-back of written setpoints from the connector serving Primary data.
     if rec.writes_sent.load(Relaxed) > 0 {
         for a in &d.modbus_direct {
-            if status(*a).await.is_some_and(|s| s[1] == 1) {
-                third_party::read_back(*a, None, &points, &rec, Duration::from_secs(2)).await;
+            let st = status(*a).await;
+            tracing::debug!(connector = %a, status = ?st, "read-back candidate");
+            if st.is_some_and(|s| s[1] == 1) {
+                let patience =
+                    s.site.scan_period * 4 + s.third_party.poll_period + Duration::from_secs(1);
+                third_party::read_back(*a, None, &points, &rec, patience).await;
                 break;
             }
         }

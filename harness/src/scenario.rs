@@ -448,11 +448,14 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
     // Name the key: the span of a key error starts at the key (unknown field) or at its
     // value; the text of that line before `=` is the key.
     let key = line
-        .and_then(|l| text.lines().nth(l - 1))
-        .map(|l| {
-            let t = l.trim();
+        .and_then(|l| text.lines().nth(l - 1).map(|t| (l, t)))
+        .map(|(l, t)| {
+            let t = t.trim();
             match t.split_once('=') {
-                Some((k, _)) if !t.starts_with('[') => k.trim().to_string(),
+                Some((k, _)) if !t.starts_with('[') => match table_at(text, l) {
+                    Some(table) => format!("{table}.{}", k.trim()),
+                    None => k.trim().to_string(),
+                },
                 _ => t.to_string(),
             }
         })
@@ -477,6 +480,24 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
         None => message,
     };
     Problem { line, key, message }
+}
+
+/// The table (`third_party`, `fault[1]`) a 1-based line belongs to.
+fn table_at(text: &str, line: usize) -> Option<String> {
+    let mut table = None;
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    for t in text.lines().take(line) {
+        let t = t.trim();
+        if let Some(h) = t.strip_prefix("[[").and_then(|h| h.split_once("]]")) {
+            let name = h.0.trim().to_string();
+            let c = counts.entry(name.clone()).or_insert(0);
+            table = Some(format!("{name}[{c}]"));
+            *c += 1;
+        } else if let Some(h) = t.strip_prefix('[').and_then(|h| h.split_once(']')) {
+            table = Some(h.0.trim().to_string());
+        }
+    }
+    table
 }
 
 /// Line of `key` at the top level (`table` None, dotted keys such as

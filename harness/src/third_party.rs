@@ -189,7 +189,9 @@ async fn writer(
     let stop = end - spec.poll_period * 2;
     while next < stop {
         tokio::time::sleep_until(next).await;
-        next += interval;
+        // After a write that waited long (a switch), carry on at the normal pace rather
+        // than firing the missed writes in a burst.
+        next = (next + interval).max(Instant::now());
         let Some(i) = *chosen.borrow() else { continue };
         let p = setpoints[(spec.index + k * 7919) % setpoints.len()];
         k += 1;
@@ -201,12 +203,13 @@ async fn writer(
             continue;
         };
         rec.write_sent(p.tag, value, seq);
-        match tokio::time::timeout(
+        let result = tokio::time::timeout(
             spec.write_timeout,
             ctx.write_multiple_registers(p.address, &words),
         )
-        .await
-        {
+        .await;
+        tracing::debug!(client = spec.index, connector = i, seq, tag = %p.name, ?result, "write");
+        match result {
             Ok(Ok(Ok(()))) => rec.write_acked(p.tag, seq),
             Ok(Ok(Err(_exception))) => rec.write_refused(),
             _ => {
@@ -217,24 +220,44 @@ async fn writer(
     }
 }
 
-/// Reads every written tag once more from `target` (after the run) so the last writes
-/// count as applied when they were.
+/// After the run, reads every written tag until each one's last acknowledged value has
+/// been seen or `patience` has passed (a value acknowledged just before the end reaches
+/// the register image with the server's next scan), so late writes count as applied
+/// when they were.
 pub async fn read_back(
     target: SocketAddr,
     from: Option<IpAddr>,
     points: &[Point],
     rec: &Recorder,
-    timeout: Duration,
+    patience: Duration,
 ) {
     let written = rec.written_tags();
-    let Some(mut ctx) = connect(target, from, timeout).await else {
-        return;
-    };
-    for p in points.iter().filter(|p| written.contains(&p.tag)) {
-        if let Ok(Ok(Ok(regs))) =
-            tokio::time::timeout(timeout, ctx.read_holding_registers(p.address, p.words)).await
-        {
-            rec.check_block(std::slice::from_ref(p), p.address, &regs);
+    let deadline = Instant::now() + patience;
+    let mut ctx: Option<Context> = None;
+    while rec.write_outcome().1 > 0 && Instant::now() < deadline {
+        if ctx.is_none() {
+            ctx = connect(target, from, Duration::from_secs(1)).await;
         }
+        let Some(c) = ctx.as_mut() else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        for p in points.iter().filter(|p| written.contains(&p.tag)) {
+            match tokio::time::timeout(
+                Duration::from_secs(1),
+                c.read_holding_registers(p.address, p.words),
+            )
+            .await
+            {
+                Ok(Ok(Ok(regs))) => {
+                    rec.check_block(std::slice::from_ref(p), p.address, &regs);
+                }
+                _ => {
+                    ctx = None;
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

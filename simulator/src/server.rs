@@ -297,6 +297,7 @@ impl Shared {
         let mode = self.redundancy.as_ref().map_or(WriteMode::Solo, |r| {
             r.lock().unwrap().write_mode(Instant::now())
         });
+        tracing::debug!(server = %self.name(), %tag, %value, ?mode, "write");
         match mode {
             WriteMode::Solo => {}
             WriteMode::Hold => {

@@ -83,8 +83,15 @@ pub(crate) async fn run_outbound(
         };
         let _ = stream.set_nodelay(true);
         tracing::debug!(server = %shared.name(), %peer, "sync link to peer up");
+        let since = std::time::Instant::now();
         serve_outbound(&shared, stream, &mut requests, &mut cut, &mut next_id).await;
-        tracing::info!(server = %shared.name(), %peer, "sync link to peer down");
+        // A connection that ends at once (a proxy in front of a dead peer) is a failed
+        // attempt, not a link going down: not worth an info line every heartbeat.
+        if since.elapsed() >= shared.heartbeat() {
+            tracing::info!(server = %shared.name(), %peer, "sync link to peer down");
+        } else {
+            tracing::debug!(server = %shared.name(), %peer, "sync link attempt ended at once");
+        }
         shared.link_down();
         tokio::time::sleep(shared.heartbeat()).await;
     }

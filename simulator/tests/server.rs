@@ -550,7 +550,9 @@ async fn split_brain_then_heal_leaves_exactly_one_primary() {
     );
     assert_ne!(a.epoch, b.epoch, "never two Primaries with one epoch");
 
-    // Each side of the split takes its own writes.
+    // Each side of the split takes its own writes (a, whose peer just fell silent, holds
+    // them back as NotPrimary for up to two heartbeats first: it cannot yet tell a
+    // partition from a dead peer).
     let setpoint = pair
         .a
         .model()
@@ -562,16 +564,24 @@ async fn split_brain_then_heal_leaves_exactly_one_primary() {
     for (server, value) in [(&pair.a, 1.0), (&pair.b, 2.0)] {
         let mut c = TestClient::connect(server.client_addr()).await;
         c.hello("w", Access::Local).await;
-        c.send(Frame::Write {
-            request_id: 1,
-            tag: setpoint,
-            value: Value::Analog(value),
-        })
-        .await;
-        let Some(Frame::WriteResult { outcome, .. }) = c.recv_non_heartbeat().await else {
-            panic!()
-        };
-        assert_eq!(outcome, WriteOutcome::Applied);
+        let deadline = Instant::now() + PATIENCE;
+        for request_id in 1.. {
+            c.send(Frame::Write {
+                request_id,
+                tag: setpoint,
+                value: Value::Analog(value),
+            })
+            .await;
+            let Some(Frame::WriteResult { outcome, .. }) = c.recv_non_heartbeat().await else {
+                panic!()
+            };
+            if outcome == WriteOutcome::Applied {
+                break;
+            }
+            assert_eq!(outcome, WriteOutcome::NotPrimary);
+            assert!(Instant::now() < deadline, "never applied");
+            tokio::time::sleep(spec.heartbeat / 2).await;
+        }
     }
 
     pair.heal_sync();

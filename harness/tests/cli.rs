@@ -1,0 +1,185 @@
+//! The `harness` binary: plans, invalid scenario files (exit 2), failing expectations
+//! (exit 1) and its reports, help text.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn harness() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    c
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("harness-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn plan_shows_every_architecture() {
+    for file in ["arch1-steady", "arch2-primary-crash", "arch3-sync-cut"] {
+        let out = harness()
+            .args(["plan", &format!("scenarios/{file}.toml")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        insta::assert_snapshot!(
+            format!("plan_{file}"),
+            String::from_utf8(out.stdout).unwrap()
+        );
+    }
+}
+
+#[test]
+fn invalid_scenarios_are_refused_before_anything_starts() {
+    let dir = temp_dir("invalid");
+    let base = "name = \"bad\"\narchitecture = 3\nduration = \"5s\"\n";
+    let files = [
+        (
+            "unknown-key.toml",
+            format!("{base}\n[third_party]\nclient = 2\n"),
+        ),
+        (
+            "wrong-type.toml",
+            format!("{base}\n[site]\ndevices = \"many\"\n"),
+        ),
+        (
+            "architecture-4.toml",
+            "name = \"bad\"\narchitecture = 4\nduration = \"5s\"\n".to_string(),
+        ),
+        (
+            "unknown-host.toml",
+            format!("{base}\n[[fault]]\nat = \"1s\"\naction = \"crash\"\ntarget = \"po-c\"\n"),
+        ),
+        (
+            "fault-after-end.toml",
+            format!("{base}\n[[fault]]\nat = \"9s\"\naction = \"crash\"\ntarget = \"po-a\"\n"),
+        ),
+        (
+            "network-fault-on-a-server.toml",
+            format!("{base}\n[[fault]]\nat = \"1s\"\naction = \"cut\"\ntarget = \"po-a\"\n"),
+        ),
+        (
+            "bad-duration.toml",
+            "name = \"bad\"\narchitecture = 1\nduration = \"5 parsecs\"\n".to_string(),
+        ),
+    ];
+    let mut all = String::new();
+    for (name, text) in &files {
+        let path = write(&dir, name, text);
+        let out = harness().args(["run", "-q"]).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let plan = harness().arg("plan").arg(&path).output().unwrap();
+        assert_eq!(plan.status.code(), Some(2), "plan {name}");
+        all.push_str(
+            &String::from_utf8(out.stderr)
+                .unwrap()
+                .replace(&*dir.to_string_lossy(), "<dir>"),
+        );
+    }
+    insta::assert_snapshot!(all);
+}
+
+#[test]
+fn an_expectation_that_cannot_hold_exits_1_with_reports() {
+    let dir = temp_dir("fail");
+    let path = write(
+        &dir,
+        "impossible.toml",
+        r#"name = "impossible"
+architecture = 1
+duration = "1500ms"
+
+[site]
+devices = 2
+tags_per_device = 16
+scan_period = "50ms"
+
+[third_party]
+poll_period = "50ms"
+
+[expect]
+max_values_wrong = 0
+min_updates_per_s = 1000000000
+"#,
+    );
+    let json = dir.join("r.json");
+    let junit = dir.join("r.xml");
+    let out = harness()
+        .args(["run", "-q"])
+        .arg(&path)
+        .arg("--json")
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("min_updates_per_s") && stdout.contains("FAIL"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in [
+        "schema_version",
+        "scenario",
+        "architecture",
+        "backend",
+        "passed",
+        "duration_s",
+        "licences",
+        "ingest",
+        "modbus",
+        "latency_ms",
+        "failovers",
+        "integrity",
+        "writes",
+        "expectations",
+    ] {
+        assert!(report.get(key).is_some(), "JSON misses {key}");
+    }
+    assert_eq!(report["passed"], false);
+    assert!(report["ingest"]["updates_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["modbus"]["values_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["integrity"]["values_wrong"], 0);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
+    assert!(
+        xml.contains("<failure message=\"min_updates_per_s"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn help_text() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["plan", "--help"],
+    ] {
+        let out = harness().args(&args).output().unwrap();
+        assert!(out.status.success());
+        insta::assert_snapshot!(
+            format!("help_{}", args.join("_").trim_start_matches("--")),
+            String::from_utf8(out.stdout).unwrap()
+        );
+    }
+}
