@@ -53,6 +53,13 @@ enum Command {
         /// Worker threads of the harness runtime (in-process components share it).
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// A previous `--json` report: fail (exit 1) when throughput fell or latency rose
+        /// by more than `--max-regression` against it (same scenario and backend).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Tolerated regression against `--baseline`, e.g. `10%`.
+        #[arg(long, default_value = "10%", value_parser = harness::report::parse_margin)]
+        max_regression: f64,
     },
     /// Validate a scenario and print its hosts, components, addresses, links, licences,
     /// faults and expectations, without running it.
@@ -166,10 +173,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             junit: junit_path,
             quiet,
             threads,
+            baseline,
+            max_regression,
         } => {
             let scenarios = match load_all(&files) {
                 Ok(v) => v,
                 Err(code) => return Ok(code),
+            };
+            let baseline = match baseline
+                .as_deref()
+                .map(harness::report::load_baseline)
+                .transpose()
+            {
+                Ok(b) => b.unwrap_or_default(),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
             };
             let quiet = quiet || !std::io::stderr().is_terminal();
             let rt = runtime(threads)?;
@@ -186,7 +206,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     );
                 }
                 match rt.block_on(run_scenario(s, RunOptions { backend: b, quiet })) {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        if let Some(old) = baseline
+                            .iter()
+                            .find(|o| o.scenario == r.scenario && o.backend == r.backend)
+                        {
+                            harness::report::check_regression(&mut r, old, max_regression);
+                        } else if !baseline.is_empty() {
+                            eprintln!(
+                                "harness: no baseline for {} ({} backend)",
+                                r.scenario, r.backend
+                            );
+                        }
                         print!("{}", r.render_table());
                         reports.push(r);
                     }

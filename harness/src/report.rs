@@ -370,3 +370,100 @@ pub fn junit(reports: &[Report]) -> String {
     let _ = writeln!(o, "</testsuites>");
     o
 }
+
+/// Figures compared with a baseline: (name, higher is better, value).
+fn guarded(r: &Report) -> Vec<(&'static str, bool, f64)> {
+    let worst_gap = r.failovers.iter().map(|f| f.gap_ms).max();
+    let mut v = vec![
+        ("ingest.updates_per_s", true, r.ingest.updates_per_s),
+        ("modbus.values_per_s", true, r.modbus.values_per_s),
+        ("modbus.requests_per_s", true, r.modbus.requests_per_s),
+        ("latency_ms.p99", false, r.latency_ms.p99 as f64),
+    ];
+    if let Some(g) = worst_gap {
+        v.push(("failover_gap_ms", false, g as f64));
+    }
+    v
+}
+
+/// Latencies closer than this to the baseline are noise, whatever the percentage.
+pub const LATENCY_NOISE_MS: f64 = 5.0;
+
+/// Compares `r` with `baseline` (the same scenario and backend) and appends one
+/// expectation per guarded figure: throughput may not fall, latency may not rise, by more
+/// than `margin` (0.10 = 10 %). Sets `passed` again.
+pub fn check_regression(r: &mut Report, baseline: &Report, margin: f64) {
+    let old: std::collections::HashMap<&str, f64> = guarded(baseline)
+        .into_iter()
+        .map(|(n, _, v)| (n, v))
+        .collect();
+    for (name, higher_is_better, new) in guarded(r) {
+        let Some(&was) = old.get(name) else { continue };
+        let (limit, passed) = if higher_is_better {
+            let floor = was * (1.0 - margin);
+            (
+                format!(">= {floor:.0} (baseline {was:.0} - {:.0}%)", margin * 100.0),
+                new >= floor,
+            )
+        } else {
+            let ceiling = was * (1.0 + margin);
+            (
+                format!(
+                    "<= {ceiling:.0} (baseline {was:.0} + {:.0}%)",
+                    margin * 100.0
+                ),
+                new <= ceiling || new - was <= LATENCY_NOISE_MS,
+            )
+        };
+        r.expectations.push(Expectation {
+            name: format!("baseline {name}"),
+            limit,
+            actual: format!("{new:.0}"),
+            passed,
+        });
+    }
+    r.passed = r.expectations.iter().all(|e| e.passed);
+}
+
+/// Parses `10%` or `0.1` into a fraction.
+pub fn parse_margin(s: &str) -> Result<f64, String> {
+    let v = match s.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => s.trim().parse::<f64>(),
+    }
+    .map_err(|_| format!("`{s}` is not a margin: write e.g. `10%` or `0.1`"))?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("`{s}`: the margin must be between 0% and 100%"))
+    }
+}
+
+/// Reads a baseline file: one report or an array of reports (`harness run --json`).
+pub fn load_baseline(path: &std::path::Path) -> Result<Vec<Report>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: line {}: {e}", path.display(), e.line()))?;
+    let parse = |v: serde_json::Value| {
+        serde_json::from_value::<Report>(v)
+            .map_err(|e| format!("{}: not a harness report: {e}", path.display()))
+    };
+    match value {
+        serde_json::Value::Array(items) => items.into_iter().map(parse).collect(),
+        v => Ok(vec![parse(v)?]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margins_parse() {
+        assert_eq!(parse_margin("10%"), Ok(0.1));
+        assert_eq!(parse_margin("0.25"), Ok(0.25));
+        assert!(parse_margin("150%").is_err());
+        assert!(parse_margin("ten").is_err());
+    }
+}

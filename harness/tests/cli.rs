@@ -183,3 +183,71 @@ fn help_text() {
         );
     }
 }
+
+#[test]
+fn a_better_baseline_fails_the_run_and_names_the_figure() {
+    let dir = temp_dir("baseline");
+    let path = write(
+        &dir,
+        "small.toml",
+        r#"name = "small"
+architecture = 1
+duration = "1500ms"
+
+[site]
+devices = 2
+tags_per_device = 16
+scan_period = "50ms"
+
+[third_party]
+poll_period = "50ms"
+
+[expect]
+max_values_wrong = 0
+"#,
+    );
+    let first = dir.join("first.json");
+    let out = harness()
+        .args(["run", "-q"])
+        .arg(&path)
+        .arg("--json")
+        .arg(&first)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A baseline ten times faster than anything this run can do.
+    let mut better: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+    let rate = better["ingest"]["updates_per_s"].as_f64().unwrap();
+    better["ingest"]["updates_per_s"] = serde_json::json!(rate * 10.0);
+    let baseline = write(&dir, "baseline.json", &better.to_string());
+    let out = harness()
+        .args(["run", "-q"])
+        .arg(&path)
+        .arg("--baseline")
+        .arg(&baseline)
+        .args(["--max-regression", "10%"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("baseline ingest.updates_per_s"))
+        .unwrap_or_else(|| panic!("regressed figure not named:\n{stdout}"));
+    assert!(line.ends_with("FAIL"), "{line}");
+    // A bad margin is invalid input.
+    let out = harness()
+        .args(["run", "-q"])
+        .arg(&path)
+        .arg("--baseline")
+        .arg(&baseline)
+        .args(["--max-regression", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

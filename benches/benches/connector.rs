@@ -1,0 +1,134 @@
+//! Connector hot paths, in-process: the register image (ingest and reads, also with
+//! concurrent readers) and Modbus request parse + serve. Throughput in updates/s and
+//! requests/s (criterion's element throughput).
+//!
+//! Run: `cargo bench -p benches --bench connector`
+
+use bytes::BytesMut;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use po_protocol::{Quality, TagValue, Timestamp};
+use po_simulator::{FieldModel, SiteSpec};
+use smart_connector::config::{MapConfig, ModbusConfig};
+use smart_connector::image::RegisterImage;
+use smart_connector::map::RegisterMap;
+use smart_connector::metrics::Metrics;
+use smart_connector::modbus::decode_request;
+use smart_connector::service::ModbusService;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// 10 000 tags (200 meters × 50), one tick of values.
+fn site() -> (FieldModel, Arc<RegisterMap>, Vec<TagValue>) {
+    let model = FieldModel::new(
+        7,
+        SiteSpec {
+            devices: 200,
+            tags_per_device: 50,
+            scan_period: Duration::from_millis(100),
+        },
+    )
+    .unwrap();
+    let map = Arc::new(
+        RegisterMap::build(
+            model.catalog(),
+            &ModbusConfig::default(),
+            &MapConfig::default(),
+        )
+        .unwrap(),
+    );
+    let mut values = Vec::new();
+    model.values_at(1000, &mut values);
+    let at = Timestamp(1_790_000_000_000_000);
+    let batch = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| TagValue {
+            tag: model.catalog()[i].id,
+            value: *v,
+            quality: Quality::Good,
+            sampled_at: at,
+        })
+        .collect();
+    (model, map, batch)
+}
+
+fn image(c: &mut Criterion) {
+    let (_, map, batch) = site();
+    let image = Arc::new(RegisterImage::new(map.clone()));
+    let mut group = c.benchmark_group("register-image");
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("apply 10k updates", |b| {
+        b.iter(|| black_box(image.apply(&batch)))
+    });
+
+    // The same while two threads read 125-register blocks as fast as they can.
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (image, stop) = (image.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut regs = [0u16; 125];
+                let end = image.map().register_end() as u16;
+                let mut addr = 100;
+                while !stop.load(Ordering::Relaxed) {
+                    black_box(image.read_registers(addr, &mut regs));
+                    addr = if addr + 250 >= end { 100 } else { addr + 125 };
+                }
+            })
+        })
+        .collect();
+    group.bench_function("apply 10k updates, 2 concurrent readers", |b| {
+        b.iter(|| black_box(image.apply(&batch)))
+    });
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("read 125 registers", |b| {
+        let mut regs = [0u16; 125];
+        b.iter(|| black_box(image.read_registers(1000, &mut regs)))
+    });
+    group.finish();
+}
+
+fn modbus(c: &mut Criterion) {
+    let (_, map, batch) = site();
+    let image = Arc::new(RegisterImage::new(map));
+    image.apply(&batch);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (writes, _rx) = tokio::sync::mpsc::channel(16);
+    let service = ModbusService::new(
+        image,
+        writes,
+        &ModbusConfig::default(),
+        Duration::from_secs(1),
+        Arc::new(Metrics::default()),
+    );
+    // FC3, 125 registers from 1000, transaction 7, unit 1.
+    let request = [0u8, 7, 0, 0, 0, 6, 1, 3, 0x03, 0xE8, 0, 125];
+    let mut group = c.benchmark_group("modbus");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse + serve FC3 125 registers", |b| {
+        let mut out = BytesMut::with_capacity(512);
+        b.iter(|| {
+            out.clear();
+            let (frame, _) = decode_request(&request).unwrap().unwrap();
+            rt.block_on(service.handle(frame, &mut out));
+            black_box(out.len());
+        })
+    });
+    group.bench_function("parse only", |b| {
+        b.iter(|| black_box(decode_request(black_box(&request)).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, image, modbus);
+criterion_main!(benches);
