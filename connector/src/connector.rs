@@ -25,15 +25,15 @@ use tokio_util::task::TaskTracker;
 pub enum StartError {
     #[error("no server delivered a tag catalogue within {0:?}")]
     NoCatalog(Duration),
-    #[error("register map: {0}")]
+    #[error("register map")]
     Map(#[from] MapError),
-    #[error("cannot listen for Modbus on {addr}: {source}")]
+    #[error("cannot listen for Modbus on {addr}")]
     ModbusBind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen for metrics on {addr}: {source}")]
+    #[error("cannot listen for metrics on {addr}")]
     MetricsBind {
         addr: SocketAddr,
         #[source]

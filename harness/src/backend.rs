@@ -449,14 +449,18 @@ impl Deployment {
             .with_context(|| format!("spawning {}", b.smart_connector.display()))
     }
 
-    /// Process ids of running children (to check none is left behind).
-    pub fn child_pids(&self) -> Vec<u32> {
-        let s = self.servers.iter().filter_map(|(_, r)| match r {
-            ServerRun::Process { child: Some(c), .. } => c.id(),
+    /// Each component's process id: the children in the process backend, the harness
+    /// itself (all components together) in-process.
+    pub fn component_pids(&self) -> Vec<(String, u32)> {
+        if self.backend == BackendKind::Inprocess {
+            return vec![("harness (all components)".into(), std::process::id())];
+        }
+        let s = self.servers.iter().filter_map(|(n, r)| match r {
+            ServerRun::Process { child: Some(c), .. } => c.id().map(|p| (n.clone(), p)),
             _ => None,
         });
-        let c = self.connectors.iter().filter_map(|(_, r)| match r {
-            ConnectorRun::Process { child: Some(c), .. } => c.id(),
+        let c = self.connectors.iter().filter_map(|(n, r)| match r {
+            ConnectorRun::Process { child: Some(c), .. } => c.id().map(|p| (n.clone(), p)),
             _ => None,
         });
         s.chain(c).collect()
@@ -695,4 +699,21 @@ async fn scrape(addr: SocketAddr, name: &str) -> Option<u64> {
         .await
         .ok()
         .flatten()
+}
+
+/// CPU time (seconds) and resident memory (KiB) of a process, from /proc.
+pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(((utime + stime) / 100.0, rss))
 }

@@ -2,6 +2,7 @@
 //! third-party Modbus masters against it, injects faults, measures and reports.
 
 pub mod backend;
+pub mod bench;
 pub mod load;
 pub mod measure;
 pub mod proxy;

@@ -69,6 +69,38 @@ enum Command {
         #[arg(long, value_enum)]
         backend: Option<BackendKind>,
     },
+    /// Throughput sweep: per architecture, raise the update rate, then the number of
+    /// third-party connections, until an expectation breaks; report the highest sustained
+    /// figures with CPU and memory per component, and the connector's Modbus throughput
+    /// as a ratio of a bare tokio-modbus server.
+    Bench {
+        /// `process` (default) measures each component's CPU and memory separately.
+        #[arg(long, value_enum, default_value = "process")]
+        backend: BackendKind,
+        /// Length of each step.
+        #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Architectures to sweep.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        architectures: Vec<u8>,
+        /// Tag samples per second to try, ascending (the first is also the rate of the
+        /// connection sweep).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "100000,200000,400000,800000,1200000"
+        )]
+        rates: Vec<u32>,
+        /// Third-party connection counts to try, ascending.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        clients: Vec<usize>,
+        /// Length of each Modbus load measurement (connector, then bare server).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        modbus_duration: Duration,
+        /// Write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Read one block of holding registers from many connections as fast as the server
     /// answers, and print requests/s (JSON).
     Load {
@@ -246,6 +278,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Bench {
+            backend,
+            duration,
+            architectures,
+            rates,
+            clients,
+            modbus_duration,
+            json,
+        } => {
+            if let Some(a) = architectures.iter().find(|a| !(1..=3).contains(*a)) {
+                eprintln!("harness: --architectures: {a} is not an architecture (1, 2 or 3)");
+                return Ok(ExitCode::from(2));
+            }
+            let opts = harness::bench::BenchOptions {
+                backend,
+                duration,
+                architectures,
+                rates,
+                clients,
+                modbus_duration,
+            };
+            let report = runtime(2)?.block_on(harness::bench::run_bench(&opts, &|line| {
+                eprintln!("  {line}")
+            }))?;
+            print!("{}", report.render());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Load {
             target,

@@ -21,6 +21,18 @@ pub struct Report {
     pub integrity: Integrity,
     pub writes: Writes,
     pub expectations: Vec<Expectation>,
+    /// CPU and memory per component over the measured run (extension of the §7 keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<Resource>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Resource {
+    pub component: String,
+    /// Percent of one core over the measured run.
+    pub cpu_percent: f64,
+    /// Resident memory at the end, MiB.
+    pub rss_mib: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -310,6 +322,19 @@ impl Report {
                     if e.passed { "pass" } else { "FAIL" }
                 );
             }
+        }
+        if !self.resources.is_empty() {
+            let parts: Vec<String> = self
+                .resources
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {:.0}% CPU {:.1} MiB",
+                        r.component, r.cpu_percent, r.rss_mib
+                    )
+                })
+                .collect();
+            let _ = writeln!(o, "  resources: {}", parts.join(" · "));
         }
         for ex in &self.integrity.wrong_examples {
             let _ = writeln!(o, "  wrong value: {ex}");

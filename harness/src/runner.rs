@@ -3,7 +3,9 @@
 
 use crate::backend::Deployment;
 use crate::measure::{Recorder, wall_ms};
-use crate::report::{Failover, Ingest, Integrity, Latency, Licences, Modbus, Report, Writes};
+use crate::report::{
+    Failover, Ingest, Integrity, Latency, Licences, Modbus, Report, Resource, Writes,
+};
 use crate::scenario::{BackendKind, Scenario};
 use crate::third_party::{self, ThirdPartySpec};
 use crate::topology::Topology;
@@ -136,6 +138,11 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
 
     let started = Instant::now();
     let start_ms = wall_ms();
+    let usage_at_start: Vec<(String, u32, f64)> = d
+        .component_pids()
+        .into_iter()
+        .filter_map(|(n, p)| crate::backend::process_usage(p).map(|(cpu, _)| (n, p, cpu)))
+        .collect();
     let end = started + s.duration;
     let mut tasks = Vec::new();
     for i in 0..s.third_party.clients {
@@ -210,6 +217,17 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
     }
     let duration_s = started.elapsed().as_secs_f64();
     let end_ms = wall_ms();
+    // A component restarted during the run has a new pid: it is left out.
+    let resources = usage_at_start
+        .iter()
+        .filter_map(|(name, pid, cpu0)| {
+            crate::backend::process_usage(*pid).map(|(cpu1, rss)| Resource {
+                component: name.clone(),
+                cpu_percent: (cpu1 - cpu0) / duration_s * 100.0,
+                rss_mib: rss as f64 / 1024.0,
+            })
+        })
+        .collect();
     pb.finish_and_clear();
 
     // Final read-back of written setpoints from the connector serving Primary data.
@@ -292,6 +310,7 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
             refused: rec.writes_refused.load(Relaxed),
         },
         expectations: vec![],
+        resources,
     };
     let _ = start_ms;
     report.judge(&s.expect);

@@ -1,0 +1,455 @@
+//! `harness bench`: for each architecture, raise the update rate (tags × scan rate), then
+//! the number of third-party connections, until an expectation breaks; report the highest
+//! sustained figures with each component's CPU and memory, and the connector's Modbus
+//! throughput as a ratio of a bare tokio-modbus server under the same load.
+
+use crate::report::Report;
+use crate::runner::{RunOptions, run_scenario};
+use crate::scenario::{
+    BackendKind, ConnectorSection, Expect, RedundancySection, Scenario, SiteSection,
+    ThirdPartyKind, ThirdPartySection,
+};
+use anyhow::{Context as _, Result};
+use po_simulator::{FieldModel, SiteSpec};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Tags one connector can map automatically (2 registers each below 65 536).
+const MAX_TAGS: u32 = 30_000;
+const TAGS_PER_DEVICE: u32 = 50;
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub backend: BackendKind,
+    pub duration: Duration,
+    pub architectures: Vec<u8>,
+    /// Nominal tag samples per second to try, ascending.
+    pub rates: Vec<u32>,
+    /// Third-party connection counts to try (at the first rate), ascending.
+    pub clients: Vec<usize>,
+    pub modbus_duration: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub architecture: u8,
+    pub nominal_samples_per_s: u32,
+    pub tags: u32,
+    pub scan_ms: u64,
+    pub clients: usize,
+    pub passed: bool,
+    pub ingest_updates_per_s: f64,
+    pub delivered_values_per_s: f64,
+    pub latency_p99_ms: u64,
+    pub values_wrong: u64,
+    pub failed: Vec<String>,
+    pub resources: Vec<crate::report::Resource>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Best {
+    pub architecture: u8,
+    /// Highest ingest rate sustained with every expectation holding.
+    pub max_ingest_updates_per_s: f64,
+    pub at_nominal_samples_per_s: u32,
+    /// Most third-party connections served with every expectation holding.
+    pub max_clients: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModbusComparison {
+    pub connections: usize,
+    pub quantity: u16,
+    pub connector_requests_per_s: f64,
+    pub bare_requests_per_s: f64,
+    pub ratio: f64,
+    pub ingest_during_load_updates_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub backend: String,
+    pub cores: usize,
+    pub steps: Vec<Step>,
+    pub best: Vec<Best>,
+    pub modbus: Option<ModbusComparison>,
+}
+
+/// Scan period and tag count giving `rate` samples/s within the register space.
+fn site_for(rate: u32) -> (u32, Duration) {
+    for ms in [100u64, 50, 25, 20, 10] {
+        let tags = (u64::from(rate) * ms / 1000) as u32;
+        if tags <= MAX_TAGS {
+            let tags = (tags / TAGS_PER_DEVICE).max(1) * TAGS_PER_DEVICE;
+            return (tags, Duration::from_millis(ms));
+        }
+    }
+    (MAX_TAGS, Duration::from_millis(10))
+}
+
+/// Fraction of tags whose value changes from one tick to the next (only changes are
+/// sent): what "ingest keeping up" is measured against.
+fn change_fraction(tags: u32, scan: Duration) -> f64 {
+    let model = FieldModel::new(
+        7,
+        SiteSpec {
+            devices: tags / TAGS_PER_DEVICE,
+            tags_per_device: TAGS_PER_DEVICE,
+            scan_period: scan,
+        },
+    );
+    let Ok(model) = model else { return 1.0 };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut changed, mut total) = (0usize, 0usize);
+    for t in 1000..1010 {
+        model.values_at(t, &mut a);
+        model.values_at(t + 1, &mut b);
+        changed += a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        total += a.len();
+    }
+    changed as f64 / total.max(1) as f64
+}
+
+fn scenario(arch: u8, rate: u32, clients: usize, duration: Duration) -> (Scenario, f64) {
+    let (tags, scan) = site_for(rate);
+    let expected_ingest = f64::from(tags) / scan.as_secs_f64() * change_fraction(tags, scan);
+    let s = Scenario {
+        name: format!("bench-arch{arch}-{rate}-x{clients}"),
+        architecture: arch,
+        backend: None,
+        duration,
+        seed: 7,
+        site: SiteSection {
+            devices: tags / TAGS_PER_DEVICE,
+            tags_per_device: TAGS_PER_DEVICE,
+            scan_period: scan,
+        },
+        redundancy: RedundancySection::default(),
+        connector: ConnectorSection::default(),
+        third_party: ThirdPartySection {
+            kind: if arch == 1 {
+                ThirdPartyKind::Plain
+            } else {
+                ThirdPartyKind::Redundant
+            },
+            clients,
+            poll_period: POLL,
+            ..ThirdPartySection::default()
+        },
+        faults: vec![],
+        expect: Expect {
+            min_updates_per_s: Some(0.9 * expected_ingest),
+            max_latency_p99: Some(POLL + scan + Duration::from_millis(50)),
+            max_values_wrong: Some(0),
+            ..Expect::default()
+        },
+    };
+    (s, expected_ingest)
+}
+
+fn step_of(arch: u8, rate: u32, clients: usize, r: &Report) -> Step {
+    let (tags, scan) = site_for(rate);
+    Step {
+        architecture: arch,
+        nominal_samples_per_s: rate,
+        tags,
+        scan_ms: scan.as_millis() as u64,
+        clients,
+        passed: r.passed,
+        ingest_updates_per_s: r.ingest.updates_per_s,
+        delivered_values_per_s: r.modbus.values_per_s,
+        latency_p99_ms: r.latency_ms.p99,
+        values_wrong: r.integrity.values_wrong,
+        failed: r
+            .expectations
+            .iter()
+            .filter(|e| !e.passed)
+            .map(|e| format!("{} {} (limit {})", e.name, e.actual, e.limit))
+            .collect(),
+        resources: r.resources.clone(),
+    }
+}
+
+/// Runs the sweep. `progress` gets one line per step.
+pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchReport> {
+    let mut steps = Vec::new();
+    let mut best = Vec::new();
+    let opts = RunOptions {
+        backend: o.backend,
+        quiet: true,
+    };
+    for &arch in &o.architectures {
+        let mut b = Best {
+            architecture: arch,
+            max_ingest_updates_per_s: 0.0,
+            at_nominal_samples_per_s: 0,
+            max_clients: 0,
+        };
+        let base_clients = o.clients.first().copied().unwrap_or(1);
+        for &rate in &o.rates {
+            let (s, _) = scenario(arch, rate, base_clients, o.duration);
+            let r = run_scenario(&s, opts)
+                .await
+                .with_context(|| format!("bench step {}", s.name))?;
+            let step = step_of(arch, rate, base_clients, &r);
+            progress(&render_step(&step));
+            let passed = step.passed;
+            if passed && step.ingest_updates_per_s > b.max_ingest_updates_per_s {
+                b.max_ingest_updates_per_s = step.ingest_updates_per_s;
+                b.at_nominal_samples_per_s = rate;
+            }
+            steps.push(step);
+            if !passed {
+                break;
+            }
+        }
+        let rate = o.rates.first().copied().unwrap_or(100_000);
+        for &clients in &o.clients {
+            let (s, _) = scenario(arch, rate, clients, o.duration);
+            let r = run_scenario(&s, opts)
+                .await
+                .with_context(|| format!("bench step {}", s.name))?;
+            let step = step_of(arch, rate, clients, &r);
+            progress(&render_step(&step));
+            let passed = step.passed;
+            steps.push(step);
+            if !passed {
+                break;
+            }
+            b.max_clients = clients;
+        }
+        best.push(b);
+    }
+    let modbus = modbus_comparison(o, progress).await?;
+    Ok(BenchReport {
+        backend: o.backend.as_str().into(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        steps,
+        best,
+        modbus: Some(modbus),
+    })
+}
+
+/// Runs `harness load` as its own single-threaded process against `target`, so the load
+/// generator is the same for both servers and does not share the bench's runtime.
+async fn load_process(
+    target: std::net::SocketAddr,
+    duration: Duration,
+) -> Result<crate::load::LoadResult> {
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .args([
+            "load",
+            "--threads",
+            "1",
+            "--connections",
+            "8",
+            "--quantity",
+            "125",
+            "--address",
+            "100",
+        ])
+        .arg("--target")
+        .arg(target.to_string())
+        .arg("--duration")
+        .arg(humantime::format_duration(duration).to_string())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running harness load")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "harness load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    Ok(crate::load::LoadResult {
+        requests: f("requests") as u64,
+        exceptions: f("exceptions") as u64,
+        errors: f("errors") as u64,
+        elapsed_s: f("elapsed_s"),
+        requests_per_s: f("requests_per_s"),
+        registers_per_s: f("registers_per_s"),
+    })
+}
+
+/// Architecture 1 at 100 k updates/s; 8 masters (one `harness load` process) read 125
+/// registers as fast as they can, first from the connector, then from a bare tokio-modbus
+/// server (`harness bare-modbus`, its own process with one thread, like the connector)
+/// while the server and connector keep running, so both see the same background load.
+async fn modbus_comparison(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<ModbusComparison> {
+    let (s, _) = scenario(
+        1,
+        100_000,
+        1,
+        o.modbus_duration * 2 + Duration::from_secs(5),
+    );
+    let topology = crate::topology::Topology::build(&s);
+    let d = crate::backend::Deployment::start(&s, &topology, o.backend).await?;
+    let target = d.modbus_direct[0];
+    let result = async {
+        wait_serving(target).await?;
+        let before = d.ingest_counters().await;
+        let started = std::time::Instant::now();
+        let connector = load_process(target, o.modbus_duration).await?;
+        let after = d.ingest_counters().await;
+        let ingest = match (
+            before.first().copied().flatten(),
+            after.first().copied().flatten(),
+        ) {
+            (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / started.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
+        progress(&format!(
+            "modbus: connector {:.0} requests/s (ingesting {ingest:.0} updates/s)",
+            connector.requests_per_s
+        ));
+        let listen = {
+            let l = std::net::TcpListener::bind("127.0.9.1:0")?;
+            l.local_addr()?
+        };
+        let mut bare = tokio::process::Command::new(std::env::current_exe()?)
+            .args([
+                "bare-modbus",
+                "--threads",
+                "1",
+                "--listen",
+                &listen.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the bare tokio-modbus server")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(listen).await.is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "bare server not listening on {listen}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let bare_result = load_process(listen, o.modbus_duration).await;
+        let _ = bare.kill().await;
+        let bare_result = bare_result?;
+        progress(&format!(
+            "modbus: bare tokio-modbus {:.0} requests/s",
+            bare_result.requests_per_s
+        ));
+        anyhow::Ok(ModbusComparison {
+            connections: 8,
+            quantity: 125,
+            connector_requests_per_s: connector.requests_per_s,
+            bare_requests_per_s: bare_result.requests_per_s,
+            ratio: connector.requests_per_s / bare_result.requests_per_s.max(1.0),
+            ingest_during_load_updates_per_s: ingest,
+        })
+    }
+    .await;
+    d.shutdown(false).await;
+    result
+}
+
+async fn wait_serving(addr: std::net::SocketAddr) -> Result<()> {
+    use tokio_modbus::prelude::*;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut ctx) = tcp::connect_slave(addr, Slave(1)).await
+            && let Ok(Ok(s)) = ctx.read_holding_registers(1, 1).await
+            && s[0] == 1
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "connector at {addr} never served Primary data"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn render_step(s: &Step) -> String {
+    let res: Vec<String> = s
+        .resources
+        .iter()
+        .map(|r| format!("{} {:.0}%/{:.0}MiB", r.component, r.cpu_percent, r.rss_mib))
+        .collect();
+    format!(
+        "arch {} · {:>7} samples/s ({} tags / {} ms) · {} client(s): {} · ingest {:.0}/s · delivered {:.0}/s · p99 {} ms · wrong {}{}{}",
+        s.architecture,
+        s.nominal_samples_per_s,
+        s.tags,
+        s.scan_ms,
+        s.clients,
+        if s.passed { "ok" } else { "BROKE" },
+        s.ingest_updates_per_s,
+        s.delivered_values_per_s,
+        s.latency_p99_ms,
+        s.values_wrong,
+        if res.is_empty() {
+            String::new()
+        } else {
+            format!(" · {}", res.join(" "))
+        },
+        if s.failed.is_empty() {
+            String::new()
+        } else {
+            format!(" · failed: {}", s.failed.join("; "))
+        },
+    )
+}
+
+impl BenchReport {
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "harness bench — {} backend, {} cores",
+            self.backend, self.cores
+        );
+        for s in &self.steps {
+            let _ = writeln!(o, "  {}", render_step(s));
+        }
+        let _ = writeln!(o, "highest sustained:");
+        for b in &self.best {
+            let _ = writeln!(
+                o,
+                "  architecture {}: {:.0} updates/s ingested per connector (at {} samples/s), {} third-party connection(s)",
+                b.architecture,
+                b.max_ingest_updates_per_s,
+                b.at_nominal_samples_per_s,
+                b.max_clients
+            );
+        }
+        if let Some(m) = &self.modbus {
+            let _ = writeln!(
+                o,
+                "Modbus, {} connections × {} registers: connector {:.0} requests/s (ingesting {:.0} updates/s), bare tokio-modbus {:.0} requests/s, ratio {:.2}",
+                m.connections,
+                m.quantity,
+                m.connector_requests_per_s,
+                m.ingest_during_load_updates_per_s,
+                m.bare_requests_per_s,
+                m.ratio
+            );
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sites_fit_the_register_space() {
+        assert_eq!(site_for(100_000), (10_000, Duration::from_millis(100)));
+        let (tags, scan) = site_for(1_200_000);
+        assert!(tags <= MAX_TAGS);
+        assert_eq!(scan, Duration::from_millis(25));
+        let f = change_fraction(1000, Duration::from_millis(100));
+        assert!(f > 0.5 && f <= 1.0, "{f}");
+    }
+}
