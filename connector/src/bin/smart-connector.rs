@@ -32,7 +32,8 @@ enum Command {
         /// The connector's TOML configuration (see docs/connector.md).
         #[arg(long, short)]
         config: PathBuf,
-        /// Runtime worker threads (Modbus serving, ingest, metrics).
+        /// Runtime worker threads (Modbus serving, ingest, metrics); 1 runs everything on
+        /// one thread, the fastest choice on a 2-core host shared with other processes.
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
@@ -161,10 +162,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads.max(1))
-                .enable_all()
-                .build()?;
+            // One thread: a current-thread runtime, which spares the cross-thread wake-ups
+            // of a one-worker multi-thread runtime (measured in docs/performance.md).
+            let rt = if threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build()?
+            };
             rt.block_on(async move {
                 use tokio::signal::unix::{SignalKind, signal};
                 let mut term = signal(SignalKind::terminate())?;
