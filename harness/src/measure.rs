@@ -256,13 +256,22 @@ impl Recorder {
     }
 
     /// Failover gap of a fault at `fault_ms`: the longest wait over third parties until
-    /// one of their polls saw a probe sampled after the fault; `None` if some third party
-    /// never did (the gap lasted until `end_ms`).
-    pub fn gap_after(&self, fault_ms: u64, end_ms: u64) -> Result<u64, u64> {
+    /// one of their polls saw a probe sampled after the fault and fresher than
+    /// `stale_threshold_ms`; `Err` if some third party never did (the gap lasted until
+    /// `end_ms`).
+    pub fn gap_after(
+        &self,
+        fault_ms: u64,
+        end_ms: u64,
+        stale_threshold_ms: u64,
+    ) -> Result<u64, u64> {
         let timelines = self.timelines.lock().unwrap();
         let mut worst = 0;
         for t in timelines.iter() {
-            match t.iter().find(|(_, sample)| *sample > fault_ms) {
+            let fresh = |(read, sample): &&(u64, u64)| {
+                *sample > fault_ms && read.saturating_sub(*sample) < stale_threshold_ms
+            };
+            match t.iter().find(fresh) {
                 Some((read, _)) => worst = worst.max(read.saturating_sub(fault_ms)),
                 None => return Err(end_ms.saturating_sub(fault_ms)),
             }
@@ -305,6 +314,39 @@ pub fn is_setpoint(p: &Point) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recorder(clients: usize) -> Recorder {
+        let model = FieldModel::new(1, po_simulator::SiteSpec::default()).unwrap();
+        Recorder::new(model, WordOrder::Big, clients)
+    }
+
+    #[test]
+    fn the_gap_ends_at_the_first_fresh_read_of_data_sampled_after_the_fault() {
+        let r = recorder(2);
+        // Client 0: old data until 1_300, then a fresh post-fault sample at 1_400.
+        r.record_cycle(0, 1_100, Some(990));
+        r.record_cycle(0, 1_300, Some(995));
+        r.record_cycle(0, 1_400, Some(1_350));
+        // Client 1 recovers sooner, but first reads a post-fault sample that is stale.
+        r.record_cycle(1, 1_150, Some(1_010));
+        r.record_cycle(1, 2_200, Some(1_020));
+        r.record_cycle(1, 1_600, Some(1_550));
+        assert_eq!(
+            r.gap_after(1_000, 5_000, 1_000),
+            Ok(400),
+            "the slower third party counts"
+        );
+        assert_eq!(
+            r.gap_after(1_000, 5_000, 100),
+            Ok(600),
+            "140 ms old is not fresh at 100 ms"
+        );
+        assert_eq!(
+            r.gap_after(1_380, 5_000, 1_000),
+            Err(3_620),
+            "never recovered: gap until the end"
+        );
+    }
 
     #[test]
     fn probe_unwrapping_picks_the_nearest_epoch() {

@@ -285,7 +285,11 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
         failovers: applied
             .iter()
             .map(|(label, at_s, at_ms)| {
-                let (gap_ms, recovered) = match rec.gap_after(*at_ms, end_ms) {
+                let (gap_ms, recovered) = match rec.gap_after(
+                    *at_ms,
+                    end_ms,
+                    s.third_party.stale_threshold.as_millis() as u64,
+                ) {
                     Ok(g) => (g, true),
                     Err(g) => (g, false),
                 };
