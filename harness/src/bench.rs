@@ -37,7 +37,7 @@ pub struct Step {
     pub architecture: u8,
     pub nominal_samples_per_s: u32,
     pub tags: u32,
-    pub scan_ms: u64,
+    pub scan_ms: f64,
     pub clients: usize,
     pub passed: bool,
     pub ingest_updates_per_s: f64,
@@ -79,14 +79,16 @@ pub struct BenchReport {
 
 /// Scan period and tag count giving `rate` samples/s within the register space.
 fn site_for(rate: u32) -> (u32, Duration) {
-    for ms in [100u64, 50, 25, 20, 10] {
-        let tags = (u64::from(rate) * ms / 1000) as u32;
+    for us in [
+        100_000u64, 50_000, 25_000, 20_000, 10_000, 5_000, 2_000, 1_000,
+    ] {
+        let tags = (u64::from(rate) * us / 1_000_000) as u32;
         if tags <= MAX_TAGS {
             let tags = (tags / TAGS_PER_DEVICE).max(1) * TAGS_PER_DEVICE;
-            return (tags, Duration::from_millis(ms));
+            return (tags, Duration::from_micros(us));
         }
     }
-    (MAX_TAGS, Duration::from_millis(10))
+    (MAX_TAGS, Duration::from_millis(1))
 }
 
 /// Fraction of tags whose value changes from one tick to the next (only changes are
@@ -155,7 +157,7 @@ fn step_of(arch: u8, rate: u32, clients: usize, r: &Report) -> Step {
         architecture: arch,
         nominal_samples_per_s: rate,
         tags,
-        scan_ms: scan.as_millis() as u64,
+        scan_ms: scan.as_secs_f64() * 1000.0,
         clients,
         passed: r.passed,
         ingest_updates_per_s: r.ingest.updates_per_s,

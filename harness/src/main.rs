@@ -88,7 +88,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "100000,200000,400000,800000,1200000"
+            default_value = "100000,400000,1200000,3000000,6000000,12000000"
         )]
         rates: Vec<u32>,
         /// Third-party connection counts to try, ascending.

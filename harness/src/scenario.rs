@@ -367,6 +367,13 @@ impl Scenario {
                 "must be a number ≥ 0".into(),
             );
         }
+        if self.architecture == 1 && text.lines().any(|l| l.trim() == "[redundancy]") {
+            bad(
+                None,
+                "redundancy",
+                "architecture 1 has no redundant pair: remove [redundancy]".into(),
+            );
+        }
         if self.architecture == 1 && self.third_party.kind == ThirdPartyKind::Redundant {
             bad(
                 None,
@@ -503,6 +510,13 @@ fn table_at(text: &str, line: usize) -> Option<String> {
 /// Line of `key` at the top level (`table` None, dotted keys such as
 /// `third_party.clients` looked up in their table) or in the i-th `[[table]]`.
 fn find_line(text: &str, table: Option<(&str, usize)>, key: &str) -> Option<usize> {
+    // A whole table (`[redundancy]`) named as the key.
+    if table.is_none()
+        && !key.contains('.')
+        && let Some(n) = text.lines().position(|l| l.trim() == format!("[{key}]"))
+    {
+        return Some(n + 1);
+    }
     let (want_table, want_index, key) = match (table, key.split_once('.')) {
         (Some((t, i)), _) => (t.to_string(), Some(i), key),
         (None, Some((t, k))) => (t.to_string(), None, k),
@@ -548,6 +562,17 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "name = \"t\"\narchitecture = 3\nduration = \"2s\"\n";
+
+    #[test]
+    fn architecture_1_refuses_a_redundancy_section() {
+        let text =
+            "name = \"t\"\narchitecture = 1\nduration = \"2s\"\n\n[redundancy]\nfailback = true\n";
+        let e = Scenario::parse(text, "t.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:5: redundancy: architecture 1 has no redundant pair: remove [redundancy]"
+        );
+    }
 
     #[test]
     fn defaults_fill_a_minimal_file() {
