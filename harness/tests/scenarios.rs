@@ -25,12 +25,13 @@ poll_period = "50ms"
 writes_per_s = 10
 "#;
 
+// No timing limits here (speed belongs to benches and reports): correctness only, and
+// every fault must be recovered from (asserted below).
 const EXPECT: &str = r#"
 [expect]
 max_values_wrong = 0
 max_writes_lost = 0
-min_writes_applied = 3
-max_failover_gap = "1500ms"
+min_writes_applied = 1
 "#;
 
 /// Architecture 1 has no pair: its scenarios may not carry a `[redundancy]` section.
@@ -55,6 +56,11 @@ async fn run(text: String) -> harness::report::Report {
 
 fn assert_passed(r: &harness::report::Report) {
     assert!(r.passed, "{}", r.render_table());
+    assert!(
+        r.failovers.iter().all(|f| f.recovered),
+        "{}",
+        r.render_table()
+    );
     assert!(
         r.ingest.updates_per_s > 0.0 && r.modbus.values_per_s > 0.0,
         "{}",
