@@ -6,11 +6,8 @@
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use po_protocol::{Quality, TagValue, Timestamp};
-use po_simulator::{FieldModel, SiteSpec};
-use smart_connector::config::{MapConfig, ModbusConfig};
+use smart_connector::config::ModbusConfig;
 use smart_connector::image::RegisterImage;
-use smart_connector::map::RegisterMap;
 use smart_connector::metrics::Metrics;
 use smart_connector::modbus::decode_request;
 use smart_connector::service::ModbusService;
@@ -19,43 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// 10 000 tags (200 meters × 50), one tick of values.
-fn site() -> (FieldModel, Arc<RegisterMap>, Vec<TagValue>) {
-    let model = FieldModel::new(
-        7,
-        SiteSpec {
-            devices: 200,
-            tags_per_device: 50,
-            scan_period: Duration::from_millis(100),
-        },
-    )
-    .unwrap();
-    let map = Arc::new(
-        RegisterMap::build(
-            model.catalog(),
-            &ModbusConfig::default(),
-            &MapConfig::default(),
-        )
-        .unwrap(),
-    );
-    let mut values = Vec::new();
-    model.values_at(1000, &mut values);
-    let at = Timestamp(1_790_000_000_000_000);
-    let batch = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| TagValue {
-            tag: model.catalog()[i].id,
-            value: *v,
-            quality: Quality::Good,
-            sampled_at: at,
-        })
-        .collect();
-    (model, map, batch)
-}
+mod common;
 
 fn image(c: &mut Criterion) {
-    let (_, map, batch) = site();
+    let (_, map, batch) = common::one_tick();
     let image = Arc::new(RegisterImage::new(map.clone()));
     let mut group = c.benchmark_group("register-image");
     group.throughput(Throughput::Elements(batch.len() as u64));
@@ -96,7 +60,7 @@ fn image(c: &mut Criterion) {
 }
 
 fn modbus(c: &mut Criterion) {
-    let (_, map, batch) = site();
+    let (_, map, batch) = common::one_tick();
     let image = Arc::new(RegisterImage::new(map));
     image.apply(&batch);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -8,49 +8,21 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::{SinkExt, StreamExt};
-use po_protocol::{Frame, FrameCodec, Quality, TagValue, Timestamp};
-use po_simulator::{FieldModel, ServerConfig, ServerHandle, SiteSpec};
-use smart_connector::config::{ConnectorConfig, MapConfig, ModbusConfig};
+use po_protocol::{Frame, FrameCodec};
+use po_simulator::{ServerConfig, ServerHandle};
+use smart_connector::config::ConnectorConfig;
 use smart_connector::image::RegisterImage;
-use smart_connector::map::RegisterMap;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_modbus::prelude::*;
 use tokio_util::codec::Framed;
 
-fn site() -> SiteSpec {
-    SiteSpec {
-        devices: 200,
-        tags_per_device: 50,
-        scan_period: Duration::from_millis(100),
-    }
-}
+mod common;
 
 fn ingest(c: &mut Criterion) {
-    let model = FieldModel::new(7, site()).unwrap();
-    let map = Arc::new(
-        RegisterMap::build(
-            model.catalog(),
-            &ModbusConfig::default(),
-            &MapConfig::default(),
-        )
-        .unwrap(),
-    );
+    let (_, map, batch) = common::one_tick();
     let image = RegisterImage::new(map);
-    let mut values = Vec::new();
-    model.values_at(1000, &mut values);
-    let batch: Vec<TagValue> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| TagValue {
-            tag: model.catalog()[i].id,
-            value: *v,
-            quality: Quality::Good,
-            sampled_at: Timestamp(1_790_000_000_000_000),
-        })
-        .collect();
     let n = batch.len() as u64;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -113,7 +85,7 @@ fn end_to_end(c: &mut Criterion) {
             field_epoch_us: 0,
             heartbeat: Duration::from_millis(100),
             client_queue: 256,
-            site: site(),
+            site: common::site(),
             redundancy: None,
         })
         .await

@@ -254,7 +254,7 @@ impl ConnectorConfig {
                 Ok(c) => break Some(c),
                 Err(e) => {
                     let (key_path, message) = key_error(&rendered, &e);
-                    let message = explain(&message);
+                    let message = explain_serde_message(&message);
                     let line = key_path.as_ref().and_then(|k| find_line(text, k));
                     if let Some(k) = &key_path {
                         reported_tables.push(k[..k.len() - 1].join("."));
@@ -414,8 +414,9 @@ impl ConnectorConfig {
 }
 
 /// Makes serde's messages say what to do: suggests the nearest key for a typo and shows
-/// the expected form of an address.
-fn explain(message: &str) -> String {
+/// the expected form of an address. Shared by every TOML file of the workspace that is
+/// read with `deny_unknown_fields` (the harness's scenario files use it too).
+pub fn explain_serde_message(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((field, expected)) = rest.split_once("`, expected ")
     {

@@ -38,10 +38,6 @@ impl Metrics {
         }
     }
 
-    pub fn exceptions_total(&self) -> u64 {
-        self.modbus_exceptions.iter().map(|c| c.load(Relaxed)).sum()
-    }
-
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(2048);

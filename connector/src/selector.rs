@@ -127,12 +127,6 @@ impl SourceSelector {
         self.switches
     }
 
-    pub fn is_healthy(&self, source: usize, now: Instant) -> bool {
-        self.sources
-            .get(source)
-            .is_some_and(|s| s.healthy(now, self.config.source_timeout))
-    }
-
     /// The claimed role and epoch of a source, as last heard.
     pub fn claim(&self, source: usize) -> Option<(Role, u64)> {
         let s = self.sources.get(source)?;

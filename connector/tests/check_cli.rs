@@ -90,26 +90,7 @@ fn help_text() {
     }
 }
 
-/// A single simulated server on an OS-chosen loopback port.
-async fn solo_server() -> po_simulator::ServerHandle {
-    let config = po_simulator::ServerConfig {
-        name: "po-solo".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        host_address: None,
-        licences: vec![],
-        seed: 5,
-        field_epoch_us: 0,
-        heartbeat: std::time::Duration::from_millis(50),
-        client_queue: 64,
-        site: po_simulator::SiteSpec {
-            devices: 1,
-            tags_per_device: 16,
-            scan_period: std::time::Duration::from_millis(50),
-        },
-        redundancy: None,
-    };
-    po_simulator::ServerHandle::start(config).await.unwrap()
-}
+mod common;
 
 fn solo_config(
     dir: &std::path::Path,
@@ -130,7 +111,7 @@ fn solo_config(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_asks_the_server_for_the_catalogue() {
-    let server = solo_server().await;
+    let server = common::solo_server(1).await;
     let dir = std::env::temp_dir().join(format!("sc-points-{}", std::process::id()));
     let path = solo_config(&dir, server.client_addr(), 0);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_smart-connector"))
@@ -150,7 +131,7 @@ async fn points_asks_the_server_for_the_catalogue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_modbus_and_stops_on_sigterm() {
     use tokio_modbus::prelude::*;
-    let server = solo_server().await;
+    let server = common::solo_server(1).await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()

@@ -1,8 +1,7 @@
 //! Limits and hostile input on the Modbus side: allow-list, max_connections, idle
 //! timeout, read-only mode, and frames that must close one connection and nothing else.
 
-use po_protocol::Role;
-use po_simulator::{ServerConfig, ServerHandle, SiteSpec};
+use po_simulator::ServerHandle;
 use smart_connector::config::ConnectorConfig;
 use smart_connector::connector::{ConnectorHandle, start};
 use std::net::SocketAddr;
@@ -13,26 +12,10 @@ use tokio_modbus::prelude::*;
 
 const PATIENCE: Duration = Duration::from_secs(15);
 
+mod common;
+
 async fn server() -> ServerHandle {
-    let config = ServerConfig {
-        name: "po-solo".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        host_address: None,
-        licences: vec![],
-        seed: 5,
-        field_epoch_us: 0,
-        heartbeat: Duration::from_millis(50),
-        client_queue: 64,
-        site: SiteSpec {
-            devices: 2,
-            tags_per_device: 16,
-            scan_period: Duration::from_millis(50),
-        },
-        redundancy: None,
-    };
-    let s = ServerHandle::start(config).await.unwrap();
-    assert_eq!(s.status().unwrap().role, Role::Primary);
-    s
+    common::solo_server(2).await
 }
 
 async fn connector(server: &ServerHandle, modbus: &str) -> ConnectorHandle {

@@ -265,16 +265,7 @@ async fn load_process(
         "harness load failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
-    Ok(crate::load::LoadResult {
-        requests: f("requests") as u64,
-        exceptions: f("exceptions") as u64,
-        errors: f("errors") as u64,
-        elapsed_s: f("elapsed_s"),
-        requests_per_s: f("requests_per_s"),
-        registers_per_s: f("registers_per_s"),
-    })
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// Architecture 1 at 100 k updates/s; 8 masters (one `harness load` process) read 125
@@ -292,7 +283,7 @@ async fn modbus_comparison(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<
     let d = crate::backend::Deployment::start(&s, &topology, o.backend).await?;
     let target = d.modbus_direct[0];
     let result = async {
-        wait_serving(target).await?;
+        crate::runner::wait_ready(&d).await?;
         let before = d.ingest_counters().await;
         let started = std::time::Instant::now();
         let connector = load_process(target, o.modbus_duration).await?;
@@ -352,24 +343,6 @@ async fn modbus_comparison(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<
     .await;
     d.shutdown(false).await;
     result
-}
-
-async fn wait_serving(addr: std::net::SocketAddr) -> Result<()> {
-    use tokio_modbus::prelude::*;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut ctx) = tcp::connect_slave(addr, Slave(1)).await
-            && let Ok(Ok(s)) = ctx.read_holding_registers(1, 1).await
-            && s[0] == 1
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "connector at {addr} never served Primary data"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn render_step(s: &Step) -> String {

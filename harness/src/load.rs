@@ -24,7 +24,7 @@ pub struct LoadSpec {
 }
 
 /// What came back.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct LoadResult {
     pub requests: u64,
     pub exceptions: u64,
@@ -106,7 +106,7 @@ impl tokio_modbus::server::Service for StaticSlice {
 }
 
 /// Serves FC3/FC4 from a static 64 Ki-register slice with the stock tokio-modbus server,
-/// until the future is dropped. Returns the bound address through `bound`.
+/// until the future is dropped.
 pub async fn serve_bare(listener: TcpListener) -> Result<()> {
     let slice = StaticSlice(Arc::new((0..=u16::MAX).collect()));
     let server = Server::new(listener);

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use po_protocol::{TagId, TagKind, Timestamp, Value};
 use po_simulator::FieldModel;
 use smart_connector::map::Point;
-use smart_connector::registers::{WordOrder, encode};
+use smart_connector::registers::{WordOrder, decode, encode};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -77,10 +77,6 @@ impl Recorder {
         }
     }
 
-    pub fn model(&self) -> &FieldModel {
-        &self.model
-    }
-
     /// The full sample time of a probe from its low 32 bits: the one closest to now.
     fn unwrap_probe(low: u32, now_ms: u64) -> u64 {
         let base = now_ms & !0xFFFF_FFFF;
@@ -103,23 +99,18 @@ impl Recorder {
         for p in points {
             let at = usize::from(p.address - first);
             let words = &regs[at..at + usize::from(p.words)];
-            if self.model.is_probe(p.tag) {
-                let low = if p.words == 2 {
-                    match self.order {
-                        WordOrder::Big => (u32::from(words[0]) << 16) | u32::from(words[1]),
-                        WordOrder::Little => (u32::from(words[1]) << 16) | u32::from(words[0]),
-                    }
-                } else {
-                    u32::from(words[0])
-                };
-                let sample = Self::unwrap_probe(low, now_ms);
+            // A probe is a Counter holding the sample time in ms; Modbus carries its low
+            // 32 bits.
+            if self.model.is_probe(p.tag)
+                && let Value::Counter(low) = decode(p.kind, words, self.order)
+            {
+                let sample = Self::unwrap_probe(low as u32, now_ms);
                 self.latency
                     .lock()
                     .unwrap()
                     .saturating_record(now_ms.saturating_sub(sample).max(1));
                 newest_probe = newest_probe.max(Some(sample));
-                let tick = self.model.tick_at(Timestamp(sample.saturating_mul(1000)));
-                hint = Some(tick);
+                hint = Some(self.model.tick_at(Timestamp(sample.saturating_mul(1000))));
             }
             checked += 1;
             if !self.value_is_right(p, words, hint.unwrap_or(now_tick), now_tick) {

@@ -5,7 +5,7 @@ use crate::scenario::Expect;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub schema_version: u32,
     pub scenario: String,
@@ -26,7 +26,7 @@ pub struct Report {
     pub resources: Vec<Resource>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Resource {
     pub component: String,
     /// Percent of one core over the measured run.
@@ -35,14 +35,14 @@ pub struct Resource {
     pub rss_mib: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Licences {
     pub po_server: u32,
     pub smart_connector: u32,
     pub client_access: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Ingest {
     /// Tag updates accepted by all connectors together.
     pub updates: u64,
@@ -52,7 +52,7 @@ pub struct Ingest {
     pub per_connector: Vec<(String, f64)>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Modbus {
     pub requests: u64,
     pub requests_per_s: f64,
@@ -62,7 +62,7 @@ pub struct Modbus {
     pub errors: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
     pub p50: u64,
     pub p99: u64,
@@ -70,7 +70,7 @@ pub struct Latency {
     pub samples: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Failover {
     pub fault: String,
     pub at_s: f64,
@@ -79,7 +79,7 @@ pub struct Failover {
     pub recovered: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Integrity {
     pub values_checked: u64,
     pub values_wrong: u64,
@@ -87,7 +87,7 @@ pub struct Integrity {
     pub wrong_examples: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Writes {
     pub sent: u64,
     pub acked: u64,
@@ -96,7 +96,7 @@ pub struct Writes {
     pub refused: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Expectation {
     pub name: String,
     pub limit: String,
@@ -108,34 +108,15 @@ fn ms(d: std::time::Duration) -> String {
     format!("{} ms", d.as_millis())
 }
 
-/// The expectations a scenario sets, as (name, limit) rows.
+/// The expectations a scenario sets, as (name, limit) rows (`harness plan`): the limits
+/// `Report::judge` writes, so the two can never disagree.
 pub fn expectation_limits(e: &Expect) -> Vec<(String, String)> {
-    let mut rows = Vec::new();
-    if let Some(v) = e.min_updates_per_s {
-        rows.push(("min_updates_per_s".into(), format!(">= {v}")));
-    }
-    if let Some(v) = e.min_values_per_s {
-        rows.push(("min_values_per_s".into(), format!(">= {v}")));
-    }
-    if let Some(v) = e.max_failover_gap {
-        rows.push(("max_failover_gap".into(), format!("<= {}", ms(v))));
-    }
-    if let Some(v) = e.max_latency_p99 {
-        rows.push(("max_latency_p99".into(), format!("<= {}", ms(v))));
-    }
-    if let Some(v) = e.max_values_wrong {
-        rows.push(("max_values_wrong".into(), format!("<= {v}")));
-    }
-    if let Some(v) = e.max_writes_lost {
-        rows.push(("max_writes_lost".into(), format!("<= {v}")));
-    }
-    if let Some(v) = e.min_writes_applied {
-        rows.push(("min_writes_applied".into(), format!(">= {v}")));
-    }
-    if let Some(v) = e.max_modbus_errors {
-        rows.push(("max_modbus_errors".into(), format!("<= {v}")));
-    }
-    rows
+    let mut r = Report::default();
+    r.judge(e);
+    r.expectations
+        .into_iter()
+        .map(|x| (x.name, x.limit))
+        .collect()
 }
 
 impl Report {

@@ -74,7 +74,7 @@ async fn status(addr: SocketAddr) -> Option<Vec<u16>> {
 }
 
 /// Waits until every connector serves data and one of them Primary data.
-async fn wait_ready(d: &Deployment) -> Result<()> {
+pub(crate) async fn wait_ready(d: &Deployment) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut states = Vec::new();
@@ -137,7 +137,6 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
     ));
 
     let started = Instant::now();
-    let start_ms = wall_ms();
     let usage_at_start: Vec<(String, u32, f64)> = d
         .component_pids()
         .into_iter()
@@ -316,7 +315,6 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
         expectations: vec![],
         resources,
     };
-    let _ = start_ms;
     report.judge(&s.expect);
     Ok(report)
 }

@@ -467,25 +467,7 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
             }
         })
         .unwrap_or_else(|| "file".into());
-    let message = match message.strip_prefix("unknown field `") {
-        Some(rest) => match rest.split_once("`, expected ") {
-            Some((field, expected)) => {
-                let nearest = expected
-                    .trim_start_matches("one of ")
-                    .split(", ")
-                    .map(|c| c.trim_matches('`'))
-                    .map(|c| (strsim::damerau_levenshtein(field, c), c.to_string()))
-                    .min()
-                    .filter(|(d, _)| *d <= 2);
-                match nearest {
-                    Some((_, c)) => format!("unknown key `{field}`; did you mean `{c}`?"),
-                    None => format!("unknown key `{field}`; expected {expected}"),
-                }
-            }
-            None => message,
-        },
-        None => message,
-    };
+    let message = smart_connector::config::explain_serde_message(&message);
     Problem { line, key, message }
 }
 

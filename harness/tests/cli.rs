@@ -91,28 +91,20 @@ fn invalid_scenarios_are_refused_before_anything_starts() {
     insta::assert_snapshot!(all);
 }
 
+/// A 1.5 s architecture 1 run on 32 tags that checks integrity, plus `extra` expectations.
+fn small_arch1(name: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\narchitecture = 1\nduration = \"1500ms\"\n\n[site]\ndevices = 2\ntags_per_device = 16\nscan_period = \"50ms\"\n\n[third_party]\npoll_period = \"50ms\"\n\n[expect]\nmax_values_wrong = 0\n{extra}"
+    )
+}
+
 #[test]
 fn an_expectation_that_cannot_hold_exits_1_with_reports() {
     let dir = temp_dir("fail");
     let path = write(
         &dir,
         "impossible.toml",
-        r#"name = "impossible"
-architecture = 1
-duration = "1500ms"
-
-[site]
-devices = 2
-tags_per_device = 16
-scan_period = "50ms"
-
-[third_party]
-poll_period = "50ms"
-
-[expect]
-max_values_wrong = 0
-min_updates_per_s = 1000000000
-"#,
+        &small_arch1("impossible", "min_updates_per_s = 1000000000\n"),
     );
     let json = dir.join("r.json");
     let junit = dir.join("r.xml");
@@ -187,25 +179,7 @@ fn help_text() {
 #[test]
 fn a_better_baseline_fails_the_run_and_names_the_figure() {
     let dir = temp_dir("baseline");
-    let path = write(
-        &dir,
-        "small.toml",
-        r#"name = "small"
-architecture = 1
-duration = "1500ms"
-
-[site]
-devices = 2
-tags_per_device = 16
-scan_period = "50ms"
-
-[third_party]
-poll_period = "50ms"
-
-[expect]
-max_values_wrong = 0
-"#,
-    );
+    let path = write(&dir, "small.toml", &small_arch1("small", ""));
     let first = dir.join("first.json");
     let out = harness()
         .args(["run", "-q"])
