@@ -23,7 +23,8 @@ pub async fn fetch(
     let (tx, mut rx) = mpsc::channel(16);
     let mut tasks = Vec::new();
     let mut keep = Vec::new();
-    for spec in source_specs(config) {
+    let net: std::sync::Arc<dyn po_runtime::Net> = std::sync::Arc::new(po_runtime::TokioNet);
+    for spec in source_specs(config, &net) {
         let (ctx, crx) = mpsc::channel(1);
         keep.push(ctx);
         tasks.push(tokio::spawn(run_source(spec, crx, tx.clone())));

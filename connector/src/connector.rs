@@ -11,12 +11,12 @@ use crate::selector::SelectorConfig;
 use crate::service::ModbusService;
 use crate::source::{SourceMsg, SourceSpec, run_source};
 use po_protocol::{Access, TagInfo};
+use po_runtime::{BoxListener, Env, Net};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -69,7 +69,7 @@ impl ConnectorHandle {
     }
 }
 
-pub fn source_specs(config: &ConnectorConfig) -> Vec<SourceSpec> {
+pub fn source_specs(config: &ConnectorConfig, net: &Arc<dyn Net>) -> Vec<SourceSpec> {
     config
         .sources
         .iter()
@@ -89,6 +89,8 @@ pub fn source_specs(config: &ConnectorConfig) -> Vec<SourceSpec> {
             connect_timeout: config.policy.source_timeout.max(Duration::from_millis(500)),
             reconnect_min: config.policy.reconnect_min,
             reconnect_max: config.policy.reconnect_max,
+            silence_timeout: (config.policy.source_timeout * 2).max(Duration::from_secs(1)),
+            net: net.clone(),
         })
         .collect()
 }
@@ -100,12 +102,22 @@ pub async fn start(
     config: ConnectorConfig,
     catalog_wait: Option<Duration>,
 ) -> Result<ConnectorHandle, StartError> {
+    start_in(config, catalog_wait, Env::tokio()).await
+}
+
+/// [`start`] with the network and clocks given by the caller (a simulation passes
+/// virtual ones).
+pub async fn start_in(
+    config: ConnectorConfig,
+    catalog_wait: Option<Duration>,
+    env: Env,
+) -> Result<ConnectorHandle, StartError> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let metrics = Arc::new(Metrics::default());
     let (events_tx, mut events) = mpsc::channel::<(usize, SourceMsg)>(256);
     let mut links = Vec::new();
-    for spec in source_specs(&config) {
+    for spec in source_specs(&config, &env.net) {
         let (tx, rx) = mpsc::channel(1024);
         links.push((spec.name.clone(), tx));
         spawn(&tracker, &cancel, run_source(spec, rx, events_tx.clone()));
@@ -143,7 +155,7 @@ pub async fn start(
             return Err(e.into());
         }
     };
-    let image = Arc::new(RegisterImage::new(map.clone()));
+    let image = Arc::new(RegisterImage::with_clock(map.clone(), env.clock.clone()));
     tracing::info!(
         connector = %config.name,
         tags = catalog.len(),
@@ -152,7 +164,7 @@ pub async fn start(
         "register map built"
     );
 
-    let modbus = match TcpListener::bind(config.modbus.listen).await {
+    let modbus = match env.net.bind(config.modbus.listen).await {
         Ok(l) => l,
         Err(source) => {
             cancel.cancel();
@@ -164,7 +176,7 @@ pub async fn start(
     };
     let modbus_addr = modbus.local_addr().unwrap_or(config.modbus.listen);
     let metrics_listener = match &config.metrics {
-        Some(m) => match TcpListener::bind(m.listen).await {
+        Some(m) => match env.net.bind(m.listen).await {
             Ok(l) => Some(l),
             Err(source) => {
                 cancel.cancel();
@@ -251,7 +263,7 @@ where
 
 /// A deliberately small HTTP/1.0 responder: `GET /metrics` (Prometheus text) and
 /// `GET /health` (200 while data is fresh, 503 when stale).
-async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, image: Arc<RegisterImage>) {
+async fn serve_metrics(listener: BoxListener, metrics: Arc<Metrics>, image: Arc<RegisterImage>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;

@@ -81,7 +81,7 @@ impl Engine {
         sources: Vec<(String, mpsc::Sender<SourceCommand>)>,
     ) -> Engine {
         Engine {
-            selector: SourceSelector::new(config, sources.len(), Instant::now()),
+            selector: SourceSelector::new(config, sources.len(), image.clock().now()),
             image,
             metrics,
             catalog,
@@ -121,7 +121,7 @@ impl Engine {
                 },
                 _ = sleep_until(wake) => {}
             }
-            let now = Instant::now();
+            let now = self.image.clock().now();
             if let Some(sw) = self.selector.tick(now) {
                 self.on_switch(sw);
             }
@@ -147,7 +147,7 @@ impl Engine {
 
     /// Feeds one source message (also used to replay messages received during start-up).
     pub fn on_source_msg(&mut self, i: usize, msg: SourceMsg) {
-        let now = Instant::now();
+        let now = self.image.clock().now();
         let event = match msg {
             SourceMsg::Connected {
                 role,
@@ -315,7 +315,7 @@ impl Engine {
     /// Sends queued writes to the active Primary, if there is one.
     fn flush_writes(&mut self) {
         if let Some(t) = self.hold_writes_until {
-            if Instant::now() < t {
+            if self.image.clock().now() < t {
                 return;
             }
             self.hold_writes_until = None;

@@ -9,6 +9,7 @@
 use crate::map::{Cell, RegisterMap, StatusField};
 use crate::registers::{WordOrder, encode};
 use po_protocol::{Quality, TagValue, Timestamp};
+use po_runtime::{Clock, SystemClock};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
@@ -32,6 +33,8 @@ pub struct RegisterImage {
     not_good: AtomicU32,
     stale: AtomicBool,
     newest_sample_us: AtomicU64,
+    /// Monotonic and wall time for the status block (given, so a simulation can run it).
+    clock: Arc<dyn Clock>,
     started: Instant,
     state: AtomicU8,
     active_source: AtomicU8,
@@ -52,6 +55,11 @@ fn quality_code(q: u8) -> Quality {
 impl RegisterImage {
     /// A new image: every value 0 with quality `Stale` (nothing received yet).
     pub fn new(map: Arc<RegisterMap>) -> RegisterImage {
+        RegisterImage::with_clock(map, Arc::new(SystemClock))
+    }
+
+    /// [`RegisterImage::new`] with the clock given by the caller.
+    pub fn with_clock(map: Arc<RegisterMap>, clock: Arc<dyn Clock>) -> RegisterImage {
         let n = map.points().len();
         RegisterImage {
             values: (0..n).map(|_| AtomicU32::new(0)).collect(),
@@ -61,7 +69,8 @@ impl RegisterImage {
             not_good: AtomicU32::new(n as u32),
             stale: AtomicBool::new(false),
             newest_sample_us: AtomicU64::new(0),
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
             state: AtomicU8::new(ServeState::Starting as u8),
             active_source: AtomicU8::new(0),
             active_role: AtomicU8::new(0),
@@ -69,6 +78,11 @@ impl RegisterImage {
             switches: AtomicU32::new(0),
             map,
         }
+    }
+
+    /// The clock every part of the connector reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     pub fn map(&self) -> &Arc<RegisterMap> {
@@ -160,7 +174,10 @@ impl RegisterImage {
 
     fn status_u32(&self, f: StatusField, now: Timestamp) -> u32 {
         match f {
-            StatusField::Heartbeat => (self.started.elapsed().as_secs() & 0xffff) as u32,
+            StatusField::Heartbeat => {
+                let up = self.clock.now().saturating_duration_since(self.started);
+                (up.as_secs() & 0xffff) as u32
+            }
             StatusField::State => u32::from(self.state.load(Relaxed)),
             StatusField::ActiveSource => u32::from(self.active_source.load(Relaxed)),
             StatusField::ActiveRole => u32::from(self.active_role.load(Relaxed)),
@@ -186,7 +203,7 @@ impl RegisterImage {
         let Some(cells) = self.map.cells(start, out.len() as u16) else {
             return false;
         };
-        let now = Timestamp::now();
+        let now = self.clock.wall();
         let mut cached: Option<(u32, u32)> = None; // (point, packed)
         let mut status_cache: Option<(StatusField, u32)> = None;
         for (slot, cell) in out.iter_mut().zip(cells) {

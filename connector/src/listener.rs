@@ -9,12 +9,12 @@ use crate::modbus::decode_request;
 use crate::service::ModbusService;
 use bytes::{Buf, BytesMut};
 use ipnet::IpNet;
+use po_runtime::{BoxListener, BoxStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,7 +27,7 @@ pub struct ListenerLimits {
 
 /// Accepts Modbus masters until `cancel` fires.
 pub async fn serve_modbus(
-    listener: TcpListener,
+    listener: BoxListener,
     service: Arc<ModbusService>,
     limits: ListenerLimits,
     metrics: Arc<Metrics>,
@@ -84,7 +84,7 @@ pub async fn serve_modbus(
 }
 
 async fn connection(
-    mut stream: TcpStream,
+    mut stream: BoxStream,
     peer: SocketAddr,
     service: &ModbusService,
     metrics: &Metrics,

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use po_protocol::{TagId, TagKind, Value};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug)]
@@ -206,7 +206,7 @@ impl ModbusService {
 
     /// Sends the writes to the engine in order and waits for every verdict.
     async fn apply(&self, plan: Vec<(TagId, Value)>) -> Result<(), ExceptionCode> {
-        let deadline = Instant::now() + self.write_timeout;
+        let deadline = self.image.clock().now() + self.write_timeout;
         let mut replies = Vec::with_capacity(plan.len());
         for (tag, value) in plan {
             let (reply, rx) = oneshot::channel();

@@ -7,9 +7,10 @@ use po_protocol::{
     Access, ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, Role, TagId, TagInfo, TagSelection,
     TagValue, Value, WriteOutcome,
 };
+use po_runtime::{BoxStream, Net};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
@@ -25,6 +26,11 @@ pub struct SourceSpec {
     pub connect_timeout: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// A connected server silent for this long is dropped and dialled again: a black
+    /// hole never closes a connection, and the selector has long switched away by then.
+    pub silence_timeout: Duration,
+    /// Dials the server.
+    pub net: Arc<dyn Net>,
 }
 
 /// What the engine asks of a source.
@@ -66,7 +72,7 @@ pub enum SourceMsg {
     },
 }
 
-type Link = Framed<TcpStream, FrameCodec<Frame>>;
+type Link = Framed<BoxStream, FrameCodec<Frame>>;
 
 /// Runs a source forever (until the engine goes away).
 pub async fn run_source(
@@ -129,18 +135,9 @@ fn lost(reason: impl Into<String>) -> SessionError {
     }
 }
 
-async fn connect(spec: &SourceSpec) -> Result<TcpStream, SessionError> {
-    let socket = match spec.address {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(|e| lost(format!("socket: {e}")))?;
-    if let Some(ip) = spec.host_address {
-        socket
-            .bind(SocketAddr::new(ip, 0))
-            .map_err(|e| lost(format!("cannot bind host address {ip}: {e}")))?;
-    }
-    let stream = tokio::time::timeout(spec.connect_timeout, socket.connect(spec.address))
+async fn connect(spec: &SourceSpec) -> Result<BoxStream, SessionError> {
+    let dial = spec.net.connect(spec.host_address, spec.address);
+    let stream = tokio::time::timeout(spec.connect_timeout, dial)
         .await
         .map_err(|_| {
             lost(format!(
@@ -228,7 +225,10 @@ async fn session(
     let mut resyncing = false;
     loop {
         tokio::select! {
-            frame = link.next() => {
+            frame = tokio::time::timeout(spec.silence_timeout, link.next()) => {
+                let Ok(frame) = frame else {
+                    return Err(established(format!("server silent for {:?}", spec.silence_timeout)));
+                };
                 let frame = match frame {
                     None => return Err(established("server closed the connection".into())),
                     Some(Err(e)) => return Err(established(format!("bad frame from server: {e}"))),

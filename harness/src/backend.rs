@@ -11,8 +11,10 @@
 
 use crate::proxy::FaultProxy;
 use crate::scenario::{BackendKind, Fault, FaultAction, Scenario};
+use crate::seam::Backend;
 use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology};
 use anyhow::{Context as _, Result, anyhow, bail};
+use po_runtime::Env;
 use po_simulator::config::RedundancySection as SimRedundancy;
 use po_simulator::{ServerConfig, ServerHandle, SiteSpec};
 use smart_connector::config::{AccessKind, ConnectorConfig, MetricsConfig, SourceConfig};
@@ -71,6 +73,8 @@ pub struct Deployment {
     connectors: Vec<(String, ConnectorRun)>,
     proxies: HashMap<String, Vec<FaultProxy>>,
     binaries: Option<Binaries>,
+    /// Runtime threads of each connector process (also on restart).
+    connector_threads: usize,
     pub run_dir: PathBuf,
 }
 
@@ -149,7 +153,7 @@ fn ip(h: std::net::Ipv4Addr) -> IpAddr {
     IpAddr::V4(h)
 }
 
-fn server_config(
+pub(crate) fn server_config(
     s: &Scenario,
     t: &Topology,
     name: &str,
@@ -187,7 +191,7 @@ fn server_config(
     }
 }
 
-fn connector_config(
+pub(crate) fn connector_config(
     s: &Scenario,
     t: &Topology,
     name: &str,
@@ -236,7 +240,7 @@ impl Deployment {
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let binaries = match backend {
             BackendKind::Process => Some(binaries()?),
-            BackendKind::Inprocess => None,
+            BackendKind::Inprocess | BackendKind::Sim => None,
         };
         let mut d = Deployment {
             backend,
@@ -247,6 +251,7 @@ impl Deployment {
             connectors: vec![],
             proxies: HashMap::new(),
             binaries,
+            connector_threads: s.connector.threads,
             run_dir,
         };
         let redundant = t.architecture > 1;
@@ -351,7 +356,7 @@ impl Deployment {
                 sources.push((l.to.clone(), addr));
             }
             match backend {
-                BackendKind::Inprocess => {
+                BackendKind::Inprocess | BackendKind::Sim => {
                     let config =
                         connector_config(s, t, &c.name, sources, SocketAddr::new(host, 0), None);
                     let h = smart_connector::connector::start(
@@ -377,7 +382,7 @@ impl Deployment {
                     let config = connector_config(s, t, &c.name, sources, modbus, Some(metrics));
                     let path = d.run_dir.join(format!("{}.toml", c.name));
                     std::fs::write(&path, toml::to_string(&config)?)?;
-                    let child = d.spawn_connector(&c.name, &path, s.connector.threads)?;
+                    let child = d.spawn_connector(&c.name, &path)?;
                     d.modbus_direct.push(modbus);
                     d.connectors.push((
                         c.name.clone(),
@@ -424,12 +429,7 @@ impl Deployment {
             .with_context(|| format!("spawning {}", b.po_sim.display()))
     }
 
-    fn spawn_connector(
-        &self,
-        name: &str,
-        config: &std::path::Path,
-        threads: usize,
-    ) -> Result<Child> {
+    fn spawn_connector(&self, name: &str, config: &std::path::Path) -> Result<Child> {
         let b = self.binaries.as_ref().expect("process backend");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -440,7 +440,7 @@ impl Deployment {
             .arg("--config")
             .arg(config)
             .arg("--threads")
-            .arg(threads.max(1).to_string())
+            .arg(self.connector_threads.max(1).to_string())
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(std::process::Stdio::null())
@@ -469,7 +469,7 @@ impl Deployment {
     /// Applies one fault of the scenario.
     pub async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<()> {
         match f.action {
-            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay => {
+            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay | FaultAction::Loss => {
                 let proxies = self.proxies.get(&f.target).ok_or_else(|| {
                     anyhow!(
                         "link {} has no fault proxy (it does not cross hosts)",
@@ -587,7 +587,7 @@ impl Deployment {
                     let _ = c.kill().await;
                 }
                 let config = config.clone();
-                let c = self.spawn_connector(name, &config, 1)?;
+                let c = self.spawn_connector(name, &config)?;
                 if let ConnectorRun::Process { child, .. } = &mut self.connectors[idx].1 {
                     *child = Some(c);
                 }
@@ -716,4 +716,42 @@ pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
     // USER_HZ is 100 on every Linux this runs on.
     Some(((utime + stime) / 100.0, rss))
+}
+
+impl Backend for Deployment {
+    fn name(&self) -> &'static str {
+        self.backend.as_str()
+    }
+
+    fn env(&self) -> Env {
+        Env::tokio()
+    }
+
+    fn third_party_ip(&self) -> IpAddr {
+        self.third_party_ip
+    }
+
+    fn modbus_targets(&self) -> Vec<SocketAddr> {
+        self.modbus.clone()
+    }
+
+    fn modbus_direct(&self) -> Vec<SocketAddr> {
+        self.modbus_direct.clone()
+    }
+
+    fn connector_names(&self) -> Vec<String> {
+        Deployment::connector_names(self)
+    }
+
+    async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<()> {
+        Deployment::apply(self, t, f).await
+    }
+
+    async fn ingest_counters(&self) -> Vec<Option<u64>> {
+        Deployment::ingest_counters(self).await
+    }
+
+    fn component_pids(&self) -> Vec<(String, u32)> {
+        Deployment::component_pids(self)
+    }
 }

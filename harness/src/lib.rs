@@ -9,5 +9,7 @@ pub mod proxy;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod seam;
+pub mod sim;
 pub mod third_party;
 pub mod topology;

@@ -223,6 +223,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
+            let mut unsupported = false;
+            for (file, s) in files.iter().zip(&scenarios) {
+                let b = backend.or(s.backend).unwrap_or(BackendKind::Inprocess);
+                for (i, why) in s.unsupported_by(b) {
+                    eprintln!("{}: fault[{i}].action: {why}", file.display());
+                    unsupported = true;
+                }
+            }
+            if unsupported {
+                return Ok(ExitCode::from(2));
+            }
             let quiet = quiet || !std::io::stderr().is_terminal();
             let rt = runtime(threads)?;
             let mut reports: Vec<Report> = Vec::new();

@@ -11,17 +11,13 @@
 
 use hdrhistogram::Histogram;
 use po_protocol::{TagId, TagKind, Timestamp, Value};
+use po_runtime::Clock;
 use po_simulator::FieldModel;
 use smart_connector::map::Point;
 use smart_connector::registers::{WordOrder, decode, encode};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// Wall-clock milliseconds since the Unix epoch (the clock the servers stamp samples with).
-pub fn wall_ms() -> u64 {
-    Timestamp::now().as_millis()
-}
+use std::sync::{Arc, Mutex};
 
 /// Ticks searched backwards from now when the probe hint does not match: covers data
 /// frozen during a long failover (values are then old, not wrong).
@@ -39,6 +35,8 @@ pub struct WriteRecord {
 #[derive(Debug)]
 pub struct Recorder {
     model: FieldModel,
+    /// The clock the servers stamp samples with (virtual in the simulation backend).
+    clock: Arc<dyn Clock>,
     order: WordOrder,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
@@ -57,9 +55,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(model: FieldModel, order: WordOrder, clients: usize) -> Recorder {
+    pub fn new(
+        model: FieldModel,
+        order: WordOrder,
+        clients: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Recorder {
         Recorder {
             model,
+            clock,
             order,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -77,6 +81,11 @@ impl Recorder {
         }
     }
 
+    /// Wall-clock milliseconds since the Unix epoch, on the servers' clock.
+    pub fn wall_ms(&self) -> u64 {
+        self.clock.wall().as_millis()
+    }
+
     /// The full sample time of a probe from its low 32 bits: the one closest to now.
     fn unwrap_probe(low: u32, now_ms: u64) -> u64 {
         let base = now_ms & !0xFFFF_FFFF;
@@ -90,8 +99,9 @@ impl Recorder {
     /// Checks the values of `points` read as `regs` (registers from `first`). Returns the
     /// newest probe sample time seen (ms), if any.
     pub fn check_block(&self, points: &[Point], first: u16, regs: &[u16]) -> Option<u64> {
-        let now_ms = wall_ms();
-        let now_tick = self.model.tick_at(Timestamp::now());
+        let now = self.clock.wall();
+        let now_ms = now.as_millis();
+        let now_tick = self.model.tick_at(now);
         let mut newest_probe = None;
         let mut hint: Option<u64> = None;
         let mut checked = 0u64;
@@ -308,7 +318,12 @@ mod tests {
 
     fn recorder(clients: usize) -> Recorder {
         let model = FieldModel::new(1, po_simulator::SiteSpec::default()).unwrap();
-        Recorder::new(model, WordOrder::Big, clients)
+        Recorder::new(
+            model,
+            WordOrder::Big,
+            clients,
+            Arc::new(po_runtime::SystemClock),
+        )
     }
 
     #[test]

@@ -24,6 +24,20 @@ pub struct Report {
     /// CPU and memory per component over the measured run (extension of the §7 keys).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<Resource>,
+    /// Simulation backend only: the seed and the virtual and wall time of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim: Option<SimInfo>,
+}
+
+/// What a simulated run took (§11).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SimInfo {
+    pub seed: u64,
+    /// Virtual seconds simulated (start-up included).
+    pub virtual_s: f64,
+    /// Wall-clock seconds the simulation took: the only field that differs between two
+    /// runs of the same file and seed.
+    pub wall_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -2,15 +2,17 @@
 //! faults on schedule, sample the connectors, and turn it all into a [`Report`].
 
 use crate::backend::Deployment;
-use crate::measure::{Recorder, wall_ms};
+use crate::measure::Recorder;
 use crate::report::{
     Failover, Ingest, Integrity, Latency, Licences, Modbus, Report, Resource, Writes,
 };
 use crate::scenario::{BackendKind, Scenario};
+use crate::seam::Backend;
 use crate::third_party::{self, ThirdPartySpec};
 use crate::topology::Topology;
 use anyhow::{Context as _, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use po_runtime::Net;
 use po_simulator::{FieldModel, SiteSpec};
 use smart_connector::config::{MapConfig, ModbusConfig};
 use smart_connector::map::RegisterMap;
@@ -35,6 +37,18 @@ pub struct Interrupted;
 
 /// Runs `s` and returns its report (expectations judged).
 pub async fn run_scenario(s: &Scenario, opts: RunOptions) -> Result<Report> {
+    if opts.backend == BackendKind::Sim {
+        // The simulation drives runtimes of its own: it runs on a thread outside tokio.
+        let (s, quiet) = (s.clone(), opts.quiet);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("sim".into())
+            .spawn(move || {
+                let _ = tx.send(crate::sim::run_scenario(&s, quiet));
+            })
+            .context("starting the simulation thread")?;
+        return rx.await.context("the simulation thread panicked")?;
+    }
     let topology = Topology::build(s);
     // Listening for Ctrl-C from the start: SIGINT then no longer kills the harness, so a
     // half-built deployment is dropped (children killed) rather than orphaned.
@@ -47,7 +61,7 @@ pub async fn run_scenario(s: &Scenario, opts: RunOptions) -> Result<Report> {
         _ = &mut interrupt => return Err(Interrupted.into()),
     };
     let result = tokio::select! {
-        r = drive(s, &topology, &mut deployment, opts) => r,
+        r = drive(s, &topology, &mut deployment, opts.quiet) => r,
         _ = &mut interrupt => Err(Interrupted.into()),
     };
     let keep_logs = !matches!(&result, Ok(r) if r.passed);
@@ -62,9 +76,9 @@ pub async fn run_scenario(s: &Scenario, opts: RunOptions) -> Result<Report> {
     result
 }
 
-async fn status(addr: SocketAddr) -> Option<Vec<u16>> {
+async fn status(net: &dyn Net, from: std::net::IpAddr, addr: SocketAddr) -> Option<Vec<u16>> {
     let fut = async {
-        let mut ctx = tcp::connect_slave(addr, Slave(1)).await.ok()?;
+        let mut ctx = third_party::connect(net, addr, Some(from), Duration::from_secs(1)).await?;
         ctx.read_holding_registers(0, 14).await.ok()?.ok()
     };
     tokio::time::timeout(Duration::from_secs(1), fut)
@@ -74,12 +88,13 @@ async fn status(addr: SocketAddr) -> Option<Vec<u16>> {
 }
 
 /// Waits until every connector serves data and one of them Primary data.
-pub(crate) async fn wait_ready(d: &Deployment) -> Result<()> {
+pub(crate) async fn wait_ready<B: Backend>(d: &B) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let net = d.env().net;
     loop {
         let mut states = Vec::new();
-        for a in &d.modbus_direct {
-            states.push(status(*a).await.map(|s| s[1]));
+        for a in d.modbus_direct() {
+            states.push(status(&*net, d.third_party_ip(), a).await.map(|s| s[1]));
         }
         let all_serving = states.iter().all(|s| matches!(s, Some(1 | 2)));
         if all_serving && states.contains(&Some(1)) {
@@ -87,9 +102,9 @@ pub(crate) async fn wait_ready(d: &Deployment) -> Result<()> {
         }
         if Instant::now() > deadline {
             bail!(
-                "connectors not serving data after 30 s (states {:?}; logs in {})",
+                "connectors not serving data after 30 s (states {:?}; {} backend)",
                 states,
-                d.run_dir.display()
+                d.name()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -110,7 +125,12 @@ fn progress(s: &Scenario, quiet: bool) -> ProgressBar {
     pb
 }
 
-async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions) -> Result<Report> {
+pub(crate) async fn drive<B: Backend>(
+    s: &Scenario,
+    t: &Topology,
+    d: &mut B,
+    quiet: bool,
+) -> Result<Report> {
     wait_ready(d).await?;
     let model = FieldModel::new(
         s.seed,
@@ -130,10 +150,12 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
     let mut points = map.points().to_vec();
     points.sort_by_key(|p| p.address);
     let points = Arc::new(points);
+    let env = d.env();
     let rec = Arc::new(Recorder::new(
         model,
         s.third_party_word_order(),
         s.third_party.clients,
+        env.clock.clone(),
     ));
 
     let started = Instant::now();
@@ -148,19 +170,20 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
         let spec = ThirdPartySpec {
             index: i,
             kind: s.third_party.kind,
-            targets: d.modbus.clone(),
-            from: Some(d.third_party_ip),
+            targets: d.modbus_targets(),
+            from: Some(d.third_party_ip()),
             points: points.clone(),
             order: s.third_party_word_order(),
             poll_period: s.third_party.poll_period,
             writes_per_s: s.third_party.writes_per_s,
             request_timeout: s.third_party.request_timeout,
             write_timeout: s.connector.write_timeout + Duration::from_secs(1),
+            net: env.net.clone(),
         };
         tasks.push(tokio::spawn(third_party::run(spec, rec.clone(), end)));
     }
 
-    let pb = progress(s, opts.quiet);
+    let pb = progress(s, quiet);
     let mut faults: Vec<_> = s.faults.iter().collect();
     faults.sort_by_key(|f| f.at);
     let mut next_fault = 0;
@@ -179,7 +202,7 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
         while let Some(f) = faults.get(next_fault)
             && started + f.at <= now
         {
-            let at_ms = wall_ms();
+            let at_ms = rec.wall_ms();
             d.apply(t, f)
                 .await
                 .with_context(|| format!("applying fault {}", f.label()))?;
@@ -215,7 +238,7 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
         let _ = task.await;
     }
     let duration_s = started.elapsed().as_secs_f64();
-    let end_ms = wall_ms();
+    let end_ms = rec.wall_ms();
     // A component restarted during the run has a new pid: it is left out.
     let resources = usage_at_start
         .iter()
@@ -231,13 +254,21 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
 
     // Final read-back of written setpoints from the connector serving Primary data.
     if rec.writes_sent.load(Relaxed) > 0 {
-        for a in &d.modbus_direct {
-            let st = status(*a).await;
+        for a in d.modbus_direct() {
+            let st = status(&*env.net, d.third_party_ip(), a).await;
             tracing::debug!(connector = %a, status = ?st, "read-back candidate");
             if st.is_some_and(|s| s[1] == 1) {
                 let patience =
                     s.site.scan_period * 4 + s.third_party.poll_period + Duration::from_secs(1);
-                third_party::read_back(*a, None, &points, &rec, patience).await;
+                third_party::read_back(
+                    &*env.net,
+                    a,
+                    Some(d.third_party_ip()),
+                    &points,
+                    &rec,
+                    patience,
+                )
+                .await;
                 break;
             }
         }
@@ -256,7 +287,7 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
         schema_version: 1,
         scenario: s.name.clone(),
         architecture: s.architecture,
-        backend: opts.backend.as_str().to_string(),
+        backend: d.name().to_string(),
         passed: false,
         duration_s,
         licences: Licences {
@@ -314,6 +345,7 @@ async fn drive(s: &Scenario, t: &Topology, d: &mut Deployment, opts: RunOptions)
         },
         expectations: vec![],
         resources,
+        sim: None,
     };
     report.judge(&s.expect);
     Ok(report)

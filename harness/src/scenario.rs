@@ -18,6 +18,9 @@ pub enum BackendKind {
     Inprocess,
     /// Every component as the real `po-sim` / `smart-connector` binary.
     Process,
+    /// Every host a turmoil host: simulated network, virtual time, one thread,
+    /// deterministic for a seed (DESIGN §11).
+    Sim,
 }
 
 impl BackendKind {
@@ -25,6 +28,7 @@ impl BackendKind {
         match self {
             BackendKind::Inprocess => "inprocess",
             BackendKind::Process => "process",
+            BackendKind::Sim => "sim",
         }
     }
 }
@@ -181,6 +185,8 @@ pub enum FaultAction {
     Cut,
     Heal,
     Delay,
+    /// A fraction of the messages on a link is lost (`fraction`); `heal` ends it.
+    Loss,
 }
 
 impl FaultAction {
@@ -193,6 +199,7 @@ impl FaultAction {
             FaultAction::Cut => "cut",
             FaultAction::Heal => "heal",
             FaultAction::Delay => "delay",
+            FaultAction::Loss => "loss",
         }
     }
 }
@@ -211,18 +218,22 @@ pub struct Fault {
         skip_serializing_if = "Option::is_none"
     )]
     pub latency: Option<Duration>,
+    /// For `loss`: the fraction of messages lost, 0.0 to 1.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
 }
 
 impl Fault {
     pub fn label(&self) -> String {
-        match self.latency {
-            Some(l) => format!(
+        match (self.latency, self.fraction) {
+            (Some(l), _) => format!(
                 "{} {} {}",
                 self.action.as_str(),
                 self.target,
                 humantime::format_duration(l)
             ),
-            None => format!("{} {}", self.action.as_str(), self.target),
+            (None, Some(f)) => format!("{} {} {}", self.action.as_str(), self.target, f),
+            (None, None) => format!("{} {}", self.action.as_str(), self.target),
         }
     }
 }
@@ -436,8 +447,45 @@ impl Scenario {
             if f.action != FaultAction::Delay && f.latency.is_some() {
                 bad(t, "latency", "only a delay fault takes `latency`".into());
             }
+            match (f.action, f.fraction) {
+                (FaultAction::Loss, None) => bad(
+                    t,
+                    "fraction",
+                    "a loss fault needs `fraction` (0.0 to 1.0, e.g. 0.05)".into(),
+                ),
+                (FaultAction::Loss, Some(x)) if !(0.0..=1.0).contains(&x) => bad(
+                    t,
+                    "fraction",
+                    format!("{x} is not a fraction between 0.0 and 1.0"),
+                ),
+                (FaultAction::Loss, Some(_)) | (_, None) => {}
+                (_, Some(_)) => bad(t, "fraction", "only a loss fault takes `fraction`".into()),
+            }
         }
         out
+    }
+
+    /// Faults `backend` cannot apply, as (fault index, message): such a file is invalid
+    /// for that backend (exit 2 before anything starts).
+    pub fn unsupported_by(&self, backend: BackendKind) -> Vec<(usize, String)> {
+        self.faults
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                f.action == FaultAction::Loss
+                    && matches!(backend, BackendKind::Inprocess | BackendKind::Process)
+            })
+            .map(|(i, f)| {
+                (
+                    i,
+                    format!(
+                        "`{}` cannot be applied by the {} backend (it needs a network that can lose packets: --backend sim)",
+                        f.action.as_str(),
+                        backend.as_str()
+                    ),
+                )
+            })
+            .collect()
     }
 
     pub fn third_party_word_order(&self) -> WordOrder {

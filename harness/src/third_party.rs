@@ -7,16 +7,16 @@
 //! writes setpoints at `writes_per_s` on a second connection (one request in flight per
 //! tokio-modbus context; a write may wait seconds for a new Primary).
 
-use crate::measure::{Recorder, is_setpoint, read_blocks, wall_ms};
+use crate::measure::{Recorder, is_setpoint, read_blocks};
 use crate::scenario::ThirdPartyKind;
 use po_protocol::Value;
+use po_runtime::Net;
 use smart_connector::map::Point;
 use smart_connector::registers::{WordOrder, encode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_modbus::client::Context;
@@ -36,14 +36,18 @@ pub struct ThirdPartySpec {
     pub writes_per_s: f64,
     pub request_timeout: Duration,
     pub write_timeout: Duration,
+    /// Dials the connectors (the backend's network, as seen from the third-party host).
+    pub net: Arc<dyn Net>,
 }
 
-async fn connect(target: SocketAddr, from: Option<IpAddr>, timeout: Duration) -> Option<Context> {
-    let socket = TcpSocket::new_v4().ok()?;
-    if let Some(ip) = from {
-        socket.bind(SocketAddr::new(ip, 0)).ok()?;
-    }
-    let stream = tokio::time::timeout(timeout, socket.connect(target))
+/// A Modbus context to `target`, dialled from `from` on `net`.
+pub async fn connect(
+    net: &dyn Net,
+    target: SocketAddr,
+    from: Option<IpAddr>,
+    timeout: Duration,
+) -> Option<Context> {
+    let stream = tokio::time::timeout(timeout, net.connect(from, target))
         .await
         .ok()?
         .ok()?;
@@ -53,6 +57,7 @@ async fn connect(target: SocketAddr, from: Option<IpAddr>, timeout: Duration) ->
 
 /// A context per target, reopened after any failure (a late reply would poison it).
 struct Links {
+    net: Arc<dyn Net>,
     spec_targets: Vec<SocketAddr>,
     from: Option<IpAddr>,
     ctx: Vec<Option<Context>>,
@@ -70,6 +75,7 @@ impl std::fmt::Debug for Links {
 impl Links {
     fn new(spec: &ThirdPartySpec, timeout: Duration) -> Links {
         Links {
+            net: spec.net.clone(),
             spec_targets: spec.targets.clone(),
             from: spec.from,
             ctx: spec.targets.iter().map(|_| None).collect(),
@@ -79,7 +85,7 @@ impl Links {
 
     async fn get(&mut self, i: usize) -> Option<&mut Context> {
         if self.ctx[i].is_none() {
-            self.ctx[i] = connect(self.spec_targets[i], self.from, self.timeout).await;
+            self.ctx[i] = connect(&*self.net, self.spec_targets[i], self.from, self.timeout).await;
         }
         self.ctx[i].as_mut()
     }
@@ -133,7 +139,7 @@ pub async fn run(spec: ThirdPartySpec, rec: Arc<Recorder>, end: Instant) {
                 }
             }
         }
-        rec.record_cycle(spec.index, wall_ms(), newest);
+        rec.record_cycle(spec.index, rec.wall_ms(), newest);
         next += spec.poll_period;
         let now = Instant::now();
         if next < now {
@@ -225,6 +231,7 @@ async fn writer(
 /// the register image with the server's next scan), so late writes count as applied
 /// when they were.
 pub async fn read_back(
+    net: &dyn Net,
     target: SocketAddr,
     from: Option<IpAddr>,
     points: &[Point],
@@ -236,7 +243,7 @@ pub async fn read_back(
     let mut ctx: Option<Context> = None;
     while rec.write_outcome().1 > 0 && Instant::now() < deadline {
         if ctx.is_none() {
-            ctx = connect(target, from, Duration::from_secs(1)).await;
+            ctx = connect(net, target, from, Duration::from_secs(1)).await;
         }
         let Some(c) = ctx.as_mut() else {
             tokio::time::sleep(Duration::from_millis(50)).await;

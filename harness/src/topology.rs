@@ -84,9 +84,9 @@ impl Target<'_> {
     pub fn accepts(&self, action: FaultAction) -> Result<(), String> {
         use FaultAction::*;
         match (self, action) {
-            (Target::Link(_), Cut | Heal | Delay) => Ok(()),
-            (Target::Link(_), _) => Err("a link can be cut, healed or delayed".into()),
-            (_, Cut | Heal | Delay) => {
+            (Target::Link(_), Cut | Heal | Delay | Loss) => Ok(()),
+            (Target::Link(_), _) => Err("a link can be cut, healed, delayed or made lossy".into()),
+            (_, Cut | Heal | Delay | Loss) => {
                 Err("network faults act on links (see `harness plan`)".into())
             }
             (Target::Component(c), Pause | Resume) if c.kind == ComponentKind::Connector => Err(

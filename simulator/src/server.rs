@@ -14,16 +14,15 @@ use crate::session;
 use crate::sync::{self, ReplicateRequest};
 use po_protocol::Quality;
 use po_protocol::{
-    ErrorCode, Frame, Role, SharedBatch, TagId, TagSelection, TagValue, Timestamp, Value,
-    WriteOutcome,
+    ErrorCode, Frame, Role, SharedBatch, TagId, TagSelection, TagValue, Value, WriteOutcome,
 };
-use std::collections::HashMap;
+use po_runtime::{BoxListener, Clock, Env, Net};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -76,7 +75,8 @@ pub(crate) enum Subscription {
 /// subscriber's snapshot and the updates after it can never interleave wrongly.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    pub sessions: HashMap<u64, SessionEntry>,
+    /// Ordered by id, so publishing visits sessions in the same order on every run.
+    pub sessions: BTreeMap<u64, SessionEntry>,
     pub image: Vec<TagValue>,
     pub licences_in_use: HashMap<String, (String, SocketAddr)>,
 }
@@ -108,6 +108,8 @@ struct Durable {
     client_addr: SocketAddr,
     sync_addr: Option<SocketAddr>,
     status: watch::Sender<Option<PeerStatus>>,
+    /// The network and clocks the server was started with (kept for restarts).
+    env: Env,
 }
 
 /// Everything the tasks of one incarnation share.
@@ -128,9 +130,47 @@ pub(crate) struct Shared {
     next_session: AtomicU64,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    env: Env,
+    /// When the peer was last heard on the sync link (any frame).
+    peer_heard: Mutex<Instant>,
 }
 
 impl Shared {
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.env.clock
+    }
+
+    pub(crate) fn net(&self) -> &dyn Net {
+        &*self.env.net
+    }
+
+    /// The address this server's outgoing connections leave from.
+    pub(crate) fn host_address(&self) -> Option<std::net::IpAddr> {
+        self.config
+            .host_address
+            .or(Some(self.config.listen.ip()).filter(|ip| !ip.is_unspecified()))
+    }
+
+    /// How long the peer may be silent on the sync link before its connection is
+    /// treated as dead: the failover timeout, after which the pair acts on it anyway.
+    pub(crate) fn sync_liveness(&self) -> Duration {
+        self.config
+            .redundancy
+            .as_ref()
+            .map_or(Duration::from_secs(1), |r| r.failover_timeout)
+    }
+
+    pub(crate) fn peer_heard(&self) {
+        *self.peer_heard.lock().unwrap() = self.clock().now();
+    }
+
+    /// Whether nothing was heard from the peer for the liveness period, counting from
+    /// `since` at the earliest.
+    pub(crate) fn peer_silent_since(&self, since: Instant) -> bool {
+        let heard = (*self.peer_heard.lock().unwrap()).max(since);
+        self.clock().now().saturating_duration_since(heard) > self.sync_liveness()
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.config.name
     }
@@ -231,7 +271,7 @@ impl Shared {
 
     pub(crate) fn on_peer_status(&self, peer: PeerStatus) {
         let Some(red) = &self.redundancy else { return };
-        let t = red.lock().unwrap().on_peer_status(Instant::now(), peer);
+        let t = red.lock().unwrap().on_peer_status(self.clock().now(), peer);
         if let Some(t) = t {
             self.apply_transition(t);
         }
@@ -240,7 +280,7 @@ impl Shared {
 
     pub(crate) fn link_down(&self) {
         if let Some(red) = &self.redundancy {
-            red.lock().unwrap().on_link_down(Instant::now());
+            red.lock().unwrap().on_link_down(self.clock().now());
             self.redundancy_wake.notify_one();
         }
     }
@@ -295,7 +335,7 @@ impl Shared {
             return WriteOutcome::TypeMismatch;
         }
         let mode = self.redundancy.as_ref().map_or(WriteMode::Solo, |r| {
-            r.lock().unwrap().write_mode(Instant::now())
+            r.lock().unwrap().write_mode(self.clock().now())
         });
         tracing::debug!(server = %self.name(), %tag, %value, ?mode, "write");
         match mode {
@@ -314,7 +354,7 @@ impl Shared {
                 let req = ReplicateRequest {
                     tag,
                     value,
-                    deadline: Instant::now() + timeout,
+                    deadline: self.clock().now() + timeout,
                     done,
                 };
                 let replicated = self.replicator.try_send(req).is_ok()
@@ -471,13 +511,19 @@ impl ServerHandle {
     /// Binds the listeners and starts serving. Addresses with port 0 get a free port;
     /// [`ServerHandle::client_addr`] tells which, and a restart reuses it.
     pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
+        ServerHandle::start_in(config, Env::tokio()).await
+    }
+
+    /// [`ServerHandle::start`] with the network and clocks given by the caller (a
+    /// simulation passes virtual ones).
+    pub async fn start_in(config: ServerConfig, env: Env) -> Result<ServerHandle, ServerError> {
         config.validate().map_err(ServerError::Config)?;
         let model = Arc::new(
             config
                 .field_model()
                 .map_err(|e| ServerError::Config(e.to_string()))?,
         );
-        let client = bind(config.listen, "client access").await?;
+        let client = bind(&env, config.listen, "client access").await?;
         let client_addr = client.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
             what: "client access",
@@ -485,7 +531,7 @@ impl ServerHandle {
         })?;
         let (sync_listener, sync_addr) = match &config.redundancy {
             Some(r) => {
-                let l = bind(r.sync_listen, "sync link").await?;
+                let l = bind(&env, r.sync_listen, "sync link").await?;
                 let a = l.local_addr().map_err(|source| ServerError::Bind {
                     addr: r.sync_listen,
                     what: "sync link",
@@ -509,6 +555,7 @@ impl ServerHandle {
             client_addr,
             sync_addr,
             status: watch::channel(None).0,
+            env,
         };
         let handle = ServerHandle {
             inner: Arc::new(HandleInner {
@@ -520,12 +567,12 @@ impl ServerHandle {
         Ok(handle)
     }
 
-    fn launch(&self, client: TcpListener, sync_listener: Option<TcpListener>) {
+    fn launch(&self, client: BoxListener, sync_listener: Option<BoxListener>) {
         let d = &self.inner.durable;
         let redundancy = d
             .config
             .redundancy_config()
-            .map(|(index, cfg)| Mutex::new(RedundancyRole::new(index, cfg, Instant::now())));
+            .map(|(index, cfg)| Mutex::new(RedundancyRole::new(index, cfg, d.env.clock.now())));
         let initial = match &redundancy {
             Some(r) => r.lock().unwrap().status(),
             None => PeerStatus {
@@ -550,6 +597,8 @@ impl ServerHandle {
             next_session: AtomicU64::new(1),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            env: d.env.clone(),
+            peer_heard: Mutex::new(d.env.clock.now()),
         });
         d.status.send_replace(Some(initial));
         tracing::info!(server = %shared.name(), addr = %d.client_addr, role = %initial.role, epoch = initial.epoch, "server started");
@@ -557,7 +606,7 @@ impl ServerHandle {
         // The image exists before the first client can subscribe.
         let mut values = Vec::with_capacity(shared.model.tag_count());
         let mut previous = Vec::with_capacity(shared.model.tag_count());
-        let tick = shared.model.tick_at(Timestamp::now());
+        let tick = shared.model.tick_at(shared.clock().wall());
         shared.publish_tick(tick, &mut values, &mut previous);
 
         shared.spawn(run_ticker(shared.clone(), tick, values, previous));
@@ -670,9 +719,9 @@ impl ServerHandle {
             return Err(ServerError::AlreadyRunning(self.name().to_string()));
         }
         let d = &self.inner.durable;
-        let client = bind(d.client_addr, "client access").await?;
+        let client = bind(&d.env, d.client_addr, "client access").await?;
         let sync_listener = match d.sync_addr {
-            Some(a) => Some(bind(a, "sync link").await?),
+            Some(a) => Some(bind(&d.env, a, "sync link").await?),
             None => None,
         };
         tracing::info!(server = %self.name(), "restart");
@@ -740,8 +789,9 @@ impl ServerHandle {
     }
 }
 
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
+async fn bind(env: &Env, addr: SocketAddr, what: &'static str) -> Result<BoxListener, ServerError> {
+    env.net
+        .bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, what, source })
 }
@@ -755,12 +805,12 @@ async fn run_ticker(
 ) {
     loop {
         let next = shared.model.tick_time(last + 1);
-        let now = Timestamp::now();
+        let now = shared.clock().wall();
         if next > now {
             tokio::time::sleep(Duration::from_micros(next.0 - now.0)).await;
         }
         shared.wait_unpaused().await;
-        let tick = shared.model.tick_at(Timestamp::now());
+        let tick = shared.model.tick_at(shared.clock().wall());
         if tick <= last {
             continue;
         }
@@ -791,7 +841,7 @@ async fn run_redundancy(shared: Arc<Shared>) {
             _ = shared.redundancy_wake.notified() => {}
         }
         shared.wait_unpaused().await;
-        let t = red.lock().unwrap().poll(Instant::now());
+        let t = red.lock().unwrap().poll(shared.clock().now());
         if let Some(t) = t {
             shared.apply_transition(t);
         }

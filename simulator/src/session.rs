@@ -6,13 +6,13 @@ use crate::server::{Outgoing, SessionEntry, Shared};
 use bytes::BytesMut;
 use futures::StreamExt;
 use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};
-use po_protocol::{Access, ErrorCode, Frame, PROTOCOL_VERSION, Timestamp};
+use po_protocol::{Access, ErrorCode, Frame, PROTOCOL_VERSION};
+use po_runtime::{BoxListener, BoxStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::WriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
@@ -23,7 +23,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queued frames are coalesced into one write up to about this many bytes.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
-pub(crate) async fn run_listener(shared: Arc<Shared>, listener: TcpListener) {
+pub(crate) async fn run_listener(shared: Arc<Shared>, listener: BoxListener) {
     loop {
         match listener.accept().await {
             Ok((stream, from)) => {
@@ -55,9 +55,9 @@ impl Drop for SessionGuard<'_> {
     }
 }
 
-async fn run_session(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
+async fn run_session(shared: Arc<Shared>, stream: BoxStream, from: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read, FrameCodec::<Frame>::new());
 
     shared.wait_unpaused().await;
@@ -212,7 +212,7 @@ fn admit(
 }
 
 /// Sends one `Error` and closes: for sessions refused before they were admitted.
-async fn refuse(write: &mut OwnedWriteHalf, code: ErrorCode, message: String) {
+async fn refuse(write: &mut WriteHalf<BoxStream>, code: ErrorCode, message: String) {
     let mut buf = BytesMut::new();
     if encode_into(&Frame::Error { code, message }, &mut buf, MAX_FRAME_LEN).is_ok() {
         let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await;
@@ -222,7 +222,7 @@ async fn refuse(write: &mut OwnedWriteHalf, code: ErrorCode, message: String) {
 
 async fn run_reader(
     shared: &Arc<Shared>,
-    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec<Frame>>,
+    frames: &mut FramedRead<tokio::io::ReadHalf<BoxStream>, FrameCodec<Frame>>,
     tx: mpsc::Sender<Outgoing>,
     id: u64,
 ) {
@@ -291,7 +291,7 @@ async fn run_reader(
 
 async fn run_writer(
     shared: &Arc<Shared>,
-    mut write: OwnedWriteHalf,
+    mut write: WriteHalf<BoxStream>,
     mut rx: mpsc::Receiver<Outgoing>,
     mut kill: oneshot::Receiver<Frame>,
 ) {
@@ -361,7 +361,7 @@ fn encode(shared: &Shared, m: Outgoing, seq: &mut u64, buf: &mut BytesMut) {
                     role: s.role,
                     epoch: s.epoch,
                     seq: *seq,
-                    sent_at: Timestamp::now(),
+                    sent_at: shared.clock().wall(),
                 },
                 buf,
                 MAX_FRAME_LEN,

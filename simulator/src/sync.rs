@@ -11,13 +11,13 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};
 use po_protocol::{Role, TagId, Timestamp, Value};
+use po_runtime::{BoxListener, BoxStream};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
@@ -72,7 +72,7 @@ pub(crate) async fn run_outbound(
         shared.wait_unpaused().await;
         let peer = shared.peer_addr();
         let stream = tokio::select! {
-            r = tokio::time::timeout(shared.heartbeat(), TcpStream::connect(peer)) => match r {
+            r = tokio::time::timeout(shared.heartbeat(), shared.net().connect(shared.host_address(), peer)) => match r {
                 Ok(Ok(s)) => s,
                 _ => {
                     tokio::time::sleep(shared.heartbeat()).await;
@@ -83,11 +83,11 @@ pub(crate) async fn run_outbound(
         };
         let _ = stream.set_nodelay(true);
         tracing::debug!(server = %shared.name(), %peer, "sync link to peer up");
-        let since = std::time::Instant::now();
+        let since = shared.clock().now();
         serve_outbound(&shared, stream, &mut requests, &mut cut, &mut next_id).await;
         // A connection that ends at once (a proxy in front of a dead peer) is a failed
         // attempt, not a link going down: not worth an info line every heartbeat.
-        if since.elapsed() >= shared.heartbeat() {
+        if shared.clock().now().saturating_duration_since(since) >= shared.heartbeat() {
             tracing::info!(server = %shared.name(), %peer, "sync link to peer down");
         } else {
             tracing::debug!(server = %shared.name(), %peer, "sync link attempt ended at once");
@@ -99,12 +99,13 @@ pub(crate) async fn run_outbound(
 
 async fn serve_outbound(
     shared: &Arc<Shared>,
-    stream: TcpStream,
+    stream: BoxStream,
     requests: &mut mpsc::Receiver<ReplicateRequest>,
     cut: &mut tokio::sync::watch::Receiver<bool>,
     next_id: &mut u64,
 ) {
-    let (read, mut write) = stream.into_split();
+    let connected_at = shared.clock().now();
+    let (read, mut write) = tokio::io::split(stream);
     let mut acks = FramedRead::new(read, FrameCodec::<SyncFrame>::new());
     let mut status = shared.status_rx();
     let mut pending: HashMap<u64, oneshot::Sender<()>> = HashMap::new();
@@ -138,6 +139,13 @@ async fn serve_outbound(
             _ = wait_cut(cut, true) => return,
             _ = interval.tick() => {
                 shared.wait_unpaused().await;
+                // Nothing heard from the peer (on its connection to us) for the liveness
+                // period since this connection came up: ours may be black-holed too;
+                // dial again rather than write into the void.
+                if shared.peer_silent_since(connected_at) {
+                    tracing::debug!(server = %shared.name(), "peer silent; redialling the sync link");
+                    return;
+                }
                 push(&mut buf, &status_frame(shared));
             }
             changed = status.changed() => {
@@ -146,7 +154,7 @@ async fn serve_outbound(
             }
             req = requests.recv() => {
                 let Some(req) = req else { return };
-                if req.deadline <= Instant::now() {
+                if req.deadline <= shared.clock().now() {
                     continue; // its writer has given up waiting; the store push covers it
                 }
                 let id = *next_id;
@@ -183,7 +191,7 @@ fn status_frame(shared: &Shared) -> SyncFrame {
     SyncFrame::Status {
         role: s.role,
         epoch: s.epoch,
-        sent_at: Timestamp::now(),
+        sent_at: shared.clock().wall(),
     }
 }
 
@@ -195,7 +203,7 @@ fn push(buf: &mut BytesMut, frame: &SyncFrame) {
 }
 
 /// Accepts the peer's sync connections; the newest connection replaces older ones.
-pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: TcpListener) {
+pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: BoxListener) {
     let mut generation = 0u64;
     let current = Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
@@ -222,13 +230,13 @@ pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: TcpListener) {
 
 async fn serve_inbound(
     shared: &Arc<Shared>,
-    stream: TcpStream,
+    stream: BoxStream,
     from: SocketAddr,
     current: &std::sync::atomic::AtomicU64,
     mine: u64,
 ) {
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read, FrameCodec::<SyncFrame>::new());
     let mut cut = shared.sync_cut.subscribe();
     let mut buf = BytesMut::new();
@@ -237,11 +245,23 @@ async fn serve_inbound(
             return; // replaced by a newer connection
         }
         shared.wait_unpaused().await;
+        // A peer that says nothing for the liveness period is gone, whether or not its
+        // connection closed: a black hole never closes it, and after the network heals a
+        // stream that lost segments in it may never deliver again. Closing lets the
+        // peer's next write fail and both sides dial afresh.
+        let liveness = shared.sync_liveness();
         let frame = tokio::select! {
             _ = wait_cut(&mut cut, true) => return,
-            f = frames.next() => f,
+            f = tokio::time::timeout(liveness, frames.next()) => match f {
+                Ok(f) => f,
+                Err(_) => {
+                    tracing::debug!(server = %shared.name(), %from, ?liveness, "peer silent on the sync link; closing it");
+                    return;
+                }
+            },
         };
         shared.wait_unpaused().await;
+        shared.peer_heard();
         match frame {
             Some(Ok(SyncFrame::Hello { server_name, index })) => {
                 tracing::debug!(server = %shared.name(), peer = %server_name, index, %from, "peer joined the sync link");
