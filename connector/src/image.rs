@@ -147,6 +147,14 @@ impl RegisterImage {
             .store(epoch.min(u64::from(u32::MAX)) as u32, Relaxed);
     }
 
+    /// What the status block says is served: (state as in register 1, active epoch).
+    pub fn serving(&self) -> (u8, u32) {
+        (
+            self.state.load(Relaxed),
+            self.active_epoch.load(Relaxed),
+        )
+    }
+
     pub fn set_switches(&self, n: u64) {
         self.switches
             .store(n.min(u64::from(u32::MAX)) as u32, Relaxed);

@@ -3,6 +3,8 @@
 
 pub mod backend;
 pub mod bench;
+pub mod explore;
+pub mod invariants;
 pub mod load;
 pub mod measure;
 pub mod proxy;

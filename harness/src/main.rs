@@ -61,6 +61,33 @@ enum Command {
         #[arg(long, default_value = "10%", value_parser = harness::report::parse_margin)]
         max_regression: f64,
     },
+    /// Random fault schedules in the simulation backend, one per seed, with the
+    /// invariants of DESIGN §11 checked on every run. A failing seed is shrunk to the
+    /// fewest fault episodes that still fail and written as a scenario file; the command
+    /// that replays it is printed. Exit 0 when every seed held, 1 when one failed.
+    Explore {
+        /// 2 or 3.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+        architecture: u8,
+        /// Seeds to run, both ends included: `1..1000`.
+        #[arg(long, value_parser = harness::explore::parse_seeds)]
+        seeds: std::ops::RangeInclusive<u64>,
+        /// Run every N-th seed of the range, starting with the K-th (a CI matrix of N jobs).
+        #[arg(long, default_value = "1/1", value_parser = harness::explore::parse_shard)]
+        shard: (u64, u64),
+        /// Virtual length of each run.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Write the summary (seeds run, held, failing seeds with replay commands) as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Where the scenario files of failing seeds are written.
+        #[arg(long, default_value = "explore-failures")]
+        out: PathBuf,
+        /// Simulations at once (each single-threaded); default: the number of cores.
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Validate a scenario and print its hosts, components, addresses, links, licences,
     /// faults and expectations, without running it.
     Plan {
@@ -189,6 +216,87 @@ fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>, ExitCode> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Explore {
+            architecture,
+            seeds,
+            shard,
+            duration,
+            json,
+            out,
+            jobs,
+        } => {
+            let spec = harness::explore::ExploreSpec {
+                architecture,
+                seeds,
+                shard,
+                duration,
+                out_dir: out,
+                jobs: jobs.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                }),
+            };
+            let total = spec
+                .seeds
+                .clone()
+                .enumerate()
+                .filter(|(i, _)| *i as u64 % shard.1 == shard.0 - 1)
+                .count();
+            let pb = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new(total as u64)
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "explore arch {prefix} [{bar:30}] {pos}/{len} seeds · {per_sec} · {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            pb.set_prefix(architecture.to_string());
+            let summary = harness::explore::explore(&spec, &|done, failed| {
+                pb.set_position(done as u64);
+                pb.set_message(format!("{failed} failing"));
+                if !pb.is_hidden() {
+                    return;
+                }
+                // Not a terminal (CI): a line every 50 seeds.
+                if done % 50 == 0 || done == total {
+                    eprintln!("explore arch {architecture}: {done}/{total} seeds, {failed} failing");
+                }
+            })?;
+            pb.finish_and_clear();
+            println!(
+                "explore arch {}: {} seeds, {} held, {} failed · {:.1} seeds/s · {:.0} s virtual in {:.1} s ({:.0}× real time)",
+                summary.architecture,
+                summary.seeds_run,
+                summary.held,
+                summary.failed.len(),
+                summary.seeds_per_s,
+                summary.virtual_s,
+                summary.wall_s,
+                summary.speedup
+            );
+            for f in &summary.failed {
+                println!(
+                    "  seed {} failed ({} of {} episodes kept): {}",
+                    f.seed,
+                    f.shrunk_to,
+                    f.episodes,
+                    f.violations.join("; ")
+                );
+                println!("    replay: {}", f.replay);
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(if summary.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Plan { file, backend } => {
             let s = match load_all(std::slice::from_ref(&file)) {
                 Ok(mut v) => v.remove(0),
@@ -226,8 +334,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut unsupported = false;
             for (file, s) in files.iter().zip(&scenarios) {
                 let b = backend.or(s.backend).unwrap_or(BackendKind::Inprocess);
-                for (i, why) in s.unsupported_by(b) {
-                    eprintln!("{}: fault[{i}].action: {why}", file.display());
+                for (key, why) in s.unsupported_by(b) {
+                    eprintln!("{}: {key}: {why}", file.display());
                     unsupported = true;
                 }
             }

@@ -258,6 +258,9 @@ pub struct Expect {
     pub min_writes_applied: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_modbus_errors: Option<u64>,
+    /// Check the invariants of DESIGN §11 during and after the run (sim backend only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invariants: Option<bool>,
 }
 
 /// One problem in a scenario file.
@@ -465,19 +468,18 @@ impl Scenario {
         out
     }
 
-    /// Faults `backend` cannot apply, as (fault index, message): such a file is invalid
-    /// for that backend (exit 2 before anything starts).
-    pub fn unsupported_by(&self, backend: BackendKind) -> Vec<(usize, String)> {
-        self.faults
+    /// What `backend` cannot do of this scenario, as (key, message): such a file is
+    /// invalid for that backend (exit 2 before anything starts).
+    pub fn unsupported_by(&self, backend: BackendKind) -> Vec<(String, String)> {
+        let real = matches!(backend, BackendKind::Inprocess | BackendKind::Process);
+        let mut out: Vec<(String, String)> = self
+            .faults
             .iter()
             .enumerate()
-            .filter(|(_, f)| {
-                f.action == FaultAction::Loss
-                    && matches!(backend, BackendKind::Inprocess | BackendKind::Process)
-            })
+            .filter(|(_, f)| f.action == FaultAction::Loss && real)
             .map(|(i, f)| {
                 (
-                    i,
+                    format!("fault[{i}].action"),
                     format!(
                         "`{}` cannot be applied by the {} backend (it needs a network that can lose packets: --backend sim)",
                         f.action.as_str(),
@@ -485,7 +487,17 @@ impl Scenario {
                     ),
                 )
             })
-            .collect()
+            .collect();
+        if self.expect.invariants == Some(true) && backend != BackendKind::Sim {
+            out.push((
+                "expect.invariants".into(),
+                format!(
+                    "the invariants are observed inside the simulation only (--backend sim), not by the {} backend",
+                    backend.as_str()
+                ),
+            ));
+        }
+        out
     }
 
     pub fn third_party_word_order(&self) -> WordOrder {

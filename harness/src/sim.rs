@@ -16,7 +16,8 @@
 //!   lost), with everything behind it held back (head-of-line blocking).
 
 use crate::backend::{connector_config, server_config};
-use crate::report::{Report, SimInfo};
+use crate::invariants::Invariants;
+use crate::report::{Expectation, Report, SimInfo};
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::seam::Backend;
 use crate::topology::{ComponentKind, LinkKind, Topology};
@@ -704,8 +705,34 @@ impl Backend for SimDeployment {
 
 /// Runs one scenario in the simulation and returns its report (expectations judged).
 pub fn run_scenario(s: &Scenario, quiet: bool) -> Result<Report> {
-    let (report, _) = run_with(s, quiet, |_, _| {})?;
+    let check = s.expect.invariants == Some(true);
+    let mut invariants = Invariants::default();
+    let (mut report, observed) = run_with(s, quiet, |at, o| {
+        if check {
+            invariants.observe(at, o)
+        }
+    })?;
+    if check {
+        invariants.finish(&report, &observed.lock().unwrap(), recovery_window(s));
+        let held = invariants.violations.is_empty();
+        report.expectations.push(Expectation {
+            name: "invariants".into(),
+            limit: "hold (DESIGN §11)".into(),
+            actual: if held {
+                "held".into()
+            } else {
+                invariants.violations.join("; ")
+            },
+            passed: held,
+        });
+        report.passed = report.expectations.iter().all(|e| e.passed);
+    }
     Ok(report)
+}
+
+/// After the last fault, third parties must read fresh data again within this.
+pub fn recovery_window(s: &Scenario) -> Duration {
+    s.redundancy.failover_timeout + s.connector.source_timeout + Duration::from_secs(1)
 }
 
 /// Runs one scenario; `observe` is called after every simulation step with the virtual
@@ -714,7 +741,7 @@ pub fn run_with(
     s: &Scenario,
     quiet: bool,
     mut observe: impl FnMut(Duration, &Observed),
-) -> Result<(Report, Duration)> {
+) -> Result<(Report, Shared<Observed>)> {
     let wall = std::time::Instant::now();
     let t = Topology::build(s);
     let mut sim = turmoil::Builder::new()
@@ -788,8 +815,12 @@ pub fn run_with(
     }
     loop {
         match sim.step() {
-            Ok(true) => break,
-            Ok(false) => observe(sim.elapsed(), &observed.lock().unwrap()),
+            Ok(done) => {
+                observe(sim.elapsed(), &observed.lock().unwrap());
+                if done {
+                    break;
+                }
+            }
             Err(e) => bail!("simulation of {} failed: {e}", s.name),
         }
     }
@@ -804,5 +835,5 @@ pub fn run_with(
         virtual_s: virtual_time.as_secs_f64(),
         wall_s: wall.elapsed().as_secs_f64(),
     });
-    Ok((report, virtual_time))
+    Ok((report, observed))
 }

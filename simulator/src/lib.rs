@@ -12,6 +12,7 @@ pub mod field;
 pub mod pair;
 pub mod redundancy;
 pub mod server;
+pub mod switches;
 mod session;
 pub mod sync;
 
