@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::selector::{SelectorConfig, SourceEvent, SourceSelector, Switch};
 use crate::source::{SourceCommand, SourceMsg};
 use po_protocol::{Role, TagId, TagInfo, Value, WriteOutcome};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -41,7 +41,8 @@ struct SourceLink {
     connected: bool,
     catalog_ok: bool,
     /// Writes sent on this source, by request id.
-    in_flight: HashMap<u64, WriteRequest>,
+    /// Ordered by request id, so writes are re-queued in the order they were made.
+    in_flight: BTreeMap<u64, WriteRequest>,
 }
 
 /// Runs the engine until every source and write sender is gone.
@@ -92,7 +93,7 @@ impl Engine {
                     commands,
                     connected: false,
                     catalog_ok: false,
-                    in_flight: HashMap::new(),
+                    in_flight: BTreeMap::new(),
                 })
                 .collect(),
             synced: false,
@@ -174,8 +175,9 @@ impl Engine {
                 self.sources[i].connected = false;
                 // Writes sent there may or may not have been applied; writes are
                 // idempotent (set a value), so the next Primary gets them again.
-                let mut retry: Vec<WriteRequest> =
-                    self.sources[i].in_flight.drain().map(|(_, w)| w).collect();
+                let mut retry: Vec<WriteRequest> = std::mem::take(&mut self.sources[i].in_flight)
+                    .into_values()
+                    .collect();
                 retry.sort_by_key(|w| w.deadline);
                 for w in retry.into_iter().rev() {
                     self.queued.push_front(w);

@@ -149,10 +149,7 @@ impl RegisterImage {
 
     /// What the status block says is served: (state as in register 1, active epoch).
     pub fn serving(&self) -> (u8, u32) {
-        (
-            self.state.load(Relaxed),
-            self.active_epoch.load(Relaxed),
-        )
+        (self.state.load(Relaxed), self.active_epoch.load(Relaxed))
     }
 
     pub fn set_switches(&self, n: u64) {

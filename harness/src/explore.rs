@@ -151,7 +151,9 @@ fn draw_episodes(s: &Scenario, seed: u64) -> Vec<Episode> {
     let mut out = Vec::new();
     for _ in 0..count {
         let len = d.between_ms(300, 10_000);
-        let latest_start = total.saturating_sub(tail + len.as_millis() as u64).max(2_000);
+        let latest_start = total
+            .saturating_sub(tail + len.as_millis() as u64)
+            .max(2_000);
         let at = d.between_ms(2_000, latest_start);
         let end_at = at + len;
         let (start, end) = match d.below(6) {
@@ -271,7 +273,9 @@ fn explore_seed(spec: &ExploreSpec, seed: u64) -> Result<(Option<Failure>, f64)>
 }
 
 fn write_scenario(path: &Path, s: &Scenario, broken: &[String]) -> Result<()> {
-    let mut text = String::from("# Written by `harness explore`: the shrunk fault schedule of a failing seed.\n");
+    let mut text = String::from(
+        "# Written by `harness explore`: the shrunk fault schedule of a failing seed.\n",
+    );
     for b in broken {
         text.push_str(&format!("# broke: {b}\n"));
     }

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// Register 1 of the status block: serving Primary data.
 const SERVING_PRIMARY: u8 = 1;
+/// Register 1 of the status block: serving Standby data.
+const SERVING_STANDBY: u8 = 2;
 
 #[derive(Debug, Default)]
 pub struct Invariants {
@@ -75,7 +77,17 @@ impl Invariants {
 
     /// Checks the rules judged at the end of the run. `recovery` is the window after the
     /// last fault within which third parties must read fresh data again.
-    pub fn finish(&mut self, report: &Report, o: &Observed, recovery: Duration) {
+    /// `every_primary`: every connector must serve Primary data at the end (architecture
+    /// 3, where each connector reaches both servers); otherwise (architecture 2, each
+    /// connector on its local server) every connector serves data and one of them
+    /// Primary data.
+    pub fn finish(
+        &mut self,
+        report: &Report,
+        o: &Observed,
+        recovery: Duration,
+        every_primary: bool,
+    ) {
         if report.integrity.values_wrong > 0 {
             self.violate(format!(
                 "wrong values: {} of {}",
@@ -88,13 +100,23 @@ impl Invariants {
                 report.writes.lost, report.writes.acked
             ));
         }
+        let mut any_primary = false;
         for (name, c) in &o.connectors {
             let state = c.as_ref().map(|(_, image)| image.serving().0);
-            if state != Some(SERVING_PRIMARY) {
+            any_primary |= state == Some(SERVING_PRIMARY);
+            let ok = match state {
+                Some(SERVING_PRIMARY) => true,
+                Some(SERVING_STANDBY) => !every_primary,
+                _ => false,
+            };
+            if !ok {
                 self.violate(format!(
-                    "not serving Primary data at the end {name}: state {state:?}"
+                    "not serving at the end {name}: status state {state:?} (1 = Primary data, 2 = Standby data)"
                 ));
             }
+        }
+        if !any_primary {
+            self.violate("no Primary data at the end: no connector serves Primary data".into());
         }
         let last = report
             .failovers

@@ -231,9 +231,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 shard,
                 duration,
                 out_dir: out,
-                jobs: jobs.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(1, |n| n.get())
-                }),
+                jobs: jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             };
             let total = spec
                 .seeds
@@ -262,7 +261,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 // Not a terminal (CI): a line every 50 seeds.
                 if done % 50 == 0 || done == total {
-                    eprintln!("explore arch {architecture}: {done}/{total} seeds, {failed} failing");
+                    eprintln!(
+                        "explore arch {architecture}: {done}/{total} seeds, {failed} failing"
+                    );
                 }
             })?;
             pb.finish_and_clear();

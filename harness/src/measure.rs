@@ -15,7 +15,7 @@ use po_runtime::Clock;
 use po_simulator::FieldModel;
 use smart_connector::map::Point;
 use smart_connector::registers::{WordOrder, decode, encode};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -51,7 +51,8 @@ pub struct Recorder {
     /// Per third party: (read time ms, newest probe sample ms seen in that poll).
     timelines: Mutex<Vec<Vec<(u64, u64)>>>,
     wrong_examples: Mutex<Vec<String>>,
-    written: Mutex<HashMap<TagId, Vec<WriteRecord>>>,
+    /// Ordered by tag: the read-back visits tags in the same order on every run.
+    written: Mutex<BTreeMap<TagId, Vec<WriteRecord>>>,
 }
 
 impl Recorder {
@@ -77,7 +78,7 @@ impl Recorder {
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds")),
             timelines: Mutex::new(vec![Vec::new(); clients]),
             wrong_examples: Mutex::new(Vec::new()),
-            written: Mutex::new(HashMap::new()),
+            written: Mutex::new(BTreeMap::new()),
         }
     }
 

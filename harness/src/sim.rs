@@ -371,8 +371,11 @@ pub struct Observed {
     /// Every server ever started, by name (status readable at any time).
     pub servers: BTreeMap<String, ServerHandle>,
     /// Each connector's counters and image while it runs.
-    pub connectors: BTreeMap<String, Option<(Arc<Metrics>, Arc<RegisterImage>)>>,
+    pub connectors: BTreeMap<String, Option<RunningConnector>>,
 }
+
+/// A running connector's counters and register image.
+pub type RunningConnector = (Arc<Metrics>, Arc<RegisterImage>);
 
 type Shared<T> = Arc<Mutex<T>>;
 
@@ -713,7 +716,12 @@ pub fn run_scenario(s: &Scenario, quiet: bool) -> Result<Report> {
         }
     })?;
     if check {
-        invariants.finish(&report, &observed.lock().unwrap(), recovery_window(s));
+        invariants.finish(
+            &report,
+            &observed.lock().unwrap(),
+            recovery_window(s),
+            s.architecture == 3,
+        );
         let held = invariants.violations.is_empty();
         report.expectations.push(Expectation {
             name: "invariants".into(),

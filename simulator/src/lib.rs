@@ -12,8 +12,8 @@ pub mod field;
 pub mod pair;
 pub mod redundancy;
 pub mod server;
-pub mod switches;
 mod session;
+pub mod switches;
 pub mod sync;
 
 pub use config::ServerConfig;

@@ -13,7 +13,7 @@ use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};
 use po_protocol::{Role, TagId, Timestamp, Value};
 use po_runtime::{BoxListener, BoxStream};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -108,7 +108,8 @@ async fn serve_outbound(
     let (read, mut write) = tokio::io::split(stream);
     let mut acks = FramedRead::new(read, FrameCodec::<SyncFrame>::new());
     let mut status = shared.status_rx();
-    let mut pending: HashMap<u64, oneshot::Sender<()>> = HashMap::new();
+    // Ordered: on disconnect the waiting writers are released in the order they wrote.
+    let mut pending: BTreeMap<u64, oneshot::Sender<()>> = BTreeMap::new();
     let mut buf = BytesMut::new();
     let mut interval = tokio::time::interval(shared.heartbeat());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
