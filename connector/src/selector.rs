@@ -10,6 +10,10 @@
 //! - the active source is the healthy source claiming Primary with the highest epoch;
 //!   between equal epochs (split brain with equal epochs cannot come from our servers,
 //!   but a third-party server might) the current source is kept, else the lower index;
+//! - a Primary claim with an epoch below the highest Primary epoch ever heard is a
+//!   superseded Primary (the loser of a split brain that has not heard of the winner
+//!   yet): it counts as a Standby, so the connector never goes back to a lower epoch and
+//!   never forwards a write to a server whose writes the pair will overrule;
 //! - with no healthy Primary, a healthy Standby is served if `serve_standby` is set
 //!   (the current one kept if it qualifies, else the highest epoch, then lower index);
 //! - nothing changes without a cause: the decision is a function of the sources' state,
@@ -90,6 +94,8 @@ pub struct SourceSelector {
     reported: Vec<bool>,
     settle_until: Instant,
     settled: bool,
+    /// The highest epoch any source has claimed Primary with.
+    highest_primary_epoch: u64,
 }
 
 impl SourceSelector {
@@ -105,6 +111,7 @@ impl SourceSelector {
             reported: vec![false; sources],
             settle_until: now + config.source_timeout,
             settled: false,
+            highest_primary_epoch: 0,
         }
     }
 
@@ -138,6 +145,18 @@ impl SourceSelector {
         let s = self.sources.get_mut(source)?;
         if matches!(event, SourceEvent::Connected { .. } | SourceEvent::Lost) {
             self.reported[source] = true;
+        }
+        if let SourceEvent::Connected {
+            role: Role::Primary,
+            epoch,
+        }
+        | SourceEvent::Heartbeat {
+            role: Role::Primary,
+            epoch,
+        } = event
+            && (s.connected || matches!(event, SourceEvent::Connected { .. }))
+        {
+            self.highest_primary_epoch = self.highest_primary_epoch.max(epoch);
         }
         match event {
             SourceEvent::Connected { role, epoch } => {
@@ -191,9 +210,15 @@ impl SourceSelector {
     fn choose(&self, now: Instant) -> Option<Active> {
         let timeout = self.config.source_timeout;
         let healthy = |i: &usize| self.sources[*i].healthy(now, timeout);
+        // A superseded Primary (epoch below the highest Primary epoch heard) counts as a
+        // Standby.
+        let role_of = |s: &SourceState| match s.role {
+            Some(Role::Primary) if s.epoch < self.highest_primary_epoch => Some(Role::Standby),
+            r => r,
+        };
         let claim = |i: usize, role: Role| {
             let s = &self.sources[i];
-            (s.role == Some(role)).then_some(Active {
+            (role_of(s) == Some(role)).then_some(Active {
                 source: i,
                 role,
                 epoch: s.epoch,

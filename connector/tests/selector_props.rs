@@ -58,6 +58,11 @@ proptest! {
         // passed, or something was already active.
         let mut reported = [false; 2];
         let mut settled = false;
+        // The highest epoch any source claimed Primary with, and the highest Primary
+        // epoch served: a Primary below the former is superseded (counts as a Standby),
+        // and the latter never goes down.
+        let mut highest_primary = 0u64;
+        let mut served_primary = 0u64;
         for step in steps {
             let before = sel.active();
             let switches_before = sel.switch_count();
@@ -71,6 +76,12 @@ proptest! {
                         reported[i] = true;
                     }
                     let m = &mut model[i];
+                    if let SourceEvent::Connected { role: Role::Primary, epoch }
+                    | SourceEvent::Heartbeat { role: Role::Primary, epoch } = ev
+                        && (m.connected || matches!(ev, SourceEvent::Connected { .. }))
+                    {
+                        highest_primary = highest_primary.max(epoch);
+                    }
                     match ev {
                         SourceEvent::Connected { role, epoch } => {
                             *m = Model { connected: true, role: Some(role), epoch, heard: Some(now) }
@@ -91,9 +102,13 @@ proptest! {
                 }
             };
             let healthy = |m: &Model| m.connected && m.heard.is_some_and(|h| now - h < TIMEOUT);
+            let effective = |m: &Model| match m.role {
+                Some(Role::Primary) if m.epoch < highest_primary => Some(Role::Standby),
+                r => r,
+            };
             let best = |role: Role| {
                 (0..2)
-                    .filter(|i| healthy(&model[*i]) && model[*i].role == Some(role))
+                    .filter(|i| healthy(&model[*i]) && effective(&model[*i]) == Some(role))
                     .map(|i| model[i].epoch)
                     .max()
             };
@@ -103,8 +118,12 @@ proptest! {
             // At most one active source (by construction), and it is healthy.
             if let Some(a) = active {
                 prop_assert!(healthy(&model[a.source]), "active source {} is not healthy", a.source);
-                prop_assert_eq!(Some(a.role), model[a.source].role);
+                prop_assert_eq!(Some(a.role), effective(&model[a.source]));
                 prop_assert_eq!(a.epoch, model[a.source].epoch);
+                if a.role == Role::Primary {
+                    prop_assert!(a.epoch >= served_primary, "served Primary epoch {} after {}", a.epoch, served_primary);
+                    served_primary = a.epoch;
+                }
             }
             // A healthy Primary with the highest epoch is chosen at once.
             match best(Role::Primary) {

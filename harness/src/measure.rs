@@ -30,6 +30,9 @@ pub struct WriteRecord {
     pub acked: bool,
     pub seen: bool,
     pub seq: u64,
+    /// Position in the order of write events (sends and acknowledgements) of the run.
+    pub sent_at: u64,
+    pub acked_at: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -47,6 +50,8 @@ pub struct Recorder {
     pub writes_acked: AtomicU64,
     pub writes_refused: AtomicU64,
     write_seq: AtomicU64,
+    /// Orders sends and acknowledgements of writes, to tell concurrent writes apart.
+    write_events: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     /// Per third party: (read time ms, newest probe sample ms seen in that poll).
     timelines: Mutex<Vec<Vec<(u64, u64)>>>,
@@ -75,6 +80,7 @@ impl Recorder {
             writes_acked: AtomicU64::new(0),
             writes_refused: AtomicU64::new(0),
             write_seq: AtomicU64::new(0),
+            write_events: AtomicU64::new(0),
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds")),
             timelines: Mutex::new(vec![Vec::new(); clients]),
             wrong_examples: Mutex::new(Vec::new()),
@@ -202,6 +208,8 @@ impl Recorder {
                 acked: false,
                 seen: false,
                 seq,
+                sent_at: self.write_events.fetch_add(1, Relaxed),
+                acked_at: None,
             });
     }
 
@@ -215,6 +223,7 @@ impl Recorder {
             .and_then(|l| l.iter_mut().find(|w| w.seq == seq))
         {
             w.acked = true;
+            w.acked_at = Some(self.write_events.fetch_add(1, Relaxed));
         }
     }
 
@@ -227,20 +236,61 @@ impl Recorder {
         self.written.lock().unwrap().keys().copied().collect()
     }
 
-    /// (applied, lost): an acknowledged write is applied once read back; it is lost if
-    /// it was never seen and no later acknowledged write to the same tag replaced it.
+    /// The lost writes (as `write_outcome` counts them), each with its tag's history.
+    pub fn lost_examples(&self) -> Vec<String> {
+        let written = self.written.lock().unwrap();
+        let mut out = Vec::new();
+        for (tag, list) in written.iter() {
+            if out.len() >= 10 {
+                break;
+            }
+            if Self::lost_in(list).is_empty() {
+                continue;
+            }
+            let history: Vec<String> = list
+                .iter()
+                .map(|w| {
+                    format!(
+                        "#{} {} sent@{} {} {}",
+                        w.seq,
+                        w.value,
+                        w.sent_at,
+                        w.acked_at
+                            .map_or("unanswered".into(), |a| format!("acked@{a}")),
+                        if w.seen { "seen" } else { "unseen" }
+                    )
+                })
+                .collect();
+            out.push(format!("tag {tag}: {}", history.join(", ")));
+        }
+        out
+    }
+
+    /// The lost writes of one tag's list.
+    fn lost_in(list: &[WriteRecord]) -> Vec<u64> {
+        let last_acked = list.iter().filter(|w| w.acked).map(|w| w.seq).max();
+        list.iter()
+            .filter(|w| w.acked && !w.seen && Some(w.seq) == last_acked)
+            .filter(|w| {
+                !list
+                    .iter()
+                    .any(|v| v.seq != w.seq && v.seen && v.acked_at.is_none_or(|a| a > w.sent_at))
+            })
+            .map(|w| w.seq)
+            .collect()
+    }
+
+    /// (applied, lost): an acknowledged write is applied once read back. One never seen
+    /// is lost if it is the tag's last acknowledged write and no other write to the tag
+    /// that may have been applied after it was seen in its place: one sent after it, or
+    /// one still unanswered when it was sent (concurrent writes of two masters, or a
+    /// timed-out write, may reach the server in either order, as Modbus allows).
     pub fn write_outcome(&self) -> (u64, u64) {
         let written = self.written.lock().unwrap();
         let (mut applied, mut lost) = (0, 0);
         for list in written.values() {
-            let last_acked = list.iter().filter(|w| w.acked).map(|w| w.seq).max();
-            for w in list.iter().filter(|w| w.acked) {
-                if w.seen {
-                    applied += 1;
-                } else if Some(w.seq) == last_acked {
-                    lost += 1;
-                }
-            }
+            applied += list.iter().filter(|w| w.acked && w.seen).count() as u64;
+            lost += Self::lost_in(list).len() as u64;
         }
         (applied, lost)
     }
@@ -353,6 +403,57 @@ mod tests {
             Err(3_620),
             "never recovered: gap until the end"
         );
+    }
+
+    #[test]
+    fn an_acknowledged_write_overwritten_by_a_later_unanswered_one_is_not_lost() {
+        let r = recorder(1);
+        let tag = TagId(3);
+        let mark_seen = |seq: u64| {
+            let mut w = r.written.lock().unwrap();
+            w.get_mut(&tag)
+                .unwrap()
+                .iter_mut()
+                .find(|x| x.seq == seq)
+                .unwrap()
+                .seen = true;
+        };
+        r.write_sent(tag, Value::Analog(1.0), 1);
+        r.write_acked(tag, 1);
+        r.write_sent(tag, Value::Analog(2.0), 2); // timed out: outcome unknown
+        assert_eq!(
+            r.write_outcome(),
+            (0, 1),
+            "nothing seen yet: the acked write counts as lost"
+        );
+        mark_seen(2);
+        assert_eq!(
+            r.write_outcome(),
+            (0, 0),
+            "the later write was applied over it"
+        );
+        r.write_sent(tag, Value::Analog(3.0), 3);
+        r.write_acked(tag, 3);
+        assert_eq!(
+            r.write_outcome(),
+            (0, 1),
+            "a later acknowledged write must itself be seen"
+        );
+        mark_seen(3);
+        assert_eq!(r.write_outcome(), (1, 0));
+        // Two masters write at once: 5 is sent, 6 is sent and answered, then 5 is
+        // answered. The server may have applied 6 before 5: seeing 5 explains 6.
+        r.write_sent(tag, Value::Analog(5.0), 5);
+        r.write_sent(tag, Value::Analog(6.0), 6);
+        r.write_acked(tag, 6);
+        r.write_acked(tag, 5);
+        assert_eq!(r.write_outcome(), (1, 1));
+        mark_seen(5);
+        assert_eq!(r.write_outcome(), (2, 0));
+        // But a write answered before 7 was sent cannot explain 7 away.
+        r.write_sent(tag, Value::Analog(7.0), 7);
+        r.write_acked(tag, 7);
+        assert_eq!(r.write_outcome(), (2, 1));
     }
 
     #[test]

@@ -108,6 +108,9 @@ pub struct Writes {
     pub applied: u64,
     pub lost: u64,
     pub refused: u64,
+    /// Each lost write with the history of its tag, for diagnosis (up to ten).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_examples: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -333,6 +336,9 @@ impl Report {
         }
         for ex in &self.integrity.wrong_examples {
             let _ = writeln!(o, "  wrong value: {ex}");
+        }
+        for ex in &self.writes.lost_examples {
+            let _ = writeln!(o, "  lost write: {ex}");
         }
         o
     }

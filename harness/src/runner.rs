@@ -342,6 +342,7 @@ pub(crate) async fn drive<B: Backend>(
             applied: writes_applied,
             lost: writes_lost,
             refused: rec.writes_refused.load(Relaxed),
+            lost_examples: rec.lost_examples(),
         },
         expectations: vec![],
         resources,

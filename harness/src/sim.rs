@@ -390,8 +390,7 @@ async fn host_main(
         return std::future::pending().await;
     };
     let mut servers: BTreeMap<String, ServerHandle> = BTreeMap::new();
-    let mut connectors: BTreeMap<String, (ConnectorConfig, Option<ConnectorHandle>)> =
-        BTreeMap::new();
+    let mut connectors: BTreeMap<String, ConnectorSlot> = BTreeMap::new();
     while let Some(cmd) = inbox.recv().await {
         match cmd {
             HostCmd::StartServer(config, reply) => {
@@ -408,16 +407,22 @@ async fn host_main(
                 let _ = reply.send(r.map_err(|e| e.to_string()));
             }
             HostCmd::StartConnector(config, reply) => {
-                let r = start_connector(&config, &env, &observed).await;
+                let wait = Some(Duration::from_secs(30));
+                let r = start_connector(&config, wait, &env, &observed).await;
                 let ok = r.as_ref().map(|_| ()).map_err(|e| e.clone());
-                connectors.insert(config.name.clone(), (config, r.ok()));
+                let slot = ConnectorSlot {
+                    config: config.clone(),
+                    running: Rc::new(RefCell::new(r.ok())),
+                    starting: None,
+                };
+                connectors.insert(config.name.clone(), slot);
                 let _ = reply.send(ok);
             }
             HostCmd::Lifecycle(name, action, reply) => {
                 let r = if let Some(h) = servers.get(&name) {
                     server_fault(h, action).await
-                } else if let Some((config, handle)) = connectors.get_mut(&name) {
-                    connector_fault(config, handle, action, &env, &observed).await
+                } else if let Some(slot) = connectors.get_mut(&name) {
+                    slot.fault(action, &env, &observed).await
                 } else {
                     Err(format!("no component {name} on this host"))
                 };
@@ -429,16 +434,13 @@ async fn host_main(
 
 async fn start_connector(
     config: &ConnectorConfig,
+    catalog_wait: Option<Duration>,
     env: &Env,
     observed: &Shared<Observed>,
 ) -> Result<ConnectorHandle, String> {
-    let h = smart_connector::connector::start_in(
-        config.clone(),
-        Some(Duration::from_secs(30)),
-        env.clone(),
-    )
-    .await
-    .map_err(|e| format!("{e:#}"))?;
+    let h = smart_connector::connector::start_in(config.clone(), catalog_wait, env.clone())
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     observed.lock().unwrap().connectors.insert(
         config.name.clone(),
         Some((h.metrics.clone(), h.image.clone())),
@@ -462,33 +464,58 @@ async fn server_fault(h: &ServerHandle, action: FaultAction) -> Result<(), Strin
     Ok(())
 }
 
-async fn connector_fault(
-    config: &ConnectorConfig,
-    handle: &mut Option<ConnectorHandle>,
-    action: FaultAction,
-    env: &Env,
-    observed: &Shared<Observed>,
-) -> Result<(), String> {
-    match action {
-        FaultAction::Crash | FaultAction::Restart => {
-            if let Some(h) = handle.take() {
-                h.shutdown().await;
-            }
-            observed
-                .lock()
-                .unwrap()
-                .connectors
-                .insert(config.name.clone(), None);
-            if action == FaultAction::Restart {
-                *handle = Some(start_connector(config, env, observed).await?);
-            }
-            Ok(())
+/// A connector of a simulated host.
+struct ConnectorSlot {
+    config: ConnectorConfig,
+    running: Rc<RefCell<Option<ConnectorHandle>>>,
+    /// A restart in progress: like the binary, a restarted connector waits for a
+    /// catalogue as long as it takes (its servers may be unreachable for a while).
+    starting: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ConnectorSlot {
+    async fn fault(
+        &mut self,
+        action: FaultAction,
+        env: &Env,
+        observed: &Shared<Observed>,
+    ) -> Result<(), String> {
+        if !matches!(action, FaultAction::Crash | FaultAction::Restart) {
+            return Err(format!(
+                "{} cannot be applied to connector {}",
+                action.as_str(),
+                self.config.name
+            ));
         }
-        a => Err(format!(
-            "{} cannot be applied to connector {}",
-            a.as_str(),
-            config.name
-        )),
+        if let Some(start) = self.starting.take() {
+            start.abort();
+        }
+        let running = self.running.borrow_mut().take();
+        if let Some(h) = running {
+            h.shutdown().await;
+        }
+        observed
+            .lock()
+            .unwrap()
+            .connectors
+            .insert(self.config.name.clone(), None);
+        if action == FaultAction::Restart {
+            let (config, env, observed, slot) = (
+                self.config.clone(),
+                env.clone(),
+                observed.clone(),
+                self.running.clone(),
+            );
+            self.starting = Some(tokio::task::spawn_local(async move {
+                match start_connector(&config, None, &env, &observed).await {
+                    Ok(h) => *slot.borrow_mut() = Some(h),
+                    Err(e) => {
+                        tracing::warn!(connector = %config.name, error = %e, "restart failed")
+                    }
+                }
+            }));
+        }
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ pub mod pair;
 pub mod redundancy;
 pub mod server;
 mod session;
+pub mod setpoints;
 pub mod switches;
 pub mod sync;
 

@@ -85,6 +85,10 @@ pub enum TransitionReason {
     HigherEpochSeen,
     /// The preferred server took the role back.
     Failback,
+    /// A Primary learnt that its peer knows a higher epoch than the one it holds (one
+    /// the peer held while they were apart): it takes an epoch above it, so clients that
+    /// saw that epoch follow it again.
+    HigherEpochKnown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +132,14 @@ impl RedundancyRole {
             linked_since: None,
             last_input: now,
         }
+    }
+
+    /// A restarted server that remembers the highest epoch it held or heard before: its
+    /// next promotion goes above it, so epochs never repeat across restarts (a connector
+    /// that served epoch 5 is never offered a "new" Primary with epoch 3).
+    pub fn with_known_epoch(mut self, epoch: u64) -> RedundancyRole {
+        self.max_known = self.max_known.max(epoch);
+        self
     }
 
     pub fn index(&self) -> ServerIndex {
@@ -229,6 +241,20 @@ impl RedundancyRole {
         }
     }
 
+    /// The highest epoch the peer has held or heard (sent with its status). A Primary
+    /// holding a lower epoch re-promotes above it.
+    pub fn on_peer_known_epoch(&mut self, now: Instant, known: u64) -> Option<Transition> {
+        self.touch(now);
+        self.max_known = self.max_known.max(known);
+        (self.role == Role::Primary && known > self.epoch)
+            .then(|| self.promote(TransitionReason::HigherEpochKnown))
+    }
+
+    /// The highest epoch held or heard, for the peer.
+    pub fn known_epoch(&self) -> u64 {
+        self.max_known.max(self.epoch)
+    }
+
     pub fn on_link_down(&mut self, now: Instant) {
         self.touch(now);
         self.peer = None;
@@ -321,6 +347,40 @@ mod tests {
             role: Role::Primary,
             epoch,
         }
+    }
+
+    #[test]
+    fn a_restarted_server_promotes_above_every_epoch_it_knew() {
+        let t = Instant::now();
+        let mut b = RedundancyRole::new(ServerIndex(1), cfg(false), t).with_known_epoch(6);
+        let p = b.poll(t + FT).expect("a silent peer means promotion");
+        assert_eq!(p.to.role, Role::Primary);
+        assert!(p.to.epoch > 6 && ServerIndex(1).owns(p.to.epoch), "{p:?}");
+    }
+
+    #[test]
+    fn a_primary_re_promotes_above_an_epoch_its_peer_knows() {
+        let t = Instant::now();
+        let mut a = RedundancyRole::new(ServerIndex(0), cfg(false), t);
+        a.on_peer_status(t, standby(0))
+            .expect("preferred takes the role");
+        assert_eq!(a.status(), primary(1));
+        // The peer held epoch 4 while they were apart and has restarted since.
+        let up = a.on_peer_known_epoch(t, 4).expect("re-promotion");
+        assert_eq!(up.reason, TransitionReason::HigherEpochKnown);
+        assert_eq!(a.status().role, Role::Primary);
+        assert_eq!(a.epoch(), 5);
+        assert_eq!(a.known_epoch(), 5);
+        assert_eq!(
+            a.on_peer_known_epoch(t, 5),
+            None,
+            "nothing above ours: no change"
+        );
+        // A Standby only remembers.
+        let mut b = RedundancyRole::new(ServerIndex(1), cfg(false), t);
+        assert_eq!(b.on_peer_known_epoch(t, 9), None);
+        assert_eq!(b.status(), standby(0));
+        assert_eq!(b.known_epoch(), 9);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::field::FieldModel;
 use crate::redundancy::WriteMode;
 use crate::redundancy::{PeerStatus, RedundancyRole, Transition};
 use crate::session;
+use crate::setpoints::{Setpoint, SetpointStore};
 use crate::sync::{self, ReplicateRequest};
 use po_protocol::Quality;
 use po_protocol::{
@@ -102,7 +103,7 @@ impl Registry {
 struct Durable {
     config: ServerConfig,
     model: Arc<FieldModel>,
-    setpoints: Arc<Mutex<HashMap<TagId, Value>>>,
+    setpoints: Arc<Mutex<SetpointStore>>,
     sync_cut: Arc<watch::Sender<bool>>,
     peer: Arc<Mutex<Option<SocketAddr>>>,
     client_addr: SocketAddr,
@@ -110,6 +111,8 @@ struct Durable {
     status: watch::Sender<Option<PeerStatus>>,
     /// The network and clocks the server was started with (kept for restarts).
     env: Env,
+    /// The highest epoch held or heard: kept "on disk" so a restart never reuses one.
+    known_epoch: Arc<AtomicU64>,
 }
 
 /// Everything the tasks of one incarnation share.
@@ -117,7 +120,7 @@ struct Durable {
 pub(crate) struct Shared {
     config: ServerConfig,
     pub(crate) model: Arc<FieldModel>,
-    setpoints: Arc<Mutex<HashMap<TagId, Value>>>,
+    setpoints: Arc<Mutex<SetpointStore>>,
     pub(crate) sync_cut: Arc<watch::Sender<bool>>,
     peer: Arc<Mutex<Option<SocketAddr>>>,
     status: watch::Sender<PeerStatus>,
@@ -131,6 +134,7 @@ pub(crate) struct Shared {
     cancel: CancellationToken,
     tracker: TaskTracker,
     env: Env,
+    known_epoch: Arc<AtomicU64>,
     /// When the peer was last heard on the sync link (any frame).
     peer_heard: Mutex<Instant>,
 }
@@ -227,55 +231,59 @@ impl Shared {
         let _ = rx.wait_for(|p| !*p).await;
     }
 
-    pub(crate) fn setpoints_snapshot(&self) -> Vec<(TagId, Value)> {
-        let mut v: Vec<_> = self
-            .setpoints
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(t, v)| (*t, *v))
-            .collect();
-        v.sort_by_key(|(t, _)| *t);
-        v
+    pub(crate) fn setpoints_snapshot(&self) -> Vec<(TagId, Setpoint)> {
+        self.setpoints.lock().unwrap().snapshot()
     }
 
-    pub(crate) fn apply_replicated(&self, tag: TagId, value: Value) {
-        if self
-            .model
+    fn accepts(&self, tag: TagId, value: Value) -> bool {
+        self.model
             .tag(tag)
             .is_some_and(|t| t.writable && t.kind == value.kind())
-        {
-            self.setpoints.lock().unwrap().insert(tag, value);
+    }
+
+    pub(crate) fn apply_replicated(&self, tag: TagId, entry: Setpoint) {
+        if self.accepts(tag, entry.value) {
+            self.setpoints.lock().unwrap().merge_one(tag, entry);
         }
     }
 
-    /// Takes the peer's store when the peer's epoch is higher than ours: it is (or is
-    /// about to be) the Primary whose writes count.
-    pub(crate) fn adopt_setpoints(&self, peer_epoch: u64, values: Vec<(TagId, Value)>) {
-        if peer_epoch <= self.status().epoch && self.status().role == Role::Primary {
-            tracing::debug!(server = %self.name(), peer_epoch, "keeping our setpoint store: our epoch is higher");
-            return;
-        }
+    /// Merges the peer's store into ours: per tag the later write wins, so after a split
+    /// brain the pair keeps the writes both sides acknowledged (the latest of each tag)
+    /// rather than one side's store replacing the other's.
+    pub(crate) fn merge_setpoints(&self, values: Vec<(TagId, Setpoint)>) {
         let mut store = self.setpoints.lock().unwrap();
-        store.clear();
-        for (tag, value) in values {
-            if self
-                .model
-                .tag(tag)
-                .is_some_and(|t| t.writable && t.kind == value.kind())
-            {
-                store.insert(tag, value);
+        for (tag, entry) in values {
+            if self.accepts(tag, entry.value) {
+                store.merge_one(tag, entry);
             }
         }
     }
 
     pub(crate) fn on_peer_status(&self, peer: PeerStatus) {
         let Some(red) = &self.redundancy else { return };
+        self.known_epoch.fetch_max(peer.epoch, Ordering::Relaxed);
         let t = red.lock().unwrap().on_peer_status(self.clock().now(), peer);
         if let Some(t) = t {
             self.apply_transition(t);
         }
         self.redundancy_wake.notify_one();
+    }
+
+    pub(crate) fn on_peer_known_epoch(&self, known: u64) {
+        let Some(red) = &self.redundancy else { return };
+        self.known_epoch.fetch_max(known, Ordering::Relaxed);
+        let t = red
+            .lock()
+            .unwrap()
+            .on_peer_known_epoch(self.clock().now(), known);
+        if let Some(t) = t {
+            self.apply_transition(t);
+        }
+    }
+
+    /// The highest epoch this server has held or heard (across restarts).
+    pub(crate) fn known_epoch(&self) -> u64 {
+        self.known_epoch.load(Ordering::Relaxed)
     }
 
     pub(crate) fn link_down(&self) {
@@ -286,6 +294,7 @@ impl Shared {
     }
 
     fn apply_transition(&self, t: Transition) {
+        self.known_epoch.fetch_max(t.to.epoch, Ordering::Relaxed);
         tracing::info!(
             server = %self.name(),
             from = %format!("{} epoch {}", t.from.role, t.from.epoch),
@@ -338,6 +347,8 @@ impl Shared {
             r.lock().unwrap().write_mode(self.clock().now())
         });
         tracing::debug!(server = %self.name(), %tag, %value, ?mode, "write");
+        // Stamped once: the peer stores the very entry we store.
+        let entry = self.stamp(tag, value);
         match mode {
             WriteMode::Solo => {}
             WriteMode::Hold => {
@@ -353,7 +364,7 @@ impl Shared {
                 let (done, confirmed) = oneshot::channel();
                 let req = ReplicateRequest {
                     tag,
-                    value,
+                    entry,
                     deadline: self.clock().now() + timeout,
                     done,
                 };
@@ -369,8 +380,14 @@ impl Shared {
                 }
             }
         }
-        self.setpoints.lock().unwrap().insert(tag, value);
+        self.setpoints.lock().unwrap().merge_one(tag, entry);
         WriteOutcome::Applied
+    }
+
+    /// The store entry a write made now would get (later than what the tag holds).
+    fn stamp(&self, tag: TagId, value: Value) -> Setpoint {
+        let mut probe = self.setpoints.lock().unwrap().clone_entry(tag);
+        probe.write(tag, value, self.clock().wall())
     }
 
     /// Registers a subscriber and queues its snapshot, atomically with respect to ticks.
@@ -420,8 +437,8 @@ impl Shared {
     /// Computes the tick's values and publishes what changed.
     fn publish_tick(&self, tick: u64, values: &mut Vec<Value>, previous: &mut Vec<Value>) {
         self.model.values_at(tick, values);
-        for (tag, v) in self.setpoints.lock().unwrap().iter() {
-            values[tag.index()] = *v;
+        for (tag, s) in self.setpoints.lock().unwrap().entries() {
+            values[tag.index()] = s.value;
         }
         let sampled_at = self.model.tick_time(tick);
         let first = previous.is_empty();
@@ -556,6 +573,7 @@ impl ServerHandle {
             sync_addr,
             status: watch::channel(None).0,
             env,
+            known_epoch: Arc::default(),
         };
         let handle = ServerHandle {
             inner: Arc::new(HandleInner {
@@ -569,10 +587,10 @@ impl ServerHandle {
 
     fn launch(&self, client: BoxListener, sync_listener: Option<BoxListener>) {
         let d = &self.inner.durable;
-        let redundancy = d
-            .config
-            .redundancy_config()
-            .map(|(index, cfg)| Mutex::new(RedundancyRole::new(index, cfg, d.env.clock.now())));
+        let redundancy = d.config.redundancy_config().map(|(index, cfg)| {
+            let known = d.known_epoch.load(Ordering::Relaxed);
+            Mutex::new(RedundancyRole::new(index, cfg, d.env.clock.now()).with_known_epoch(known))
+        });
         let initial = match &redundancy {
             Some(r) => r.lock().unwrap().status(),
             None => PeerStatus {
@@ -598,6 +616,7 @@ impl ServerHandle {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             env: d.env.clone(),
+            known_epoch: d.known_epoch.clone(),
             peer_heard: Mutex::new(d.env.clock.now()),
         });
         d.status.send_replace(Some(initial));
@@ -664,13 +683,7 @@ impl ServerHandle {
 
     /// The value a writable tag was last set to on this server, if any.
     pub fn setpoint(&self, tag: TagId) -> Option<Value> {
-        self.inner
-            .durable
-            .setpoints
-            .lock()
-            .unwrap()
-            .get(&tag)
-            .copied()
+        self.inner.durable.setpoints.lock().unwrap().get(tag)
     }
 
     /// Number of client sessions past `Hello`.

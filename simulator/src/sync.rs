@@ -7,10 +7,11 @@
 //! the ownership simple: nothing needs to decide which side "owns" a shared socket.
 
 use crate::server::Shared;
+use crate::setpoints::Setpoint;
 use bytes::BytesMut;
 use futures::StreamExt;
 use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};
-use po_protocol::{Role, TagId, Timestamp, Value};
+use po_protocol::{Role, TagId, Timestamp};
 use po_runtime::{BoxListener, BoxStream};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,23 +32,33 @@ pub enum SyncFrame {
     Status {
         role: Role,
         epoch: u64,
+        /// The highest epoch the sender has held or heard.
+        known: u64,
         sent_at: Timestamp,
     },
+    /// A write to apply before the sender acknowledges it; `epoch` is the sender's.
     Replicate {
         id: u64,
         tag: TagId,
-        value: Value,
+        entry: Setpoint,
+        epoch: u64,
     },
     ReplicateAck {
         id: u64,
     },
-    /// The sender's whole setpoint store; sent by a Primary when its link to the peer
-    /// comes up, so a restarted or partitioned Standby converges. The receiver adopts it
-    /// unless it is itself a Primary with an epoch at least as high (the split-brain loser
-    /// takes the winner's store, never the other way round).
+    /// Not applied: the sender's epoch is below one the receiver knows, so the sender is
+    /// a superseded Primary (say, one that was paused while its peer took over) and must
+    /// not acknowledge the write.
+    ReplicateRefused {
+        id: u64,
+        known: u64,
+    },
+    /// The sender's whole setpoint store, sent whenever its link to the peer comes up;
+    /// the receiver merges it (per tag the later write wins), so a restarted Standby and
+    /// both sides of a healed split brain converge. `epoch` is the sender's, for logs.
     Setpoints {
         epoch: u64,
-        values: Vec<(TagId, Value)>,
+        values: Vec<(TagId, Setpoint)>,
     },
 }
 
@@ -55,7 +66,7 @@ pub enum SyncFrame {
 #[derive(Debug)]
 pub(crate) struct ReplicateRequest {
     pub tag: TagId,
-    pub value: Value,
+    pub entry: Setpoint,
     pub deadline: Instant,
     pub done: oneshot::Sender<()>,
 }
@@ -119,15 +130,13 @@ async fn serve_outbound(
         index: shared.index(),
     };
     push(&mut buf, &hello);
-    if shared.status().role == Role::Primary {
-        push(
-            &mut buf,
-            &SyncFrame::Setpoints {
-                epoch: shared.status().epoch,
-                values: shared.setpoints_snapshot(),
-            },
-        );
-    }
+    push(
+        &mut buf,
+        &SyncFrame::Setpoints {
+            epoch: shared.status().epoch,
+            values: shared.setpoints_snapshot(),
+        },
+    );
     loop {
         if !buf.is_empty() {
             shared.wait_unpaused().await;
@@ -160,7 +169,7 @@ async fn serve_outbound(
                 }
                 let id = *next_id;
                 *next_id += 1;
-                push(&mut buf, &SyncFrame::Replicate { id, tag: req.tag, value: req.value });
+                push(&mut buf, &SyncFrame::Replicate { id, tag: req.tag, entry: req.entry, epoch: shared.status().epoch });
                 pending.insert(id, req.done);
             }
             frame = acks.next() => match frame {
@@ -168,6 +177,11 @@ async fn serve_outbound(
                     if let Some(done) = pending.remove(&id) {
                         let _ = done.send(());
                     }
+                }
+                Some(Ok(SyncFrame::ReplicateRefused { id, known })) => {
+                    // Dropping the waiter refuses the write at once.
+                    tracing::info!(server = %shared.name(), known, "peer refused a write: it knows a higher epoch");
+                    pending.remove(&id);
                 }
                 Some(Ok(other)) => {
                     tracing::warn!(server = %shared.name(), frame = ?other, "unexpected frame from peer on the sync link; closing it");
@@ -192,6 +206,7 @@ fn status_frame(shared: &Shared) -> SyncFrame {
     SyncFrame::Status {
         role: s.role,
         epoch: s.epoch,
+        known: shared.known_epoch(),
         sent_at: shared.clock().wall(),
     }
 }
@@ -262,27 +277,45 @@ async fn serve_inbound(
             },
         };
         shared.wait_unpaused().await;
+        if current.load(std::sync::atomic::Ordering::SeqCst) != mine {
+            return; // replaced while we waited: this frame is stale
+        }
         shared.peer_heard();
         match frame {
             Some(Ok(SyncFrame::Hello { server_name, index })) => {
                 tracing::debug!(server = %shared.name(), peer = %server_name, index, %from, "peer joined the sync link");
             }
-            Some(Ok(SyncFrame::Status { role, epoch, .. })) => {
+            Some(Ok(SyncFrame::Status {
+                role, epoch, known, ..
+            })) => {
                 shared.on_peer_status(crate::redundancy::PeerStatus { role, epoch });
+                shared.on_peer_known_epoch(known);
             }
-            Some(Ok(SyncFrame::Replicate { id, tag, value })) => {
-                shared.apply_replicated(tag, value);
+            Some(Ok(SyncFrame::Replicate {
+                id,
+                tag,
+                entry,
+                epoch,
+            })) => {
                 buf.clear();
-                push(&mut buf, &SyncFrame::ReplicateAck { id });
+                let known = shared.known_epoch().max(shared.status().epoch);
+                if epoch < known {
+                    tracing::info!(server = %shared.name(), %from, peer_epoch = epoch, known, "write from a superseded Primary refused");
+                    push(&mut buf, &SyncFrame::ReplicateRefused { id, known });
+                } else {
+                    shared.apply_replicated(tag, entry);
+                    push(&mut buf, &SyncFrame::ReplicateAck { id });
+                }
                 if write.write_all(&buf).await.is_err() {
                     return;
                 }
             }
             Some(Ok(SyncFrame::Setpoints { epoch, values })) => {
-                shared.adopt_setpoints(epoch, values);
+                tracing::debug!(server = %shared.name(), peer_epoch = epoch, entries = values.len(), "merging the peer's setpoint store");
+                shared.merge_setpoints(values);
             }
-            Some(Ok(SyncFrame::ReplicateAck { .. })) => {
-                tracing::warn!(server = %shared.name(), %from, "unexpected ReplicateAck on inbound sync link; closing it");
+            Some(Ok(SyncFrame::ReplicateAck { .. } | SyncFrame::ReplicateRefused { .. })) => {
+                tracing::warn!(server = %shared.name(), %from, "unexpected replication answer on inbound sync link; closing it");
                 return;
             }
             Some(Err(e)) if e.is_protocol_violation() => {
