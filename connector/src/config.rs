@@ -4,7 +4,8 @@
 //! `smart-connector check` shows an engineer the whole list at once. Each problem names
 //! the file, the line and the key.
 
-use crate::registers::WordOrder;
+use crate::registers::{STATUS_REGISTERS, WordOrder};
+use crate::toml_locate::{find_line, line_of};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -354,13 +355,12 @@ impl ConnectorConfig {
         if m.max_connections == 0 {
             bad("modbus.max_connections", "must be at least 1".into());
         }
-        if m.data_base < crate::map::STATUS_REGISTERS {
+        if m.data_base < STATUS_REGISTERS {
             bad(
                 "modbus.data_base",
                 format!(
                     "{} overlaps the status block (registers 0..{})",
-                    m.data_base,
-                    crate::map::STATUS_REGISTERS
+                    m.data_base, STATUS_REGISTERS
                 ),
             );
         }
@@ -386,13 +386,12 @@ impl ConnectorConfig {
                 bad(&format!("map.point[{i}].address"), "is missing".into());
                 continue;
             }
-            if pt.address < crate::map::STATUS_REGISTERS {
+            if pt.address < STATUS_REGISTERS {
                 bad(
                     &format!("map.point[{i}].address"),
                     format!(
                         "{} is inside the status block (0..{})",
-                        pt.address,
-                        crate::map::STATUS_REGISTERS
+                        pt.address, STATUS_REGISTERS
                     ),
                 );
             }
@@ -452,10 +451,6 @@ fn problem_from_toml(text: &str, e: &toml::de::Error) -> ConfigProblem {
         key: "syntax".into(),
         message: e.message().trim().to_string(),
     }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 /// Works out which key a deserialization error is about, from its span in `rendered`.
@@ -542,72 +537,4 @@ fn remove_key(doc: &mut toml::Table, path: &[String]) -> bool {
             _ => false,
         },
     }
-}
-
-/// Finds the line of `key` (a dotted path, array indices as `name[i]`) in the original text.
-fn find_line(text: &str, path: &[String]) -> Option<usize> {
-    let (last, parents) = path.split_last()?;
-    let strip = |s: &str| s.split('[').next().unwrap_or(s).to_string();
-    let index_of = |s: &str| -> Option<usize> {
-        s.split_once('[')
-            .and_then(|(_, r)| r.trim_end_matches(']').parse().ok())
-    };
-    let want_table: Vec<String> = parents.iter().map(|s| strip(s)).collect();
-    let want_index: Vec<Option<usize>> = parents.iter().map(|s| index_of(s)).collect();
-    let mut current: Vec<String> = Vec::new();
-    let mut counts: std::collections::HashMap<String, usize> = Default::default();
-    let mut current_index: Option<usize> = None;
-    let last_name = strip(last);
-    let last_index = index_of(last);
-    let mut header_line = None;
-    for (n, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if let Some(h) = t
-            .strip_prefix("[[")
-            .and_then(|h| h.split_once("]]").map(|x| x.0))
-        {
-            let c = counts.entry(h.trim().to_string()).or_insert(0);
-            current = h.trim().split('.').map(|s| s.trim().to_string()).collect();
-            current_index = Some(*c);
-            *c += 1;
-            // The key may be an array of tables itself (e.g. `source[1]`).
-            if last_index.is_some() {
-                let mut full = want_table.clone();
-                full.push(last_name.clone());
-                if current == full && current_index == last_index {
-                    return Some(n + 1);
-                }
-            }
-            if current == want_table && want_index.last().copied().flatten() == current_index {
-                header_line = Some(n + 1);
-            }
-            continue;
-        }
-        if let Some(h) = t
-            .strip_prefix('[')
-            .and_then(|h| h.split_once(']').map(|x| x.0))
-        {
-            current = h.trim().split('.').map(|s| s.trim().to_string()).collect();
-            current_index = None;
-            let mut full = want_table.clone();
-            full.push(last_name.clone());
-            if current == full {
-                return Some(n + 1);
-            }
-            if current == want_table {
-                header_line = Some(n + 1);
-            }
-            continue;
-        }
-        let in_table = current == want_table
-            && (want_index.last().copied().flatten().is_none()
-                || want_index.last().copied().flatten() == current_index);
-        if in_table
-            && let Some((k, _)) = t.split_once('=')
-            && k.trim().trim_matches('"') == last_name
-        {
-            return Some(n + 1);
-        }
-    }
-    header_line
 }

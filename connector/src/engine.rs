@@ -8,8 +8,8 @@ use crate::image::{RegisterImage, ServeState};
 use crate::metrics::Metrics;
 use crate::selector::{SelectorConfig, SourceEvent, SourceSelector, Switch};
 use crate::source::{SourceCommand, SourceMsg};
+use crate::write_queue::{Deadline, Resolution, WriteQueue};
 use po_protocol::{Role, TagId, TagInfo, Value, WriteOutcome};
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -40,9 +40,12 @@ struct SourceLink {
     commands: mpsc::Sender<SourceCommand>,
     connected: bool,
     catalog_ok: bool,
-    /// Writes sent on this source, by request id.
-    /// Ordered by request id, so writes are re-queued in the order they were made.
-    in_flight: BTreeMap<u64, WriteRequest>,
+}
+
+impl Deadline for WriteRequest {
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 /// Runs the engine until every source and write sender is gone.
@@ -54,21 +57,16 @@ pub struct Engine {
     sources: Vec<SourceLink>,
     /// Whether the active source's Snapshot has arrived since it was activated.
     synced: bool,
-    queued: VecDeque<WriteRequest>,
-    next_request_id: u64,
-    /// After a `NotPrimary`, queued writes wait until then (no hot retry loop).
-    hold_writes_until: Option<Instant>,
+    /// Writes queued, in flight, retried and expired by the rules of `write_queue`.
+    writes: WriteQueue<WriteRequest>,
 }
-
-/// Pause before retrying a write the server answered `NotPrimary`.
-const WRITE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("active", &self.selector.active())
             .field("synced", &self.synced)
-            .field("queued_writes", &self.queued.len())
+            .field("queued_writes", &self.writes.queued_len())
             .finish()
     }
 }
@@ -81,8 +79,9 @@ impl Engine {
         catalog: Arc<Vec<TagInfo>>,
         sources: Vec<(String, mpsc::Sender<SourceCommand>)>,
     ) -> Engine {
+        let n = sources.len();
         Engine {
-            selector: SourceSelector::new(config, sources.len(), image.clock().now()),
+            selector: SourceSelector::new(config, n, image.clock().now()),
             image,
             metrics,
             catalog,
@@ -93,13 +92,10 @@ impl Engine {
                     commands,
                     connected: false,
                     catalog_ok: false,
-                    in_flight: BTreeMap::new(),
                 })
                 .collect(),
             synced: false,
-            queued: VecDeque::new(),
-            next_request_id: 1,
-            hold_writes_until: None,
+            writes: WriteQueue::new(n),
         }
     }
 
@@ -133,14 +129,7 @@ impl Engine {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let writes = self
-            .queued
-            .iter()
-            .chain(self.sources.iter().flat_map(|s| s.in_flight.values()))
-            .map(|w| w.deadline)
-            .min();
-        let hold = self.hold_writes_until.filter(|_| !self.queued.is_empty());
-        [self.selector.poll_at(), writes, hold]
+        [self.selector.poll_at(), self.writes.poll_at()]
             .into_iter()
             .flatten()
             .min()
@@ -173,15 +162,7 @@ impl Engine {
             SourceMsg::Lost { .. } => {
                 self.metrics.source_losses.fetch_add(1, Relaxed);
                 self.sources[i].connected = false;
-                // Writes sent there may or may not have been applied; writes are
-                // idempotent (set a value), so the next Primary gets them again.
-                let mut retry: Vec<WriteRequest> = std::mem::take(&mut self.sources[i].in_flight)
-                    .into_values()
-                    .collect();
-                retry.sort_by_key(|w| w.deadline);
-                for w in retry.into_iter().rev() {
-                    self.queued.push_front(w);
-                }
+                self.writes.handle_source_lost(i);
                 Some(SourceEvent::Lost)
             }
             SourceMsg::Heartbeat { role, epoch } => self.sources[i]
@@ -205,23 +186,17 @@ impl Engine {
                 request_id,
                 outcome,
             } => {
-                if let Some(w) = self.sources[i].in_flight.remove(&request_id) {
-                    match outcome {
-                        WriteOutcome::Applied => {
-                            self.metrics.writes_applied.fetch_add(1, Relaxed);
-                            let _ = w.reply.send(WriteReply::Applied);
-                        }
-                        // It stopped being Primary under us, or cannot replicate just now:
-                        // retry shortly at whichever server is then Primary.
-                        WriteOutcome::NotPrimary => {
-                            self.queued.push_front(w);
-                            self.hold_writes_until = Some(now + WRITE_RETRY_DELAY);
-                        }
-                        other => {
-                            self.metrics.writes_refused.fetch_add(1, Relaxed);
-                            let _ = w.reply.send(WriteReply::Refused(other));
-                        }
+                match self.writes.handle_result(now, i, request_id, outcome) {
+                    Some((w, Resolution::Applied)) => {
+                        self.metrics.writes_applied.fetch_add(1, Relaxed);
+                        let _ = w.reply.send(WriteReply::Applied);
                     }
+                    Some((w, Resolution::Refused(other))) => {
+                        self.metrics.writes_refused.fetch_add(1, Relaxed);
+                        let _ = w.reply.send(WriteReply::Refused(other));
+                    }
+                    // Retried shortly at whichever server is then Primary, or expired.
+                    None => {}
                 }
                 Some(SourceEvent::Data)
             }
@@ -309,39 +284,30 @@ impl Engine {
     }
 
     fn on_write(&mut self, w: WriteRequest) {
-        tracing::debug!(tag = %w.tag, active = ?self.selector.active(), queued = self.queued.len(), "write queued");
-        self.queued.push_back(w);
+        tracing::debug!(tag = %w.tag, active = ?self.selector.active(), queued = self.writes.queued_len(), "write queued");
+        self.writes.handle_write(w);
         self.flush_writes();
     }
 
     /// Sends queued writes to the active Primary, if there is one.
     fn flush_writes(&mut self) {
-        if let Some(t) = self.hold_writes_until {
-            if self.image.clock().now() < t {
-                return;
-            }
-            self.hold_writes_until = None;
-        }
-        let Some(a) = self.selector.active() else {
-            return;
-        };
-        if a.role != Role::Primary || !self.sources[a.source].connected {
-            return;
-        }
-        while let Some(w) = self.queued.pop_front() {
-            let request_id = self.next_request_id;
-            self.next_request_id += 1;
+        let now = self.image.clock().now();
+        let primary = self
+            .selector
+            .active()
+            .filter(|a| a.role == Role::Primary && self.sources[a.source].connected)
+            .map(|a| a.source);
+        while let Some((request_id, w)) = self.writes.poll_transmit(now, primary) {
+            let source = primary.expect("a write is released only to a Primary");
             let cmd = SourceCommand::Write {
                 request_id,
                 tag: w.tag,
                 value: w.value,
             };
-            match self.sources[a.source].commands.try_send(cmd) {
-                Ok(()) => {
-                    self.sources[a.source].in_flight.insert(request_id, w);
-                }
+            match self.sources[source].commands.try_send(cmd) {
+                Ok(()) => self.writes.handle_sent(source, request_id, w),
                 Err(_) => {
-                    self.queued.push_front(w);
+                    self.writes.handle_not_sent(w);
                     return;
                 }
             }
@@ -349,30 +315,7 @@ impl Engine {
     }
 
     fn expire_writes(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        let mut keep = VecDeque::with_capacity(self.queued.len());
-        for w in self.queued.drain(..) {
-            if w.deadline <= now {
-                expired.push(w)
-            } else {
-                keep.push_back(w)
-            }
-        }
-        self.queued = keep;
-        for s in &mut self.sources {
-            let ids: Vec<u64> = s
-                .in_flight
-                .iter()
-                .filter(|(_, w)| w.deadline <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ids {
-                if let Some(w) = s.in_flight.remove(&id) {
-                    expired.push(w);
-                }
-            }
-        }
-        for w in expired {
+        for w in self.writes.poll_expired(now) {
             self.metrics.writes_timed_out.fetch_add(1, Relaxed);
             tracing::warn!(tag = %w.tag, "write timed out waiting for the Primary");
             let _ = w.reply.send(WriteReply::TimedOut);

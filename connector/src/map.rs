@@ -9,8 +9,7 @@ use crate::registers::{WordOrder, register_count};
 use po_protocol::{TagId, TagInfo, TagKind};
 use serde::Serialize;
 
-/// Registers 0..32 are the status block.
-pub const STATUS_REGISTERS: u16 = 32;
+pub use crate::registers::STATUS_REGISTERS;
 
 /// Fields of the status block; two-register fields are u32, high word first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

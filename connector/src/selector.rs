@@ -212,8 +212,11 @@ impl SourceSelector {
         let healthy = |i: &usize| self.sources[*i].healthy(now, timeout);
         // A superseded Primary (epoch below the highest Primary epoch heard) counts as a
         // Standby.
+        let broken = crate::switches::prefer_lowest_epoch();
         let role_of = |s: &SourceState| match s.role {
-            Some(Role::Primary) if s.epoch < self.highest_primary_epoch => Some(Role::Standby),
+            Some(Role::Primary) if s.epoch < self.highest_primary_epoch && !broken => {
+                Some(Role::Standby)
+            }
             r => r,
         };
         let claim = |i: usize, role: Role| {
@@ -229,7 +232,11 @@ impl SourceSelector {
                 .filter(healthy)
                 .filter_map(|i| claim(i, role))
                 .collect();
-            let best = candidates.iter().map(|c| c.epoch).max()?;
+            let best = if broken {
+                candidates.iter().map(|c| c.epoch).min()?
+            } else {
+                candidates.iter().map(|c| c.epoch).max()?
+            };
             let tied: Vec<&Active> = candidates.iter().filter(|c| c.epoch == best).collect();
             if let Some(cur) = self.active
                 && let Some(c) = tied.iter().find(|c| c.source == cur.source)

@@ -2,6 +2,7 @@
 //! `Hello`, browse, then relay frames to the engine and commands to the server.
 //! Reconnects with capped exponential backoff, forever.
 
+use crate::sequence::{SeqVerdict, SequenceTracker};
 use futures::{SinkExt, StreamExt};
 use po_protocol::{
     Access, ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, Role, TagId, TagInfo, TagSelection,
@@ -220,9 +221,11 @@ async fn session(
         reason,
         established: true,
     };
-    // Sequence tracking: data frames must be numbered without gaps.
-    let mut last_seq: Option<u64> = None;
-    let mut resyncing = false;
+    // Data frames must be numbered without gaps.
+    let mut seq = SequenceTracker::default();
+    let resubscribe = Frame::Subscribe {
+        tags: TagSelection::All,
+    };
     loop {
         tokio::select! {
             frame = tokio::time::timeout(spec.silence_timeout, link.next()) => {
@@ -235,32 +238,26 @@ async fn session(
                     Some(Ok(f)) => f,
                 };
                 let msg = match frame {
-                    Frame::Heartbeat { role, epoch, seq, .. } => {
-                        if let Some(last) = last_seq && seq > last && !resyncing {
-                            tracing::warn!(source = %spec.name, last, announced = seq, "data frames lost; resubscribing");
-                            resyncing = true;
-                            link.send(Frame::Subscribe { tags: TagSelection::All }).await.map_err(|e| established(format!("send: {e}")))?;
+                    Frame::Heartbeat { role, epoch, seq: announced, .. } => {
+                        let last = seq.last();
+                        if seq.handle_heartbeat(announced) == SeqVerdict::Resubscribe {
+                            tracing::warn!(source = %spec.name, ?last, announced, "data frames lost; resubscribing");
+                            link.send(resubscribe.clone()).await.map_err(|e| established(format!("send: {e}")))?;
                         }
                         SourceMsg::Heartbeat { role, epoch }
                     }
-                    Frame::Snapshot { seq, values } => {
-                        last_seq = Some(seq);
-                        resyncing = false;
+                    Frame::Snapshot { seq: at, values } => {
+                        seq.handle_snapshot(at);
                         SourceMsg::Snapshot { values }
                     }
-                    Frame::Updates { seq, batch } => {
-                        if resyncing {
-                            continue;
-                        }
-                        match last_seq {
-                            Some(last) if seq == last + 1 => {
-                                last_seq = Some(seq);
-                                SourceMsg::Updates { batch }
-                            }
-                            _ => {
-                                tracing::warn!(source = %spec.name, expected = ?last_seq.map(|s| s + 1), got = seq, "sequence gap; resubscribing");
-                                resyncing = true;
-                                link.send(Frame::Subscribe { tags: TagSelection::All }).await.map_err(|e| established(format!("send: {e}")))?;
+                    Frame::Updates { seq: at, batch } => {
+                        let expected = seq.last().map(|s| s + 1);
+                        match seq.handle_updates(at) {
+                            SeqVerdict::Accept => SourceMsg::Updates { batch },
+                            SeqVerdict::Drop => continue,
+                            SeqVerdict::Resubscribe => {
+                                tracing::warn!(source = %spec.name, ?expected, got = at, "sequence gap; resubscribing");
+                                link.send(resubscribe.clone()).await.map_err(|e| established(format!("send: {e}")))?;
                                 continue;
                             }
                         }
@@ -280,13 +277,11 @@ async fn session(
                     // Until the Snapshot arrives, updates still in flight from an
                         // earlier subscription are dropped, not mistaken for a gap.
                     SourceCommand::Subscribe => {
-                        last_seq = None;
-                        resyncing = true;
-                        Frame::Subscribe { tags: TagSelection::All }
+                        seq.handle_subscribe();
+                        resubscribe.clone()
                     }
                     SourceCommand::Unsubscribe => {
-                        last_seq = None;
-                        resyncing = true;
+                        seq.handle_subscribe();
                         Frame::Unsubscribe
                     }
                     SourceCommand::Write { request_id, tag, value } => Frame::Write { request_id, tag, value },

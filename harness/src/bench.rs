@@ -3,8 +3,8 @@
 //! sustained figures with each component's CPU and memory, and the connector's Modbus
 //! throughput as a ratio of a bare tokio-modbus server under the same load.
 
+use crate::launch::{RunOptions, run_scenario};
 use crate::report::Report;
-use crate::runner::{RunOptions, run_scenario};
 use crate::scenario::{
     BackendKind, ConnectorSection, Expect, RedundancySection, Scenario, SiteSection,
     ThirdPartyKind, ThirdPartySection,
@@ -279,7 +279,7 @@ async fn modbus_comparison(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<
         1,
         o.modbus_duration * 2 + Duration::from_secs(5),
     );
-    let topology = crate::topology::Topology::build(&s);
+    let topology = s.topology();
     let d = crate::backend::Deployment::start(&s, &topology, o.backend).await?;
     let target = d.modbus_direct[0];
     let result = async {

@@ -4,7 +4,6 @@
 
 use crate::report::Report;
 use crate::scenario::{Fault, FaultAction, Scenario};
-use crate::topology::Topology;
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -135,7 +134,7 @@ invariants = true
 /// Draws 1 to 4 fault episodes (possibly overlapping), each ended before the recovery
 /// window at the end of the run.
 fn draw_episodes(s: &Scenario, seed: u64) -> Vec<Episode> {
-    let t = Topology::build(s);
+    let t = s.topology();
     let mut d = Draw(seed ^ 0x5EED_F417);
     let servers: Vec<String> = t.servers().map(|c| c.name.clone()).collect();
     let connectors: Vec<String> = t.connectors().map(|c| c.name.clone()).collect();

@@ -7,8 +7,8 @@
 //! no lost acknowledged write, every connector serving Primary data, and the third
 //! parties reading fresh data again within the recovery window after the last fault.
 
+use crate::observed::Observed;
 use crate::report::Report;
-use crate::sim::Observed;
 use po_protocol::Role;
 use std::collections::BTreeMap;
 use std::time::Duration;

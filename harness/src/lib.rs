@@ -4,9 +4,13 @@
 pub mod backend;
 pub mod bench;
 pub mod explore;
+pub mod fault;
 pub mod invariants;
+pub mod launch;
 pub mod load;
 pub mod measure;
+pub mod observed;
+pub mod plan;
 pub mod proxy;
 pub mod report;
 pub mod runner;

@@ -2,11 +2,10 @@
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
+use harness::launch::{Interrupted, RunOptions, run_scenario};
 use harness::load::{LoadSpec, run_load, serve_bare};
 use harness::report::{Report, junit};
-use harness::runner::{Interrupted, RunOptions, run_scenario};
 use harness::scenario::{BackendKind, Scenario};
-use harness::topology::Topology;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -184,6 +183,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_timer(harness::sim::LogTimer)
         .init();
     match run(cli) {
         Ok(code) => code,
@@ -304,7 +304,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let backend = backend.or(s.backend).unwrap_or(BackendKind::Inprocess);
-            print!("{}", Topology::build(&s).render_plan(&s, backend.as_str()));
+            print!(
+                "{}",
+                harness::plan::render_plan(&s.topology(), &s, backend.as_str())
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {

@@ -4,9 +4,12 @@
 //! unknown keys, wrong types, and the rules serde cannot express (architecture, fault
 //! targets, fault times). Each problem names the file, the line and the key.
 
+pub use crate::fault::FaultAction;
+pub use crate::third_party::ThirdPartyKind;
 use crate::topology::Topology;
 use serde::{Deserialize, Serialize};
 use smart_connector::registers::WordOrder;
+use smart_connector::toml_locate;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -130,16 +133,6 @@ impl Default for ConnectorSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ThirdPartyKind {
-    /// Polls one connector (the first).
-    Plain,
-    /// Polls both connectors' status blocks, reads data from the one serving fresh
-    /// Primary data.
-    Redundant,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThirdPartySection {
@@ -171,35 +164,6 @@ impl Default for ThirdPartySection {
             word_order: None,
             stale_threshold: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FaultAction {
-    Crash,
-    Restart,
-    Pause,
-    Resume,
-    Cut,
-    Heal,
-    Delay,
-    /// A fraction of the messages on a link is lost (`fraction`); `heal` ends it.
-    Loss,
-}
-
-impl FaultAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FaultAction::Crash => "crash",
-            FaultAction::Restart => "restart",
-            FaultAction::Pause => "pause",
-            FaultAction::Resume => "resume",
-            FaultAction::Cut => "cut",
-            FaultAction::Heal => "heal",
-            FaultAction::Delay => "delay",
-            FaultAction::Loss => "loss",
         }
     }
 }
@@ -395,7 +359,7 @@ impl Scenario {
                 "architecture 1 has one connector: a redundant third party needs two".into(),
             );
         }
-        let topology = Topology::build(self);
+        let topology = self.topology();
         for (i, f) in self.faults.iter().enumerate() {
             let t = Some(("fault", i));
             if f.at >= self.duration {
@@ -500,6 +464,11 @@ impl Scenario {
         out
     }
 
+    /// The hosts, components and links this scenario runs on.
+    pub fn topology(&self) -> Topology {
+        Topology::build(self.architecture, self.third_party.kind)
+    }
+
     pub fn third_party_word_order(&self) -> WordOrder {
         self.third_party
             .word_order
@@ -508,9 +477,7 @@ impl Scenario {
 }
 
 fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
-    let line = e
-        .span()
-        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let line = e.span().map(|s| toml_locate::line_of(text, s.start));
     let message = e.message().trim().to_string();
     // Name the key: the span of a key error starts at the key (unknown field) or at its
     // value; the text of that line before `=` is the key.
@@ -519,7 +486,7 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
         .map(|(l, t)| {
             let t = t.trim();
             match t.split_once('=') {
-                Some((k, _)) if !t.starts_with('[') => match table_at(text, l) {
+                Some((k, _)) if !t.starts_with('[') => match toml_locate::table_at(text, l) {
                     Some(table) => format!("{table}.{}", k.trim()),
                     None => k.trim().to_string(),
                 },
@@ -531,72 +498,14 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
     Problem { line, key, message }
 }
 
-/// The table (`third_party`, `fault[1]`) a 1-based line belongs to.
-fn table_at(text: &str, line: usize) -> Option<String> {
-    let mut table = None;
-    let mut counts: std::collections::HashMap<String, usize> = Default::default();
-    for t in text.lines().take(line) {
-        let t = t.trim();
-        if let Some(h) = t.strip_prefix("[[").and_then(|h| h.split_once("]]")) {
-            let name = h.0.trim().to_string();
-            let c = counts.entry(name.clone()).or_insert(0);
-            table = Some(format!("{name}[{c}]"));
-            *c += 1;
-        } else if let Some(h) = t.strip_prefix('[').and_then(|h| h.split_once(']')) {
-            table = Some(h.0.trim().to_string());
-        }
-    }
-    table
-}
-
 /// Line of `key` at the top level (`table` None, dotted keys such as
 /// `third_party.clients` looked up in their table) or in the i-th `[[table]]`.
 fn find_line(text: &str, table: Option<(&str, usize)>, key: &str) -> Option<usize> {
-    // A whole table (`[redundancy]`) named as the key.
-    if table.is_none()
-        && !key.contains('.')
-        && let Some(n) = text.lines().position(|l| l.trim() == format!("[{key}]"))
-    {
-        return Some(n + 1);
-    }
-    let (want_table, want_index, key) = match (table, key.split_once('.')) {
-        (Some((t, i)), _) => (t.to_string(), Some(i), key),
-        (None, Some((t, k))) => (t.to_string(), None, k),
-        (None, None) => (String::new(), None, key),
+    let path: Vec<String> = match table {
+        Some((t, i)) => vec![format!("{t}[{i}]"), key.to_string()],
+        None => key.split('.').map(str::to_string).collect(),
     };
-    let mut current = String::new();
-    let mut index: Option<usize> = None;
-    let mut counts: std::collections::HashMap<String, usize> = Default::default();
-    let mut header = None;
-    for (n, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if let Some(h) = t.strip_prefix("[[").and_then(|h| h.split_once("]]")) {
-            current = h.0.trim().to_string();
-            let c = counts.entry(current.clone()).or_insert(0);
-            index = Some(*c);
-            *c += 1;
-            if current == want_table && index == want_index {
-                header = Some(n + 1);
-            }
-            continue;
-        }
-        if let Some(h) = t.strip_prefix('[').and_then(|h| h.split_once(']')) {
-            current = h.0.trim().to_string();
-            index = None;
-            if current == want_table {
-                header = Some(n + 1);
-            }
-            continue;
-        }
-        if current == want_table
-            && index == want_index
-            && let Some((k, _)) = t.split_once('=')
-            && k.trim() == key
-        {
-            return Some(n + 1);
-        }
-    }
-    header
+    toml_locate::find_line(text, &path)
 }
 
 #[cfg(test)]

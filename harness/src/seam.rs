@@ -8,8 +8,8 @@ use po_runtime::Env;
 use std::net::{IpAddr, SocketAddr};
 
 /// A running deployment of a topology: its components on their hosts, and the controls
-/// the runner needs. Implemented by the inprocess and process backends
-/// ([`crate::backend::Deployment`]) and the simulation backend ([`crate::sim`]).
+/// the runner needs. Implemented by the inprocess and process backends (`Deployment` in
+/// `backend.rs`) and the simulation backend (`SimDeployment` in `sim.rs`).
 #[allow(async_fn_in_trait)] // used with static dispatch only
 pub trait Backend {
     /// The backend's name as reports give it (`inprocess`, `process`, `sim`).

@@ -17,10 +17,11 @@
 
 use crate::backend::{connector_config, server_config};
 use crate::invariants::Invariants;
+pub use crate::observed::{Observed, RunningConnector};
 use crate::report::{Expectation, Report, SimInfo};
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::seam::Backend;
-use crate::topology::{ComponentKind, LinkKind, Topology};
+use crate::topology::{LinkKind, Topology};
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
@@ -29,8 +30,6 @@ use po_runtime::{BoxListener, BoxStream, Clock, Env, Listener, Net, Stream};
 use po_simulator::{ServerConfig, ServerHandle};
 use smart_connector::config::ConnectorConfig;
 use smart_connector::connector::ConnectorHandle;
-use smart_connector::image::RegisterImage;
-use smart_connector::metrics::Metrics;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -78,6 +77,20 @@ impl Clock for SimClock {
     fn wall(&self) -> Timestamp {
         let elapsed = turmoil::sim_elapsed().unwrap_or_default();
         Timestamp((SIM_EPOCH + elapsed).as_micros() as u64)
+    }
+}
+
+/// Log timestamps: virtual time (`sim+12.345678s`) inside a simulation, so the logs of a
+/// replay line up with the report's fault times; the system clock elsewhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogTimer;
+
+impl tracing_subscriber::fmt::time::FormatTime for LogTimer {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "sim+{:.6}s", t.as_secs_f64()),
+            None => tracing_subscriber::fmt::time::SystemTime.format_time(w),
+        }
     }
 }
 
@@ -315,6 +328,7 @@ impl AsyncRead for SimStream {
                 return Poll::Ready(Ok(()));
             }
             let at = *at;
+            use std::future::Future as _;
             let timer = this
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
@@ -355,8 +369,6 @@ impl Stream for SimStream {
     }
 }
 
-use std::future::Future as _;
-
 /// What the runner asks of a simulated host; the host carries it out in its own runtime
 /// (binding and dialling need the host's network context).
 enum HostCmd {
@@ -364,18 +376,6 @@ enum HostCmd {
     StartConnector(ConnectorConfig, oneshot::Sender<Result<(), String>>),
     Lifecycle(String, FaultAction, oneshot::Sender<Result<(), String>>),
 }
-
-/// What the hosts publish for the runner and the explorer to observe.
-#[derive(Debug, Default)]
-pub struct Observed {
-    /// Every server ever started, by name (status readable at any time).
-    pub servers: BTreeMap<String, ServerHandle>,
-    /// Each connector's counters and image while it runs.
-    pub connectors: BTreeMap<String, Option<RunningConnector>>,
-}
-
-/// A running connector's counters and register image.
-pub type RunningConnector = (Arc<Metrics>, Arc<RegisterImage>);
 
 type Shared<T> = Arc<Mutex<T>>;
 
@@ -531,8 +531,6 @@ pub struct SimDeployment {
     connectors: Vec<String>,
     /// Each link's two host addresses.
     links: BTreeMap<String, (IpAddr, IpAddr)>,
-    /// Each host's address, by host name.
-    hosts: BTreeMap<String, IpAddr>,
 }
 
 impl std::fmt::Debug for HostCmd {
@@ -587,15 +585,6 @@ impl SimDeployment {
             };
             links.insert(l.name.clone(), (from, ip_of(&l.to)));
         }
-        let mut hosts: BTreeMap<String, IpAddr> = t
-            .hosts
-            .iter()
-            .map(|h| (h.name.clone(), sim_ip(h.address)))
-            .collect();
-        hosts.insert(
-            t.third_party_host.name.clone(),
-            sim_ip(t.third_party_host.address),
-        );
         let mut d = SimDeployment {
             inboxes,
             observed,
@@ -605,7 +594,6 @@ impl SimDeployment {
             modbus: vec![],
             connectors: vec![],
             links,
-            hosts,
         };
         for name in &servers {
             let ip = ip_of(name);
@@ -699,13 +687,12 @@ impl Backend for SimDeployment {
                 bail!("{} is not a link of this topology", f.target)
             }
             action => {
-                let names: Vec<(String, ComponentKind)> = t
+                let names: Vec<String> = t
                     .components_of_target(&f.target)
                     .iter()
-                    .map(|c| (c.name.clone(), c.kind))
+                    .map(|c| c.name.clone())
                     .collect();
-                let _ = &self.hosts;
-                for (name, _) in names {
+                for name in names {
                     self.command(&name, |tx| HostCmd::Lifecycle(name.clone(), action, tx))
                         .await?;
                 }
@@ -778,7 +765,7 @@ pub fn run_with(
     mut observe: impl FnMut(Duration, &Observed),
 ) -> Result<(Report, Shared<Observed>)> {
     let wall = std::time::Instant::now();
-    let t = Topology::build(s);
+    let t = s.topology();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(s.duration + Duration::from_secs(600))
         .tick_duration(TICK)

@@ -8,9 +8,9 @@
 //! tokio-modbus context; a write may wait seconds for a new Primary).
 
 use crate::measure::{Recorder, is_setpoint, read_blocks};
-use crate::scenario::ThirdPartyKind;
 use po_protocol::Value;
 use po_runtime::Net;
+use serde::{Deserialize, Serialize};
 use smart_connector::map::Point;
 use smart_connector::registers::{WordOrder, encode};
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +21,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_modbus::client::Context;
 use tokio_modbus::prelude::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThirdPartyKind {
+    /// Polls one connector (the first).
+    Plain,
+    /// Polls both connectors' status blocks, reads data from the one serving fresh
+    /// Primary data.
+    Redundant,
+}
 
 #[derive(Debug, Clone)]
 pub struct ThirdPartySpec {

@@ -1,9 +1,9 @@
 //! What an architecture is made of: hosts (one loopback address 127.0.H.1 each),
 //! components, links, fault proxies and the licence bill of materials (DESIGN §1).
 
-use crate::scenario::{FaultAction, Scenario, ThirdPartyKind};
+use crate::fault::FaultAction;
+use crate::third_party::ThirdPartyKind;
 use serde::Serialize;
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -100,7 +100,8 @@ impl Target<'_> {
 pub const CA_LICENCES: [&str; 2] = ["CA-1", "CA-2"];
 
 impl Topology {
-    pub fn build(s: &Scenario) -> Topology {
+    /// The topology of `architecture` (DESIGN §1) with third parties of `kind`.
+    pub fn build(architecture: u8, third_parties: ThirdPartyKind) -> Topology {
         let host = |name: &str, h: u8| Host {
             name: name.to_string(),
             address: Ipv4Addr::new(127, 0, h, 1),
@@ -119,7 +120,7 @@ impl Topology {
             crosses_hosts,
         };
         use ComponentKind::*;
-        let (hosts, components, mut links, licences) = match s.architecture {
+        let (hosts, components, mut links, licences) = match architecture {
             1 => (
                 vec![host("host-a", 1)],
                 vec![comp("po-a", PoServer, 0, 0), comp("sc-a", Connector, 0, 0)],
@@ -178,7 +179,7 @@ impl Topology {
         };
         let connectors: Vec<&Component> =
             components.iter().filter(|c| c.kind == Connector).collect();
-        let polled = match s.third_party.kind {
+        let polled = match third_parties {
             ThirdPartyKind::Plain => 1,
             ThirdPartyKind::Redundant => connectors.len(),
         };
@@ -192,7 +193,7 @@ impl Topology {
             ));
         }
         Topology {
-            architecture: s.architecture,
+            architecture,
             hosts,
             components,
             links,
@@ -261,121 +262,5 @@ impl Topology {
             Some(Target::Component(c)) => vec![c],
             _ => vec![],
         }
-    }
-
-    /// `harness plan`: everything about the run, without running it.
-    pub fn render_plan(&self, s: &Scenario, backend: &str) -> String {
-        let mut o = String::new();
-        let arch = match self.architecture {
-            1 => "one server and its connector on one host",
-            2 => "redundant pair, a connector on each server's host",
-            _ => "distributed: servers and connectors on four hosts, Client Access to both servers",
-        };
-        let _ = writeln!(
-            o,
-            "scenario {} — architecture {} ({arch})",
-            s.name, self.architecture
-        );
-        let _ = writeln!(
-            o,
-            "backend {backend}, duration {}, seed {}, {} tags ({} devices × {}) every {} = {:.0} updates/s",
-            humantime::format_duration(s.duration),
-            s.seed,
-            s.site.devices * s.site.tags_per_device,
-            s.site.devices,
-            s.site.tags_per_device,
-            humantime::format_duration(s.site.scan_period),
-            f64::from(s.site.devices * s.site.tags_per_device) / s.site.scan_period.as_secs_f64()
-        );
-        let _ = writeln!(o, "\nhosts");
-        for (i, h) in self.hosts.iter().enumerate() {
-            let names: Vec<String> = self
-                .components
-                .iter()
-                .filter(|c| c.host == i)
-                .map(|c| match (c.kind, self.architecture, c.index) {
-                    (ComponentKind::PoServer, 1, _) => {
-                        format!("{} (Power Operation server)", c.name)
-                    }
-                    (ComponentKind::PoServer, _, 0) => {
-                        format!("{} (Power Operation server, preferred Primary)", c.name)
-                    }
-                    (ComponentKind::PoServer, _, _) => {
-                        format!("{} (Power Operation server, Standby)", c.name)
-                    }
-                    (ComponentKind::Connector, _, _) => format!("{} (Smart Connector)", c.name),
-                })
-                .collect();
-            let _ = writeln!(o, "  {:<8} {:<10} {}", h.name, h.address, names.join(", "));
-        }
-        let tp = &s.third_party;
-        let _ = writeln!(
-            o,
-            "  {:<8} {:<10} third parties: {} × {}, poll every {}, {} writes/s",
-            self.third_party_host.name,
-            self.third_party_host.address,
-            tp.clients,
-            match tp.kind {
-                ThirdPartyKind::Plain => "plain",
-                ThirdPartyKind::Redundant => "redundant",
-            },
-            humantime::format_duration(tp.poll_period),
-            tp.writes_per_s
-        );
-        let _ = writeln!(o, "\nlinks");
-        for l in &self.links {
-            let kind = match l.kind {
-                LinkKind::Sync => "sync link".to_string(),
-                LinkKind::Local => "client access, Local (same host)".to_string(),
-                LinkKind::ClientAccess => {
-                    let idx = self.component(&l.from).map_or(0, |c| c.index);
-                    format!("client access, licence {}", CA_LICENCES[idx])
-                }
-                LinkKind::Modbus => "Modbus TCP".to_string(),
-            };
-            let proxy = if l.crosses_hosts {
-                "fault proxy"
-            } else {
-                "direct"
-            };
-            let _ = writeln!(o, "  {:<12} {:<34} {proxy}", l.name, kind);
-        }
-        let _ = writeln!(o, "\nlicences");
-        let _ = writeln!(o, "  Power Operation server  {}", self.licences.po_server);
-        let _ = writeln!(
-            o,
-            "  Smart Connector         {}",
-            self.licences.smart_connector
-        );
-        let _ = writeln!(
-            o,
-            "  Client Access           {}",
-            self.licences.client_access
-        );
-        if !s.faults.is_empty() {
-            let _ = writeln!(o, "\nfaults");
-            for f in &s.faults {
-                let extra = f
-                    .latency
-                    .map(|l| format!(" ({})", humantime::format_duration(l)))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    o,
-                    "  {:>6}  {} {}{extra}",
-                    humantime::format_duration(f.at).to_string(),
-                    f.action.as_str(),
-                    f.target
-                );
-            }
-        }
-        let _ = writeln!(o, "\nexpectations");
-        let rows = crate::report::expectation_limits(&s.expect);
-        if rows.is_empty() {
-            let _ = writeln!(o, "  (none)");
-        }
-        for (name, limit) in rows {
-            let _ = writeln!(o, "  {name:<22} {limit}");
-        }
-        o
     }
 }

@@ -1,7 +1,7 @@
 //! Every architecture end to end in-process (short runs on a small site), and proof that
 //! the integrity check and expectations can fail.
 
-use harness::runner::{RunOptions, run_scenario};
+use harness::launch::{RunOptions, run_scenario};
 use harness::scenario::{BackendKind, Scenario};
 
 fn scenario(text: &str) -> Scenario {

@@ -14,8 +14,9 @@ pub mod redundancy;
 pub mod server;
 mod session;
 pub mod setpoints;
-pub mod switches;
+mod shared;
 pub mod sync;
+pub mod write_rules;
 
 pub use config::ServerConfig;
 pub use field::{FieldModel, SiteSpec};

@@ -2,7 +2,7 @@
 //! pings from the reader; everything the server sends goes through the writer, which
 //! owns the session's `seq` and batches queued frames into one syscall.
 
-use crate::server::{Outgoing, SessionEntry, Shared};
+use crate::shared::{Outgoing, SessionEntry, Shared};
 use bytes::BytesMut;
 use futures::StreamExt;
 use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};

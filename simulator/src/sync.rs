@@ -6,8 +6,8 @@
 //! (peer status, replication it must apply and acknowledge). Two one-way streams keep
 //! the ownership simple: nothing needs to decide which side "owns" a shared socket.
 
-use crate::server::Shared;
 use crate::setpoints::Setpoint;
+use crate::shared::{ReplicateRequest, Shared};
 use bytes::BytesMut;
 use futures::StreamExt;
 use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};
@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
@@ -60,15 +59,6 @@ pub enum SyncFrame {
         epoch: u64,
         values: Vec<(TagId, Setpoint)>,
     },
-}
-
-/// A write waiting to be confirmed by the peer.
-#[derive(Debug)]
-pub(crate) struct ReplicateRequest {
-    pub tag: TagId,
-    pub entry: Setpoint,
-    pub deadline: Instant,
-    pub done: oneshot::Sender<()>,
 }
 
 /// Dials the peer and keeps the outgoing half of the link alive until the incarnation ends.
@@ -130,13 +120,10 @@ async fn serve_outbound(
         index: shared.index(),
     };
     push(&mut buf, &hello);
-    push(
-        &mut buf,
-        &SyncFrame::Setpoints {
-            epoch: shared.status().epoch,
-            values: shared.setpoints_snapshot(),
-        },
-    );
+    // The whole store first, then whatever changes: writes applied here alone while the
+    // peer was unreachable reach it as soon as the link carries frames again.
+    let mut told = 0;
+    push_setpoint_changes(shared, &mut buf, &mut told);
     loop {
         if !buf.is_empty() {
             shared.wait_unpaused().await;
@@ -156,6 +143,7 @@ async fn serve_outbound(
                     tracing::debug!(server = %shared.name(), "peer silent; redialling the sync link");
                     return;
                 }
+                push_setpoint_changes(shared, &mut buf, &mut told);
                 push(&mut buf, &status_frame(shared));
             }
             changed = status.changed() => {
@@ -198,6 +186,16 @@ async fn serve_outbound(
                 None => return,
             }
         }
+    }
+}
+
+/// Queues the setpoint entries changed since the peer was last told (`told`).
+fn push_setpoint_changes(shared: &Shared, buf: &mut BytesMut, told: &mut u64) {
+    let (values, version) = shared.setpoint_changes_since(*told);
+    *told = version;
+    if !values.is_empty() {
+        let epoch = shared.status().epoch;
+        push(buf, &SyncFrame::Setpoints { epoch, values });
     }
 }
 

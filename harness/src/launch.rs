@@ -1,0 +1,61 @@
+//! Running a scenario on the backend it asks for: the one place that chooses a backend
+//! (DESIGN §10). The runner itself (`runner::drive`) only knows the `Backend` seam.
+
+use crate::backend::Deployment;
+use crate::report::Report;
+use crate::runner::drive;
+use crate::scenario::{BackendKind, Scenario};
+use anyhow::{Context as _, Result};
+
+/// How to run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub backend: BackendKind,
+    pub quiet: bool,
+}
+
+/// The run was interrupted (Ctrl-C); everything was shut down.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+/// Runs `s` and returns its report (expectations judged).
+pub async fn run_scenario(s: &Scenario, opts: RunOptions) -> Result<Report> {
+    if opts.backend == BackendKind::Sim {
+        // The simulation drives runtimes of its own: it runs on a thread outside tokio.
+        let (s, quiet) = (s.clone(), opts.quiet);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("sim".into())
+            .spawn(move || {
+                let _ = tx.send(crate::sim::run_scenario(&s, quiet));
+            })
+            .context("starting the simulation thread")?;
+        return rx.await.context("the simulation thread panicked")?;
+    }
+    let topology = s.topology();
+    // Listening for Ctrl-C from the start: SIGINT then no longer kills the harness, so a
+    // half-built deployment is dropped (children killed) rather than orphaned.
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let mut deployment = tokio::select! {
+        d = Deployment::start(s, &topology, opts.backend) => {
+            d.with_context(|| format!("deploying {} ({} backend)", s.name, opts.backend.as_str()))?
+        }
+        _ = &mut interrupt => return Err(Interrupted.into()),
+    };
+    let result = tokio::select! {
+        r = drive(s, &topology, &mut deployment, opts.quiet) => r,
+        _ = &mut interrupt => Err(Interrupted.into()),
+    };
+    let keep_logs = !matches!(&result, Ok(r) if r.passed);
+    if keep_logs && opts.backend == BackendKind::Process {
+        eprintln!(
+            "harness: configs and logs of {} kept in {}",
+            s.name,
+            deployment.run_dir.display()
+        );
+    }
+    deployment.shutdown(keep_logs).await;
+    result
+}

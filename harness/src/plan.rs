@@ -1,0 +1,118 @@
+//! `harness plan`: everything about a run, without running it.
+
+use crate::report::expectation_limits;
+use crate::scenario::{Scenario, ThirdPartyKind};
+use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology};
+use std::fmt::Write as _;
+
+/// The plan of `s` on topology `t` for `backend`.
+pub fn render_plan(t: &Topology, s: &Scenario, backend: &str) -> String {
+    let mut o = String::new();
+    let arch = match t.architecture {
+        1 => "one server and its connector on one host",
+        2 => "redundant pair, a connector on each server's host",
+        _ => "distributed: servers and connectors on four hosts, Client Access to both servers",
+    };
+    let _ = writeln!(
+        o,
+        "scenario {} — architecture {} ({arch})",
+        s.name, t.architecture
+    );
+    let _ = writeln!(
+        o,
+        "backend {backend}, duration {}, seed {}, {} tags ({} devices × {}) every {} = {:.0} updates/s",
+        humantime::format_duration(s.duration),
+        s.seed,
+        s.site.devices * s.site.tags_per_device,
+        s.site.devices,
+        s.site.tags_per_device,
+        humantime::format_duration(s.site.scan_period),
+        f64::from(s.site.devices * s.site.tags_per_device) / s.site.scan_period.as_secs_f64()
+    );
+    let _ = writeln!(o, "\nhosts");
+    for (i, h) in t.hosts.iter().enumerate() {
+        let names: Vec<String> = t
+            .components
+            .iter()
+            .filter(|c| c.host == i)
+            .map(|c| match (c.kind, t.architecture, c.index) {
+                (ComponentKind::PoServer, 1, _) => {
+                    format!("{} (Power Operation server)", c.name)
+                }
+                (ComponentKind::PoServer, _, 0) => {
+                    format!("{} (Power Operation server, preferred Primary)", c.name)
+                }
+                (ComponentKind::PoServer, _, _) => {
+                    format!("{} (Power Operation server, Standby)", c.name)
+                }
+                (ComponentKind::Connector, _, _) => format!("{} (Smart Connector)", c.name),
+            })
+            .collect();
+        let _ = writeln!(o, "  {:<8} {:<10} {}", h.name, h.address, names.join(", "));
+    }
+    let tp = &s.third_party;
+    let _ = writeln!(
+        o,
+        "  {:<8} {:<10} third parties: {} × {}, poll every {}, {} writes/s",
+        t.third_party_host.name,
+        t.third_party_host.address,
+        tp.clients,
+        match tp.kind {
+            ThirdPartyKind::Plain => "plain",
+            ThirdPartyKind::Redundant => "redundant",
+        },
+        humantime::format_duration(tp.poll_period),
+        tp.writes_per_s
+    );
+    let _ = writeln!(o, "\nlinks");
+    for l in &t.links {
+        let kind = match l.kind {
+            LinkKind::Sync => "sync link".to_string(),
+            LinkKind::Local => "client access, Local (same host)".to_string(),
+            LinkKind::ClientAccess => {
+                let idx = t.component(&l.from).map_or(0, |c| c.index);
+                format!("client access, licence {}", CA_LICENCES[idx])
+            }
+            LinkKind::Modbus => "Modbus TCP".to_string(),
+        };
+        let proxy = if l.crosses_hosts {
+            "fault proxy"
+        } else {
+            "direct"
+        };
+        let _ = writeln!(o, "  {:<12} {:<34} {proxy}", l.name, kind);
+    }
+    let _ = writeln!(o, "\nlicences");
+    let _ = writeln!(o, "  Power Operation server  {}", t.licences.po_server);
+    let _ = writeln!(
+        o,
+        "  Smart Connector         {}",
+        t.licences.smart_connector
+    );
+    let _ = writeln!(o, "  Client Access           {}", t.licences.client_access);
+    if !s.faults.is_empty() {
+        let _ = writeln!(o, "\nfaults");
+        for f in &s.faults {
+            let extra = f
+                .latency
+                .map(|l| format!(" ({})", humantime::format_duration(l)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "  {:>6}  {} {}{extra}",
+                humantime::format_duration(f.at).to_string(),
+                f.action.as_str(),
+                f.target
+            );
+        }
+    }
+    let _ = writeln!(o, "\nexpectations");
+    let rows = expectation_limits(&s.expect);
+    if rows.is_empty() {
+        let _ = writeln!(o, "  (none)");
+    }
+    for (name, limit) in rows {
+        let _ = writeln!(o, "  {name:<22} {limit}");
+    }
+    o
+}
