@@ -166,6 +166,7 @@ fn help_text() {
         vec!["--help"],
         vec!["run", "--help"],
         vec!["plan", "--help"],
+        vec!["explore", "--help"],
     ] {
         let out = harness().args(&args).output().unwrap();
         assert!(out.status.success());
@@ -224,4 +225,34 @@ fn a_better_baseline_fails_the_run_and_names_the_figure() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn explore_refuses_bad_arguments_with_exit_2() {
+    for (args, says) in [
+        (vec!["explore", "--architecture", "1", "--seeds", "1..2"], "architecture"),
+        (vec!["explore", "--architecture", "3", "--seeds", "9..2"], "empty"),
+        (vec!["explore", "--architecture", "3", "--seeds", "1..2", "--shard", "3/2"], "K/N"),
+    ] {
+        let out = harness().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_loss_fault_is_refused_by_backends_that_cannot_lose_packets() {
+    let dir = temp_dir("loss");
+    let text = small_arch1("lossy", "").replace("architecture = 1", "architecture = 3")
+        + "\n[[fault]]\nat = \"1s\"\naction = \"loss\"\ntarget = \"tp->sc-a\"\nfraction = 0.05\n";
+    let path = write(&dir, "lossy.toml", &text);
+    let out = harness()
+        .args(["run", "-q", "--backend", "inprocess"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("fault[0].action") && err.contains("--backend sim"), "{err}");
 }
