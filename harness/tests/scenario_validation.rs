@@ -191,6 +191,16 @@ fn faults_are_checked_and_located_in_their_table() {
         "fault[1].latency",
         "needs `latency`",
     );
+    // A key absent from a [[fault]] is located at that fault's header, not another's.
+    one(
+        &with(
+            "action = \"crash\"\ntarget = \"po-a\"",
+            "action = \"delay\"\ntarget = \"po-a<->po-b\"",
+        ),
+        19,
+        "fault[0].latency",
+        "needs `latency`",
+    );
     one(
         &with(
             "target = \"po-a\"\n",
