@@ -23,15 +23,6 @@ pub enum WordOrder {
     Little,
 }
 
-impl WordOrder {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WordOrder::Big => "big",
-            WordOrder::Little => "little",
-        }
-    }
-}
-
 /// Why a register write cannot become a tag value (Modbus exception 03).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RegisterError {

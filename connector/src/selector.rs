@@ -134,12 +134,6 @@ impl SourceSelector {
         self.switches
     }
 
-    /// The claimed role and epoch of a source, as last heard.
-    pub fn claim(&self, source: usize) -> Option<(Role, u64)> {
-        let s = self.sources.get(source)?;
-        Some((s.role?, s.epoch))
-    }
-
     /// Feeds one event; returns the switch it causes, if any.
     pub fn handle(&mut self, now: Instant, source: usize, event: SourceEvent) -> Option<Switch> {
         let s = self.sources.get_mut(source)?;

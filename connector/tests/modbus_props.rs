@@ -273,4 +273,69 @@ proptest! {
             prop_assert_eq!(decode_request(&bytes[..cut]), Ok(None));
         }
     }
+
+    #[test]
+    fn pdus_too_short_for_their_function_are_exception_03(
+        (function, body) in prop_oneof![
+            Just(1u8), Just(2), Just(3), Just(4), Just(5), Just(6), Just(0x0F), Just(0x10), Just(0x17),
+        ].prop_flat_map(|f| {
+            // The fixed part of each request: address and quantity or value (4 bytes),
+            // plus a byte count for FC15/FC16 (5), or two ranges and a count for FC23 (9).
+            let fixed = match f { 0x0F | 0x10 => 5, 0x17 => 9, _ => 4 };
+            (Just(f), prop::collection::vec(any::<u8>(), 0..fixed))
+        }),
+        tid in any::<u16>(),
+    ) {
+        let mut bytes = tid.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0, 0]);
+        bytes.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
+        bytes.extend_from_slice(&[1, function]);
+        bytes.extend_from_slice(&body);
+        let (frame, used) = decode_request(&bytes).unwrap().unwrap();
+        prop_assert_eq!(used, bytes.len());
+        prop_assert_eq!(frame.function, function);
+        prop_assert_eq!(frame.request, Err(ExceptionCode::IllegalDataValue));
+    }
+
+    #[test]
+    fn an_exception_response_is_the_function_with_its_high_bit_set(
+        tid in any::<u16>(), unit in any::<u8>(), function in any::<u8>(),
+        code in prop_oneof![
+            Just(ExceptionCode::IllegalFunction), Just(ExceptionCode::IllegalDataAddress),
+            Just(ExceptionCode::IllegalDataValue), Just(ExceptionCode::ServerDeviceFailure),
+            Just(ExceptionCode::GatewayTargetFailedToRespond),
+        ],
+    ) {
+        // Even for a (reserved) function code that already has it: a master must never
+        // mistake an exception for a normal response.
+        let mut out = BytesMut::new();
+        encode_exception(tid, unit, function, code, &mut out);
+        let [t0, t1] = tid.to_be_bytes();
+        prop_assert_eq!(&out[..], &[t0, t1, 0, 0, 0, 3, unit, function | 0x80, code as u8][..]);
+    }
+
+    #[test]
+    fn responses_are_framed_byte_for_byte(
+        tid in any::<u16>(), unit in any::<u8>(),
+        regs in prop::collection::vec(any::<u16>(), 0..=125),
+        (addr, value) in (any::<u16>(), any::<u16>()),
+    ) {
+        // Read registers: MBAP (length = unit + function + count + data), byte count, data.
+        let mut out = BytesMut::new();
+        encode_read_registers(tid, unit, 3, &regs, &mut out);
+        let mut want = tid.to_be_bytes().to_vec();
+        want.extend_from_slice(&[0, 0]);
+        want.extend_from_slice(&(3 + 2 * regs.len() as u16).to_be_bytes());
+        want.extend_from_slice(&[unit, 3, 2 * regs.len() as u8]);
+        want.extend(regs.iter().flat_map(|r| r.to_be_bytes()));
+        prop_assert_eq!(&out[..], &want[..]);
+        // A write echo: address and value (or quantity).
+        let mut out = BytesMut::new();
+        encode_write_echo(tid, unit, 6, addr, value, &mut out);
+        let mut want = tid.to_be_bytes().to_vec();
+        want.extend_from_slice(&[0, 0, 0, 6, unit, 6]);
+        want.extend_from_slice(&addr.to_be_bytes());
+        want.extend_from_slice(&value.to_be_bytes());
+        prop_assert_eq!(&out[..], &want[..]);
+    }
 }

@@ -43,11 +43,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_selector_obeys_its_rules(serve_standby in any::<bool>(), steps in prop::collection::vec(step(), 1..80)) {
+    fn the_selector_obeys_its_rules(
+        serve_standby in any::<bool>(),
+        // Staleness may come before or after a source times out.
+        (timeout, stale) in prop_oneof![Just((TIMEOUT, STALE)), (100u64..1000, 50u64..3000)],
+        steps in prop::collection::vec(step(), 1..80),
+    ) {
         let t0 = Instant::now();
         let cfg = SelectorConfig {
-            source_timeout: Duration::from_millis(TIMEOUT),
-            stale_after: Duration::from_millis(STALE),
+            source_timeout: Duration::from_millis(timeout),
+            stale_after: Duration::from_millis(stale),
             serve_standby,
         };
         let mut sel = SourceSelector::new(cfg, 2, t0);
@@ -101,7 +106,7 @@ proptest! {
                     sel.handle(t0 + Duration::from_millis(now), i, ev)
                 }
             };
-            let healthy = |m: &Model| m.connected && m.heard.is_some_and(|h| now - h < TIMEOUT);
+            let healthy = |m: &Model| m.connected && m.heard.is_some_and(|h| now - h < timeout);
             let effective = |m: &Model| match m.role {
                 Some(Role::Primary) if m.epoch < highest_primary => Some(Role::Standby),
                 r => r,
@@ -113,7 +118,7 @@ proptest! {
                     .max()
             };
             let active = sel.active();
-            let may_serve_standby = settled || now >= TIMEOUT || reported.iter().all(|r| *r);
+            let may_serve_standby = settled || now >= timeout || reported.iter().all(|r| *r);
 
             // At most one active source (by construction), and it is healthy.
             if let Some(a) = active {
@@ -158,9 +163,17 @@ proptest! {
             }
             prop_assert_eq!(
                 sel.is_stale(),
-                active.is_none() && now >= fresh_until + STALE,
+                active.is_none() && now >= fresh_until + stale,
                 "stale verdict at {}ms (fresh until {}ms)", now, fresh_until
             );
+            // The engine sleeps until poll_at: the next instant at which time alone can
+            // change something: a connected source timing out, data going stale while
+            // nothing is active, the start-up settling ending.
+            let timeouts = model.iter().filter(|m| m.connected).filter_map(|m| m.heard).map(|h| h + timeout);
+            let staleness = (active.is_none() && !sel.is_stale()).then_some(fresh_until + stale);
+            let settling = (!settled).then_some(timeout);
+            let next = timeouts.chain(staleness).chain(settling).filter(|t| *t > now).min();
+            prop_assert_eq!(sel.poll_at(), next.map(|t| t0 + Duration::from_millis(t)), "poll_at at {}ms", now);
         }
     }
 

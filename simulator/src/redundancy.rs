@@ -188,12 +188,6 @@ impl RedundancyRole {
         }
     }
 
-    /// Whether a write should be replicated to the peer before it is acknowledged.
-    pub fn peer_alive(&self, now: Instant) -> bool {
-        self.peer.is_some()
-            && now.saturating_duration_since(self.last_heard) < self.config.failover_timeout
-    }
-
     /// Registers that the machine is being driven, detecting our own stalls.
     fn touch(&mut self, now: Instant) {
         if now.saturating_duration_since(self.last_input) > self.config.failover_timeout {

@@ -6,7 +6,8 @@
 
 use po_protocol::Role;
 use po_simulator::redundancy::{
-    PeerStatus, RedundancyConfig, RedundancyRole, ServerIndex, Transition,
+    PeerStatus, RedundancyConfig, RedundancyRole, ServerIndex, Transition, TransitionReason,
+    WriteMode,
 };
 use proptest::prelude::*;
 use std::time::{Duration, Instant};
@@ -44,6 +45,32 @@ struct Node {
     next_send: u64,
     /// Epoch must never decrease while the node runs (reset on restart).
     last_epoch: u64,
+    /// Highest epoch this node has held or heard since it (re)started.
+    seen: u64,
+    /// The peer's last claim delivered to this node since its last link-down.
+    last_claim: Option<PeerStatus>,
+    /// Since when this node has heard its peer with no link-down in between.
+    linked_from: Option<u64>,
+}
+
+impl Node {
+    fn fresh(role: RedundancyRole, now: u64) -> Node {
+        Node {
+            role: Some(role),
+            paused: false,
+            next_send: now,
+            last_epoch: 0,
+            seen: 0,
+            last_claim: None,
+            linked_from: None,
+        }
+    }
+}
+
+/// The epoch a promotion of server `index` must take: the smallest of its parity above
+/// every epoch it has held or heard.
+fn promotion_epoch(index: usize, seen: u64) -> u64 {
+    (seen + 1..).find(|e| e % 2 != index as u64 % 2).unwrap()
 }
 
 struct World {
@@ -63,12 +90,7 @@ impl World {
             failover_timeout: Duration::from_millis(FT),
             failback,
         };
-        let node = |i: u8| Node {
-            role: Some(RedundancyRole::new(ServerIndex(i), cfg, t0)),
-            paused: false,
-            next_send: 0,
-            last_epoch: 0,
-        };
+        let node = |i: u8| Node::fresh(RedundancyRole::new(ServerIndex(i), cfg, t0), 0);
         World {
             t0,
             now: 0,
@@ -94,6 +116,37 @@ impl World {
     fn record(&mut self, i: usize, t: Option<Transition>) {
         if let Some(t) = t {
             assert_ne!(t.from, t.to, "a transition must change role or epoch");
+            let n = &self.nodes[i];
+            if t.to.role == Role::Primary {
+                // Every promotion takes an epoch of its own parity above every epoch the
+                // server has seen or held (the smallest such), so two Primaries never
+                // share one, and a re-promotion never reuses an old epoch.
+                assert_eq!(t.from.role, Role::Standby, "{t:?}");
+                assert_eq!(
+                    t.to.epoch,
+                    promotion_epoch(i, n.seen),
+                    "node {i} promoted to {} having seen epoch {}",
+                    t.to.epoch,
+                    n.seen
+                );
+            }
+            if t.reason == TransitionReason::Failback {
+                // Failback: only the preferred server, only when enabled, only from a
+                // Primary peer heard over a link up for a whole failover timeout.
+                assert!(self.cfg.failback && i == 0, "failback by node {i}: {t:?}");
+                assert_eq!(
+                    n.last_claim.map(|c| c.role),
+                    Some(Role::Primary),
+                    "failback without a Primary peer"
+                );
+                let since = n.linked_from.expect("failback while the link is down");
+                assert!(
+                    self.now >= since + FT,
+                    "failback at {}ms, linked only since {since}ms",
+                    self.now
+                );
+            }
+            self.nodes[i].seen = self.nodes[i].seen.max(t.to.epoch);
             self.transitions.push((self.now, i, t));
             // Like the real driver: a transition is announced at once.
             self.nodes[i].next_send = self.now;
@@ -101,14 +154,34 @@ impl World {
     }
 
     fn link_down(&mut self) {
-        let at = self.at();
-        for n in &mut self.nodes {
-            if let Some(r) = n.role.as_mut()
-                && !n.paused
-            {
-                r.on_link_down(at);
-            }
+        for i in 0..2 {
+            self.link_down_at(i);
         }
+    }
+
+    /// Node `i`'s sync connection drops (not noticed while it is paused).
+    fn link_down_at(&mut self, i: usize) {
+        let at = self.at();
+        let n = &mut self.nodes[i];
+        if let Some(r) = n.role.as_mut()
+            && !n.paused
+        {
+            r.on_link_down(at);
+            n.last_claim = None;
+            n.linked_from = None;
+        }
+    }
+
+    /// Delivers `i`'s status to its peer.
+    fn deliver(&mut self, i: usize, st: PeerStatus) {
+        let j = 1 - i;
+        let (now, at) = (self.now, self.at());
+        let n = &mut self.nodes[j];
+        n.seen = n.seen.max(st.epoch);
+        n.last_claim = Some(st);
+        n.linked_from.get_or_insert(now);
+        let t = n.role.as_mut().unwrap().on_peer_status(at, st);
+        self.record(j, t);
     }
 
     fn apply(&mut self, f: Fault) {
@@ -124,18 +197,12 @@ impl World {
                 self.nodes[i].role = None;
                 self.nodes[i].paused = false;
                 // The peer's TCP sees the connection close.
-                if let Some(r) = self.nodes[1 - i].role.as_mut()
-                    && !self.nodes[1 - i].paused
-                {
-                    r.on_link_down(at);
-                }
+                self.link_down_at(1 - i);
             }
             Fault::Restart(i) => {
                 if self.nodes[i].role.is_none() {
-                    self.nodes[i].role =
-                        Some(RedundancyRole::new(ServerIndex(i as u8), self.cfg, at));
-                    self.nodes[i].next_send = self.now;
-                    self.nodes[i].last_epoch = 0;
+                    let role = RedundancyRole::new(ServerIndex(i as u8), self.cfg, at);
+                    self.nodes[i] = Node::fresh(role, self.now);
                 }
             }
             Fault::Pause(i) => self.nodes[i].paused = self.nodes[i].role.is_some(),
@@ -154,16 +221,23 @@ impl World {
             if self.now >= self.nodes[i].next_send {
                 self.nodes[i].next_send = self.now + HB;
                 let st = self.status(i).unwrap();
-                let j = 1 - i;
-                if self.link && self.running(j) {
-                    let t = self.nodes[j].role.as_mut().unwrap().on_peer_status(at, st);
-                    self.record(j, t);
+                if self.link && self.running(1 - i) {
+                    self.deliver(i, st);
                 }
             }
             let due = self.nodes[i].role.as_ref().unwrap().poll_at();
             if at >= due {
                 let t = self.nodes[i].role.as_mut().unwrap().poll(at);
                 self.record(i, t);
+                // The driver sleeps until poll_at: it must lie ahead (else the driver
+                // spins) and within a heartbeat (else a stall could go unnoticed).
+                let next = self.nodes[i].role.as_ref().unwrap().poll_at();
+                assert!(
+                    next > at && next <= at + self.cfg.heartbeat,
+                    "node {i} polled at {}ms asks to be polled again at {:?}ms",
+                    self.now,
+                    next.duration_since(self.t0).as_millis()
+                );
             }
         }
         for i in 0..2 {
@@ -236,6 +310,16 @@ proptest! {
                 {
                     prop_assert_eq!(p.len(), 1, "{} Primaries {}ms after the pair became healthy", p.len(), w.now - since);
                 }
+                // 2b. With failback, a healthy pair settles with the preferred server as
+                //     Primary: one failover timeout of uninterrupted link, plus heartbeats
+                //     for it to be heard, the role taken and the peer to demote.
+                if let Some(since) = healthy_since
+                    && failback
+                    && w.now >= since + FT + 3 * HB
+                {
+                    prop_assert_eq!(w.status(0).unwrap().role, Role::Primary, "no failback {}ms after the pair became healthy", w.now - since);
+                    prop_assert_eq!(w.status(1).unwrap().role, Role::Standby);
+                }
                 // 3. A lone survivor is Primary within one failover timeout (+ a heartbeat
                 //    of poll granularity).
                 for (i, since) in alone_since.iter().enumerate() {
@@ -273,5 +357,254 @@ proptest! {
             prop_assert_eq!(b.role, Role::Primary);
         }
         prop_assert_eq!(a.epoch, b.epoch);
+    }
+}
+
+/// What one server is told, in the single-machine model below.
+#[derive(Debug, Clone, Copy)]
+enum Input {
+    /// A claim from the peer arrives after `ms`.
+    Hear(u64, PeerStatus),
+    /// The sync link drops after `ms`.
+    LinkDown(u64),
+    /// The driver polls after `ms` (possibly a long stall).
+    Poll(u64),
+    /// The driver polls when asked to, at `poll_at`.
+    PollWhenDue,
+}
+
+fn claim() -> impl Strategy<Value = PeerStatus> {
+    (
+        prop_oneof![Just(Role::Primary), Just(Role::Standby)],
+        0u64..8,
+    )
+        .prop_map(|(role, epoch)| PeerStatus { role, epoch })
+}
+
+fn input(ft: u64) -> impl Strategy<Value = Input> {
+    // Mostly shorter gaps than the failover timeout, sometimes a stall.
+    let gap = prop_oneof![4 => 0..ft, 1 => 0..3 * ft];
+    prop_oneof![
+        4 => (gap.clone(), claim()).prop_map(|(ms, c)| Input::Hear(ms, c)),
+        1 => gap.clone().prop_map(Input::LinkDown),
+        2 => gap.prop_map(Input::Poll),
+        3 => Just(Input::PollWhenDue),
+    ]
+}
+
+/// The rules of `RedundancyRole` (see its module docs), restated on what one server was
+/// told, independently of its implementation.
+#[derive(Debug)]
+struct Reference {
+    index: usize,
+    cfg: RedundancyConfig,
+    /// Milliseconds since the start.
+    last_input: u64,
+    last_heard: u64,
+    ever_heard: bool,
+    /// The peer's last claim, while the link is up.
+    peer: Option<PeerStatus>,
+    linked_since: Option<u64>,
+    /// Highest epoch held or heard.
+    seen: u64,
+}
+
+impl Reference {
+    fn ms(&self, d: Duration) -> u64 {
+        d.as_millis() as u64
+    }
+
+    /// Own stall: a gap of more than a failover timeout between inputs is our fault, and
+    /// grants the peer a new failover timeout.
+    fn input(&mut self, now: u64) {
+        if now - self.last_input > self.ms(self.cfg.failover_timeout) {
+            self.last_heard = self.last_heard.max(now);
+            self.linked_since = None;
+        }
+        self.last_input = now;
+    }
+
+    fn failback_due(&self, now: u64, role: Role) -> bool {
+        self.cfg.failback
+            && self.index == 0
+            && role == Role::Standby
+            && self
+                .linked_since
+                .is_some_and(|t| now >= t + self.ms(self.cfg.failover_timeout))
+    }
+
+    fn promotion(&self, from: PeerStatus, reason: TransitionReason) -> Option<Transition> {
+        Some(Transition {
+            from,
+            to: PeerStatus {
+                role: Role::Primary,
+                epoch: promotion_epoch(self.index, self.seen),
+            },
+            reason,
+        })
+    }
+
+    fn follow(from: PeerStatus, epoch: u64) -> Option<Transition> {
+        Some(Transition {
+            from,
+            to: PeerStatus {
+                role: Role::Standby,
+                epoch,
+            },
+            reason: TransitionReason::HigherEpochSeen,
+        })
+    }
+
+    /// What hearing `claim` at `now` must do to a server in `me`.
+    fn hear(&mut self, now: u64, me: PeerStatus, claim: PeerStatus) -> Option<Transition> {
+        self.input(now);
+        self.ever_heard = true;
+        self.last_heard = now;
+        if self.peer.is_none() || self.linked_since.is_none() {
+            self.linked_since = Some(now);
+        }
+        self.peer = Some(claim);
+        self.seen = self.seen.max(claim.epoch);
+        match (me.role, claim.role) {
+            // Highest epoch wins; between equal epochs (which only a misconfigured pair
+            // can produce) the non-preferred server yields.
+            (Role::Primary, Role::Primary) => (claim.epoch > me.epoch
+                || (claim.epoch == me.epoch && self.index == 1))
+                .then(|| Reference::follow(me, claim.epoch))
+                .flatten(),
+            (Role::Primary, Role::Standby) => None,
+            (Role::Standby, Role::Primary) if claim.epoch > me.epoch => {
+                Reference::follow(me, claim.epoch)
+            }
+            (Role::Standby, Role::Primary) => {
+                if self.failback_due(now, me.role) {
+                    self.promotion(me, TransitionReason::Failback)
+                } else {
+                    None
+                }
+            }
+            (Role::Standby, Role::Standby) if self.index == 0 => {
+                self.promotion(me, TransitionReason::PreferredAtStartup)
+            }
+            (Role::Standby, Role::Standby) => None,
+        }
+    }
+
+    fn link_down(&mut self, now: u64) {
+        self.input(now);
+        self.peer = None;
+        self.linked_since = None;
+    }
+
+    fn poll(&mut self, now: u64, me: PeerStatus) -> Option<Transition> {
+        self.input(now);
+        if me.role == Role::Primary {
+            None
+        } else if now - self.last_heard >= self.ms(self.cfg.failover_timeout) {
+            self.promotion(me, TransitionReason::PeerSilent)
+        } else if self.failback_due(now, me.role)
+            && self.peer.is_some_and(|p| p.role == Role::Primary)
+        {
+            self.promotion(me, TransitionReason::Failback)
+        } else {
+            None
+        }
+    }
+
+    /// The earliest instant at which `poll` could decide something, capped at one
+    /// heartbeat after the last input.
+    fn poll_at(&self, me: PeerStatus) -> u64 {
+        let mut at = self.last_input + self.ms(self.cfg.heartbeat);
+        if me.role == Role::Standby {
+            at = at.min(self.last_heard + self.ms(self.cfg.failover_timeout));
+            if self.failback_due(u64::MAX, me.role) {
+                at = at.min(self.linked_since.unwrap() + self.ms(self.cfg.failover_timeout));
+            }
+        }
+        at.max(self.last_input)
+    }
+
+    fn write_mode(&self, now: u64) -> WriteMode {
+        let (ft, hb) = (
+            self.ms(self.cfg.failover_timeout),
+            self.ms(self.cfg.heartbeat),
+        );
+        let silent = now - self.last_heard;
+        if !self.ever_heard {
+            WriteMode::Solo
+        } else if silent < ft {
+            WriteMode::Replicate
+        } else if silent < ft + 2 * hb {
+            WriteMode::Hold
+        } else {
+            WriteMode::Solo
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// One server, told arbitrary claims (equal epochs, stale epochs, a Standby peer),
+    /// link drops and polls at arbitrary times, including its own stalls: every
+    /// transition, `poll_at` and `write_mode` are exactly those the rules prescribe.
+    #[test]
+    fn one_server_follows_the_rules_exactly(
+        index in 0usize..2,
+        failback in any::<bool>(),
+        hb in 20u64..200,
+        ft_beats in 2u64..6,
+        extra in 0u64..100,
+        inputs in prop::collection::vec(input(1000), 1..60),
+    ) {
+        let cfg = RedundancyConfig {
+            heartbeat: Duration::from_millis(hb),
+            failover_timeout: Duration::from_millis(hb * ft_beats + extra),
+            failback,
+        };
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut role = RedundancyRole::new(ServerIndex(index as u8), cfg, t0);
+        let mut model = Reference {
+            index, cfg, last_input: 0, last_heard: 0, ever_heard: false, peer: None,
+            linked_since: None, seen: 0,
+        };
+        let mut now = 0u64;
+        prop_assert_eq!(role.status(), PeerStatus { role: Role::Standby, epoch: 0 });
+        for i in inputs {
+            let me = role.status();
+            let (got, want) = match i {
+                Input::Hear(ms, c) => {
+                    now += ms;
+                    (role.on_peer_status(at(now), c), model.hear(now, me, c))
+                }
+                Input::LinkDown(ms) => {
+                    now += ms;
+                    role.on_link_down(at(now));
+                    model.link_down(now);
+                    (None, None)
+                }
+                Input::Poll(ms) => {
+                    now += ms;
+                    (role.poll(at(now)), model.poll(now, me))
+                }
+                Input::PollWhenDue => {
+                    now = now.max(role.poll_at().duration_since(t0).as_millis() as u64);
+                    (role.poll(at(now)), model.poll(now, me))
+                }
+            };
+            prop_assert_eq!(got, want, "after {:?} at {}ms in {:?}", i, now, me);
+            if let Some(t) = want {
+                model.seen = model.seen.max(t.to.epoch);
+            }
+            prop_assert_eq!(role.status(), want.map_or(me, |t| t.to));
+            prop_assert_eq!(role.poll_at(), at(model.poll_at(role.status())), "poll_at after {:?} at {}ms", i, now);
+            if matches!(i, Input::Poll(_) | Input::PollWhenDue) {
+                prop_assert!(role.poll_at() > at(now), "a poll must not ask to be polled again at once");
+            }
+            for later in [0, hb, model.ms(cfg.failover_timeout), model.ms(cfg.failover_timeout) + 2 * hb] {
+                prop_assert_eq!(role.write_mode(at(now + later)), model.write_mode(now + later));
+            }
+        }
     }
 }

@@ -1,0 +1,326 @@
+//! Scenario-file validation: every rule serde cannot express is enforced, alone, and the
+//! problem names the line and the key (docs/scenarios.md). Fast: no scenario is run.
+
+use harness::scenario::{BackendKind, FaultAction, Scenario, ScenarioError};
+use smart_connector::registers::WordOrder;
+
+/// A valid architecture-3 file; the cases below break one rule each.
+const VALID: &str = r#"name = "t"
+architecture = 3
+duration = "10s"
+
+[site]
+devices = 2
+tags_per_device = 4
+scan_period = "100ms"
+
+[redundancy]
+heartbeat = "100ms"
+
+[third_party]
+kind = "redundant"
+clients = 1
+poll_period = "100ms"
+writes_per_s = 0
+
+[[fault]]
+at = "1s"
+action = "crash"
+target = "po-a"
+
+[[fault]]
+at = "2s"
+action = "delay"
+target = "po-a<->po-b"
+latency = "50ms"
+"#;
+
+/// `VALID` with the first `from` replaced by `to` (which must be there).
+fn with(from: &str, to: &str) -> String {
+    assert!(VALID.contains(from), "{from}");
+    VALID.replacen(from, to, 1)
+}
+
+/// The problems of a file as `(line, key)`, and the messages.
+fn problems(text: &str) -> (Vec<(Option<usize>, String)>, Vec<String>) {
+    match Scenario::parse(text, "t.toml") {
+        Ok(_) => (vec![], vec![]),
+        Err(e) => (
+            e.problems.iter().map(|p| (p.line, p.key.clone())).collect(),
+            e.problems.iter().map(|p| p.message.clone()).collect(),
+        ),
+    }
+}
+
+/// Asserts exactly one problem, at `line` with `key`, whose message contains `says`.
+#[track_caller]
+fn one(text: &str, line: usize, key: &str, says: &str) {
+    let (found, messages) = problems(text);
+    assert_eq!(found, vec![(Some(line), key.to_string())], "{messages:?}");
+    assert!(
+        messages[0].contains(says),
+        "{messages:?} should say {says:?}"
+    );
+}
+
+#[test]
+fn valid_files_of_every_architecture_parse() {
+    let s = Scenario::parse(VALID, "t.toml").unwrap();
+    assert_eq!(
+        (s.name.as_str(), s.architecture, s.faults.len()),
+        ("t", 3, 2)
+    );
+    let two = with("architecture = 3", "architecture = 2");
+    assert!(
+        Scenario::parse(&two, "t.toml").is_ok(),
+        "{:?}",
+        problems(&two)
+    );
+    let one_arch = "name = \"t\"\narchitecture = 1\nduration = \"1s\"\n";
+    assert!(Scenario::parse(one_arch, "t.toml").is_ok());
+    // Boundaries that are allowed: writes_per_s 0, a fault just before the end.
+    let late = with("at = \"2s\"", "at = \"9999ms\"");
+    assert!(
+        Scenario::parse(&late, "t.toml").is_ok(),
+        "{:?}",
+        problems(&late)
+    );
+}
+
+#[test]
+fn architecture_is_checked_first_and_alone() {
+    for arch in [0, 4] {
+        // An empty name would be a second problem, but nothing else is checked against
+        // an unknown architecture.
+        let text = with("architecture = 3", &format!("architecture = {arch}"))
+            .replace("name = \"t\"", "name = \"\"");
+        one(&text, 2, "architecture", "use 1, 2 or 3");
+    }
+}
+
+#[test]
+fn each_rule_is_enforced_on_its_own() {
+    one(&with("name = \"t\"", "name = \" \""), 1, "name", "empty");
+    // (Without faults, which a zero duration would also make late.)
+    let no_faults = VALID.split("[[fault]]").next().unwrap();
+    one(
+        &no_faults.replace("duration = \"10s\"", "duration = \"0s\""),
+        3,
+        "duration",
+        "longer than 0",
+    );
+    for zero in ["devices = 0", "tags_per_device = 0", "scan_period = \"0s\""] {
+        let key = zero.split(' ').next().unwrap();
+        let text = VALID.replacen(&format!("{key} = "), &format!("{zero}\n#"), 1);
+        one(&text, 6, "site.devices", "must all be > 0");
+    }
+    one(
+        &with("clients = 1", "clients = 0"),
+        15,
+        "third_party.clients",
+        "at least one",
+    );
+    one(
+        &with("poll_period = \"100ms\"", "poll_period = \"0s\""),
+        16,
+        "third_party.poll_period",
+        "longer than 0",
+    );
+    for bad in ["-1", "nan", "inf"] {
+        one(
+            &with("writes_per_s = 0", &format!("writes_per_s = {bad}")),
+            17,
+            "third_party.writes_per_s",
+            "≥ 0",
+        );
+    }
+}
+
+#[test]
+fn architecture_1_has_no_pair() {
+    let arch1 = with("architecture = 3", "architecture = 1")
+        .replace("target = \"po-a<->po-b\"", "target = \"po-a\"")
+        .replace("action = \"delay\"", "action = \"restart\"")
+        .replace("latency = \"50ms\"\n", "");
+    let (found, messages) = problems(&arch1);
+    assert_eq!(
+        found,
+        vec![
+            (Some(10), "redundancy".to_string()),
+            (Some(14), "third_party.kind".to_string())
+        ],
+        "{messages:?}"
+    );
+    // The same sections are fine with a pair.
+    let arch2 = arch1.replace("architecture = 1", "architecture = 2");
+    assert_eq!(problems(&arch2).0, vec![]);
+}
+
+#[test]
+fn faults_are_checked_and_located_in_their_table() {
+    one(
+        &with("at = \"2s\"", "at = \"10s\""),
+        25,
+        "fault[1].at",
+        "not before the end",
+    );
+    one(
+        &with("at = \"1s\"", "at = \"11s\""),
+        20,
+        "fault[0].at",
+        "not before the end",
+    );
+    // An unknown target: the list, and a hint only when a name is close.
+    let (found, messages) = problems(&with("target = \"po-a\"", "target = \"po-x\""));
+    assert_eq!(found, vec![(Some(22), "fault[0].target".to_string())]);
+    assert!(messages[0].contains("one of: "), "{messages:?}");
+    assert!(messages[0].contains("did you mean `po-a`?"), "{messages:?}");
+    let (_, messages) = problems(&with("target = \"po-a\"", "target = \"nothing-like-it\""));
+    assert!(!messages[0].contains("did you mean"), "{messages:?}");
+    // An action the target does not take.
+    one(
+        &with("action = \"crash\"", "action = \"cut\""),
+        21,
+        "fault[0].action",
+        "network faults act on links",
+    );
+    // `latency` belongs to delays, and delays need it.
+    one(
+        &with("latency = \"50ms\"\n", ""),
+        24,
+        "fault[1].latency",
+        "needs `latency`",
+    );
+    // A key absent from a [[fault]] is located at that fault's header, not another's.
+    one(
+        &with(
+            "action = \"crash\"\ntarget = \"po-a\"",
+            "action = \"delay\"\ntarget = \"po-a<->po-b\"",
+        ),
+        19,
+        "fault[0].latency",
+        "needs `latency`",
+    );
+    one(
+        &with(
+            "target = \"po-a\"\n",
+            "target = \"po-a\"\nlatency = \"5ms\"\n",
+        ),
+        23,
+        "fault[0].latency",
+        "only a delay fault",
+    );
+}
+
+#[test]
+fn a_key_not_in_the_file_is_located_at_its_table_or_not_at_all() {
+    // `site.devices` stands for three keys; with `devices` absent the [site] header is
+    // the place to look.
+    let text = with("devices = 2\n", "").replace("tags_per_device = 4", "tags_per_device = 0");
+    one(&text, 5, "site.devices", "must all be > 0");
+    // A top-level key; a dotted key is looked up in its table.
+    let e = Scenario::parse(
+        "name = \"\"\narchitecture = 1\nduration = \"1s\"\n",
+        "t.toml",
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "t.toml:1: name: must not be empty");
+    let e = Scenario::parse(
+        "architecture = 1\nname = \"t\"\nduration = \"1s\"\n[third_party]\nkind = \"redundant\"\n",
+        "t.toml",
+    )
+    .unwrap_err();
+    assert_eq!(e.problems[0].line, Some(5));
+}
+
+#[test]
+fn type_errors_name_the_line_and_the_key_with_its_table() {
+    let (found, messages) = problems(&with("clients = 1", "clients = \"one\""));
+    assert_eq!(
+        found,
+        vec![(Some(15), "third_party.clients".to_string())],
+        "{messages:?}"
+    );
+    let (found, _) = problems(&with("devices = 2", "devices = -2"));
+    assert_eq!(found, vec![(Some(6), "site.devices".to_string())]);
+    // In the second [[fault]]: the table is counted.
+    let (found, _) = problems(&with("at = \"2s\"", "at = 2"));
+    assert_eq!(found, vec![(Some(25), "fault[1].at".to_string())]);
+    let (found, _) = problems(&with("at = \"1s\"", "at = 1"));
+    assert_eq!(found, vec![(Some(20), "fault[0].at".to_string())]);
+    // A top-level key, and an unknown table named by its header line.
+    let (found, _) = problems(&with("architecture = 3", "architecture = \"3\""));
+    assert_eq!(found, vec![(Some(2), "architecture".to_string())]);
+    let (found, messages) = problems(&with("[site]", "[sight]"));
+    assert_eq!(
+        found,
+        vec![(Some(5), "[sight]".to_string())],
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_one_per_line() {
+    let text = with("name = \"t\"", "name = \"\"").replace("clients = 1", "clients = 0");
+    let e = Scenario::parse(&text, "dir/t.toml").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "dir/t.toml:1: name: must not be empty\n\
+         dir/t.toml:15: third_party.clients: at least one third party is needed to measure anything"
+    );
+    let e = ScenarioError {
+        path: "p".into(),
+        problems: vec![harness::scenario::Problem {
+            line: None,
+            key: "file".into(),
+            message: "m".into(),
+        }],
+    };
+    assert_eq!(e.to_string(), "p: file: m");
+}
+
+#[test]
+fn load_reads_the_file_or_says_why_not() {
+    let dir = std::env::temp_dir().join(format!("scenario-validation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ok.toml");
+    std::fs::write(&path, VALID).unwrap();
+    assert_eq!(Scenario::load(&path).unwrap().name, "t");
+    let missing = dir.join("missing.toml");
+    let e = Scenario::load(&missing).unwrap_err();
+    assert_eq!(e.path, missing.display().to_string());
+    assert_eq!(e.problems[0].key, "file");
+    assert!(e.problems[0].message.starts_with("cannot read"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn names_are_those_of_the_file_format() {
+    for b in [BackendKind::Inprocess, BackendKind::Process] {
+        assert_eq!(serde_json::to_value(b).unwrap(), b.as_str());
+    }
+    use FaultAction::*;
+    for a in [Crash, Restart, Pause, Resume, Cut, Heal, Delay] {
+        assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+    }
+    let s = Scenario::parse(VALID, "t.toml").unwrap();
+    assert_eq!(s.faults[0].label(), "crash po-a");
+    assert_eq!(s.faults[1].label(), "delay po-a<->po-b 50ms");
+    assert_eq!(s.seed, 7, "the documented default seed");
+}
+
+#[test]
+fn the_third_party_uses_the_connector_word_order_unless_told_otherwise() {
+    let little = with(
+        "[third_party]\n",
+        "[connector]\nword_order = \"little\"\n\n[third_party]\n",
+    );
+    let s = Scenario::parse(&little, "t.toml").unwrap();
+    assert_eq!(s.third_party_word_order(), WordOrder::Little);
+    let miswired = little.replace(
+        "kind = \"redundant\"",
+        "kind = \"redundant\"\nword_order = \"big\"",
+    );
+    let s = Scenario::parse(&miswired, "t.toml").unwrap();
+    assert_eq!(s.third_party_word_order(), WordOrder::Big);
+}
