@@ -230,9 +230,26 @@ fn a_better_baseline_fails_the_run_and_names_the_figure() {
 #[test]
 fn explore_refuses_bad_arguments_with_exit_2() {
     for (args, says) in [
-        (vec!["explore", "--architecture", "1", "--seeds", "1..2"], "architecture"),
-        (vec!["explore", "--architecture", "3", "--seeds", "9..2"], "empty"),
-        (vec!["explore", "--architecture", "3", "--seeds", "1..2", "--shard", "3/2"], "K/N"),
+        (
+            vec!["explore", "--architecture", "1", "--seeds", "1..2"],
+            "architecture",
+        ),
+        (
+            vec!["explore", "--architecture", "3", "--seeds", "9..2"],
+            "empty",
+        ),
+        (
+            vec![
+                "explore",
+                "--architecture",
+                "3",
+                "--seeds",
+                "1..2",
+                "--shard",
+                "3/2",
+            ],
+            "K/N",
+        ),
     ] {
         let out = harness().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -254,5 +271,8 @@ fn a_loss_fault_is_refused_by_backends_that_cannot_lose_packets() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("fault[0].action") && err.contains("--backend sim"), "{err}");
+    assert!(
+        err.contains("fault[0].action") && err.contains("--backend sim"),
+        "{err}"
+    );
 }
