@@ -12,7 +12,8 @@
 # .cargo/mutants.toml), and must have at least MUTANTS_MIN % of its viable mutants (not
 # unviable) caught; a mutant whose tests time out counts as caught (the tests did not
 # pass). Exit status: 0 all files pass, 1 a file is below the threshold, 2 usage or
-# cargo-mutants failure (e.g. the unmutated tests fail), 3 time budget exhausted.
+# cargo-mutants failure (e.g. the unmutated tests fail), 3 time budget exhausted before
+# every core was checked (only with MUTANTS_STRICT=1; otherwise a warning).
 #
 # Environment:
 #   MUTANTS_MIN=90        threshold, % caught of viable mutants
@@ -153,13 +154,14 @@ trap 'rm -rf "$tmp"' EXIT
 
 start=$SECONDS
 status=0
+skipped=0
 rows=()
 for f in "${files[@]}"; do
     left=$((BUDGET - (SECONDS - start)))
     if ((left <= 0)); then
         echo "mutants: time budget of ${BUDGET}s spent before $f" >&2
-        status=3
-        rows+=("$f|-|-|-|-|budget spent")
+        skipped=1
+        rows+=("$f|-|-|-|-|not checked: budget spent")
         continue
     fi
     name=$(tr '/.' '__' <<<"$f")
@@ -174,8 +176,8 @@ for f in "${files[@]}"; do
     # cargo-mutants: 0 all caught, 2 some missed, 3 some timed out; else it failed.
     if ((rc == 124 || rc == 137)); then
         echo "mutants: time budget of ${BUDGET}s spent during $f" >&2
-        status=3
-        rows+=("$f|-|-|-|-|budget spent")
+        skipped=1
+        rows+=("$f|-|-|-|-|not checked: budget spent")
         continue
     elif ((rc != 0 && rc != 2 && rc != 3)); then
         echo "mutants: cargo mutants failed on $f (exit $rc); see $OUT/$name/mutants.out" >&2
@@ -210,4 +212,10 @@ for r in "${rows[@]}"; do
     IFS='|' read -r f c m t u v <<<"$r"
     printf '%-32s %7s %7s %8s %9s  %s\n' "$f" "$c" "$m" "$t" "$u" "$v"
 done
+# Cores the budget did not reach were not judged: said above, and fatal only when asked
+# for (MUTANTS_STRICT=1), so a bounded CI run fails on a core below the threshold, never
+# on the machine's speed.
+if ((skipped && status == 0)) && [[ ${MUTANTS_STRICT:-0} == 1 ]]; then
+    status=3
+fi
 exit $status

@@ -432,28 +432,30 @@ mod tests {
             (0, 0),
             "the later write was applied over it"
         );
+        // Write 2's answer arrives after all: its place in the order is known now.
+        r.write_acked(tag, 2);
         r.write_sent(tag, Value::Analog(3.0), 3);
         r.write_acked(tag, 3);
         assert_eq!(
             r.write_outcome(),
-            (0, 1),
+            (1, 1),
             "a later acknowledged write must itself be seen"
         );
         mark_seen(3);
-        assert_eq!(r.write_outcome(), (1, 0));
+        assert_eq!(r.write_outcome(), (2, 0));
         // Two masters write at once: 5 is sent, 6 is sent and answered, then 5 is
         // answered. The server may have applied 6 before 5: seeing 5 explains 6.
         r.write_sent(tag, Value::Analog(5.0), 5);
         r.write_sent(tag, Value::Analog(6.0), 6);
         r.write_acked(tag, 6);
         r.write_acked(tag, 5);
-        assert_eq!(r.write_outcome(), (1, 1));
+        assert_eq!(r.write_outcome(), (2, 1));
         mark_seen(5);
-        assert_eq!(r.write_outcome(), (2, 0));
+        assert_eq!(r.write_outcome(), (3, 0));
         // But a write answered before 7 was sent cannot explain 7 away.
         r.write_sent(tag, Value::Analog(7.0), 7);
         r.write_acked(tag, 7);
-        assert_eq!(r.write_outcome(), (2, 1));
+        assert_eq!(r.write_outcome(), (3, 1));
     }
 
     #[test]
