@@ -72,10 +72,6 @@ impl SequenceTracker {
     pub fn last(&self) -> Option<u64> {
         self.last
     }
-
-    pub fn is_resyncing(&self) -> bool {
-        self.resyncing
-    }
 }
 
 #[cfg(test)]
@@ -97,8 +93,11 @@ mod tests {
             Drop,
             "left over from before the subscription"
         );
+        assert_eq!(t.last(), None);
         assert_eq!(t.handle_snapshot(5), Accept);
+        assert_eq!(t.last(), Some(5));
         assert_eq!(t.handle_updates(6), Accept);
+        assert_eq!(t.last(), Some(6));
         assert_eq!(t.handle_heartbeat(6), Accept, "nothing missing");
         assert_eq!(t.handle_updates(8), Resubscribe, "7 is missing");
         assert_eq!(t.handle_updates(9), Drop, "until the snapshot");

@@ -42,6 +42,8 @@ proptest! {
         let mut hole = false;
         let mut asked = 0;
         for s in steps {
+            // What the tracker last accepted is what the model last accepted.
+            prop_assert_eq!(t.last(), accepted);
             match s {
                 Step::Subscribe => {
                     t.handle_subscribe();

@@ -129,9 +129,9 @@ proptest! {
             // Conservation: every write is queued, in flight, or ended — exactly once.
             prop_assert_eq!(q.queued_len() + q.in_flight_len() + ended, written);
             // poll_at names the earliest deadline there is.
-            if q.queued_len() + q.in_flight_len() > 0 {
-                prop_assert!(q.poll_at().is_some());
-            }
+            // poll_at names something exactly when there is something to wait for: an
+            // empty queue has no deadline and no hold to wake up for.
+            prop_assert_eq!(q.poll_at().is_some(), q.queued_len() + q.in_flight_len() > 0);
         }
         // At the end of time everything has ended.
         ended += q.poll_expired(now + Duration::from_secs(3600)).len();

@@ -157,6 +157,37 @@ mod tests {
     }
 
     #[test]
+    fn merging_what_is_already_there_changes_nothing() {
+        let mut s = SetpointStore::default();
+        s.merge_one(TagId(1), sp(1.0, 100));
+        let (_, v) = s.changes_since(0);
+        // Identical entries come back from the peer all the time (it echoes what it
+        // merged): taking them again would bounce them between the two for ever.
+        assert!(!s.merge_one(TagId(1), sp(1.0, 100)));
+        assert_eq!(s.changes_since(v), (vec![], v));
+        // A merged newer entry is a change the peer must hear of.
+        assert!(s.merge_one(TagId(2), sp(2.0, 50)));
+        let (changed, v2) = s.changes_since(v);
+        assert_eq!(changed, vec![(TagId(2), sp(2.0, 50))]);
+        assert!(v2 > v);
+    }
+
+    #[test]
+    fn a_write_is_stamped_against_the_tag_it_writes() {
+        let mut s = SetpointStore::default();
+        s.merge_one(TagId(1), sp(1.0, 100));
+        s.merge_one(TagId(2), sp(2.0, 500));
+        let mut probe = s.clone_entry(TagId(1));
+        assert_eq!(probe.get(TagId(1)), Some(Value::Analog(1.0)));
+        assert_eq!(probe.get(TagId(2)), None, "only the tag written");
+        // Stamped after the stored entry even with a clock behind it, so it wins the merge.
+        let e = probe.write(TagId(1), Value::Analog(3.0), Timestamp(10));
+        assert_eq!(e.written_at, Timestamp(101));
+        assert!(s.merge_one(TagId(1), e));
+        assert_eq!(s.get(TagId(1)), Some(Value::Analog(3.0)));
+    }
+
+    #[test]
     fn merging_keeps_the_later_write_per_tag() {
         let mut a = SetpointStore::default();
         a.merge_one(TagId(1), sp(1.0, 100));
