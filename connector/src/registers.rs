@@ -6,13 +6,12 @@
 use po_protocol::{TagKind, Value};
 use serde::{Deserialize, Serialize};
 
-/// Order of the two 16-bit words of a 32-bit value. Bytes inside a word are always
-/// big-endian (Modbus); only the word order differs between masters, so it is the one
-/// knob an integration engineer needs.
-
 /// Registers 0..32 are the status block (DESIGN §6); mapped tags start above it.
 pub const STATUS_REGISTERS: u16 = 32;
 
+/// Order of the two 16-bit words of a 32-bit value. Bytes inside a word are always
+/// big-endian (Modbus); only the word order differs between masters, so it is the one
+/// knob an integration engineer needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WordOrder {
