@@ -129,6 +129,26 @@ async fn points_asks_the_server_for_the_catalogue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_into_a_closed_pipe_ends_quietly() {
+    // `smart-connector points | head`: the reader is gone before the list is written.
+    let server = common::solo_server(1).await;
+    let dir = std::env::temp_dir().join(format!("sc-pipe-{}", std::process::id()));
+    let path = solo_config(&dir, server.client_addr(), 0);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smart-connector"))
+        .args(["points", "--format", "csv", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // close the read end: every write now fails with EPIPE
+    let out = child.wait_with_output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_modbus_and_stops_on_sigterm() {
     use tokio_modbus::prelude::*;
     let server = common::solo_server(1).await;

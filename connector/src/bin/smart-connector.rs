@@ -151,10 +151,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .context("fetching the catalogue")?;
             let map = RegisterMap::build(&catalog, &c.modbus, &c.map)?;
             let rows = points::rows(&map);
-            match format {
-                Format::Csv => print!("{}", points::to_csv(&rows)),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-            }
+            let text = match format {
+                Format::Csv => points::to_csv(&rows),
+                Format::Json => serde_json::to_string_pretty(&rows)? + "\n",
+            };
+            write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config, threads } => {
@@ -192,5 +193,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
+    }
+}
+
+/// Writes to standard output; a reader that went away (`points | head`) ends the output
+/// quietly instead of panicking as `print!` does.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
 }
