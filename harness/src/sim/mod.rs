@@ -1,0 +1,391 @@
+//! The simulation backend (DESIGN §11): every host of the topology is a turmoil host,
+//! the third parties and the runner itself run on the third-party host as a turmoil
+//! client, time is virtual and everything runs on one thread. The same seed gives the
+//! same run, byte for byte.
+//!
+//! Components are the real simulator server and connector, started with a simulated
+//! network ([`SimNet`]) and virtual clocks ([`SimClock`]) through the seam of
+//! `po-runtime`. Faults:
+//! - lifecycle (crash, restart, pause, resume): commands to the host, which applies them
+//!   through the component's own handle, exactly as the in-process backend does;
+//! - `cut`/`heal`: a turmoil partition between the two hosts: packets vanish, no FIN, no
+//!   RST, `connect()` hangs (a black hole); `heal` repairs it and clears delay and loss;
+//! - `delay`: every chunk received over the link is held back by the latency;
+//! - `loss`: a received chunk is lost with the given probability and, as TCP would,
+//!   delivered after a retransmission timeout ([`RTO`], doubling while it keeps being
+//!   lost), with everything behind it held back (head-of-line blocking).
+
+mod clock;
+mod host;
+mod net;
+
+pub use clock::{LogTimer, SIM_EPOCH, SimClock};
+pub use net::{LinkFaults, RTO, SimNet};
+
+use crate::backend::{connector_config, server_config};
+use crate::invariants::Invariants;
+pub use crate::observed::{Observed, RunningConnector};
+use crate::report::{Expectation, Report, SimInfo};
+use crate::scenario::{Fault, FaultAction, Scenario};
+use crate::seam::Backend;
+use crate::topology::{LinkKind, Topology};
+use anyhow::{Context as _, Result, anyhow, bail};
+use host::{HostCmd, Shared, host_main};
+use net::{pair, splitmix};
+use po_runtime::Env;
+use po_simulator::ServerConfig;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Virtual time per simulation step. Not less: tokio's timers have millisecond
+/// resolution, so a shorter step would let tokio's clock run ahead of the simulation's.
+/// A request and its answer take one step, so a Modbus master completes at most one
+/// request per millisecond in the simulation.
+pub const TICK: Duration = Duration::from_millis(1);
+
+const CLIENT_PORT: u16 = 23500;
+const SYNC_PORT: u16 = 23501;
+const MODBUS_PORT: u16 = 502;
+
+/// A topology host's address in the simulation: 198.18.H.1 for 127.0.H.1. Loopback
+/// addresses cannot be used: turmoil treats them as the host itself.
+pub fn sim_ip(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, a.octets()[2], 1))
+}
+
+/// The deployment as the runner (a turmoil client on the third-party host) sees it.
+#[derive(Debug)]
+pub struct SimDeployment {
+    inboxes: BTreeMap<String, mpsc::UnboundedSender<HostCmd>>,
+    observed: Shared<Observed>,
+    faults: Arc<LinkFaults>,
+    env: Env,
+    third_party_ip: IpAddr,
+    modbus: Vec<SocketAddr>,
+    connectors: Vec<String>,
+    /// Each link's two host addresses.
+    links: BTreeMap<String, (IpAddr, IpAddr)>,
+}
+
+impl SimDeployment {
+    async fn command(
+        &self,
+        component: &str,
+        make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> HostCmd,
+    ) -> Result<()> {
+        let inbox = self
+            .inboxes
+            .get(component)
+            .ok_or_else(|| anyhow!("no component {component}"))?;
+        let (tx, rx) = oneshot::channel();
+        inbox
+            .send(make(tx))
+            .map_err(|_| anyhow!("host of {component} is gone"))?;
+        rx.await
+            .map_err(|_| anyhow!("host of {component} dropped the command"))?
+            .map_err(|e| anyhow!("{component}: {e}"))
+    }
+
+    /// Starts every component on its host, servers first.
+    async fn start(
+        s: &Scenario,
+        t: &Topology,
+        inboxes: BTreeMap<String, mpsc::UnboundedSender<HostCmd>>,
+        observed: Shared<Observed>,
+        faults: Arc<LinkFaults>,
+        env: Env,
+    ) -> Result<SimDeployment> {
+        let ip_of = |component: &str| -> IpAddr {
+            sim_ip(t.host_of(component).expect("component has a host").address)
+        };
+        let redundant = t.architecture > 1;
+        let servers: Vec<String> = t.servers().map(|c| c.name.clone()).collect();
+        let mut links = BTreeMap::new();
+        for l in &t.links {
+            let from = if l.kind == LinkKind::Modbus {
+                sim_ip(t.third_party_host.address)
+            } else {
+                ip_of(&l.from)
+            };
+            links.insert(l.name.clone(), (from, ip_of(&l.to)));
+        }
+        let mut d = SimDeployment {
+            inboxes,
+            observed,
+            faults,
+            env,
+            third_party_ip: sim_ip(t.third_party_host.address),
+            modbus: vec![],
+            connectors: vec![],
+            links,
+        };
+        for name in &servers {
+            let ip = ip_of(name);
+            let listen = SocketAddr::new(ip, CLIENT_PORT);
+            let sync = redundant.then(|| SocketAddr::new(ip, SYNC_PORT));
+            let mut config: ServerConfig = server_config(s, t, name, listen, sync);
+            config.host_address = Some(ip);
+            if let Some(r) = &mut config.redundancy {
+                let peer = servers.iter().find(|p| *p != name).expect("a pair");
+                r.peer = SocketAddr::new(ip_of(peer), SYNC_PORT);
+            }
+            d.command(name, |tx| HostCmd::StartServer(config, tx))
+                .await
+                .with_context(|| format!("starting {name}"))?;
+        }
+        for c in t.connectors() {
+            let ip = ip_of(&c.name);
+            let sources = t
+                .sources_of(&c.name)
+                .iter()
+                .map(|l| (l.to.clone(), SocketAddr::new(ip_of(&l.to), CLIENT_PORT)))
+                .collect();
+            let modbus = SocketAddr::new(ip, MODBUS_PORT);
+            let mut config = connector_config(s, t, &c.name, sources, modbus, None);
+            config.host_address = Some(ip);
+            let name = c.name.clone();
+            d.command(&name, |tx| HostCmd::StartConnector(config, tx))
+                .await
+                .with_context(|| format!("starting {name}"))?;
+            d.modbus.push(modbus);
+            d.connectors.push(name);
+        }
+        Ok(d)
+    }
+
+    /// What the hosts publish (server status, connector images), for invariant checks.
+    pub fn observed(&self) -> &Shared<Observed> {
+        &self.observed
+    }
+}
+
+impl Backend for SimDeployment {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn env(&self) -> Env {
+        self.env.clone()
+    }
+
+    fn third_party_ip(&self) -> IpAddr {
+        self.third_party_ip
+    }
+
+    fn modbus_targets(&self) -> Vec<SocketAddr> {
+        self.modbus.clone()
+    }
+
+    fn modbus_direct(&self) -> Vec<SocketAddr> {
+        self.modbus.clone()
+    }
+
+    fn connector_names(&self) -> Vec<String> {
+        self.connectors.clone()
+    }
+
+    async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<()> {
+        match f.action {
+            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay | FaultAction::Loss
+                if self.links.contains_key(&f.target) =>
+            {
+                let (a, b) = self.links[&f.target];
+                match f.action {
+                    FaultAction::Cut => turmoil::partition(a, b),
+                    FaultAction::Heal => {
+                        turmoil::repair(a, b);
+                        self.faults.clear(pair(a, b));
+                    }
+                    FaultAction::Delay => {
+                        let latency = f.latency.unwrap_or_default();
+                        self.faults.update(pair(a, b), |l| l.delay = latency);
+                    }
+                    _ => {
+                        let fraction = f.fraction.unwrap_or_default();
+                        self.faults.update(pair(a, b), |l| l.loss = fraction);
+                    }
+                }
+                Ok(())
+            }
+            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay | FaultAction::Loss => {
+                bail!("{} is not a link of this topology", f.target)
+            }
+            action => {
+                let names: Vec<String> = t
+                    .components_of_target(&f.target)
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect();
+                for name in names {
+                    self.command(&name, |tx| HostCmd::Lifecycle(name.clone(), action, tx))
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn ingest_counters(&self) -> Vec<Option<u64>> {
+        let observed = self.observed.lock().unwrap();
+        self.connectors
+            .iter()
+            .map(|n| {
+                observed
+                    .connectors
+                    .get(n)
+                    .and_then(|c| c.as_ref())
+                    .map(|(m, _)| m.ingest_updates.load(Relaxed))
+            })
+            .collect()
+    }
+
+    fn component_pids(&self) -> Vec<(String, u32)> {
+        vec![]
+    }
+}
+
+/// Runs one scenario in the simulation and returns its report (expectations judged).
+pub fn run_scenario(s: &Scenario, quiet: bool) -> Result<Report> {
+    let check = s.expect.invariants == Some(true);
+    let mut invariants = Invariants::default();
+    let (mut report, observed) = run_with(s, quiet, |at, o| {
+        if check {
+            invariants.observe(at, o)
+        }
+    })?;
+    if check {
+        invariants.finish(
+            &report,
+            &observed.lock().unwrap(),
+            recovery_window(s),
+            s.architecture == 3,
+        );
+        let held = invariants.violations.is_empty();
+        report.expectations.push(Expectation {
+            name: "invariants".into(),
+            limit: "hold (DESIGN §11)".into(),
+            actual: if held {
+                "held".into()
+            } else {
+                invariants.violations.join("; ")
+            },
+            passed: held,
+        });
+        report.passed = report.expectations.iter().all(|e| e.passed);
+    }
+    Ok(report)
+}
+
+/// After the last fault, third parties must read fresh data again within this.
+pub fn recovery_window(s: &Scenario) -> Duration {
+    s.redundancy.failover_timeout + s.connector.source_timeout + Duration::from_secs(1)
+}
+
+/// Runs one scenario; `observe` is called after every simulation step with the virtual
+/// time and what the hosts publish (the explorer checks its invariants there).
+pub fn run_with(
+    s: &Scenario,
+    quiet: bool,
+    mut observe: impl FnMut(Duration, &Observed),
+) -> Result<(Report, Shared<Observed>)> {
+    let wall = std::time::Instant::now();
+    let t = s.topology();
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(s.duration + Duration::from_secs(600))
+        .tick_duration(TICK)
+        .rng_seed(s.seed)
+        .epoch(std::time::UNIX_EPOCH + SIM_EPOCH)
+        // A LAN: messages arrive at the next step (the default draws up to 100 ms).
+        .min_message_latency(Duration::ZERO)
+        .max_message_latency(Duration::ZERO)
+        .tcp_capacity(4096)
+        .build();
+    let faults = Arc::new(LinkFaults::default());
+    let observed: Shared<Observed> = Arc::default();
+    let mut inboxes = BTreeMap::new();
+    for (i, host) in t.hosts.iter().enumerate() {
+        let components: Vec<String> = t
+            .servers()
+            .chain(t.connectors())
+            .filter(|c| c.host == i)
+            .map(|c| c.name.clone())
+            .collect();
+        if components.is_empty() {
+            continue;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rx = Rc::new(RefCell::new(Some(rx)));
+        let env = Env {
+            net: Arc::new(SimNet::new(
+                faults.clone(),
+                splitmix(s.seed ^ (i as u64 + 1)),
+            )),
+            clock: Arc::new(SimClock),
+        };
+        let observed = observed.clone();
+        sim.host(sim_ip(host.address), move || {
+            let (rx, env, observed) = (rx.clone(), env.clone(), observed.clone());
+            async move {
+                host_main(rx, env, observed).await;
+                Ok(())
+            }
+        });
+        for c in components {
+            inboxes.insert(c, tx.clone());
+        }
+    }
+    let out: Rc<RefCell<Option<Result<Report>>>> = Rc::default();
+    {
+        let (s, t, out, observed, faults) = (
+            s.clone(),
+            t.clone(),
+            out.clone(),
+            observed.clone(),
+            faults.clone(),
+        );
+        let env = Env {
+            net: Arc::new(SimNet::new(faults.clone(), splitmix(s.seed))),
+            clock: Arc::new(SimClock),
+        };
+        sim.client(sim_ip(t.third_party_host.address), async move {
+            let r = async {
+                let mut d = SimDeployment::start(&s, &t, inboxes, observed, faults, env)
+                    .await
+                    .with_context(|| format!("deploying {} (sim backend)", s.name))?;
+                crate::runner::drive(&s, &t, &mut d, quiet).await
+            }
+            .await;
+            *out.borrow_mut() = Some(r);
+            Ok(())
+        });
+    }
+    loop {
+        match sim.step() {
+            Ok(done) => {
+                observe(sim.elapsed(), &observed.lock().unwrap());
+                if done {
+                    break;
+                }
+            }
+            Err(e) => bail!("simulation of {} failed: {e}", s.name),
+        }
+    }
+    let virtual_time = sim.elapsed();
+    let result = out
+        .borrow_mut()
+        .take()
+        .ok_or_else(|| anyhow!("the simulated run of {} produced no report", s.name))?;
+    let mut report = result?;
+    report.sim = Some(SimInfo {
+        seed: s.seed,
+        virtual_s: virtual_time.as_secs_f64(),
+        wall_s: wall.elapsed().as_secs_f64(),
+    });
+    Ok((report, observed))
+}
