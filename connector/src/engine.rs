@@ -124,7 +124,7 @@ impl Engine {
             }
             self.image.set_stale(self.selector.is_stale());
             self.expire_writes(now);
-            self.flush_writes();
+            self.flush_writes(now);
         }
     }
 
@@ -208,7 +208,7 @@ impl Engine {
             self.on_switch(sw);
         }
         self.publish_status();
-        self.flush_writes();
+        self.flush_writes(now);
     }
 
     fn is_active(&self, i: usize) -> bool {
@@ -286,12 +286,11 @@ impl Engine {
     fn on_write(&mut self, w: WriteRequest) {
         tracing::debug!(tag = %w.tag, active = ?self.selector.active(), queued = self.writes.queued_len(), "write queued");
         self.writes.handle_write(w);
-        self.flush_writes();
+        self.flush_writes(self.image.clock().now());
     }
 
     /// Sends queued writes to the active Primary, if there is one.
-    fn flush_writes(&mut self) {
-        let now = self.image.clock().now();
+    fn flush_writes(&mut self, now: Instant) {
         let primary = self
             .selector
             .active()

@@ -59,11 +59,9 @@ struct Draw(u64);
 
 impl Draw {
     fn next(&mut self) -> u64 {
+        let r = crate::sim::splitmix(self.0);
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        r
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -155,48 +153,23 @@ fn draw_episodes(s: &Scenario, seed: u64) -> Vec<Episode> {
             .max(2_000);
         let at = d.between_ms(2_000, latest_start);
         let end_at = at + len;
-        let (start, end) = match d.below(6) {
-            0 => {
-                let t = d.pick(&servers);
-                (
-                    fault(at, FaultAction::Crash, t),
-                    fault(end_at, FaultAction::Restart, t),
-                )
-            }
-            1 => {
-                let t = d.pick(&servers);
-                (
-                    fault(at, FaultAction::Pause, t),
-                    fault(end_at, FaultAction::Resume, t),
-                )
-            }
-            2 => {
-                let t = d.pick(&connectors);
-                (
-                    fault(at, FaultAction::Crash, t),
-                    fault(end_at, FaultAction::Restart, t),
-                )
-            }
-            3 => {
-                let t = d.pick(&links);
-                (
-                    fault(at, FaultAction::Cut, t),
-                    fault(end_at, FaultAction::Heal, t),
-                )
-            }
-            4 => {
-                let t = d.pick(&links);
-                let mut f = fault(at, FaultAction::Delay, t);
-                f.latency = Some(d.between_ms(5, 400));
-                (f, fault(end_at, FaultAction::Heal, t))
-            }
-            _ => {
-                let t = d.pick(&links);
-                let mut f = fault(at, FaultAction::Loss, t);
-                f.fraction = Some((1 + d.below(30)) as f64 / 100.0);
-                (f, fault(end_at, FaultAction::Heal, t))
-            }
+        // What, on which kind of target, and what ends it.
+        let (pool, action, ends_with) = match d.below(6) {
+            0 => (&servers, FaultAction::Crash, FaultAction::Restart),
+            1 => (&servers, FaultAction::Pause, FaultAction::Resume),
+            2 => (&connectors, FaultAction::Crash, FaultAction::Restart),
+            3 => (&links, FaultAction::Cut, FaultAction::Heal),
+            4 => (&links, FaultAction::Delay, FaultAction::Heal),
+            _ => (&links, FaultAction::Loss, FaultAction::Heal),
         };
+        let t = d.pick(pool);
+        let mut start = fault(at, action, t);
+        match action {
+            FaultAction::Delay => start.latency = Some(d.between_ms(5, 400)),
+            FaultAction::Loss => start.fraction = Some((1 + d.below(30)) as f64 / 100.0),
+            _ => {}
+        }
+        let end = fault(end_at, ends_with, t);
         out.push(Episode { start, end });
     }
     out

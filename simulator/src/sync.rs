@@ -296,7 +296,7 @@ async fn serve_inbound(
                 epoch,
             })) => {
                 buf.clear();
-                let known = shared.known_epoch().max(shared.status().epoch);
+                let known = shared.known_epoch(); // includes our own epoch
                 if epoch < known {
                     tracing::info!(server = %shared.name(), %from, peer_epoch = epoch, known, "write from a superseded Primary refused");
                     push(&mut buf, &SyncFrame::ReplicateRefused { id, known });

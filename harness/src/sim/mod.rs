@@ -24,14 +24,15 @@ pub use net::{LinkFaults, RTO, SimNet};
 
 use crate::backend::{connector_config, server_config};
 use crate::invariants::Invariants;
-pub use crate::observed::{Observed, RunningConnector};
+use crate::observed::Observed;
 use crate::report::{Expectation, Report, SimInfo};
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::seam::Backend;
 use crate::topology::{LinkKind, Topology};
 use anyhow::{Context as _, Result, anyhow, bail};
 use host::{HostCmd, Shared, host_main};
-use net::{pair, splitmix};
+use net::pair;
+pub(crate) use net::splitmix;
 use po_runtime::Env;
 use po_simulator::ServerConfig;
 use std::cell::RefCell;

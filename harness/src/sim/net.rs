@@ -165,7 +165,8 @@ impl std::fmt::Debug for SimStream {
     }
 }
 
-pub(super) fn splitmix(mut x: u64) -> u64 {
+/// splitmix64: one step of the generator behind every seeded choice of the simulation.
+pub(crate) fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = x;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
