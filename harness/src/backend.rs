@@ -9,12 +9,14 @@
 //!   files; crash = SIGKILL, pause = SIGSTOP, resume = SIGCONT, restart = respawn. Children
 //!   are killed when the deployment is shut down or dropped.
 
+use crate::child::{Binaries, ManagedChild, binaries, connector_child, server_child};
+use crate::probe::{self, scrape};
 use crate::proxy::FaultProxy;
 use crate::scenario::{BackendKind, Fault, FaultAction, Scenario};
 use crate::seam::Backend;
 use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology};
 use anyhow::{Context as _, Result, anyhow, bail};
-use po_runtime::Env;
+use po_runtime::{Env, TokioNet};
 use po_simulator::config::RedundancySection as SimRedundancy;
 use po_simulator::{ServerConfig, ServerHandle, SiteSpec};
 use smart_connector::config::{AccessKind, ConnectorConfig, MetricsConfig, SourceConfig};
@@ -24,7 +26,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tokio::process::{Child, Command};
 
 /// A port free on `ip` right now, for a child process to bind: two runs (or tests) on one
 /// machine then never collide. The OS does not hand out the same ephemeral port again at
@@ -40,10 +41,7 @@ fn free_port(ip: IpAddr) -> Result<u16> {
 #[derive(Debug)]
 enum ServerRun {
     InProcess(ServerHandle),
-    Process {
-        config: PathBuf,
-        child: Option<Child>,
-    },
+    Process(ManagedChild),
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -54,9 +52,8 @@ enum ConnectorRun {
         handle: Option<ConnectorHandle>,
     },
     Process {
-        config: PathBuf,
         metrics: SocketAddr,
-        child: Option<Child>,
+        child: ManagedChild,
     },
 }
 
@@ -78,77 +75,6 @@ pub struct Deployment {
     pub run_dir: PathBuf,
 }
 
-#[derive(Debug, Clone)]
-struct Binaries {
-    po_sim: PathBuf,
-    smart_connector: PathBuf,
-}
-
-/// Finds `po-sim` and `smart-connector`: in `$HARNESS_BIN_DIR` when set, else next to the
-/// running executable (also from `target/*/deps` for test binaries), built first with
-/// cargo (a no-op when they are up to date) so a changed source is never run stale.
-fn binaries() -> Result<Binaries> {
-    let at = |dir: &std::path::Path| Binaries {
-        po_sim: dir.join("po-sim"),
-        smart_connector: dir.join("smart-connector"),
-    };
-    let exists = |b: &Binaries| b.po_sim.exists() && b.smart_connector.exists();
-    if let Some(dir) = std::env::var_os("HARNESS_BIN_DIR") {
-        let b = at(std::path::Path::new(&dir));
-        if !exists(&b) {
-            bail!(
-                "HARNESS_BIN_DIR={}: po-sim and smart-connector are not both there",
-                b.po_sim
-                    .parent()
-                    .unwrap_or(std::path::Path::new(""))
-                    .display()
-            );
-        }
-        return Ok(b);
-    }
-    let exe = std::env::current_exe()?;
-    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let workspace = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    if workspace.join("Cargo.toml").exists() {
-        let release = dir.ends_with("release");
-        let mut cmd =
-            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "po-simulator",
-            "-p",
-            "smart-connector",
-            "--bins",
-        ])
-        .current_dir(workspace);
-        if release {
-            cmd.arg("--release");
-        }
-        if let Some(target) = dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target);
-        }
-        let status = cmd
-            .status()
-            .context("running cargo to build po-sim and smart-connector")?;
-        if !status.success() {
-            bail!("cargo build of po-sim and smart-connector failed ({status})");
-        }
-    }
-    let b = at(&dir);
-    if !exists(&b) {
-        bail!(
-            "po-sim and smart-connector not found in {}: build them (`cargo build --release -p po-simulator -p smart-connector`) or set HARNESS_BIN_DIR",
-            dir.display()
-        );
-    }
-    Ok(b)
-}
-
 fn ip(h: std::net::Ipv4Addr) -> IpAddr {
     IpAddr::V4(h)
 }
@@ -161,11 +87,11 @@ pub(crate) fn server_config(
     sync: Option<SocketAddr>,
 ) -> ServerConfig {
     let c = t.component(name).expect("server in topology");
-    let host = t.hosts[c.host].address;
     ServerConfig {
         name: name.to_string(),
         listen,
-        host_address: Some(ip(host)),
+        // The host's address is where the server listens (the backend chose it).
+        host_address: Some(listen.ip()),
         licences: if t.licences.client_access > 0 {
             CA_LICENCES.iter().map(|l| l.to_string()).collect()
         } else {
@@ -200,10 +126,10 @@ pub(crate) fn connector_config(
     metrics: Option<SocketAddr>,
 ) -> ConnectorConfig {
     let c = t.component(name).expect("connector in topology");
-    let host = t.hosts[c.host].address;
     let mut config: ConnectorConfig =
         toml::from_str(&format!("name = \"{name}\"")).expect("minimal config");
-    config.host_address = Some(ip(host));
+    // The host's address is where the connector serves Modbus (the backend chose it).
+    config.host_address = Some(modbus.ip());
     let links = t.sources_of(name);
     config.sources = sources
         .into_iter()
@@ -240,7 +166,10 @@ impl Deployment {
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let binaries = match backend {
             BackendKind::Process => Some(binaries()?),
-            BackendKind::Inprocess | BackendKind::Sim => None,
+            BackendKind::Inprocess => None,
+            BackendKind::Sim | BackendKind::Netns => {
+                bail!("the {} backend has a deployment of its own", backend.as_str())
+            }
         };
         let mut d = Deployment {
             backend,
@@ -328,14 +257,11 @@ impl Deployment {
             for config in &configs {
                 let path = d.run_dir.join(format!("{}.toml", config.name));
                 std::fs::write(&path, toml::to_string(config)?)?;
-                let child = d.spawn_server(&config.name, &path)?;
-                d.servers.push((
-                    config.name.clone(),
-                    ServerRun::Process {
-                        config: path,
-                        child: Some(child),
-                    },
-                ));
+                let b = d.binaries.as_ref().expect("process backend");
+                let mut child = server_child(b, &path, &d.run_dir, &config.name, None);
+                child.spawn().await?;
+                d.servers
+                    .push((config.name.clone(), ServerRun::Process(child)));
             }
         }
         // 3. Connectors, through client-access proxies where the link crosses hosts.
@@ -356,7 +282,7 @@ impl Deployment {
                 sources.push((l.to.clone(), addr));
             }
             match backend {
-                BackendKind::Inprocess | BackendKind::Sim => {
+                BackendKind::Inprocess | BackendKind::Sim | BackendKind::Netns => {
                     let config =
                         connector_config(s, t, &c.name, sources, SocketAddr::new(host, 0), None);
                     let h = smart_connector::connector::start(
@@ -382,15 +308,14 @@ impl Deployment {
                     let config = connector_config(s, t, &c.name, sources, modbus, Some(metrics));
                     let path = d.run_dir.join(format!("{}.toml", c.name));
                     std::fs::write(&path, toml::to_string(&config)?)?;
-                    let child = d.spawn_connector(&c.name, &path)?;
+                    let b = d.binaries.as_ref().expect("process backend");
+                    let mut child =
+                        connector_child(b, &path, &d.run_dir, &c.name, d.connector_threads, None);
+                    child.spawn().await?;
                     d.modbus_direct.push(modbus);
                     d.connectors.push((
                         c.name.clone(),
-                        ConnectorRun::Process {
-                            config: path,
-                            metrics,
-                            child: Some(child),
-                        },
+                        ConnectorRun::Process { metrics, child },
                     ));
                 }
             }
@@ -414,41 +339,6 @@ impl Deployment {
         Ok(d)
     }
 
-    fn spawn_server(&self, name: &str, config: &std::path::Path) -> Result<Child> {
-        let b = self.binaries.as_ref().expect("process backend");
-        let log = std::fs::File::create(self.run_dir.join(format!("{name}.log")))?;
-        Command::new(&b.po_sim)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawning {}", b.po_sim.display()))
-    }
-
-    fn spawn_connector(&self, name: &str, config: &std::path::Path) -> Result<Child> {
-        let b = self.binaries.as_ref().expect("process backend");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.run_dir.join(format!("{name}.log")))?;
-        Command::new(&b.smart_connector)
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .arg("--threads")
-            .arg(self.connector_threads.max(1).to_string())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawning {}", b.smart_connector.display()))
-    }
-
     /// Each component's process id: the children in the process backend, the harness
     /// itself (all components together) in-process.
     pub fn component_pids(&self) -> Vec<(String, u32)> {
@@ -456,20 +346,22 @@ impl Deployment {
             return vec![("harness (all components)".into(), std::process::id())];
         }
         let s = self.servers.iter().filter_map(|(n, r)| match r {
-            ServerRun::Process { child: Some(c), .. } => c.id().map(|p| (n.clone(), p)),
+            ServerRun::Process(c) => c.pid().map(|p| (n.clone(), p)),
             _ => None,
         });
         let c = self.connectors.iter().filter_map(|(n, r)| match r {
-            ConnectorRun::Process { child: Some(c), .. } => c.id().map(|p| (n.clone(), p)),
+            ConnectorRun::Process { child, .. } => child.pid().map(|p| (n.clone(), p)),
             _ => None,
         });
         s.chain(c).collect()
     }
 
-    /// Applies one fault of the scenario.
-    pub async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<()> {
+    /// Applies one fault of the scenario; returns how it was applied (for the report).
+    pub async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<String> {
         match f.action {
-            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay | FaultAction::Loss => {
+            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay
+                if t.link(&f.target).is_some() =>
+            {
                 let proxies = self.proxies.get(&f.target).ok_or_else(|| {
                     anyhow!(
                         "link {} has no fault proxy (it does not cross hosts)",
@@ -479,91 +371,88 @@ impl Deployment {
                 for p in proxies {
                     match f.action {
                         FaultAction::Cut => p.cut(),
-                        FaultAction::Heal => p.heal(),
+                        FaultAction::Heal => {
+                            p.heal();
+                            p.set_delay(Duration::ZERO);
+                        }
                         _ => p.set_delay(f.latency.unwrap_or_default()),
                     }
                 }
-                Ok(())
+                Ok(match f.action {
+                    FaultAction::Cut => "fault proxy: connections closed, new ones refused",
+                    FaultAction::Heal => "fault proxy: relaying again",
+                    _ => "fault proxy: bytes held back",
+                }
+                .into())
             }
-            action => {
+            FaultAction::Crash | FaultAction::Restart | FaultAction::Pause | FaultAction::Resume => {
                 let names: Vec<(String, ComponentKind)> = t
                     .components_of_target(&f.target)
                     .iter()
                     .map(|c| (c.name.clone(), c.kind))
                     .collect();
+                let mut how = "";
                 for (name, kind) in names {
-                    match kind {
-                        ComponentKind::PoServer => self.server_fault(&name, action).await?,
-                        ComponentKind::Connector => self.connector_fault(&name, action).await?,
-                    }
+                    how = match kind {
+                        ComponentKind::PoServer => self.server_fault(&name, f.action).await?,
+                        ComponentKind::Connector => self.connector_fault(&name, f.action).await?,
+                    };
                 }
-                Ok(())
+                Ok(how.into())
             }
+            a => bail!(
+                "the {} backend cannot apply `{}` to {}",
+                self.backend.as_str(),
+                a.as_str(),
+                f.target
+            ),
         }
     }
 
-    async fn server_fault(&mut self, name: &str, action: FaultAction) -> Result<()> {
-        let idx = self
+    async fn server_fault(&mut self, name: &str, action: FaultAction) -> Result<&'static str> {
+        let (_, run) = self
             .servers
-            .iter()
-            .position(|(n, _)| n == name)
+            .iter_mut()
+            .find(|(n, _)| n == name)
             .ok_or_else(|| anyhow!("no server {name}"))?;
-        let needs_spawn = matches!(
-            (&self.servers[idx].1, action),
-            (ServerRun::Process { .. }, FaultAction::Restart)
-        );
-        if needs_spawn {
-            let ServerRun::Process { config, child } = &mut self.servers[idx].1 else {
-                unreachable!()
-            };
-            if let Some(mut c) = child.take() {
-                let _ = c.kill().await;
+        Ok(match (run, action) {
+            (ServerRun::Process(child), a) => child.apply(name, a).await?,
+            (ServerRun::InProcess(h), FaultAction::Crash) => {
+                h.crash_and_wait().await;
+                "tasks and sockets dropped"
             }
-            let config = config.clone();
-            let c = self.spawn_server(name, &config)?;
-            let ServerRun::Process { child, .. } = &mut self.servers[idx].1 else {
-                unreachable!()
-            };
-            *child = Some(c);
-            return Ok(());
-        }
-        match (&mut self.servers[idx].1, action) {
-            (ServerRun::InProcess(h), FaultAction::Crash) => h.crash_and_wait().await,
             (ServerRun::InProcess(h), FaultAction::Restart) => {
                 if h.is_running() {
                     h.crash_and_wait().await;
                 }
                 h.restart().await?;
+                "started again"
             }
-            (ServerRun::InProcess(h), FaultAction::Pause) => h.pause(),
-            (ServerRun::InProcess(h), FaultAction::Resume) => h.resume(),
-            (ServerRun::Process { child, .. }, FaultAction::Crash) => {
-                if let Some(mut c) = child.take() {
-                    c.kill().await?;
-                }
+            (ServerRun::InProcess(h), FaultAction::Pause) => {
+                h.pause();
+                "tasks stop being driven"
             }
-            (ServerRun::Process { child: Some(c), .. }, FaultAction::Pause) => {
-                signal(c, nix::sys::signal::Signal::SIGSTOP)?
+            (ServerRun::InProcess(h), FaultAction::Resume) => {
+                h.resume();
+                "tasks driven again"
             }
-            (ServerRun::Process { child: Some(c), .. }, FaultAction::Resume) => {
-                signal(c, nix::sys::signal::Signal::SIGCONT)?
-            }
-            (_, a) => bail!("{} cannot be applied to server {name} now", a.as_str()),
-        }
-        Ok(())
+            (_, a) => bail!("{} cannot be applied to server {name}", a.as_str()),
+        })
     }
 
-    async fn connector_fault(&mut self, name: &str, action: FaultAction) -> Result<()> {
-        let idx = self
+    async fn connector_fault(&mut self, name: &str, action: FaultAction) -> Result<&'static str> {
+        let (_, run) = self
             .connectors
-            .iter()
-            .position(|(n, _)| n == name)
+            .iter_mut()
+            .find(|(n, _)| n == name)
             .ok_or_else(|| anyhow!("no connector {name}"))?;
-        match (&mut self.connectors[idx].1, action) {
+        Ok(match (run, action) {
+            (ConnectorRun::Process { child, .. }, a) => child.apply(name, a).await?,
             (ConnectorRun::InProcess { handle, .. }, FaultAction::Crash) => {
                 if let Some(h) = handle.take() {
                     h.shutdown().await;
                 }
+                "tasks and sockets dropped"
             }
             (ConnectorRun::InProcess { handle, config }, FaultAction::Restart) => {
                 if let Some(h) = handle.take() {
@@ -576,25 +465,10 @@ impl Deployment {
                     )
                     .await?,
                 );
-            }
-            (ConnectorRun::Process { child, .. }, FaultAction::Crash) => {
-                if let Some(mut c) = child.take() {
-                    c.kill().await?;
-                }
-            }
-            (ConnectorRun::Process { child, config, .. }, FaultAction::Restart) => {
-                if let Some(mut c) = child.take() {
-                    let _ = c.kill().await;
-                }
-                let config = config.clone();
-                let c = self.spawn_connector(name, &config)?;
-                if let ConnectorRun::Process { child, .. } = &mut self.connectors[idx].1 {
-                    *child = Some(c);
-                }
+                "started again"
             }
             (_, a) => bail!("{} cannot be applied to connector {name}", a.as_str()),
-        }
-        Ok(())
+        })
     }
 
     /// Each connector's ingest counter (tag updates accepted), `None` while it is down.
@@ -605,10 +479,10 @@ impl Deployment {
                 ConnectorRun::InProcess { handle, .. } => handle
                     .as_ref()
                     .map(|h| h.metrics.ingest_updates.load(Relaxed)),
-                ConnectorRun::Process { metrics, child, .. } => match child {
-                    Some(_) => scrape(*metrics, "sc_ingest_updates_total").await,
-                    None => None,
-                },
+                ConnectorRun::Process { metrics, child } if child.is_running() => {
+                    scrape(&TokioNet, None, *metrics, "sc_ingest_updates_total").await
+                }
+                ConnectorRun::Process { .. } => None,
             });
         }
         out
@@ -628,13 +502,13 @@ impl Deployment {
                         h.shutdown().await;
                     }
                 }
-                ConnectorRun::Process { child, .. } => reap(child).await,
+                ConnectorRun::Process { child, .. } => child.kill().await,
             }
         }
         for (_, s) in &mut self.servers {
             match s {
                 ServerRun::InProcess(h) => h.crash_and_wait().await,
-                ServerRun::Process { child, .. } => reap(child).await,
+                ServerRun::Process(child) => child.kill().await,
             }
         }
         for ps in self.proxies.values() {
@@ -648,74 +522,12 @@ impl Deployment {
     }
 }
 
-async fn reap(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
-        // A stopped process must be continued to die of SIGKILL promptly on some kernels.
-        let _ = signal(&c, nix::sys::signal::Signal::SIGCONT);
-        let _ = c.kill().await;
-    }
-}
-
-fn signal(child: &Child, sig: nix::sys::signal::Signal) -> Result<()> {
-    let pid = child
-        .id()
-        .ok_or_else(|| anyhow!("process already exited"))?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)?;
-    Ok(())
-}
-
-/// Waits until something accepts connections at `addr` (process backend: the child has
-/// started), up to 30 s.
+/// In-process components listen before `start` returns; children are waited for.
 async fn wait_listening(addr: SocketAddr, backend: BackendKind) -> Result<SocketAddr> {
     if backend == BackendKind::Inprocess {
         return Ok(addr);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(addr);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "nothing listens on {addr} after 30 s (see the component's log in the run directory)"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Reads one counter from a connector's Prometheus endpoint.
-async fn scrape(addr: SocketAddr, name: &str) -> Option<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.ok()?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-    };
-    tokio::time::timeout(Duration::from_secs(1), fut)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// CPU time (seconds) and resident memory (KiB) of a process, from /proc.
-pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) in parentheses.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
-    // USER_HZ is 100 on every Linux this runs on.
-    Some(((utime + stime) / 100.0, rss))
+    probe::wait_listening(&TokioNet, None, addr).await
 }
 
 impl Backend for Deployment {
@@ -743,7 +555,7 @@ impl Backend for Deployment {
         Deployment::connector_names(self)
     }
 
-    async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<()> {
+    async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<String> {
         Deployment::apply(self, t, f).await
     }
 
@@ -753,5 +565,13 @@ impl Backend for Deployment {
 
     fn component_pids(&self) -> Vec<(String, u32)> {
         Deployment::component_pids(self)
+    }
+
+    fn run_dir(&self) -> Option<&std::path::Path> {
+        (self.backend == BackendKind::Process).then_some(self.run_dir.as_path())
+    }
+
+    async fn shutdown(self, keep_logs: bool) {
+        Deployment::shutdown(self, keep_logs).await
     }
 }

@@ -91,6 +91,7 @@ fn fault(at: Duration, action: FaultAction, target: &str) -> Fault {
         target: target.to_string(),
         latency: None,
         fraction: None,
+        rate: None,
     }
 }
 

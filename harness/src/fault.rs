@@ -14,6 +14,13 @@ pub enum FaultAction {
     Delay,
     /// A fraction of the messages on a link is lost (`fraction`); `heal` ends it.
     Loss,
+    /// Connections on a link are answered with TCP resets (netns); `heal` ends it.
+    Reject,
+    /// A link's rate is capped (`rate`, e.g. "2mbit"; netns); `heal` ends it.
+    Bandwidth,
+    /// Every link of a host is cut at once, silently: the pulled cable; `heal` on the
+    /// host ends it.
+    Isolate,
 }
 
 impl FaultAction {
@@ -27,6 +34,9 @@ impl FaultAction {
             FaultAction::Heal => "heal",
             FaultAction::Delay => "delay",
             FaultAction::Loss => "loss",
+            FaultAction::Reject => "reject",
+            FaultAction::Bandwidth => "bandwidth",
+            FaultAction::Isolate => "isolate",
         }
     }
 }

@@ -2,6 +2,9 @@
 //! (DESIGN §10). The runner itself (`runner::drive`) only knows the `Backend` seam.
 
 use crate::backend::Deployment;
+use crate::netns::NetnsDeployment;
+use crate::seam::Backend;
+use crate::topology::Topology;
 use crate::report::Report;
 use crate::runner::drive;
 use crate::scenario::{BackendKind, Scenario};
@@ -34,26 +37,42 @@ pub async fn run_scenario(s: &Scenario, opts: RunOptions) -> Result<Report> {
         return rx.await.context("the simulation thread panicked")?;
     }
     let topology = s.topology();
+    match opts.backend {
+        BackendKind::Netns => {
+            run_on(s, &topology, opts, NetnsDeployment::start(s, &topology)).await
+        }
+        b => run_on(s, &topology, opts, Deployment::start(s, &topology, b)).await,
+    }
+}
+
+/// Deploys, drives and shuts down, also when interrupted.
+async fn run_on<B: Backend>(
+    s: &Scenario,
+    topology: &Topology,
+    opts: RunOptions,
+    deploy: impl Future<Output = Result<B>>,
+) -> Result<Report> {
     // Listening for Ctrl-C from the start: SIGINT then no longer kills the harness, so a
-    // half-built deployment is dropped (children killed) rather than orphaned.
+    // half-built deployment is dropped (children killed, namespaces removed) rather than
+    // orphaned.
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
     let mut deployment = tokio::select! {
-        d = Deployment::start(s, &topology, opts.backend) => {
+        d = deploy => {
             d.with_context(|| format!("deploying {} ({} backend)", s.name, opts.backend.as_str()))?
         }
         _ = &mut interrupt => return Err(Interrupted.into()),
     };
     let result = tokio::select! {
-        r = drive(s, &topology, &mut deployment, opts.quiet) => r,
+        r = drive(s, topology, &mut deployment, opts.quiet) => r,
         _ = &mut interrupt => Err(Interrupted.into()),
     };
     let keep_logs = !matches!(&result, Ok(r) if r.passed);
-    if keep_logs && opts.backend == BackendKind::Process {
+    if keep_logs && let Some(dir) = deployment.run_dir() {
         eprintln!(
             "harness: configs and logs of {} kept in {}",
             s.name,
-            deployment.run_dir.display()
+            dir.display()
         );
     }
     deployment.shutdown(keep_logs).await;

@@ -3,14 +3,17 @@
 
 pub mod backend;
 pub mod bench;
+pub mod child;
 pub mod explore;
 pub mod fault;
 pub mod invariants;
 pub mod launch;
 pub mod load;
 pub mod measure;
+pub mod netns;
 pub mod observed;
 pub mod plan;
+pub mod probe;
 pub mod proxy;
 pub mod report;
 pub mod runner;

@@ -346,6 +346,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if unsupported {
                 return Ok(ExitCode::from(2));
             }
+            let needs_netns = files
+                .iter()
+                .zip(&scenarios)
+                .any(|(_, s)| backend.or(s.backend) == Some(BackendKind::Netns));
+            if needs_netns && let Err(why) = harness::netns::namespaces::check_privileges() {
+                eprintln!("harness: {why}");
+                return Ok(ExitCode::from(2));
+            }
             let quiet = quiet || !std::io::stderr().is_terminal();
             let rt = runtime(threads)?;
             let mut reports: Vec<Report> = Vec::new();
@@ -379,6 +387,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Err(e) if e.is::<Interrupted>() => {
                         eprintln!("harness: interrupted; every component was stopped");
                         return Ok(ExitCode::from(130));
+                    }
+                    Err(e) if e.is::<harness::netns::NotPermitted>() => {
+                        eprintln!("harness: {e}");
+                        return Ok(ExitCode::from(2));
                     }
                     Err(e) => return Err(e),
                 }

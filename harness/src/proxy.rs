@@ -4,12 +4,12 @@
 //! through again; `delay` adds one-way latency to every byte in both directions.
 
 use bytes::Bytes;
+use po_runtime::{BoxStream, Net, TokioNet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,8 @@ pub struct FaultProxy {
     pub bytes: Arc<AtomicU64>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// Where the relay's outbound connections are made (the listener's network).
+    net: Arc<dyn Net>,
 }
 
 impl FaultProxy {
@@ -45,7 +47,19 @@ impl FaultProxy {
         from_ip: Option<IpAddr>,
         target: SocketAddr,
     ) -> std::io::Result<FaultProxy> {
-        let listener = TcpListener::bind(SocketAddr::new(listen_ip, 0)).await?;
+        FaultProxy::start_in(Arc::new(TokioNet), name, listen_ip, from_ip, target).await
+    }
+
+    /// As [`FaultProxy::start`], listening and dialling through `net` (the netns backend
+    /// passes a namespace's network).
+    pub async fn start_in(
+        net: Arc<dyn Net>,
+        name: &str,
+        listen_ip: IpAddr,
+        from_ip: Option<IpAddr>,
+        target: SocketAddr,
+    ) -> std::io::Result<FaultProxy> {
+        let listener = net.bind(SocketAddr::new(listen_ip, 0)).await?;
         let listen = listener.local_addr()?;
         let (state, _) = watch::channel(LinkState {
             cut: false,
@@ -60,6 +74,7 @@ impl FaultProxy {
             bytes: Arc::default(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            net,
         };
         let p = proxy.clone();
         proxy.tracker.spawn(async move {
@@ -84,20 +99,13 @@ impl FaultProxy {
         Ok(proxy)
     }
 
-    async fn relay(&self, inbound: TcpStream, from_ip: Option<IpAddr>) -> std::io::Result<()> {
-        let socket = match self.target {
-            SocketAddr::V4(_) => TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        if let Some(ip) = from_ip {
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
-        let outbound = socket.connect(self.target).await?;
+    async fn relay(&self, inbound: BoxStream, from_ip: Option<IpAddr>) -> std::io::Result<()> {
+        let outbound = self.net.connect(from_ip, self.target).await?;
         let _ = inbound.set_nodelay(true);
         let _ = outbound.set_nodelay(true);
         let generation = self.state.borrow().generation;
-        let (ir, iw) = inbound.into_split();
-        let (or, ow) = outbound.into_split();
+        let (ir, iw) = tokio::io::split(inbound);
+        let (or, ow) = tokio::io::split(outbound);
         let mut state = self.state.subscribe();
         tokio::select! {
             _ = self.cancel.cancelled() => {}
@@ -132,8 +140,8 @@ impl FaultProxy {
 
 /// One direction: read chunks, stamp them, and write each no earlier than stamp + delay.
 async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut from: tokio::io::ReadHalf<BoxStream>,
+    mut to: tokio::io::WriteHalf<BoxStream>,
     state: watch::Receiver<LinkState>,
     bytes: Arc<AtomicU64>,
 ) {
@@ -176,6 +184,7 @@ async fn pipe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::{TcpListener, TcpStream};
 
     async fn echo_server() -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -91,6 +91,9 @@ pub struct Failover {
     pub gap_ms: u64,
     /// False when some third party never read data sampled after the fault.
     pub recovered: bool,
+    /// How the backend applied the fault (e.g. "nftables drop", "SIGKILL").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mechanism: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -272,7 +275,7 @@ impl Report {
         for f in &self.failovers {
             let _ = writeln!(
                 o,
-                "  fault {} at {:.1} s: gap {} ms{}",
+                "  fault {} at {:.1} s: gap {} ms{}{}",
                 f.fault,
                 f.at_s,
                 f.gap_ms,
@@ -280,6 +283,11 @@ impl Report {
                     ""
                 } else {
                     " (never recovered)"
+                },
+                if f.mechanism.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · {}", f.mechanism)
                 }
             );
         }

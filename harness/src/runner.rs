@@ -108,7 +108,7 @@ pub(crate) async fn drive<B: Backend>(
     let usage_at_start: Vec<(String, u32, f64)> = d
         .component_pids()
         .into_iter()
-        .filter_map(|(n, p)| crate::backend::process_usage(p).map(|(cpu, _)| (n, p, cpu)))
+        .filter_map(|(n, p)| crate::child::process_usage(p).map(|(cpu, _)| (n, p, cpu)))
         .collect();
     let end = started + s.duration;
     let mut tasks = Vec::new();
@@ -149,12 +149,13 @@ pub(crate) async fn drive<B: Backend>(
             && started + f.at <= now
         {
             let at_ms = rec.wall_ms();
-            d.apply(t, f)
+            let mechanism = d
+                .apply(t, f)
                 .await
                 .with_context(|| format!("applying fault {}", f.label()))?;
-            tracing::info!(fault = %f.label(), "fault applied");
-            pb.println(format!("  fault: {}", f.label()));
-            applied.push((f.label(), f.at.as_secs_f64(), at_ms));
+            tracing::info!(fault = %f.label(), %mechanism, "fault applied");
+            pb.println(format!("  fault: {} ({mechanism})", f.label()));
+            applied.push((f.label(), f.at.as_secs_f64(), at_ms, mechanism));
             next_fault += 1;
         }
         let counters = d.ingest_counters().await;
@@ -189,7 +190,7 @@ pub(crate) async fn drive<B: Backend>(
     let resources = usage_at_start
         .iter()
         .filter_map(|(name, pid, cpu0)| {
-            crate::backend::process_usage(*pid).map(|(cpu1, rss)| Resource {
+            crate::child::process_usage(*pid).map(|(cpu1, rss)| Resource {
                 component: name.clone(),
                 cpu_percent: (cpu1 - cpu0) / duration_s * 100.0,
                 rss_mib: rss as f64 / 1024.0,
@@ -260,7 +261,7 @@ pub(crate) async fn drive<B: Backend>(
         },
         failovers: applied
             .iter()
-            .map(|(label, at_s, at_ms)| {
+            .map(|(label, at_s, at_ms, mechanism)| {
                 let (gap_ms, recovered) = match rec.gap_after(
                     *at_ms,
                     end_ms,
@@ -274,6 +275,7 @@ pub(crate) async fn drive<B: Backend>(
                     at_s: *at_s,
                     gap_ms,
                     recovered,
+                    mechanism: mechanism.clone(),
                 }
             })
             .collect(),

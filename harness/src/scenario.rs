@@ -24,6 +24,9 @@ pub enum BackendKind {
     /// Every host a turmoil host: simulated network, virtual time, one thread,
     /// deterministic for a seed (DESIGN §11).
     Sim,
+    /// Every host a Linux network namespace on a private bridge, the real binaries in
+    /// them, network faults in the kernel (nftables, tc); needs root (DESIGN §12).
+    Netns,
 }
 
 impl BackendKind {
@@ -32,6 +35,7 @@ impl BackendKind {
             BackendKind::Inprocess => "inprocess",
             BackendKind::Process => "process",
             BackendKind::Sim => "sim",
+            BackendKind::Netns => "netns",
         }
     }
 }
@@ -185,10 +189,16 @@ pub struct Fault {
     /// For `loss`: the fraction of messages lost, 0.0 to 1.0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fraction: Option<f64>,
+    /// For `bandwidth`: the rate cap, a number and a unit as tc reads it ("2mbit").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
 }
 
 impl Fault {
     pub fn label(&self) -> String {
+        if let Some(rate) = &self.rate {
+            return format!("{} {} {rate}", self.action.as_str(), self.target);
+        }
         match (self.latency, self.fraction) {
             (Some(l), _) => format!(
                 "{} {} {}",
@@ -428,28 +438,42 @@ impl Scenario {
                 (FaultAction::Loss, Some(_)) | (_, None) => {}
                 (_, Some(_)) => bad(t, "fraction", "only a loss fault takes `fraction`".into()),
             }
+            match (f.action, &f.rate) {
+                (FaultAction::Bandwidth, None) => bad(
+                    t,
+                    "rate",
+                    "a bandwidth fault needs `rate` (e.g. \"2mbit\")".into(),
+                ),
+                (FaultAction::Bandwidth, Some(r)) => {
+                    if let Err(why) = parse_rate(r) {
+                        bad(t, "rate", why);
+                    }
+                }
+                (_, None) => {}
+                (_, Some(_)) => bad(t, "rate", "only a bandwidth fault takes `rate`".into()),
+            }
         }
         out
     }
 
     /// What `backend` cannot do of this scenario, as (key, message): such a file is
-    /// invalid for that backend (exit 2 before anything starts).
+    /// invalid for that backend (exit 2 before anything starts). The table is in
+    /// `docs/scenarios.md` (faults by backend).
     pub fn unsupported_by(&self, backend: BackendKind) -> Vec<(String, String)> {
-        let real = matches!(backend, BackendKind::Inprocess | BackendKind::Process);
         let mut out: Vec<(String, String)> = self
             .faults
             .iter()
             .enumerate()
-            .filter(|(_, f)| f.action == FaultAction::Loss && real)
-            .map(|(i, f)| {
-                (
+            .filter_map(|(i, f)| {
+                let needs = backend_needed(backend, f.action)?;
+                Some((
                     format!("fault[{i}].action"),
                     format!(
-                        "`{}` cannot be applied by the {} backend (it needs a network that can lose packets: --backend sim)",
+                        "`{}` cannot be applied by the {} backend ({needs})",
                         f.action.as_str(),
                         backend.as_str()
                     ),
-                )
+                ))
             })
             .collect();
         if self.expect.invariants == Some(true) && backend != BackendKind::Sim {
@@ -544,5 +568,41 @@ mod tests {
         assert_eq!(e.problems[0].key, "fault[1].at");
         assert_eq!(e.problems[1].line, Some(12));
         assert!(e.problems[1].message.contains("did you mean `po-a`"), "{e}");
+    }
+}
+
+/// Why `backend` cannot apply `action`, naming the backends that can; `None` when it can.
+fn backend_needed(backend: BackendKind, action: FaultAction) -> Option<&'static str> {
+    use BackendKind::*;
+    use FaultAction::*;
+    match (backend, action) {
+        (Inprocess | Process, Loss) => {
+            Some("it needs a network that can lose packets: --backend netns or sim")
+        }
+        (Inprocess | Process, Isolate) => Some(
+            "its fault proxies close connections; a pulled cable is silent: --backend netns or sim",
+        ),
+        (Inprocess | Process | Sim, Reject) => {
+            Some("it needs a kernel that answers with TCP resets: --backend netns")
+        }
+        (Inprocess | Process | Sim, Bandwidth) => {
+            Some("it needs a kernel traffic shaper: --backend netns")
+        }
+        _ => None,
+    }
+}
+
+/// Checks a tc rate ("2mbit", "500kbit", "1gbit", "100000bit"): a positive number and a
+/// unit tc reads.
+pub fn parse_rate(rate: &str) -> Result<(), String> {
+    const UNITS: [&str; 8] = ["kbit", "mbit", "gbit", "bit", "kbps", "mbps", "gbps", "bps"];
+    let unit = UNITS.iter().find(|u| rate.ends_with(*u));
+    let number = unit.map(|u| &rate[..rate.len() - u.len()]);
+    match number.map(|n| n.parse::<f64>()) {
+        Some(Ok(n)) if n > 0.0 && n.is_finite() => Ok(()),
+        _ => Err(format!(
+            "`{rate}` is not a rate: a positive number and one of {} (e.g. \"2mbit\")",
+            UNITS.join(", ")
+        )),
     }
 }

@@ -6,13 +6,15 @@ use crate::topology::Topology;
 use anyhow::Result;
 use po_runtime::Env;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 
 /// A running deployment of a topology: its components on their hosts, and the controls
 /// the runner needs. Implemented by the inprocess and process backends (`Deployment` in
-/// `backend.rs`) and the simulation backend (`SimDeployment` in `sim.rs`).
+/// `backend.rs`), the simulation backend (`SimDeployment` in `sim/`) and the netns
+/// backend (`NetnsDeployment` in `netns/`).
 #[allow(async_fn_in_trait)] // used with static dispatch only
 pub trait Backend {
-    /// The backend's name as reports give it (`inprocess`, `process`, `sim`).
+    /// The backend's name as reports give it (`inprocess`, `process`, `sim`, `netns`).
     fn name(&self) -> &'static str;
     /// The network and clocks the harness's own clients (third parties, probes,
     /// read-back) use, as seen from the third-party host.
@@ -26,11 +28,20 @@ pub trait Backend {
     /// The connectors, in topology order.
     fn connector_names(&self) -> Vec<String>;
     /// Applies one fault of the scenario: a lifecycle fault to the components of a host
-    /// or a component, or a link fault.
-    async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<()>;
+    /// or a component, a link fault, or a host's isolation. Returns how the backend
+    /// applied it (the mechanism the report shows beside the fault).
+    async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<String>;
     /// Each connector's ingest counter (tag updates accepted), `None` while it is down.
     async fn ingest_counters(&self) -> Vec<Option<u64>>;
     /// Process ids to measure CPU and memory of (empty where components are not
     /// processes of their own).
     fn component_pids(&self) -> Vec<(String, u32)>;
+    /// Where the generated configs and the components' logs are, if the backend writes
+    /// any (kept when a run fails).
+    fn run_dir(&self) -> Option<&Path>;
+    /// Stops every component and removes what the backend built; the run directory is
+    /// removed unless `keep_logs`.
+    async fn shutdown(self, keep_logs: bool)
+    where
+        Self: Sized;
 }

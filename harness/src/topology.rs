@@ -4,7 +4,15 @@
 use crate::fault::FaultAction;
 use crate::third_party::ThirdPartyKind;
 use serde::Serialize;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// A topology host's address where hosts have network stacks of their own (sim and
+/// netns backends): 198.18.H.1 (the benchmarking range, RFC 2544) for 127.0.H.1.
+/// Loopback addresses cannot be used there: turmoil treats them as the host itself, and
+/// a namespace's loopback is its own.
+pub fn lab_ip(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, a.octets()[2], 1))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -84,9 +92,16 @@ impl Target<'_> {
     pub fn accepts(&self, action: FaultAction) -> Result<(), String> {
         use FaultAction::*;
         match (self, action) {
-            (Target::Link(_), Cut | Heal | Delay | Loss) => Ok(()),
-            (Target::Link(_), _) => Err("a link can be cut, healed, delayed or made lossy".into()),
-            (_, Cut | Heal | Delay | Loss) => {
+            (Target::Link(_), Cut | Heal | Delay | Loss | Reject | Bandwidth) => Ok(()),
+            (Target::Link(_), _) => Err(
+                "a link can be cut, rejected, delayed, made lossy, rate-limited or healed".into(),
+            ),
+            (Target::Host(..), Isolate | Heal) => Ok(()),
+            (_, Isolate) => Err("isolate acts on hosts (the pulled cable)".into()),
+            (Target::Component(_), Heal) => Err(
+                "heal acts on links and on isolated hosts, not on components".into(),
+            ),
+            (_, Cut | Delay | Loss | Reject | Bandwidth) => {
                 Err("network faults act on links (see `harness plan`)".into())
             }
             (Target::Component(c), Pause | Resume) if c.kind == ComponentKind::Connector => Err(

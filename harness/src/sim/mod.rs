@@ -28,7 +28,7 @@ use crate::observed::Observed;
 use crate::report::{Expectation, Report, SimInfo};
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::seam::Backend;
-use crate::topology::{LinkKind, Topology};
+use crate::topology::{LinkKind, Target, Topology, lab_ip};
 use anyhow::{Context as _, Result, anyhow, bail};
 use host::{HostCmd, Shared, host_main};
 use net::pair;
@@ -37,7 +37,7 @@ use po_runtime::Env;
 use po_simulator::ServerConfig;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -54,11 +54,6 @@ const CLIENT_PORT: u16 = 23500;
 const SYNC_PORT: u16 = 23501;
 const MODBUS_PORT: u16 = 502;
 
-/// A topology host's address in the simulation: 198.18.H.1 for 127.0.H.1. Loopback
-/// addresses cannot be used: turmoil treats them as the host itself.
-pub fn sim_ip(a: Ipv4Addr) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(198, 18, a.octets()[2], 1))
-}
 
 /// The deployment as the runner (a turmoil client on the third-party host) sees it.
 #[derive(Debug)]
@@ -103,14 +98,14 @@ impl SimDeployment {
         env: Env,
     ) -> Result<SimDeployment> {
         let ip_of = |component: &str| -> IpAddr {
-            sim_ip(t.host_of(component).expect("component has a host").address)
+            lab_ip(t.host_of(component).expect("component has a host").address)
         };
         let redundant = t.architecture > 1;
         let servers: Vec<String> = t.servers().map(|c| c.name.clone()).collect();
         let mut links = BTreeMap::new();
         for l in &t.links {
             let from = if l.kind == LinkKind::Modbus {
-                sim_ip(t.third_party_host.address)
+                lab_ip(t.third_party_host.address)
             } else {
                 ip_of(&l.from)
             };
@@ -121,7 +116,7 @@ impl SimDeployment {
             observed,
             faults,
             env,
-            third_party_ip: sim_ip(t.third_party_host.address),
+            third_party_ip: lab_ip(t.third_party_host.address),
             modbus: vec![],
             connectors: vec![],
             links,
@@ -131,7 +126,6 @@ impl SimDeployment {
             let listen = SocketAddr::new(ip, CLIENT_PORT);
             let sync = redundant.then(|| SocketAddr::new(ip, SYNC_PORT));
             let mut config: ServerConfig = server_config(s, t, name, listen, sync);
-            config.host_address = Some(ip);
             if let Some(r) = &mut config.redundancy {
                 let peer = servers.iter().find(|p| *p != name).expect("a pair");
                 r.peer = SocketAddr::new(ip_of(peer), SYNC_PORT);
@@ -148,8 +142,7 @@ impl SimDeployment {
                 .map(|l| (l.to.clone(), SocketAddr::new(ip_of(&l.to), CLIENT_PORT)))
                 .collect();
             let modbus = SocketAddr::new(ip, MODBUS_PORT);
-            let mut config = connector_config(s, t, &c.name, sources, modbus, None);
-            config.host_address = Some(ip);
+            let config = connector_config(s, t, &c.name, sources, modbus, None);
             let name = c.name.clone();
             d.command(&name, |tx| HostCmd::StartConnector(config, tx))
                 .await
@@ -191,44 +184,71 @@ impl Backend for SimDeployment {
         self.connectors.clone()
     }
 
-    async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<()> {
-        match f.action {
-            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay | FaultAction::Loss
-                if self.links.contains_key(&f.target) =>
-            {
-                let (a, b) = self.links[&f.target];
-                match f.action {
-                    FaultAction::Cut => turmoil::partition(a, b),
+    async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<String> {
+        let link = self.links.get(&f.target).copied();
+        match (f.action, link) {
+            (FaultAction::Cut | FaultAction::Heal | FaultAction::Delay | FaultAction::Loss, Some((a, b))) => {
+                Ok(match f.action {
+                    FaultAction::Cut => {
+                        turmoil::partition(a, b);
+                        "turmoil partition (silent)"
+                    }
                     FaultAction::Heal => {
                         turmoil::repair(a, b);
                         self.faults.clear(pair(a, b));
+                        "turmoil repair"
                     }
                     FaultAction::Delay => {
                         let latency = f.latency.unwrap_or_default();
                         self.faults.update(pair(a, b), |l| l.delay = latency);
+                        "simulated stream latency"
                     }
                     _ => {
                         let fraction = f.fraction.unwrap_or_default();
                         self.faults.update(pair(a, b), |l| l.loss = fraction);
+                        "simulated segment loss"
                     }
                 }
-                Ok(())
+                .into())
             }
-            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay | FaultAction::Loss => {
-                bail!("{} is not a link of this topology", f.target)
+            (FaultAction::Isolate | FaultAction::Heal, None) if t.target(&f.target).is_some_and(|x| matches!(x, Target::Host(..))) => {
+                let Some(Target::Host(host, _)) = t.target(&f.target) else {
+                    unreachable!()
+                };
+                let me = lab_ip(host.address);
+                let others = t
+                    .hosts
+                    .iter()
+                    .chain(std::iter::once(&t.third_party_host))
+                    .map(|h| lab_ip(h.address))
+                    .filter(|ip| *ip != me);
+                for other in others {
+                    if f.action == FaultAction::Isolate {
+                        turmoil::partition(me, other);
+                    } else {
+                        turmoil::repair(me, other);
+                    }
+                }
+                Ok(if f.action == FaultAction::Isolate {
+                    "turmoil partition from every host (silent)"
+                } else {
+                    "turmoil repair with every host"
+                }
+                .into())
             }
-            action => {
+            (FaultAction::Crash | FaultAction::Restart | FaultAction::Pause | FaultAction::Resume, _) => {
                 let names: Vec<String> = t
                     .components_of_target(&f.target)
                     .iter()
                     .map(|c| c.name.clone())
                     .collect();
                 for name in names {
-                    self.command(&name, |tx| HostCmd::Lifecycle(name.clone(), action, tx))
+                    self.command(&name, |tx| HostCmd::Lifecycle(name.clone(), f.action, tx))
                         .await?;
                 }
-                Ok(())
+                Ok("host software stopped/started".into())
             }
+            (a, _) => bail!("the sim backend cannot apply `{}` to {}", a.as_str(), f.target),
         }
     }
 
@@ -249,6 +269,13 @@ impl Backend for SimDeployment {
     fn component_pids(&self) -> Vec<(String, u32)> {
         vec![]
     }
+
+    fn run_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
+
+    /// The simulation ends with the run: nothing to stop.
+    async fn shutdown(self, _keep_logs: bool) {}
 }
 
 /// Runs one scenario in the simulation and returns its report (expectations judged).
@@ -330,7 +357,7 @@ pub fn run_with(
             clock: Arc::new(SimClock),
         };
         let observed = observed.clone();
-        sim.host(sim_ip(host.address), move || {
+        sim.host(lab_ip(host.address), move || {
             let (rx, env, observed) = (rx.clone(), env.clone(), observed.clone());
             async move {
                 host_main(rx, env, observed).await;
@@ -354,7 +381,7 @@ pub fn run_with(
             net: Arc::new(SimNet::new(faults.clone(), splitmix(s.seed))),
             clock: Arc::new(SimClock),
         };
-        sim.client(sim_ip(t.third_party_host.address), async move {
+        sim.client(lab_ip(t.third_party_host.address), async move {
             let r = async {
                 let mut d = SimDeployment::start(&s, &t, inboxes, observed, faults, env)
                     .await
