@@ -83,6 +83,8 @@ pub async fn run_source(
 ) {
     let mut backoff = spec.reconnect_min;
     let mut first_attempt = true;
+    // How the last reconnection attempt failed (None after a session that was up).
+    let mut last_failure: Option<String> = None;
     loop {
         let outcome = session(&spec, &mut commands, &events).await;
         let (reason, established) = match outcome {
@@ -96,13 +98,18 @@ pub async fn run_source(
         if established {
             backoff = spec.reconnect_min;
         }
-        // One warning per loss; failed reconnection attempts after it are debug noise.
+        // One warning per loss, and one each time the way reconnecting fails changes
+        // (refused, then timing out: the server's host went silent); repeated failures
+        // of the same kind are debug noise.
         if established || first_attempt {
             tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source lost");
+        } else if last_failure.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source still unreachable");
         } else {
             tracing::debug!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source still unreachable");
         }
         first_attempt = false;
+        last_failure = (!established).then(|| reason.clone());
         if events
             .send((spec.index, SourceMsg::Lost { reason }))
             .await

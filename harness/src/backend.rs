@@ -168,7 +168,10 @@ impl Deployment {
             BackendKind::Process => Some(binaries()?),
             BackendKind::Inprocess => None,
             BackendKind::Sim | BackendKind::Netns => {
-                bail!("the {} backend has a deployment of its own", backend.as_str())
+                bail!(
+                    "the {} backend has a deployment of its own",
+                    backend.as_str()
+                )
             }
         };
         let mut d = Deployment {
@@ -313,10 +316,8 @@ impl Deployment {
                         connector_child(b, &path, &d.run_dir, &c.name, d.connector_threads, None);
                     child.spawn().await?;
                     d.modbus_direct.push(modbus);
-                    d.connectors.push((
-                        c.name.clone(),
-                        ConnectorRun::Process { metrics, child },
-                    ));
+                    d.connectors
+                        .push((c.name.clone(), ConnectorRun::Process { metrics, child }));
                 }
             }
         }
@@ -385,7 +386,10 @@ impl Deployment {
                 }
                 .into())
             }
-            FaultAction::Crash | FaultAction::Restart | FaultAction::Pause | FaultAction::Resume => {
+            FaultAction::Crash
+            | FaultAction::Restart
+            | FaultAction::Pause
+            | FaultAction::Resume => {
                 let names: Vec<(String, ComponentKind)> = t
                     .components_of_target(&f.target)
                     .iter()

@@ -181,6 +181,7 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
     let opts = RunOptions {
         backend: o.backend,
         quiet: true,
+        keep_logs: false,
     };
     for &arch in &o.architectures {
         let mut b = Best {

@@ -137,6 +137,7 @@ fn draw_episodes(s: &Scenario, seed: u64) -> Vec<Episode> {
     let mut d = Draw(seed ^ 0x5EED_F417);
     let servers: Vec<String> = t.servers().map(|c| c.name.clone()).collect();
     let connectors: Vec<String> = t.connectors().map(|c| c.name.clone()).collect();
+    let hosts: Vec<String> = t.hosts.iter().map(|h| h.name.clone()).collect();
     let links: Vec<String> = t
         .links
         .iter()
@@ -155,13 +156,14 @@ fn draw_episodes(s: &Scenario, seed: u64) -> Vec<Episode> {
         let at = d.between_ms(2_000, latest_start);
         let end_at = at + len;
         // What, on which kind of target, and what ends it.
-        let (pool, action, ends_with) = match d.below(6) {
+        let (pool, action, ends_with) = match d.below(7) {
             0 => (&servers, FaultAction::Crash, FaultAction::Restart),
             1 => (&servers, FaultAction::Pause, FaultAction::Resume),
             2 => (&connectors, FaultAction::Crash, FaultAction::Restart),
             3 => (&links, FaultAction::Cut, FaultAction::Heal),
             4 => (&links, FaultAction::Delay, FaultAction::Heal),
-            _ => (&links, FaultAction::Loss, FaultAction::Heal),
+            5 => (&links, FaultAction::Loss, FaultAction::Heal),
+            _ => (&hosts, FaultAction::Isolate, FaultAction::Heal),
         };
         let t = d.pick(pool);
         let mut start = fault(at, action, t);

@@ -3,11 +3,11 @@
 
 use crate::backend::Deployment;
 use crate::netns::NetnsDeployment;
-use crate::seam::Backend;
-use crate::topology::Topology;
 use crate::report::Report;
 use crate::runner::drive;
 use crate::scenario::{BackendKind, Scenario};
+use crate::seam::Backend;
+use crate::topology::Topology;
 use anyhow::{Context as _, Result};
 
 /// How to run.
@@ -15,6 +15,9 @@ use anyhow::{Context as _, Result};
 pub struct RunOptions {
     pub backend: BackendKind,
     pub quiet: bool,
+    /// Keep the run directory (generated configs, component logs) even when the run
+    /// passed; a failed run always keeps it.
+    pub keep_logs: bool,
 }
 
 /// The run was interrupted (Ctrl-C); everything was shut down.
@@ -67,10 +70,10 @@ async fn run_on<B: Backend>(
         r = drive(s, topology, &mut deployment, opts.quiet) => r,
         _ = &mut interrupt => Err(Interrupted.into()),
     };
-    let keep_logs = !matches!(&result, Ok(r) if r.passed);
+    let keep_logs = opts.keep_logs || !matches!(&result, Ok(r) if r.passed);
     if keep_logs && let Some(dir) = deployment.run_dir() {
         eprintln!(
-            "harness: configs and logs of {} kept in {}",
+            "harness: configs and logs of {} are in {}",
             s.name,
             dir.display()
         );

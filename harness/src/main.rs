@@ -56,6 +56,10 @@ enum Command {
         /// by more than `--max-regression` against it (same scenario and backend).
         #[arg(long)]
         baseline: Option<PathBuf>,
+        /// Keep each run's directory (generated configs and component logs of the
+        /// process and netns backends) also when it passed.
+        #[arg(long)]
+        keep_logs: bool,
         /// Tolerated regression against `--baseline`, e.g. `10%`.
         #[arg(long, default_value = "10%", value_parser = harness::report::parse_margin)]
         max_regression: f64,
@@ -183,6 +187,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file (or a pipe) gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_timer(harness::sim::LogTimer)
         .init();
     match run(cli) {
@@ -319,6 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             threads,
             baseline,
             max_regression,
+            keep_logs,
         } => {
             let scenarios = match load_all(&files) {
                 Ok(v) => v,
@@ -368,7 +375,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         humantime::format_duration(s.duration)
                     );
                 }
-                match rt.block_on(run_scenario(s, RunOptions { backend: b, quiet })) {
+                match rt.block_on(run_scenario(
+                    s,
+                    RunOptions {
+                        backend: b,
+                        quiet,
+                        keep_logs,
+                    },
+                )) {
                     Ok(mut r) => {
                         if let Some(old) = baseline
                             .iter()
@@ -425,6 +439,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             if let Some(a) = architectures.iter().find(|a| !(1..=3).contains(*a)) {
                 eprintln!("harness: --architectures: {a} is not an architecture (1, 2 or 3)");
+                return Ok(ExitCode::from(2));
+            }
+            if !matches!(backend, BackendKind::Inprocess | BackendKind::Process) {
+                eprintln!(
+                    "harness: bench --backend {}: the sweep and the Modbus comparison run on the inprocess or process backend",
+                    backend.as_str()
+                );
                 return Ok(ExitCode::from(2));
             }
             let opts = harness::bench::BenchOptions {

@@ -15,6 +15,8 @@ pub struct Observed {
     pub servers: BTreeMap<String, ServerHandle>,
     /// Each connector's counters and image while it runs.
     pub connectors: BTreeMap<String, Option<RunningConnector>>,
+    /// Each fault as applied: the simulation's elapsed time and the fault's label.
+    pub faults: Vec<(std::time::Duration, String)>,
 }
 
 /// A running connector's counters and register image.

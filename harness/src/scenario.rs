@@ -532,6 +532,42 @@ fn find_line(text: &str, table: Option<(&str, usize)>, key: &str) -> Option<usiz
     toml_locate::find_line(text, &path)
 }
 
+/// Why `backend` cannot apply `action`, naming the backends that can; `None` when it can.
+fn backend_needed(backend: BackendKind, action: FaultAction) -> Option<&'static str> {
+    use BackendKind::*;
+    use FaultAction::*;
+    match (backend, action) {
+        (Inprocess | Process, Loss) => {
+            Some("it needs a network that can lose packets: --backend netns or sim")
+        }
+        (Inprocess | Process, Isolate) => Some(
+            "its fault proxies close connections; a pulled cable is silent: --backend netns or sim",
+        ),
+        (Inprocess | Process | Sim, Reject) => {
+            Some("it needs a kernel that answers with TCP resets: --backend netns")
+        }
+        (Inprocess | Process | Sim, Bandwidth) => {
+            Some("it needs a kernel traffic shaper: --backend netns")
+        }
+        _ => None,
+    }
+}
+
+/// Checks a tc rate ("2mbit", "500kbit", "1gbit", "100000bit"): a positive number and a
+/// unit tc reads.
+pub fn parse_rate(rate: &str) -> Result<(), String> {
+    const UNITS: [&str; 8] = ["kbit", "mbit", "gbit", "bit", "kbps", "mbps", "gbps", "bps"];
+    let unit = UNITS.iter().find(|u| rate.ends_with(*u));
+    let number = unit.map(|u| &rate[..rate.len() - u.len()]);
+    match number.map(|n| n.parse::<f64>()) {
+        Some(Ok(n)) if n > 0.0 && n.is_finite() => Ok(()),
+        _ => Err(format!(
+            "`{rate}` is not a rate: a positive number and one of {} (e.g. \"2mbit\")",
+            UNITS.join(", ")
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,41 +604,5 @@ mod tests {
         assert_eq!(e.problems[0].key, "fault[1].at");
         assert_eq!(e.problems[1].line, Some(12));
         assert!(e.problems[1].message.contains("did you mean `po-a`"), "{e}");
-    }
-}
-
-/// Why `backend` cannot apply `action`, naming the backends that can; `None` when it can.
-fn backend_needed(backend: BackendKind, action: FaultAction) -> Option<&'static str> {
-    use BackendKind::*;
-    use FaultAction::*;
-    match (backend, action) {
-        (Inprocess | Process, Loss) => {
-            Some("it needs a network that can lose packets: --backend netns or sim")
-        }
-        (Inprocess | Process, Isolate) => Some(
-            "its fault proxies close connections; a pulled cable is silent: --backend netns or sim",
-        ),
-        (Inprocess | Process | Sim, Reject) => {
-            Some("it needs a kernel that answers with TCP resets: --backend netns")
-        }
-        (Inprocess | Process | Sim, Bandwidth) => {
-            Some("it needs a kernel traffic shaper: --backend netns")
-        }
-        _ => None,
-    }
-}
-
-/// Checks a tc rate ("2mbit", "500kbit", "1gbit", "100000bit"): a positive number and a
-/// unit tc reads.
-pub fn parse_rate(rate: &str) -> Result<(), String> {
-    const UNITS: [&str; 8] = ["kbit", "mbit", "gbit", "bit", "kbps", "mbps", "gbps", "bps"];
-    let unit = UNITS.iter().find(|u| rate.ends_with(*u));
-    let number = unit.map(|u| &rate[..rate.len() - u.len()]);
-    match number.map(|n| n.parse::<f64>()) {
-        Some(Ok(n)) if n > 0.0 && n.is_finite() => Ok(()),
-        _ => Err(format!(
-            "`{rate}` is not a rate: a positive number and one of {} (e.g. \"2mbit\")",
-            UNITS.join(", ")
-        )),
     }
 }

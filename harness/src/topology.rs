@@ -98,9 +98,9 @@ impl Target<'_> {
             ),
             (Target::Host(..), Isolate | Heal) => Ok(()),
             (_, Isolate) => Err("isolate acts on hosts (the pulled cable)".into()),
-            (Target::Component(_), Heal) => Err(
-                "heal acts on links and on isolated hosts, not on components".into(),
-            ),
+            (Target::Component(_), Heal) => {
+                Err("heal acts on links and on isolated hosts, not on components".into())
+            }
             (_, Cut | Delay | Loss | Reject | Bandwidth) => {
                 Err("network faults act on links (see `harness plan`)".into())
             }

@@ -259,20 +259,103 @@ fn explore_refuses_bad_arguments_with_exit_2() {
 }
 
 #[test]
-fn a_loss_fault_is_refused_by_backends_that_cannot_lose_packets() {
-    let dir = temp_dir("loss");
-    let text = small_arch1("lossy", "").replace("architecture = 1", "architecture = 3")
-        + "\n[[fault]]\nat = \"1s\"\naction = \"loss\"\ntarget = \"tp->sc-a\"\nfraction = 0.05\n";
-    let path = write(&dir, "lossy.toml", &text);
-    let out = harness()
-        .args(["run", "-q", "--backend", "inprocess"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+fn faults_a_backend_cannot_apply_are_refused_before_anything_starts() {
+    let dir = temp_dir("unsupported");
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+    let fault = |action: &str, target: &str, extra: &str| {
+        let text = small_arch1("f", "").replace("architecture = 1", "architecture = 3")
+            + &format!(
+                "\n[[fault]]\nat = \"1s\"\naction = \"{action}\"\ntarget = \"{target}\"\n{extra}\n"
+            );
+        write(&dir, &format!("{action}.toml"), &text)
+    };
+    let shipped = |name: &str| std::path::PathBuf::from(format!("{scenarios}/{name}"));
+    for (file, backend, says) in [
+        (
+            fault("loss", "tp->sc-a", "fraction = 0.05"),
+            "inprocess",
+            "--backend netns or sim",
+        ),
+        (
+            shipped("arch3-lossy-links.toml"),
+            "process",
+            "--backend netns or sim",
+        ),
+        (
+            shipped("arch3-primary-isolated.toml"),
+            "process",
+            "a pulled cable is silent",
+        ),
+        (
+            fault("reject", "sc-a->po-a", ""),
+            "sim",
+            "TCP resets: --backend netns",
+        ),
+        (
+            fault("bandwidth", "sc-a->po-a", "rate = \"2mbit\""),
+            "sim",
+            "traffic shaper: --backend netns",
+        ),
+        (
+            fault("bandwidth", "sc-a->po-a", "rate = \"2mbit\""),
+            "process",
+            "traffic shaper",
+        ),
+    ] {
+        let out = harness()
+            .args(["run", "-q", "--backend", backend])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{} on {backend}: {err}",
+            file.display()
+        );
+        assert!(
+            err.contains("fault[") && err.contains(says),
+            "{} on {backend}: {err}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn the_netns_backend_without_root_exits_2_and_says_why() {
+    // Run as an unprivileged user where we can (root with setpriv), else as we are.
+    let unprivileged = !nix_is_root();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/ci-smoke.toml");
+    let exe = env!("CARGO_BIN_EXE_harness");
+    let out = if unprivileged {
+        harness()
+            .args(["run", "-q", "--backend", "netns", scenario])
+            .output()
+            .unwrap()
+    } else {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", exe])
+            .args(["run", "-q", "--backend", "netns", scenario])
+            .output()
+            .unwrap()
+    };
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("fault[0].action") && err.contains("--backend sim"),
-        "{err}"
-    );
+    if err.contains("Permission denied") && err.contains(exe) {
+        eprintln!("skipped: the harness binary is not executable by an unprivileged user here");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs root (CAP_NET_ADMIN)"), "{err}");
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|v| v.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }

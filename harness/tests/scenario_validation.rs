@@ -324,3 +324,107 @@ fn the_third_party_uses_the_connector_word_order_unless_told_otherwise() {
     let s = Scenario::parse(&miswired, "t.toml").unwrap();
     assert_eq!(s.third_party_word_order(), WordOrder::Big);
 }
+
+#[test]
+fn kernel_fault_actions_take_their_targets_and_keys() {
+    // The second fault ([[fault]] on line 24, action 26, target 27, then its extra key on
+    // 28) becomes each case.
+    let second = |action: &str, target: &str, extra: &str| {
+        with(
+            "action = \"delay\"\ntarget = \"po-a<->po-b\"\nlatency = \"50ms\"\n",
+            &format!("action = \"{action}\"\ntarget = \"{target}\"\n{extra}"),
+        )
+    };
+    // Valid: each new action on what it acts on.
+    for (action, target, extra) in [
+        ("reject", "sc-a->po-a", ""),
+        ("bandwidth", "sc-a->po-a", "rate = \"2mbit\"\n"),
+        ("bandwidth", "po-a<->po-b", "rate = \"512kbit\"\n"),
+        ("isolate", "host-a", ""),
+        ("heal", "host-a", ""),
+    ] {
+        let text = second(action, target, extra);
+        assert_eq!(
+            problems(&text).0,
+            vec![],
+            "{action} {target}: {:?}",
+            problems(&text).1
+        );
+    }
+    one(
+        &second("isolate", "sc-a->po-a", ""),
+        26,
+        "fault[1].action",
+        "a link can be cut, rejected",
+    );
+    one(
+        &second("isolate", "po-a", ""),
+        26,
+        "fault[1].action",
+        "isolate acts on hosts",
+    );
+    one(
+        &second("heal", "po-a", ""),
+        26,
+        "fault[1].action",
+        "heal acts on links and on isolated hosts",
+    );
+    one(
+        &second("bandwidth", "sc-a->po-a", ""),
+        24,
+        "fault[1].rate",
+        "needs `rate`",
+    );
+    one(
+        &second("bandwidth", "sc-a->po-a", "rate = \"fast\"\n"),
+        28,
+        "fault[1].rate",
+        "`fast` is not a rate",
+    );
+    one(
+        &second("bandwidth", "sc-a->po-a", "rate = \"0mbit\"\n"),
+        28,
+        "fault[1].rate",
+        "is not a rate",
+    );
+    one(
+        &second("reject", "sc-a->po-a", "rate = \"2mbit\"\n"),
+        28,
+        "fault[1].rate",
+        "only a bandwidth fault",
+    );
+}
+
+#[test]
+fn what_each_backend_can_apply() {
+    let with_second = |action: &str, extra: &str| {
+        let text = with(
+            "action = \"delay\"\ntarget = \"po-a<->po-b\"\nlatency = \"50ms\"\n",
+            &format!("action = \"{action}\"\ntarget = \"sc-a->po-a\"\n{extra}"),
+        );
+        Scenario::parse(&text, "t.toml").unwrap()
+    };
+    let refused = |s: &Scenario, b: BackendKind| !s.unsupported_by(b).is_empty();
+    use BackendKind::*;
+    let loss = with_second("loss", "fraction = 0.1\n");
+    let reject = with_second("reject", "");
+    let bandwidth = with_second("bandwidth", "rate = \"1mbit\"\n");
+    let cut = with_second("cut", "");
+    for (s, name, can) in [
+        (&loss, "loss", [false, false, true, true]),
+        (&reject, "reject", [false, false, false, true]),
+        (&bandwidth, "bandwidth", [false, false, false, true]),
+        (&cut, "cut", [true, true, true, true]),
+    ] {
+        for (b, can) in [Inprocess, Process, Sim, Netns].into_iter().zip(can) {
+            assert_eq!(!refused(s, b), can, "{name} on {}", b.as_str());
+        }
+    }
+    let isolated = Scenario::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/arch3-primary-isolated.toml"
+    )))
+    .unwrap();
+    assert!(refused(&isolated, Process) && refused(&isolated, Inprocess));
+    assert!(!refused(&isolated, Sim) && !refused(&isolated, Netns));
+}

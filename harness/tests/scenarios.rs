@@ -48,6 +48,7 @@ async fn run(text: String) -> harness::report::Report {
         RunOptions {
             backend: BackendKind::Inprocess,
             quiet: true,
+            keep_logs: false,
         },
     )
     .await

@@ -75,3 +75,101 @@ fn a_silent_primary_is_detected_in_virtual_time_exactly_as_configured() {
         pause.gap_ms
     );
 }
+
+/// The virtual time at which `metric` of connector `name` first satisfies `want` after
+/// `from`.
+fn first_after(
+    timeline: &[(std::time::Duration, i64)],
+    from: std::time::Duration,
+    want: impl Fn(i64) -> bool,
+) -> Option<std::time::Duration> {
+    timeline
+        .iter()
+        .find(|(at, v)| *at >= from && want(*v))
+        .map(|(at, _)| *at - from)
+}
+
+#[test]
+fn a_black_holed_source_is_detected_by_silence_and_hanging_connects_do_not_delay_the_switch() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+    // sc-a follows po-a (the Primary). 1: its link to po-a becomes a black hole (no FIN, no
+    // RST; connects hang). 2: its link to po-b too. 3: po-b's link comes back while po-a's
+    // stays black: sc-a must take po-b although its connects to po-a keep hanging.
+    let s = Scenario::parse(
+        r#"
+name = "black-hole-detection"
+architecture = 3
+duration = "15s"
+[site]
+devices = 20
+tags_per_device = 50
+scan_period = "100ms"
+[redundancy]
+heartbeat = "100ms"
+failover_timeout = "500ms"
+[connector]
+source_timeout = "300ms"
+[[fault]]
+at = "4s"
+action = "cut"
+target = "sc-a->po-a"
+[[fault]]
+at = "7s"
+action = "cut"
+target = "sc-a->po-b"
+[[fault]]
+at = "10s"
+action = "heal"
+target = "sc-a->po-b"
+"#,
+        "black-hole.toml",
+    )
+    .unwrap();
+    // sc-a's active source (0 none, 1 po-a, 2 po-b) whenever it changes.
+    let mut timeline: Vec<(Duration, i64)> = Vec::new();
+    let (report, observed) = harness::sim::run_with(&s, true, |at, o| {
+        if let Some(Some((m, _))) = o.connectors.get("sc-a") {
+            let v = m.active_source.load(Relaxed);
+            if timeline.last().map(|(_, last)| *last) != Some(v) {
+                timeline.push((at, v));
+            }
+        }
+    })
+    .unwrap();
+    assert_eq!(report.integrity.values_wrong, 0);
+    let observed = observed.lock().unwrap();
+    let applied: Vec<Duration> = observed.faults.iter().map(|(at, _)| *at).collect();
+    assert_eq!(applied.len(), 3, "{:?}", observed.faults);
+    let before = timeline.iter().rfind(|(at, _)| *at < applied[0]);
+    assert_eq!(
+        before.map(|x| x.1),
+        Some(1),
+        "sc-a follows po-a at first: {timeline:?}"
+    );
+
+    eprintln!("faults at {applied:?}; sc-a active source {timeline:?}");
+    let source_timeout = s.connector.source_timeout;
+    let heartbeat = s.redundancy.heartbeat;
+    // 1. Detected by silence alone: not before source_timeout minus the heartbeat that
+    //    may have been in flight, not after source_timeout plus one heartbeat.
+    let detected = first_after(&timeline, applied[0], |v| v == 2).expect("switched to po-b");
+    assert!(
+        detected >= source_timeout - heartbeat && detected <= source_timeout + heartbeat,
+        "switch {detected:?} after the black hole; source_timeout {source_timeout:?}; {timeline:?}"
+    );
+    // 2. Both black: no source within the same bound.
+    let none = first_after(&timeline, applied[1], |v| v == 0).expect("no source");
+    assert!(none <= source_timeout + heartbeat, "{none:?}; {timeline:?}");
+    // 3. po-b is back while every connect to po-a hangs: sc-a takes po-b within one
+    //    connect attempt (connect timeout, the larger of source_timeout and 500 ms), one
+    //    reconnect backoff (at most 500 ms in the harness) and a heartbeat.
+    let connect_timeout = source_timeout.max(Duration::from_millis(500));
+    let back = first_after(&timeline, applied[2], |v| v == 2).expect("took po-b again");
+    assert!(
+        back <= connect_timeout + Duration::from_millis(500) + heartbeat,
+        "{back:?} after po-b came back; {timeline:?}"
+    );
+    // po-a never came back for sc-a: it is still black-holed at the end.
+    assert_eq!(timeline.last().map(|x| x.1), Some(2), "{timeline:?}");
+}

@@ -83,7 +83,11 @@ impl Firewall {
         let rules: Vec<&(LinkPath, LinkRule)> =
             self.links.values().filter(|(p, _)| p.ns == ns).collect();
         let script = render_nft(self.isolated.contains(ns), &rules);
-        run("ip", &["netns", "exec", ns, "nft", "-f", "-"], Some(&script))
+        run(
+            "ip",
+            &["netns", "exec", ns, "nft", "-f", "-"],
+            Some(&script),
+        )
     }
 
     fn commit_tc(&self, ns: &str) -> Result<()> {
@@ -105,7 +109,9 @@ impl Firewall {
         // Deleting a root qdisc that is not there fails; that is fine.
         let _ = run(
             "ip",
-            &["netns", "exec", ns, "tc", "qdisc", "del", "dev", "eth0", "root"],
+            &[
+                "netns", "exec", ns, "tc", "qdisc", "del", "dev", "eth0", "root",
+            ],
             None,
         );
         for cmd in render_tc(&shapes) {
@@ -139,8 +145,16 @@ pub fn render_nft(isolated: bool, links: &[&(LinkPath, LinkRule)]) -> String {
         // Both port directions: the sync link has a listener on the same port at each
         // end, and each server dials the other.
         for dir in ["dport", "sport"] {
-            let _ = writeln!(output, "    ip daddr {} tcp {dir} {} {verdict}", p.peer, p.port);
-            let _ = writeln!(input, "    ip saddr {} tcp {dir} {} {verdict}", p.peer, p.port);
+            let _ = writeln!(
+                output,
+                "    ip daddr {} tcp {dir} {} {verdict}",
+                p.peer, p.port
+            );
+            let _ = writeln!(
+                input,
+                "    ip saddr {} tcp {dir} {} {verdict}",
+                p.peer, p.port
+            );
         }
     }
     format!(
@@ -163,8 +177,8 @@ pub fn render_tc(shapes: &[(Ipv4Addr, &str)]) -> Vec<Vec<String>> {
     for (i, (dst, rate)) in shapes.iter().enumerate() {
         let class = format!("1:{}", 10 + i);
         out.push(s(&[
-            "class", "add", "dev", "eth0", "parent", "1:", "classid", &class, "htb", "rate",
-            rate, "ceil", rate,
+            "class", "add", "dev", "eth0", "parent", "1:", "classid", &class, "htb", "rate", rate,
+            "ceil", rate,
         ]));
         out.push(s(&[
             "filter",
@@ -227,7 +241,11 @@ mod tests {
         let cmds = render_tc(&[(Ipv4Addr::new(198, 18, 1, 1), "2mbit")]);
         assert_eq!(cmds.len(), 3);
         assert!(cmds[1].join(" ").ends_with("htb rate 2mbit ceil 2mbit"));
-        assert!(cmds[2].join(" ").contains("match ip dst 198.18.1.1/32 flowid 1:10"));
+        assert!(
+            cmds[2]
+                .join(" ")
+                .contains("match ip dst 198.18.1.1/32 flowid 1:10")
+        );
         assert!(render_tc(&[]).is_empty());
     }
 }

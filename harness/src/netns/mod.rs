@@ -84,11 +84,8 @@ impl NetnsDeployment {
             );
         }
         let b = binaries()?;
-        let run_dir = std::env::temp_dir().join(format!(
-            "harness-{}-{}-netns",
-            s.name,
-            std::process::id()
-        ));
+        let run_dir =
+            std::env::temp_dir().join(format!("harness-{}-{}-netns", s.name, std::process::id()));
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let hosts: Vec<(String, Ipv4Addr)> = t
@@ -324,7 +321,10 @@ impl NetnsDeployment {
             }
             (FaultAction::Delay, Target::Link(l)) => {
                 let proxies = self.proxies.get(&l.name).ok_or_else(|| {
-                    anyhow!("link {} has no delay proxy (the scenario was read at start)", l.name)
+                    anyhow!(
+                        "link {} has no delay proxy (the scenario was read at start)",
+                        l.name
+                    )
                 })?;
                 for p in proxies {
                     p.set_delay(f.latency.unwrap_or_default());
@@ -349,7 +349,10 @@ impl NetnsDeployment {
                 }
             }
             (
-                FaultAction::Crash | FaultAction::Restart | FaultAction::Pause | FaultAction::Resume,
+                FaultAction::Crash
+                | FaultAction::Restart
+                | FaultAction::Pause
+                | FaultAction::Resume,
                 _,
             ) => {
                 let components: Vec<(String, ComponentKind)> = t

@@ -156,9 +156,8 @@ pub fn check_privileges() -> Result<(), String> {
         );
     }
     for (program, package) in [("ip", "iproute2"), ("nft", "nftables"), ("tc", "iproute2")] {
-        let found = std::env::var_os("PATH").is_some_and(|paths| {
-            std::env::split_paths(&paths).any(|d| d.join(program).is_file())
-        });
+        let found = std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()));
         if !found {
             return Err(format!(
                 "--backend netns needs `{program}` (Debian package {package}); install it, or use --backend process or sim"
@@ -185,9 +184,7 @@ pub(super) fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(
         })
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("running {program}"))?;
+    let mut child = cmd.spawn().with_context(|| format!("running {program}"))?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes())
             .with_context(|| format!("feeding {program}"))?;

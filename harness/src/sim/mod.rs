@@ -54,7 +54,6 @@ const CLIENT_PORT: u16 = 23500;
 const SYNC_PORT: u16 = 23501;
 const MODBUS_PORT: u16 = 502;
 
-
 /// The deployment as the runner (a turmoil client on the third-party host) sees it.
 #[derive(Debug)]
 pub struct SimDeployment {
@@ -185,33 +184,43 @@ impl Backend for SimDeployment {
     }
 
     async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<String> {
+        self.observed
+            .lock()
+            .unwrap()
+            .faults
+            .push((turmoil::elapsed(), f.label()));
         let link = self.links.get(&f.target).copied();
         match (f.action, link) {
-            (FaultAction::Cut | FaultAction::Heal | FaultAction::Delay | FaultAction::Loss, Some((a, b))) => {
-                Ok(match f.action {
-                    FaultAction::Cut => {
-                        turmoil::partition(a, b);
-                        "turmoil partition (silent)"
-                    }
-                    FaultAction::Heal => {
-                        turmoil::repair(a, b);
-                        self.faults.clear(pair(a, b));
-                        "turmoil repair"
-                    }
-                    FaultAction::Delay => {
-                        let latency = f.latency.unwrap_or_default();
-                        self.faults.update(pair(a, b), |l| l.delay = latency);
-                        "simulated stream latency"
-                    }
-                    _ => {
-                        let fraction = f.fraction.unwrap_or_default();
-                        self.faults.update(pair(a, b), |l| l.loss = fraction);
-                        "simulated segment loss"
-                    }
+            (
+                FaultAction::Cut | FaultAction::Heal | FaultAction::Delay | FaultAction::Loss,
+                Some((a, b)),
+            ) => Ok(match f.action {
+                FaultAction::Cut => {
+                    turmoil::partition(a, b);
+                    self.faults.update(pair(a, b), |l| l.silent = true);
+                    "turmoil partition (silent; connects hang)"
                 }
-                .into())
+                FaultAction::Heal => {
+                    turmoil::repair(a, b);
+                    self.faults.clear(pair(a, b));
+                    "turmoil repair"
+                }
+                FaultAction::Delay => {
+                    let latency = f.latency.unwrap_or_default();
+                    self.faults.update(pair(a, b), |l| l.delay = latency);
+                    "simulated stream latency"
+                }
+                _ => {
+                    let fraction = f.fraction.unwrap_or_default();
+                    self.faults.update(pair(a, b), |l| l.loss = fraction);
+                    "simulated segment loss"
+                }
             }
-            (FaultAction::Isolate | FaultAction::Heal, None) if t.target(&f.target).is_some_and(|x| matches!(x, Target::Host(..))) => {
+            .into()),
+            (FaultAction::Isolate | FaultAction::Heal, None)
+                if t.target(&f.target)
+                    .is_some_and(|x| matches!(x, Target::Host(..))) =>
+            {
                 let Some(Target::Host(host, _)) = t.target(&f.target) else {
                     unreachable!()
                 };
@@ -222,12 +231,14 @@ impl Backend for SimDeployment {
                     .chain(std::iter::once(&t.third_party_host))
                     .map(|h| lab_ip(h.address))
                     .filter(|ip| *ip != me);
+                let on = f.action == FaultAction::Isolate;
                 for other in others {
-                    if f.action == FaultAction::Isolate {
+                    if on {
                         turmoil::partition(me, other);
                     } else {
                         turmoil::repair(me, other);
                     }
+                    self.faults.update(pair(me, other), |l| l.silent = on);
                 }
                 Ok(if f.action == FaultAction::Isolate {
                     "turmoil partition from every host (silent)"
@@ -236,7 +247,13 @@ impl Backend for SimDeployment {
                 }
                 .into())
             }
-            (FaultAction::Crash | FaultAction::Restart | FaultAction::Pause | FaultAction::Resume, _) => {
+            (
+                FaultAction::Crash
+                | FaultAction::Restart
+                | FaultAction::Pause
+                | FaultAction::Resume,
+                _,
+            ) => {
                 let names: Vec<String> = t
                     .components_of_target(&f.target)
                     .iter()
@@ -248,7 +265,11 @@ impl Backend for SimDeployment {
                 }
                 Ok("host software stopped/started".into())
             }
-            (a, _) => bail!("the sim backend cannot apply `{}` to {}", a.as_str(), f.target),
+            (a, _) => bail!(
+                "the sim backend cannot apply `{}` to {}",
+                a.as_str(),
+                f.target
+            ),
         }
     }
 
@@ -351,6 +372,7 @@ pub fn run_with(
         let rx = Rc::new(RefCell::new(Some(rx)));
         let env = Env {
             net: Arc::new(SimNet::new(
+                lab_ip(host.address),
                 faults.clone(),
                 splitmix(s.seed ^ (i as u64 + 1)),
             )),
@@ -378,7 +400,11 @@ pub fn run_with(
             faults.clone(),
         );
         let env = Env {
-            net: Arc::new(SimNet::new(faults.clone(), splitmix(s.seed))),
+            net: Arc::new(SimNet::new(
+                lab_ip(t.third_party_host.address),
+                faults.clone(),
+                splitmix(s.seed),
+            )),
             clock: Arc::new(SimClock),
         };
         sim.client(lab_ip(t.third_party_host.address), async move {

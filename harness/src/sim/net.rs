@@ -17,11 +17,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Retransmission timeout of a lost segment (Linux's minimum RTO).
 pub const RTO: Duration = Duration::from_millis(200);
 
-/// Delay and loss currently applied to the link between two hosts.
+/// The first SYN retransmission of a connect that got no answer (Linux: 1 s, then
+/// doubling).
+pub const SYN_RTO: Duration = Duration::from_secs(1);
+
+/// Delay, loss and silence currently applied to the link between two hosts.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(super) struct LinkFault {
     pub(super) delay: Duration,
     pub(super) loss: f64,
+    /// Partitioned (cut, or an end isolated): turmoil drops every message; a connect
+    /// hangs, as a SYN into a black hole does, instead of being refused at once.
+    pub(super) silent: bool,
 }
 
 /// Link faults by host pair (smaller address first), shared by every simulated stream.
@@ -56,6 +63,8 @@ impl LinkFaults {
 /// The simulated network of one host.
 #[derive(Debug)]
 pub struct SimNet {
+    /// The host this network belongs to (every connection leaves from it).
+    host: IpAddr,
     faults: Arc<LinkFaults>,
     /// Seeds each stream's loss decisions: the run's seed, the host, a stream counter.
     seed: u64,
@@ -63,8 +72,9 @@ pub struct SimNet {
 }
 
 impl SimNet {
-    pub fn new(faults: Arc<LinkFaults>, seed: u64) -> SimNet {
+    pub fn new(host: IpAddr, faults: Arc<LinkFaults>, seed: u64) -> SimNet {
         SimNet {
+            host,
             faults,
             seed,
             streams: AtomicU64::new(0),
@@ -100,7 +110,15 @@ impl Net for SimNet {
         // Every connection of a turmoil host leaves from the host's address.
         let faults = self.faults.clone();
         let seed = self.stream_seed();
+        let link = pair(self.host, to.ip());
         Box::pin(async move {
+            // Into a black hole the SYN is retransmitted (1 s, 2 s, 4 s, ...) until the
+            // link is back or the caller gives up; turmoil itself would refuse at once.
+            let mut rto = SYN_RTO;
+            while faults.get(link).is_some_and(|f| f.silent) {
+                tokio::time::sleep(rto).await;
+                rto *= 2;
+            }
             let inner = turmoil::net::TcpStream::connect(to).await?;
             let local = inner.local_addr()?;
             Ok(Box::new(SimStream::new(
