@@ -77,6 +77,7 @@ fn end_to_end(c: &mut Criterion) {
         .unwrap();
     let (server, connector, mut ctx) = rt.block_on(async {
         let server = ServerHandle::start(ServerConfig {
+            limits: Default::default(),
             name: "po-bench".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             host_address: None,

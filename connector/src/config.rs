@@ -180,6 +180,31 @@ fn unset_register() -> u16 {
 pub struct MetricsConfig {
     /// Prometheus text endpoint (`GET /metrics`).
     pub listen: SocketAddr,
+    /// HTTP connections open at once; beyond this a new one is closed at once.
+    #[serde(default = "default_http_connections")]
+    pub max_connections: usize,
+    /// A request not received whole within this is dropped (slow clients, slowloris).
+    #[serde(default = "default_http_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+}
+
+impl MetricsConfig {
+    /// Listening on `listen`, every limit at its default.
+    pub fn at(listen: SocketAddr) -> MetricsConfig {
+        MetricsConfig {
+            listen,
+            max_connections: default_http_connections(),
+            read_timeout: default_http_read_timeout(),
+        }
+    }
+}
+
+fn default_http_connections() -> usize {
+    16
+}
+
+fn default_http_read_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// One problem in a configuration file.
@@ -297,6 +322,19 @@ impl ConnectorConfig {
         }
     }
 
+    /// The descriptors this configuration may hold open at once (docs/connector.md,
+    /// "Connection floods"): each source's connection and the one that replaces it while
+    /// it reconnects, every Modbus connection, every HTTP connection.
+    pub fn descriptor_budget(&self) -> po_runtime::descriptors::DescriptorBudget {
+        let mut b = po_runtime::descriptors::DescriptorBudget::new()
+            .add("sources (2 each)", 2 * self.sources.len() as u64)
+            .add("modbus.max_connections", self.modbus.max_connections as u64);
+        if let Some(h) = &self.metrics {
+            b = b.add("metrics.max_connections", h.max_connections as u64);
+        }
+        b
+    }
+
     /// Rules serde cannot express. Returns (key, message) pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -354,6 +392,14 @@ impl ConnectorConfig {
         let m = &self.modbus;
         if m.max_connections == 0 {
             bad("modbus.max_connections", "must be at least 1".into());
+        }
+        if let Some(h) = &self.metrics {
+            if h.max_connections == 0 {
+                bad("metrics.max_connections", "must be at least 1".into());
+            }
+            if h.read_timeout.is_zero() {
+                bad("metrics.read_timeout", "must be longer than 0".into());
+            }
         }
         if m.data_base < STATUS_REGISTERS {
             bad(

@@ -3,6 +3,7 @@
 
 use crate::config::{AccessKind, ConnectorConfig};
 use crate::engine::Engine;
+use crate::http::{HttpLimits, serve_http};
 use crate::image::RegisterImage;
 use crate::listener::{ListenerLimits, serve_modbus};
 use crate::map::{MapError, RegisterMap};
@@ -11,12 +12,11 @@ use crate::selector::SelectorConfig;
 use crate::service::ModbusService;
 use crate::source::{SourceMsg, SourceSpec, run_source};
 use po_protocol::{Access, TagInfo};
-use po_runtime::{BoxListener, Env, Net};
+use po_runtime::{Env, Net};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -228,12 +228,17 @@ pub async fn start_in(
         metrics.clone(),
         cancel.clone(),
     ));
-    if let Some(l) = metrics_listener {
-        spawn(
-            &tracker,
-            &cancel,
-            serve_metrics(l, metrics.clone(), image.clone()),
-        );
+    if let (Some(l), Some(http)) = (metrics_listener, config.metrics.clone()) {
+        tracker.spawn(serve_http(
+            l,
+            HttpLimits {
+                max_connections: http.max_connections,
+                read_timeout: http.read_timeout,
+            },
+            metrics.clone(),
+            image.clone(),
+            cancel.clone(),
+        ));
     }
     tracing::info!(connector = %config.name, modbus = %modbus_addr, "serving Modbus TCP");
     Ok(ConnectorHandle {
@@ -259,52 +264,4 @@ where
             _ = fut => {}
         }
     });
-}
-
-/// A deliberately small HTTP/1.0 responder: `GET /metrics` (Prometheus text) and
-/// `GET /health` (200 while data is fresh, 503 when stale).
-async fn serve_metrics(listener: BoxListener, metrics: Arc<Metrics>, image: Arc<RegisterImage>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        let image = image.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            let mut n = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while n < buf.len() {
-                    match stream.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                ("200 OK", metrics.render())
-            } else if head.starts_with("GET /health") {
-                if image.is_stale() {
-                    ("503 Service Unavailable", "stale\n".to_string())
-                } else {
-                    ("200 OK", "ok\n".to_string())
-                }
-            } else {
-                ("404 Not Found", "try /metrics or /health\n".to_string())
-            };
-            let response = format!(
-                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
-    }
 }

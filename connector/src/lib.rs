@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod connector;
 pub mod engine;
+pub mod http;
 pub mod image;
 pub mod listener;
 pub mod map;

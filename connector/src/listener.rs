@@ -1,18 +1,23 @@
 //! The Modbus TCP listener: allow-list, connection limit, idle timeout, and one task
 //! per connection running our own framing (see `modbus`) in front of the service.
 //!
-//! Over the limit, the *new* connection is refused (closed at once): evicting an idle
-//! master instead would let a misbehaving client knock a well-behaved one off.
+//! At the limit, the oldest connection that has not sent a whole request yet is closed to
+//! make room (a flood of idle or half-sent connections cannot lock masters out); when
+//! every connection is a working master, the *new* one is refused (closed at once): a
+//! misbehaving client cannot knock a well-behaved one off. The accept loop is the
+//! workspace's one (`po_runtime::accept`).
 
 use crate::metrics::Metrics;
 use crate::modbus::decode_request;
 use crate::service::ModbusService;
 use bytes::{Buf, BytesMut};
 use ipnet::IpNet;
+use po_runtime::accept::accept_loop;
+use po_runtime::admission::{ConnectionCap, LogThrottle, Unproven, UnprovenTicket};
 use po_runtime::{BoxListener, BoxStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -33,54 +38,51 @@ pub async fn serve_modbus(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let cap = ConnectionCap::new(limits.max_connections);
+    let unproven = Unproven::default();
     let tracker = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Modbus accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+    let mut refused = LogThrottle::new(Duration::from_secs(10));
+    accept_loop(
+        &*listener,
+        "Modbus",
+        &cap,
+        &unproven,
+        &metrics.modbus_accept,
+        cancel.clone().cancelled_owned(),
+        |stream, peer, permit, ticket| {
+            if !limits.allow.is_empty() && !limits.allow.iter().any(|n| n.contains(&peer.ip())) {
+                metrics.modbus_refused_allow_list.fetch_add(1, Relaxed);
+                if let Some(more) = refused.handle_event(tokio::time::Instant::now()) {
+                    tracing::warn!(%peer, not_logged = more, "Modbus connection refused: address not in modbus.allow");
                 }
-            },
-        };
-        if !limits.allow.is_empty() && !limits.allow.iter().any(|n| n.contains(&peer.ip())) {
-            metrics.modbus_refused_allow_list.fetch_add(1, Relaxed);
-            tracing::warn!(%peer, "Modbus connection refused: address not in modbus.allow");
-            drop(stream);
-            continue;
-        }
-        if open.load(Relaxed) >= limits.max_connections {
-            metrics.modbus_refused_limit.fetch_add(1, Relaxed);
-            tracing::warn!(%peer, max = limits.max_connections, "Modbus connection refused: max_connections reached");
-            drop(stream);
-            continue;
-        }
-        open.fetch_add(1, Relaxed);
-        metrics.modbus_connections.fetch_add(1, Relaxed);
-        metrics.modbus_connections_total.fetch_add(1, Relaxed);
-        tracing::info!(%peer, "Modbus connection accepted");
-        let (service, metrics2, open2, cancel2) = (
-            service.clone(),
-            metrics.clone(),
-            open.clone(),
-            cancel.clone(),
-        );
-        let idle = limits.idle_timeout;
-        tracker.spawn(async move {
-            tokio::select! {
-                _ = cancel2.cancelled() => {}
-                _ = connection(stream, peer, &service, &metrics2, idle) => {}
+                return;
             }
-            open2.fetch_sub(1, Relaxed);
-            metrics2.modbus_connections.fetch_sub(1, Relaxed);
-        });
-    }
+            metrics.modbus_connections.fetch_add(1, Relaxed);
+            metrics.modbus_connections_total.fetch_add(1, Relaxed);
+            tracing::info!(%peer, "Modbus connection accepted");
+            let (service, metrics, cancel) = (service.clone(), metrics.clone(), cancel.clone());
+            let idle = limits.idle_timeout;
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = connection(stream, peer, &service, &metrics, idle, ticket) => {}
+                }
+                metrics.modbus_connections.fetch_sub(1, Relaxed);
+                drop(permit);
+            });
+        },
+    )
+    .await;
     tracker.close();
     tracker.wait().await;
+}
+
+/// Completes when a connection that has not sent a whole request yet must make room.
+async fn evicted(ticket: &Option<UnprovenTicket>) {
+    match ticket {
+        Some(t) => t.evicted().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn connection(
@@ -89,12 +91,22 @@ async fn connection(
     service: &ModbusService,
     metrics: &Metrics,
     idle: Duration,
+    ticket: UnprovenTicket,
 ) {
     let _ = stream.set_nodelay(true);
     let mut input = BytesMut::with_capacity(1024);
     let mut output = BytesMut::with_capacity(4096);
+    // Until its first whole request the connection may be closed to make room.
+    let mut ticket = Some(ticket);
     loop {
-        match tokio::time::timeout(idle, stream.read_buf(&mut input)).await {
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read_buf(&mut input)) => r,
+            _ = evicted(&ticket) => {
+                tracing::debug!(%peer, "Modbus connection closed to make room: no request yet");
+                return;
+            }
+        };
+        match read {
             Err(_) => {
                 metrics.modbus_idle_closed.fetch_add(1, Relaxed);
                 tracing::info!(%peer, ?idle, "Modbus connection closed: idle");
@@ -114,6 +126,7 @@ async fn connection(
         loop {
             match decode_request(&input) {
                 Ok(Some((frame, used))) => {
+                    ticket = None;
                     input.advance(used);
                     service.handle(frame, &mut output).await;
                 }

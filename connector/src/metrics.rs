@@ -1,6 +1,7 @@
 //! Counters the connector exposes on its Prometheus text endpoint and that the
 //! harness reads in process. Plain atomics: the hot paths only increment.
 
+use po_runtime::admission::AcceptCounters;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
@@ -20,7 +21,10 @@ pub struct Metrics {
     pub modbus_connections: AtomicI64,
     pub modbus_connections_total: AtomicU64,
     pub modbus_refused_allow_list: AtomicU64,
-    pub modbus_refused_limit: AtomicU64,
+    /// The Modbus listener's accept counters (cap refusals, descriptor exhaustion).
+    pub modbus_accept: AcceptCounters,
+    /// The HTTP (metrics) listener's.
+    pub http_accept: AcceptCounters,
     pub modbus_idle_closed: AtomicU64,
     pub modbus_framing_errors: AtomicU64,
     pub writes_applied: AtomicU64,
@@ -98,7 +102,32 @@ impl Metrics {
             s,
             "# HELP sc_modbus_refused_total Modbus connections refused.\n# TYPE sc_modbus_refused_total counter\nsc_modbus_refused_total{{reason=\"allow_list\"}} {}\nsc_modbus_refused_total{{reason=\"max_connections\"}} {}",
             self.modbus_refused_allow_list.load(Relaxed),
-            self.modbus_refused_limit.load(Relaxed)
+            self.modbus_accept.refused_cap.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP sc_accept_failures_total Failed accept() calls by listener and reason (fd_exhausted: EMFILE/ENFILE, backed off).
+# TYPE sc_accept_failures_total counter"
+        );
+        for (listener, c) in [("modbus", &self.modbus_accept), ("http", &self.http_accept)] {
+            let _ = writeln!(
+                s,
+                "sc_accept_failures_total{{listener=\"{listener}\",reason=\"fd_exhausted\"}} {}\nsc_accept_failures_total{{listener=\"{listener}\",reason=\"other\"}} {}",
+                c.fd_exhausted.load(Relaxed),
+                c.failed.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP sc_http_connections_total HTTP connections by outcome.\n# TYPE sc_http_connections_total counter\nsc_http_connections_total{{outcome=\"accepted\"}} {}\nsc_http_connections_total{{outcome=\"refused_cap\"}} {}\nsc_http_connections_total{{outcome=\"evicted_unproven\"}} {}",
+            self.http_accept.accepted.load(Relaxed),
+            self.http_accept.refused_cap.load(Relaxed),
+            self.http_accept.evicted.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP sc_modbus_evicted_total Modbus connections without a request yet, closed to make room at the connection cap.\n# TYPE sc_modbus_evicted_total counter\nsc_modbus_evicted_total {}",
+            self.modbus_accept.evicted.load(Relaxed)
         );
         let _ = writeln!(
             s,

@@ -77,6 +77,68 @@ fn check_accepts_the_shipped_examples() {
 }
 
 #[test]
+fn check_refuses_caps_that_cannot_fit_in_the_descriptor_limit() {
+    let dir = std::env::temp_dir().join(format!("check-fd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("big.toml");
+    std::fs::write(
+        &config,
+        r#"name = "sc-big"
+[[source]]
+name = "po-a"
+address = "127.0.0.1:23500"
+[modbus]
+listen = "127.0.0.1:1502"
+max_connections = 2000
+[metrics]
+listen = "127.0.0.1:9102"
+"#,
+    )
+    .unwrap();
+    let under = |limit: u32| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {limit} 2>/dev/null || exit 77; exec '{}' check --config '{}'",
+                env!("CARGO_BIN_EXE_smart-connector"),
+                config.display()
+            ))
+            .output()
+            .unwrap()
+    };
+    // Under the common service limit the caps cannot fit: exit 2, naming each part.
+    let out = under(1024);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for part in [
+        "big.toml",
+        "modbus.max_connections 2000",
+        "metrics.max_connections 16",
+        "sources (2 each) 2",
+        "only 1024",
+    ] {
+        assert!(err.contains(part), "{part} missing from: {err}");
+    }
+    // With room for them it passes, and says how many it may use.
+    let out = under(4096);
+    if out.status.code() == Some(77) {
+        eprintln!("second half skipped: this machine's hard limit is below 4096 descriptors");
+        return;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("file descriptors: at most 2082") && text.contains("of 4096 allowed"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn help_text() {
     let out = bin().arg("--help").output().unwrap();
     insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());

@@ -125,6 +125,43 @@ async fn connections_over_the_limit_are_refused_and_idle_ones_closed() {
 }
 
 #[tokio::test]
+async fn at_the_cap_a_connection_without_a_request_makes_room_and_a_working_one_never_does() {
+    let s = server().await;
+    let sc = connector(&s, "max_connections = 2").await;
+    // `working` has been answered; `silent` never sent a byte.
+    let mut working = TcpStream::connect(sc.modbus_addr).await.unwrap();
+    working.write_all(&read_request(1)).await.unwrap();
+    answered(&mut working).await;
+    let mut silent = TcpStream::connect(sc.modbus_addr).await.unwrap();
+    // A newcomer at the cap: the silent one is closed to make room, the newcomer served.
+    let mut newcomer = TcpStream::connect(sc.modbus_addr).await.unwrap();
+    newcomer.write_all(&read_request(2)).await.unwrap();
+    answered(&mut newcomer).await;
+    assert!(
+        closed_without_answer(&mut silent).await,
+        "the silent one made room"
+    );
+    // Now both open connections work: a further one is refused and they stay.
+    let mut third = TcpStream::connect(sc.modbus_addr).await.unwrap();
+    third.write_all(&read_request(3)).await.unwrap();
+    assert!(
+        closed_without_answer(&mut third).await,
+        "refused: no room to make"
+    );
+    working.write_all(&read_request(4)).await.unwrap();
+    answered(&mut working).await;
+    newcomer.write_all(&read_request(5)).await.unwrap();
+    answered(&mut newcomer).await;
+    assert_eq!(
+        sc.metrics
+            .modbus_accept
+            .evicted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
 async fn read_only_mode_refuses_every_write_with_01() {
     let s = server().await;
     let sc = connector(&s, "read_only = true").await;

@@ -14,7 +14,7 @@ use crate::probe::{self, scrape};
 use crate::proxy::FaultProxy;
 use crate::scenario::{BackendKind, Fault, FaultAction, Scenario};
 use crate::seam::Backend;
-use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology};
+use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, ListenerKind, Topology};
 use anyhow::{Context as _, Result, anyhow, bail};
 use po_runtime::{Env, TokioNet};
 use po_simulator::config::RedundancySection as SimRedundancy;
@@ -72,6 +72,9 @@ pub struct Deployment {
     binaries: Option<Binaries>,
     /// Runtime threads of each connector process (also on restart).
     connector_threads: usize,
+    /// Each component's listeners as the third-party host reaches them (direct, not
+    /// through a proxy): flood targets.
+    listeners: HashMap<(String, ListenerKind), SocketAddr>,
     pub run_dir: PathBuf,
 }
 
@@ -88,6 +91,7 @@ pub(crate) fn server_config(
 ) -> ServerConfig {
     let c = t.component(name).expect("server in topology");
     ServerConfig {
+        limits: Default::default(),
         name: name.to_string(),
         listen,
         // The host's address is where the server listens (the backend chose it).
@@ -154,7 +158,7 @@ pub(crate) fn connector_config(
     config.modbus.listen = modbus;
     config.modbus.word_order = s.connector.word_order;
     config.modbus.max_connections = 64;
-    config.metrics = metrics.map(|listen| MetricsConfig { listen });
+    config.metrics = metrics.map(MetricsConfig::at);
     config
 }
 
@@ -184,6 +188,7 @@ impl Deployment {
             proxies: HashMap::new(),
             binaries,
             connector_threads: s.connector.threads,
+            listeners: HashMap::new(),
             run_dir,
         };
         let redundant = t.architecture > 1;
@@ -228,6 +233,12 @@ impl Deployment {
                     sync_addr.insert(config.name.clone(), r.sync_listen);
                 }
             }
+        }
+        for (name, a) in &client_addr {
+            d.listeners.insert((name.clone(), ListenerKind::Client), *a);
+        }
+        for (name, a) in &sync_addr {
+            d.listeners.insert((name.clone(), ListenerKind::Sync), *a);
         }
         // 2. Sync link proxies: one per direction (each server dials its peer).
         if redundant {
@@ -316,6 +327,10 @@ impl Deployment {
                         connector_child(b, &path, &d.run_dir, &c.name, d.connector_threads, None);
                     child.spawn().await?;
                     d.modbus_direct.push(modbus);
+                    d.listeners
+                        .insert((c.name.clone(), ListenerKind::Modbus), modbus);
+                    d.listeners
+                        .insert((c.name.clone(), ListenerKind::Http), metrics);
                     d.connectors
                         .push((c.name.clone(), ConnectorRun::Process { metrics, child }));
                 }
@@ -573,6 +588,12 @@ impl Backend for Deployment {
 
     fn run_dir(&self) -> Option<&std::path::Path> {
         (self.backend == BackendKind::Process).then_some(self.run_dir.as_path())
+    }
+
+    fn listener_addr(&self, component: &str, listener: ListenerKind) -> Option<SocketAddr> {
+        self.listeners
+            .get(&(component.to_string(), listener))
+            .copied()
     }
 
     async fn shutdown(self, keep_logs: bool) {

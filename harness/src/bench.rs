@@ -141,6 +141,7 @@ fn scenario(arch: u8, rate: u32, clients: usize, duration: Duration) -> (Scenari
             ..ThirdPartySection::default()
         },
         faults: vec![],
+        floods: vec![],
         expect: Expect {
             min_updates_per_s: Some(0.9 * expected_ingest),
             max_latency_p99: Some(POLL + scan + Duration::from_millis(50)),

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod child;
 pub mod explore;
 pub mod fault;
+pub mod flood;
 pub mod invariants;
 pub mod launch;
 pub mod load;

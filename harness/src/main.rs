@@ -155,6 +155,32 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Hold many connections to one listener (a connection flood) for a while, the way
+    /// scanners and attackers do, and print what the listener did with them (JSON).
+    /// Traffic goes only where --target says: use it on your own lab.
+    Flood {
+        /// The listener to flood (host:port).
+        #[arg(long)]
+        target: SocketAddr,
+        /// Connections to hold open at once.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// How each connection behaves once open.
+        #[arg(long, value_enum, default_value_t = harness::flood::FloodMode::Idle)]
+        mode: harness::flood::FloodMode,
+        /// How long to flood; the flood always ends by itself.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Source address of the connections (bind before connect).
+        #[arg(long)]
+        from: Option<std::net::IpAddr>,
+        /// Wait this long before reopening a connection the listener closed or refused.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        reconnect_delay: Duration,
+        /// No progress lines on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Serve a static slice with the stock tokio-modbus server: the reference the
     /// connector's Modbus throughput is compared with.
     BareModbus {
@@ -181,6 +207,9 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Floods, loads and many third parties hold many sockets: every descriptor the hard
+    // limit allows.
+    let _ = po_runtime::descriptors::raise_nofile_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -464,6 +493,72 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flood {
+            target,
+            connections,
+            mode,
+            duration,
+            from,
+            reconnect_delay,
+            quiet,
+        } => {
+            if connections == 0 {
+                eprintln!("harness: --connections must be at least 1");
+                return Ok(ExitCode::from(2));
+            }
+            let (soft, _) =
+                po_runtime::descriptors::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
+            let room = soft.saturating_sub(po_runtime::descriptors::RESERVED);
+            if connections as u64 > room {
+                eprintln!(
+                    "harness: --connections {connections} needs more descriptors than this process may open ({soft}); raise the limit (ulimit -n) or lower --connections"
+                );
+                return Ok(ExitCode::from(2));
+            }
+            let spec = harness::flood::FloodSpec {
+                target,
+                connections,
+                mode,
+                from,
+                reconnect_delay,
+                net: std::sync::Arc::new(po_runtime::TokioNet),
+            };
+            let stats = std::sync::Arc::new(harness::flood::FloodStats::default());
+            let rt = runtime(2)?;
+            let summary = rt.block_on(async {
+                let progress = {
+                    let stats = stats.clone();
+                    async move {
+                        let mut tick = tokio::time::interval(Duration::from_secs(1));
+                        loop {
+                            tick.tick().await;
+                            if !quiet {
+                                use std::sync::atomic::Ordering::Relaxed;
+                                eprintln!(
+                                    "flood {target}: {} open (max {}), {} connected, {} failed, {} closed by the listener",
+                                    stats.open.load(Relaxed),
+                                    stats.max_open.load(Relaxed),
+                                    stats.connected.load(Relaxed),
+                                    stats.connect_failed.load(Relaxed),
+                                    stats.closed_by_peer.load(Relaxed)
+                                );
+                            }
+                        }
+                    }
+                };
+                let stop = async {
+                    tokio::select! {
+                        _ = tokio::time::sleep(duration) => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = progress => {}
+                    }
+                };
+                harness::flood::run_flood(spec.clone(), stats.clone(), stop).await;
+                stats.summary(&target.to_string(), &spec)
+            });
+            println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Load {

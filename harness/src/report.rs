@@ -24,6 +24,9 @@ pub struct Report {
     /// CPU and memory per component over the measured run (extension of the §7 keys).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<Resource>,
+    /// Connection floods run during the scenario and what the listeners did with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floods: Vec<crate::flood::FloodSummary>,
     /// Simulation backend only: the seed and the virtual and wall time of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sim: Option<SimInfo>,
@@ -289,6 +292,19 @@ impl Report {
                 } else {
                     format!(" · {}", f.mechanism)
                 }
+            );
+        }
+        for f in &self.floods {
+            let _ = writeln!(
+                o,
+                "  flood {} {} ×{}: at most {} held open at once · {} connections · {} closed by the listener · {} failed to connect",
+                f.target,
+                f.mode,
+                f.connections,
+                f.max_open,
+                f.connected,
+                f.closed_by_peer,
+                f.connect_failed
             );
         }
         if !self.expectations.is_empty() {

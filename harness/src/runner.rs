@@ -130,6 +130,10 @@ pub(crate) async fn drive<B: Backend>(
     }
 
     let pb = progress(s, quiet);
+    // Floods not started yet, and the running ones (they stop by themselves).
+    let mut floods_waiting: Vec<&crate::scenario::Flood> = s.floods.iter().collect();
+    floods_waiting.sort_by_key(|f| f.at);
+    let mut floods_running = Vec::new();
     let mut faults: Vec<_> = s.faults.iter().collect();
     faults.sort_by_key(|f| f.at);
     let mut next_fault = 0;
@@ -158,15 +162,51 @@ pub(crate) async fn drive<B: Backend>(
             applied.push((f.label(), f.at.as_secs_f64(), at_ms, mechanism));
             next_fault += 1;
         }
+        while let Some(f) = floods_waiting.first()
+            && started + f.at <= now
+        {
+            let f = floods_waiting.remove(0);
+            let (component, listener) = t
+                .listener(&f.target)
+                .map_err(|why| anyhow::anyhow!("flood {}: {why}", f.target))?;
+            let target = d.listener_addr(&component, listener).with_context(|| {
+                format!(
+                    "flood {}: the {} backend has no such listener",
+                    f.target,
+                    d.name()
+                )
+            })?;
+            let spec = crate::flood::FloodSpec {
+                target,
+                connections: f.connections,
+                mode: f.mode,
+                from: Some(d.third_party_ip()),
+                reconnect_delay: Duration::from_secs(1),
+                net: env.net.clone(),
+            };
+            let stats = Arc::new(crate::flood::FloodStats::default());
+            let until = started + f.until.unwrap_or(s.duration);
+            let task = tokio::spawn(crate::flood::run_flood(
+                spec.clone(),
+                stats.clone(),
+                tokio::time::sleep_until(until),
+            ));
+            tracing::info!(flood = %f.label(), %target, "flood started");
+            pb.println(format!("  flood: {} on {target}", f.label()));
+            floods_running.push((f.target.clone(), spec, stats, task));
+        }
         let counters = d.ingest_counters().await;
         for (i, c) in counters.iter().enumerate() {
             if let Some(c) = c {
                 let prev = last[i].unwrap_or(0);
                 // A restarted connector counts from 0 again.
                 ingest_total[i] += if *c >= prev { c - prev } else { *c };
+                // A counter that could not be read (a connector down, or its metrics
+                // port flooded) keeps the last value read: the next read adds the
+                // difference, not the whole count again.
+                last[i] = Some(*c);
             }
         }
-        last = counters;
         let elapsed = now.saturating_duration_since(started);
         let secs = elapsed.as_secs_f64().max(0.001);
         pb.set_position(elapsed.as_millis() as u64);
@@ -183,6 +223,11 @@ pub(crate) async fn drive<B: Backend>(
     }
     for task in tasks {
         let _ = task.await;
+    }
+    let mut floods = Vec::new();
+    for (target, spec, stats, task) in floods_running {
+        let _ = task.await;
+        floods.push(stats.summary(&target, &spec));
     }
     let duration_s = started.elapsed().as_secs_f64();
     let end_ms = rec.wall_ms();
@@ -294,6 +339,7 @@ pub(crate) async fn drive<B: Backend>(
         },
         expectations: vec![],
         resources,
+        floods,
         sim: None,
     };
     report.judge(&s.expect);

@@ -62,8 +62,45 @@ pub struct Scenario {
     pub third_party: ThirdPartySection,
     #[serde(default, rename = "fault", skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
+    /// Connection floods against listeners during the run.
+    #[serde(default, rename = "flood", skip_serializing_if = "Vec::is_empty")]
+    pub floods: Vec<Flood>,
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// A connection flood against one listener of one component (`harness flood` during
+/// the run).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flood {
+    /// When it starts.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// When it stops (default: the end of the run).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub until: Option<Duration>,
+    /// `component:listener`: `po-a:client`, `po-a:sync`, `sc-a:modbus`, `sc-a:http`.
+    pub target: String,
+    /// Connections held open at once.
+    pub connections: usize,
+    #[serde(default)]
+    pub mode: crate::flood::FloodMode,
+}
+
+impl Flood {
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} ×{}",
+            self.target,
+            self.mode.as_str(),
+            self.connections
+        )
+    }
 }
 
 fn default_seed() -> u64 {
@@ -370,6 +407,35 @@ impl Scenario {
             );
         }
         let topology = self.topology();
+        for (i, f) in self.floods.iter().enumerate() {
+            let t = Some(("flood", i));
+            if f.at >= self.duration {
+                bad(
+                    t,
+                    "at",
+                    format!(
+                        "{} is not before the end of the run (duration {})",
+                        humantime::format_duration(f.at),
+                        humantime::format_duration(self.duration)
+                    ),
+                );
+            }
+            if let Some(until) = f.until
+                && (until <= f.at || until > self.duration)
+            {
+                bad(
+                    t,
+                    "until",
+                    "must be after `at` and no later than the end of the run".into(),
+                );
+            }
+            if f.connections == 0 {
+                bad(t, "connections", "must be at least 1".into());
+            }
+            if let Err(why) = topology.listener(&f.target) {
+                bad(t, "target", why);
+            }
+        }
         for (i, f) in self.faults.iter().enumerate() {
             let t = Some(("fault", i));
             if f.at >= self.duration {
@@ -476,6 +542,15 @@ impl Scenario {
                 ))
             })
             .collect();
+        if !self.floods.is_empty() && matches!(backend, BackendKind::Inprocess | BackendKind::Sim) {
+            out.push((
+                "flood[0]".into(),
+                format!(
+                    "a flood measures what a process's descriptors and listeners withstand; the {} backend has no component processes: --backend process or netns",
+                    backend.as_str()
+                ),
+            ));
+        }
         if self.expect.invariants == Some(true) && backend != BackendKind::Sim {
             out.push((
                 "expect.invariants".into(),

@@ -2,7 +2,7 @@
 //! sampling, measurements, verdicts, reports) is written once against it.
 
 use crate::scenario::Fault;
-use crate::topology::Topology;
+use crate::topology::{ListenerKind, Topology};
 use anyhow::Result;
 use po_runtime::Env;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +33,9 @@ pub trait Backend {
     async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<String>;
     /// Each connector's ingest counter (tag updates accepted), `None` while it is down.
     async fn ingest_counters(&self) -> Vec<Option<u64>>;
+    /// Where a component's listener is reachable from the third-party host (flood
+    /// targets); `None` where the backend has no such listener to flood.
+    fn listener_addr(&self, component: &str, listener: ListenerKind) -> Option<SocketAddr>;
     /// Process ids to measure CPU and memory of (empty where components are not
     /// processes of their own).
     fn component_pids(&self) -> Vec<(String, u32)>;

@@ -112,6 +112,31 @@ impl Target<'_> {
     }
 }
 
+/// A listener of a component (flood targets: `component:listener`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// A server's client-access listener.
+    Client,
+    /// A server's sync-link listener (architectures 2 and 3).
+    Sync,
+    /// A connector's Modbus TCP listener.
+    Modbus,
+    /// A connector's HTTP (metrics) listener.
+    Http,
+}
+
+impl ListenerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Client => "client",
+            ListenerKind::Sync => "sync",
+            ListenerKind::Modbus => "modbus",
+            ListenerKind::Http => "http",
+        }
+    }
+}
+
 pub const CA_LICENCES: [&str; 2] = ["CA-1", "CA-2"];
 
 impl Topology {
@@ -268,6 +293,37 @@ impl Topology {
             .chain(self.components.iter().map(|c| c.name.clone()))
             .chain(self.links.iter().map(|l| l.name.clone()))
             .collect()
+    }
+
+    /// The listener `component:listener` names, or why it names none.
+    pub fn listener(&self, name: &str) -> Result<(String, ListenerKind), String> {
+        let (component, listener) = name.split_once(':').ok_or_else(|| {
+            format!("`{name}` is not `component:listener` (e.g. `sc-a:http`, `po-a:client`)")
+        })?;
+        let c = self.component(component).ok_or_else(|| {
+            let names: Vec<&str> = self.components.iter().map(|c| c.name.as_str()).collect();
+            format!(
+                "`{component}` is not a component of architecture {} (one of: {})",
+                self.architecture,
+                names.join(", ")
+            )
+        })?;
+        let allowed: &[ListenerKind] = match (c.kind, self.architecture) {
+            (ComponentKind::PoServer, 1) => &[ListenerKind::Client],
+            (ComponentKind::PoServer, _) => &[ListenerKind::Client, ListenerKind::Sync],
+            (ComponentKind::Connector, _) => &[ListenerKind::Modbus, ListenerKind::Http],
+        };
+        allowed
+            .iter()
+            .find(|k| k.as_str() == listener)
+            .map(|k| (component.to_string(), *k))
+            .ok_or_else(|| {
+                let names: Vec<&str> = allowed.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "{component} has no `{listener}` listener (it has: {})",
+                    names.join(", ")
+                )
+            })
     }
 
     /// Components a host/component target stands for.

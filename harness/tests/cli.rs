@@ -167,6 +167,7 @@ fn help_text() {
         vec!["run", "--help"],
         vec!["plan", "--help"],
         vec!["explore", "--help"],
+        vec!["flood", "--help"],
     ] {
         let out = harness().args(&args).output().unwrap();
         assert!(out.status.success());
@@ -358,4 +359,41 @@ fn nix_is_root() -> bool {
                 .map(|v| v.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+#[test]
+fn flood_refuses_what_it_cannot_do() {
+    let out = harness()
+        .args(["flood", "--target", "127.0.0.1:9", "--connections", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--connections must be at least 1"));
+    let out = harness()
+        .args(["flood", "--target", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_flood_against_a_closed_port_counts_failed_connects_and_ends_by_itself() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // closed again when dropped: nothing listens there
+    let out = harness()
+        .args(["flood", "-q", "--connections", "3", "--duration", "1s"])
+        .args(["--reconnect-delay", "100ms"])
+        .args(["--target", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["connected"], 0, "{summary}");
+    assert!(
+        summary["connect_failed"].as_u64().unwrap() >= 3,
+        "{summary}"
+    );
 }

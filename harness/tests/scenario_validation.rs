@@ -428,3 +428,65 @@ fn what_each_backend_can_apply() {
     assert!(refused(&isolated, Process) && refused(&isolated, Inprocess));
     assert!(!refused(&isolated, Sim) && !refused(&isolated, Netns));
 }
+
+#[test]
+fn floods_name_a_listener_and_stay_inside_the_run() {
+    let flood = |body: &str| format!("{VALID}\n[[flood]]\n{body}");
+    // Valid: a listener of each kind.
+    for target in ["po-a:client", "po-b:sync", "sc-a:modbus", "sc-b:http"] {
+        let text = flood(&format!(
+            "at = \"1s\"\ntarget = \"{target}\"\nconnections = 100\n"
+        ));
+        assert_eq!(
+            problems(&text).0,
+            vec![],
+            "{target}: {:?}",
+            problems(&text).1
+        );
+    }
+    // The [[flood]] header is line 30: at 31, then target 32 and connections 33 (or
+    // until 32, target 33).
+    let (found, messages) = problems(&flood(
+        "at = \"1s\"\ntarget = \"sc-a:sync\"\nconnections = 100\n",
+    ));
+    assert_eq!(found, vec![(Some(32), "flood[0].target".to_string())]);
+    assert!(messages[0].contains("sc-a has no `sync` listener (it has: modbus, http)"));
+    let (_, messages) = problems(&flood("at = \"1s\"\ntarget = \"sc-a\"\nconnections = 1\n"));
+    assert!(
+        messages[0].contains("is not `component:listener`"),
+        "{messages:?}"
+    );
+    let (_, messages) = problems(&flood(
+        "at = \"1s\"\ntarget = \"sc-x:http\"\nconnections = 1\n",
+    ));
+    assert!(
+        messages[0].contains("`sc-x` is not a component"),
+        "{messages:?}"
+    );
+    let (found, _) = problems(&flood(
+        "at = \"1s\"\ntarget = \"sc-a:http\"\nconnections = 0\n",
+    ));
+    assert_eq!(found, vec![(Some(33), "flood[0].connections".to_string())]);
+    let (found, _) = problems(&flood(
+        "at = \"5s\"\nuntil = \"4s\"\ntarget = \"sc-a:http\"\nconnections = 1\n",
+    ));
+    assert_eq!(found, vec![(Some(32), "flood[0].until".to_string())]);
+    let (found, _) = problems(&flood(
+        "at = \"10s\"\ntarget = \"sc-a:http\"\nconnections = 1\n",
+    ));
+    assert_eq!(found, vec![(Some(31), "flood[0].at".to_string())]);
+    // Floods need component processes.
+    let s = Scenario::parse(
+        &flood("at = \"1s\"\ntarget = \"sc-a:http\"\nconnections = 1\n"),
+        "t.toml",
+    )
+    .unwrap();
+    for (b, refused) in [
+        (BackendKind::Inprocess, true),
+        (BackendKind::Sim, true),
+        (BackendKind::Process, false),
+        (BackendKind::Netns, false),
+    ] {
+        assert_eq!(!s.unsupported_by(b).is_empty(), refused, "{}", b.as_str());
+    }
+}

@@ -6,7 +6,10 @@
 //! (tokio's network, the system clock); the harness's simulation backend passes a
 //! turmoil network and virtual time, so the same component code runs deterministically.
 
+pub mod accept;
+pub mod admission;
 mod clock;
+pub mod descriptors;
 mod net;
 
 pub use clock::{Clock, SystemClock};

@@ -44,6 +44,36 @@ pub struct ServerConfig {
     /// (always Primary, epoch 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redundancy: Option<RedundancySection>,
+    /// What the listeners admit (connection floods never reach the data path).
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// Connection caps and handshake timeouts of the client-access and sync listeners
+/// (docs/simulator.md, "Connection floods"). Over a cap the new connection is closed at
+/// once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Client-access connections open at once, sessions and connections still to say
+    /// Hello together.
+    pub max_clients: usize,
+    /// Sync-link connections open at once (the peer's, and attempts to replace it).
+    pub max_sync_connections: usize,
+    /// A connection that has not said Hello within this is closed; on the sync link, a
+    /// connection replaces the current one only once it has said Hello.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_clients: 64,
+            max_sync_connections: 4,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Redundancy settings of one server of a pair.
@@ -114,6 +144,22 @@ impl ServerConfig {
         Ok(config)
     }
 
+    /// The descriptors this configuration may hold open at once: every client-access
+    /// connection, every sync-link connection, and the one this server dials to its peer.
+    pub fn descriptor_budget(&self) -> po_runtime::descriptors::DescriptorBudget {
+        let b = po_runtime::descriptors::DescriptorBudget::new()
+            .add("limits.max_clients", self.limits.max_clients as u64);
+        match &self.redundancy {
+            Some(_) => b
+                .add(
+                    "limits.max_sync_connections",
+                    self.limits.max_sync_connections as u64,
+                )
+                .add("the sync link to the peer", 1),
+            None => b,
+        }
+    }
+
     /// Checks what serde cannot: cross-field rules and value ranges.
     pub fn validate(&self) -> Result<(), String> {
         if self.name.trim().is_empty() {
@@ -125,6 +171,14 @@ impl ServerConfig {
         }
         if self.client_queue < 2 {
             return Err("client_queue must be at least 2 frames".into());
+        }
+        if self.limits.max_clients == 0 || self.limits.max_sync_connections == 0 {
+            return Err(
+                "limits.max_clients and limits.max_sync_connections must be at least 1".into(),
+            );
+        }
+        if self.limits.handshake_timeout.is_zero() {
+            return Err("limits.handshake_timeout must be longer than 0".into());
         }
         let mut seen = std::collections::HashSet::new();
         for l in &self.licences {

@@ -46,6 +46,7 @@ impl PairSpec {
     /// The two servers' configuration files.
     pub fn server_configs(&self) -> [ServerConfig; 2] {
         [0usize, 1].map(|i| ServerConfig {
+            limits: Default::default(),
             name: self.names[i].clone(),
             listen: self.listen[i],
             host_address: None,

@@ -7,6 +7,8 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};
 use po_protocol::{Access, ErrorCode, Frame, PROTOCOL_VERSION};
+use po_runtime::accept::accept_loop;
+use po_runtime::admission::{AcceptCounters, ConnectionCap, Unproven, UnprovenTicket};
 use po_runtime::{BoxListener, BoxStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,25 +19,34 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 /// How long a client may take to say `Hello`.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one write to a client may block before the client is given up on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queued frames are coalesced into one write up to about this many bytes.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 pub(crate) async fn run_listener(shared: Arc<Shared>, listener: BoxListener) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, from)) => {
-                let s = shared.clone();
-                shared.spawn(async move { run_session(s, stream, from).await });
-            }
-            Err(e) => {
-                tracing::warn!(server = %shared.name(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    // Sessions and connections still to say Hello share the cap; each holds its place
+    // until it ends. The loop ends with the incarnation (the caller's task is cancelled).
+    let cap = ConnectionCap::new(shared.config().limits.max_clients);
+    let unproven = Unproven::default();
+    let counters = AcceptCounters::default();
+    let name = format!("{} client access", shared.name());
+    accept_loop(
+        &*listener,
+        &name,
+        &cap,
+        &unproven,
+        &counters,
+        std::future::pending(),
+        |stream, from, permit, ticket| {
+            let s = shared.clone();
+            shared.spawn(async move {
+                run_session(s, stream, from, ticket).await;
+                drop(permit);
+            });
+        },
+    )
+    .await;
 }
 
 /// Removes the session from the registry (and frees its licence) however it ends.
@@ -55,20 +66,35 @@ impl Drop for SessionGuard<'_> {
     }
 }
 
-async fn run_session(shared: Arc<Shared>, stream: BoxStream, from: SocketAddr) {
+async fn run_session(
+    shared: Arc<Shared>,
+    stream: BoxStream,
+    from: SocketAddr,
+    unproven: UnprovenTicket,
+) {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read, FrameCodec::<Frame>::new());
 
     shared.wait_unpaused().await;
-    let first = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
+    let hello_timeout = shared.config().limits.handshake_timeout;
+    // Until its Hello the connection may be closed to make room for another.
+    let hello = tokio::select! {
+        h = tokio::time::timeout(hello_timeout, frames.next()) => h,
+        _ = unproven.evicted() => return,
+    };
+    drop(unproven);
+    let first = match hello {
         Ok(Some(Ok(f))) => f,
         Ok(Some(Err(e))) => {
             return refuse(&mut write, ErrorCode::Malformed, e.to_string()).await;
         }
         Ok(None) => return,
         Err(_) => {
-            let msg = format!("no Hello within {}s", HELLO_TIMEOUT.as_secs());
+            let msg = format!(
+                "no Hello within {}",
+                humantime::format_duration(hello_timeout)
+            );
             return refuse(&mut write, ErrorCode::UnexpectedFrame, msg).await;
         }
     };

@@ -12,6 +12,8 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};
 use po_protocol::{Role, TagId, Timestamp};
+use po_runtime::accept::accept_loop;
+use po_runtime::admission::{AcceptCounters, ConnectionCap, Unproven};
 use po_runtime::{BoxListener, BoxStream};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -216,42 +218,71 @@ fn push(buf: &mut BytesMut, frame: &SyncFrame) {
     }
 }
 
-/// Accepts the peer's sync connections; the newest connection replaces older ones.
+/// Accepts the peer's sync connections. A new connection replaces the current one only
+/// once it has said Hello as the peer (the other index) within the handshake timeout: a
+/// stray or flooding client on the sync port can neither take the link over nor, with
+/// the connection cap, exhaust descriptors.
 pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: BoxListener) {
-    let mut generation = 0u64;
+    let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let current = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    loop {
-        let Ok((stream, from)) = listener.accept().await else {
-            continue;
-        };
-        if *shared.sync_cut.borrow() {
-            drop(stream);
-            continue;
-        }
-        generation += 1;
-        current.store(generation, std::sync::atomic::Ordering::SeqCst);
-        let shared2 = shared.clone();
-        let current2 = current.clone();
-        let mine = generation;
-        shared.spawn(async move {
-            serve_inbound(&shared2, stream, from, &current2, mine).await;
-            if current2.load(std::sync::atomic::Ordering::SeqCst) == mine {
-                shared2.link_down();
+    let cap = ConnectionCap::new(shared.config().limits.max_sync_connections);
+    let unproven = Unproven::default();
+    let counters = AcceptCounters::default();
+    let name = format!("{} sync link", shared.name());
+    accept_loop(
+        &*listener,
+        &name,
+        &cap,
+        &unproven,
+        &counters,
+        std::future::pending(),
+        |stream, from, permit, ticket| {
+            if *shared.sync_cut.borrow() {
+                return;
             }
-        });
-    }
+            let (shared, generation, current) =
+                (shared.clone(), generation.clone(), current.clone());
+            shared.clone().spawn(async move {
+                let _permit = permit;
+                let _ = stream.set_nodelay(true);
+                let (read, write) = tokio::io::split(stream);
+                let mut frames = FramedRead::new(read, FrameCodec::<SyncFrame>::new());
+                let timeout = shared.config().limits.handshake_timeout;
+                // Until its Hello the connection may be closed to make room.
+                let hello = tokio::select! {
+                    h = tokio::time::timeout(timeout, frames.next()) => h,
+                    _ = ticket.evicted() => return,
+                };
+                drop(ticket);
+                match hello {
+                    Ok(Some(Ok(SyncFrame::Hello { index, .. }))) if index != shared.index() => {}
+                    _ => {
+                        tracing::debug!(server = %shared.name(), %from, "sync connection without the peer's Hello; closed");
+                        return;
+                    }
+                }
+                shared.wait_unpaused().await;
+                let mine = generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                current.store(mine, std::sync::atomic::Ordering::SeqCst);
+                shared.peer_heard();
+                serve_inbound(&shared, frames, write, from, &current, mine).await;
+                if current.load(std::sync::atomic::Ordering::SeqCst) == mine {
+                    shared.link_down();
+                }
+            });
+        },
+    )
+    .await;
 }
 
 async fn serve_inbound(
     shared: &Arc<Shared>,
-    stream: BoxStream,
+    mut frames: FramedRead<tokio::io::ReadHalf<BoxStream>, FrameCodec<SyncFrame>>,
+    mut write: tokio::io::WriteHalf<BoxStream>,
     from: SocketAddr,
     current: &std::sync::atomic::AtomicU64,
     mine: u64,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (read, mut write) = tokio::io::split(stream);
-    let mut frames = FramedRead::new(read, FrameCodec::<SyncFrame>::new());
     let mut cut = shared.sync_cut.subscribe();
     let mut buf = BytesMut::new();
     loop {

@@ -22,6 +22,7 @@ fn site() -> SiteSpec {
 
 fn standalone(site: SiteSpec) -> ServerConfig {
     ServerConfig {
+        limits: Default::default(),
         name: "po-solo".into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         host_address: None,

@@ -134,6 +134,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     MapMode::Explicit => format!("explicit, {} points", c.map.points.len()),
                 }
             );
+            if let Some(h) = &c.metrics {
+                println!(
+                    "  metrics: http://{}/metrics, {} max connections, read timeout {}",
+                    h.listen,
+                    h.max_connections,
+                    humantime::format_duration(h.read_timeout)
+                );
+            }
+            let budget = c.descriptor_budget();
+            let (_, hard) =
+                po_runtime::descriptors::raise_nofile_limit().context("reading RLIMIT_NOFILE")?;
+            println!(
+                "  file descriptors: at most {} ({budget}) of {hard} allowed",
+                budget.total()
+            );
+            if let Err(why) = budget.fits(hard) {
+                eprintln!("{}: {why}", config.display());
+                return Ok(ExitCode::from(2));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Points {
@@ -165,6 +184,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            // Every descriptor the hard limit allows, and a configuration that fits in
+            // them: a flood on one listener then never starves the others.
+            let (soft, _) =
+                po_runtime::descriptors::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
+            if let Err(why) = c.descriptor_budget().fits(soft) {
+                eprintln!("{}: {why}", config.display());
+                return Ok(ExitCode::from(2));
+            }
             // One thread: a current-thread runtime, which spares the cross-thread wake-ups
             // of a one-worker multi-thread runtime (measured in docs/performance.md).
             let rt = if threads <= 1 {

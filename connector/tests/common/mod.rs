@@ -8,6 +8,7 @@ use std::time::Duration;
 /// an OS-chosen loopback port.
 pub async fn solo_server(devices: u32) -> ServerHandle {
     let config = ServerConfig {
+        limits: Default::default(),
         name: "po-solo".into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         host_address: None,

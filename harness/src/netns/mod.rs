@@ -19,7 +19,7 @@ use crate::probe::{scrape, wait_listening};
 use crate::proxy::FaultProxy;
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::seam::Backend;
-use crate::topology::{ComponentKind, LinkKind, Target, Topology, lab_ip};
+use crate::topology::{ComponentKind, LinkKind, ListenerKind, Target, Topology, lab_ip};
 use anyhow::{Context as _, Result, anyhow, bail};
 use firewall::{Firewall, LinkPath, LinkRule};
 use namespaces::Namespaces;
@@ -68,6 +68,8 @@ pub struct NetnsDeployment {
     proxies: BTreeMap<String, Vec<FaultProxy>>,
     /// Each host's namespace, by topology host name.
     host_ns: BTreeMap<String, String>,
+    /// Each component's address (its host's).
+    component_ip: BTreeMap<String, IpAddr>,
     pub run_dir: PathBuf,
 }
 
@@ -117,6 +119,11 @@ impl NetnsDeployment {
             modbus_direct: vec![],
             proxies: BTreeMap::new(),
             host_ns,
+            component_ip: t
+                .components
+                .iter()
+                .map(|c| (c.name.clone(), lab_ip(t.hosts[c.host].address)))
+                .collect(),
             run_dir,
         };
         let delayed: BTreeSet<&str> = s
@@ -452,6 +459,17 @@ impl Backend for NetnsDeployment {
 
     fn run_dir(&self) -> Option<&std::path::Path> {
         Some(&self.run_dir)
+    }
+
+    fn listener_addr(&self, component: &str, listener: ListenerKind) -> Option<SocketAddr> {
+        let ip = self.component_ip.get(component)?;
+        let port = match listener {
+            ListenerKind::Client => CLIENT_PORT,
+            ListenerKind::Sync => SYNC_PORT,
+            ListenerKind::Modbus => MODBUS_PORT,
+            ListenerKind::Http => METRICS_PORT,
+        };
+        Some(SocketAddr::new(*ip, port))
     }
 
     async fn shutdown(self, keep_logs: bool) {

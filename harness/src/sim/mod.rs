@@ -295,6 +295,14 @@ impl Backend for SimDeployment {
         None
     }
 
+    fn listener_addr(
+        &self,
+        _component: &str,
+        _listener: crate::topology::ListenerKind,
+    ) -> Option<SocketAddr> {
+        None
+    }
+
     /// The simulation ends with the run: nothing to stop.
     async fn shutdown(self, _keep_logs: bool) {}
 }

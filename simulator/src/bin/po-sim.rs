@@ -195,10 +195,25 @@ fn run(cli: Cli) -> Result<()> {
                     None => "standalone".to_string(),
                 }
             );
+            let budget = c.descriptor_budget();
+            let (_, hard) = po_runtime::descriptors::raise_nofile_limit()?;
+            println!(
+                "  file descriptors: at most {} ({budget}) of {hard} allowed",
+                budget.total()
+            );
+            budget
+                .fits(hard)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", config.display()))?;
             Ok(())
         }
-        Command::Serve { config } => {
-            let config = ServerConfig::load(&config)?;
+        Command::Serve { config: path } => {
+            let config = ServerConfig::load(&path)?;
+            // Every descriptor the hard limit allows, and a configuration that fits.
+            let (soft, _) = po_runtime::descriptors::raise_nofile_limit()?;
+            config
+                .descriptor_budget()
+                .fits(soft)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
             runtime()?.block_on(serve(config))
         }
         Command::Pair(args) => runtime()?.block_on(pair(args)),
