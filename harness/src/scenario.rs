@@ -334,6 +334,17 @@ impl Scenario {
     }
 
     /// Rules serde cannot express, each located in `text`.
+    /// Why `at` (a fault's or a flood's) is no time in this run, if it is not.
+    fn after_the_end(&self, at: Duration) -> Option<String> {
+        (at >= self.duration).then(|| {
+            format!(
+                "{} is not before the end of the run (duration {})",
+                humantime::format_duration(at),
+                humantime::format_duration(self.duration)
+            )
+        })
+    }
+
     fn validate(&self, text: &str) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |table: Option<(&str, usize)>, key: &str, message: String| {
@@ -409,16 +420,8 @@ impl Scenario {
         let topology = self.topology();
         for (i, f) in self.floods.iter().enumerate() {
             let t = Some(("flood", i));
-            if f.at >= self.duration {
-                bad(
-                    t,
-                    "at",
-                    format!(
-                        "{} is not before the end of the run (duration {})",
-                        humantime::format_duration(f.at),
-                        humantime::format_duration(self.duration)
-                    ),
-                );
+            if let Some(why) = self.after_the_end(f.at) {
+                bad(t, "at", why);
             }
             if let Some(until) = f.until
                 && (until <= f.at || until > self.duration)
@@ -438,16 +441,8 @@ impl Scenario {
         }
         for (i, f) in self.faults.iter().enumerate() {
             let t = Some(("fault", i));
-            if f.at >= self.duration {
-                bad(
-                    t,
-                    "at",
-                    format!(
-                        "{} is not before the end of the run (duration {})",
-                        humantime::format_duration(f.at),
-                        humantime::format_duration(self.duration)
-                    ),
-                );
+            if let Some(why) = self.after_the_end(f.at) {
+                bad(t, "at", why);
             }
             match topology.target(&f.target) {
                 None => {

@@ -120,6 +120,7 @@ async fn run_session(
     let (kill_tx, kill_rx) = oneshot::channel();
     let admitted = {
         let mut reg = shared.registry.lock().unwrap();
+        take_over_own_licence(&mut reg, &client_name, &access, from);
         match admit(&shared, &reg.licences_in_use, &client_name, &access, from) {
             Ok(licence) => {
                 if let Some(l) = &licence {
@@ -175,6 +176,42 @@ async fn run_session(
         }
     }
     tracing::info!(server = %shared.name(), client = %client_name, %from, "client disconnected");
+}
+
+/// A client that presents a licence its own earlier session still holds, from the same
+/// host, has lost that session (a black hole never closes it: this server may keep
+/// writing into it for minutes before TCP gives up). The earlier session is ended so the
+/// licence serves the client that is evidently alive (docs/protocol.md §Licensing).
+fn take_over_own_licence(
+    reg: &mut crate::shared::Registry,
+    client_name: &str,
+    access: &Access,
+    from: SocketAddr,
+) {
+    let Access::ClientAccess { licence } = access else {
+        return;
+    };
+    let Some((holder, holder_addr)) = reg.licences_in_use.get(licence) else {
+        return;
+    };
+    if holder != client_name || holder_addr.ip() != from.ip() {
+        return;
+    }
+    let earlier = reg
+        .sessions
+        .iter()
+        .find(|(_, e)| e.licence.as_deref() == Some(licence.as_str()))
+        .map(|(id, _)| *id);
+    if let Some(id) = earlier {
+        reg.kill(
+            id,
+            ErrorCode::LicenceInUse,
+            format!(
+                "Client Access licence '{licence}' taken over by a new session of '{client_name}' from {}; this session is closed",
+                from.ip()
+            ),
+        );
+    }
 }
 
 /// Licensing (`docs/protocol.md` §Licensing). Returns the licence to hold, if any.

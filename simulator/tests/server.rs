@@ -311,6 +311,52 @@ async fn an_acknowledged_write_survives_failover_and_a_standby_refuses_writes() 
 }
 
 #[tokio::test]
+async fn a_client_takes_over_the_licence_its_lost_session_still_holds() {
+    // A black hole never closes a session: the server still holds the licence for the
+    // client's old connection when the client dials again from the same host.
+    let mut config = standalone(site());
+    config.listen = "127.0.1.1:0".parse().unwrap();
+    let server = ServerHandle::start(config).await.unwrap();
+    let addr = server.client_addr();
+    let ca = || Access::ClientAccess {
+        licence: "CA-1".into(),
+    };
+    let mut lost = TestClient::connect_from(addr, "127.0.3.1".parse().unwrap()).await;
+    assert!(matches!(
+        lost.hello("sc-c", ca()).await,
+        Frame::Welcome { .. }
+    ));
+    let mut again = TestClient::connect_from(addr, "127.0.3.1".parse().unwrap()).await;
+    assert!(matches!(
+        again.hello("sc-c", ca()).await,
+        Frame::Welcome { .. }
+    ));
+    // The earlier session is told why and closed.
+    let told = loop {
+        match lost.recv().await {
+            Some(Frame::Error { code, message }) => break (code, message),
+            Some(_) => continue,
+            None => panic!("closed without a word"),
+        }
+    };
+    assert_eq!(told.0, ErrorCode::LicenceInUse);
+    assert!(
+        told.1.contains("taken over by a new session of 'sc-c'"),
+        "{}",
+        told.1
+    );
+    assert!(lost.recv().await.is_none());
+    // Another client, or the same name from another host, is still refused.
+    for (from, name) in [("127.0.3.1", "sc-d"), ("127.0.4.1", "sc-c")] {
+        let mut other = TestClient::connect_from(addr, from.parse().unwrap()).await;
+        let Frame::Error { code, .. } = other.hello(name, ca()).await else {
+            panic!("{name} from {from} admitted")
+        };
+        assert_eq!(code, ErrorCode::LicenceInUse);
+    }
+}
+
+#[tokio::test]
 async fn licences_are_enforced_with_clear_refusals() {
     let mut config = standalone(site());
     config.listen = "127.0.1.1:0".parse().unwrap();
