@@ -71,7 +71,7 @@ pub struct Deployment {
     proxies: HashMap<String, Vec<FaultProxy>>,
     binaries: Option<Binaries>,
     /// Runtime threads of each connector process (also on restart).
-    connector_threads: usize,
+    connector_threads: Option<usize>,
     /// Each component's listeners as the third-party host reaches them (direct, not
     /// through a proxy): flood targets.
     listeners: HashMap<(String, ListenerKind), SocketAddr>,

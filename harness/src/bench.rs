@@ -30,6 +30,9 @@ pub struct BenchOptions {
     /// Third-party connection counts to try (at the first rate), ascending.
     pub clients: Vec<usize>,
     pub modbus_duration: Duration,
+    /// Runtime threads of the connector processes; `None`: the connector's own choice
+    /// (what a user who gives no `--threads` gets).
+    pub connector_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +63,8 @@ pub struct Best {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModbusComparison {
+    /// The connector's `--threads`, or "auto" (its own choice from the host).
+    pub connector_threads: String,
     pub connections: usize,
     pub quantity: u16,
     pub connector_requests_per_s: f64,
@@ -114,7 +119,13 @@ fn change_fraction(tags: u32, scan: Duration) -> f64 {
     changed as f64 / total.max(1) as f64
 }
 
-fn scenario(arch: u8, rate: u32, clients: usize, duration: Duration) -> (Scenario, f64) {
+fn scenario(
+    arch: u8,
+    rate: u32,
+    clients: usize,
+    duration: Duration,
+    connector_threads: Option<usize>,
+) -> (Scenario, f64) {
     let (tags, scan) = site_for(rate);
     let expected_ingest = f64::from(tags) / scan.as_secs_f64() * change_fraction(tags, scan);
     let s = Scenario {
@@ -129,7 +140,10 @@ fn scenario(arch: u8, rate: u32, clients: usize, duration: Duration) -> (Scenari
             scan_period: scan,
         },
         redundancy: RedundancySection::default(),
-        connector: ConnectorSection::default(),
+        connector: ConnectorSection {
+            threads: connector_threads,
+            ..ConnectorSection::default()
+        },
         third_party: ThirdPartySection {
             kind: if arch == 1 {
                 ThirdPartyKind::Plain
@@ -193,7 +207,7 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
         };
         let base_clients = o.clients.first().copied().unwrap_or(1);
         for &rate in &o.rates {
-            let (s, _) = scenario(arch, rate, base_clients, o.duration);
+            let (s, _) = scenario(arch, rate, base_clients, o.duration, o.connector_threads);
             let r = run_scenario(&s, opts)
                 .await
                 .with_context(|| format!("bench step {}", s.name))?;
@@ -211,7 +225,7 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
         }
         let rate = o.rates.first().copied().unwrap_or(100_000);
         for &clients in &o.clients {
-            let (s, _) = scenario(arch, rate, clients, o.duration);
+            let (s, _) = scenario(arch, rate, clients, o.duration, o.connector_threads);
             let r = run_scenario(&s, opts)
                 .await
                 .with_context(|| format!("bench step {}", s.name))?;
@@ -280,6 +294,7 @@ async fn modbus_comparison(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<
         100_000,
         1,
         o.modbus_duration * 2 + Duration::from_secs(5),
+        o.connector_threads,
     );
     let topology = s.topology();
     let d = crate::backend::Deployment::start(&s, &topology, o.backend).await?;
@@ -334,6 +349,9 @@ async fn modbus_comparison(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<
             bare_result.requests_per_s
         ));
         anyhow::Ok(ModbusComparison {
+            connector_threads: o
+                .connector_threads
+                .map_or_else(|| "auto".to_string(), |n| n.to_string()),
             connections: 8,
             quantity: 125,
             connector_requests_per_s: connector.requests_per_s,

@@ -216,25 +216,23 @@ pub fn server_child(
     )
 }
 
-/// `smart-connector run --config CONFIG --threads N` (the scenario's `threads`, also on
-/// restart), logging to `RUN_DIR/NAME.log`.
+/// `smart-connector run --config CONFIG [--threads N]` (the scenario's `threads`, also on
+/// restart; without it the connector chooses), logging to `RUN_DIR/NAME.log`.
 pub fn connector_child(
     b: &Binaries,
     config: &Path,
     run_dir: &Path,
     name: &str,
-    threads: usize,
+    threads: Option<usize>,
     netns: Option<String>,
 ) -> ManagedChild {
+    let mut args = vec![OsString::from("run"), "--config".into(), config.into()];
+    if let Some(n) = threads {
+        args.extend(["--threads".into(), n.max(1).to_string().into()]);
+    }
     ManagedChild::new(
         &b.smart_connector,
-        [
-            OsString::from("run"),
-            "--config".into(),
-            config.into(),
-            "--threads".into(),
-            threads.max(1).to_string().into(),
-        ],
+        args,
         netns,
         run_dir.join(format!("{name}.log")),
     )

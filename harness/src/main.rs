@@ -127,6 +127,10 @@ enum Command {
         /// Length of each Modbus load measurement (connector, then bare server).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         modbus_duration: Duration,
+        /// Pin the connectors' runtime threads (`--threads N`); without it they choose
+        /// from the host, as with a default configuration.
+        #[arg(long)]
+        connector_threads: Option<usize>,
         /// Write the results as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -464,6 +468,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rates,
             clients,
             modbus_duration,
+            connector_threads,
             json,
         } => {
             if let Some(a) = architectures.iter().find(|a| !(1..=3).contains(*a)) {
@@ -484,6 +489,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 rates,
                 clients,
                 modbus_duration,
+                connector_threads,
             };
             let report = runtime(2)?.block_on(harness::bench::run_bench(&opts, &|line| {
                 eprintln!("  {line}")

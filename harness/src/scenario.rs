@@ -157,9 +157,10 @@ pub struct ConnectorSection {
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
     pub word_order: WordOrder,
-    /// Runtime threads of each connector (process backend; in-process they share the
-    /// harness's runtime).
-    pub threads: usize,
+    /// Runtime threads of each connector (process and netns backends; in-process they
+    /// share the harness's runtime). Absent: the connector's own choice from the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 impl Default for ConnectorSection {
@@ -169,7 +170,7 @@ impl Default for ConnectorSection {
             stale_after: Duration::from_secs(2),
             write_timeout: Duration::from_secs(3),
             word_order: WordOrder::Big,
-            threads: 1,
+            threads: None,
         }
     }
 }

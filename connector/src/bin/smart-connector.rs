@@ -32,10 +32,11 @@ enum Command {
         /// The connector's TOML configuration (see docs/connector.md).
         #[arg(long, short)]
         config: PathBuf,
-        /// Runtime worker threads (Modbus serving, ingest, metrics); 1 runs everything on
-        /// one thread, the fastest choice on a 2-core host shared with other processes.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// Runtime worker threads (Modbus serving, ingest, metrics). Default: chosen from
+        /// the host (1, everything on one thread, on hosts with 2 cores or fewer, where the
+        /// connector shares the cores with its neighbours; else half the cores, at most 4).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Validate a configuration and print a summary; exit 2 if it has problems.
     Check {
@@ -82,6 +83,15 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The runtime threads for this host, and the cores seen: one thread on 2 cores or fewer
+/// (measured: one thread serves Modbus at ≥ 1.0× a bare tokio-modbus server there, two
+/// at 0.82×, docs/performance.md "Runtime threads"), else half the cores, at most 4.
+fn auto_threads() -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if cores <= 2 { 1 } else { (cores / 2).min(4) };
+    (threads, cores)
 }
 
 fn load(path: &std::path::Path) -> Result<ConnectorConfig, ExitCode> {
@@ -192,6 +202,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{}: {why}", config.display());
                 return Ok(ExitCode::from(2));
             }
+            let threads = match threads {
+                Some(n) => n.max(1),
+                None => {
+                    let (n, cores) = auto_threads();
+                    tracing::info!(
+                        threads = n,
+                        cores,
+                        "runtime threads chosen from the host (--threads pins them)"
+                    );
+                    n
+                }
+            };
             // One thread: a current-thread runtime, which spares the cross-thread wake-ups
             // of a one-worker multi-thread runtime (measured in docs/performance.md).
             let rt = if threads <= 1 {
