@@ -343,10 +343,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let backend = backend.or(s.backend).unwrap_or(BackendKind::Inprocess);
-            print!(
-                "{}",
-                harness::plan::render_plan(&s.topology(), &s, backend.as_str())
-            );
+            print!("{}", harness::plan::render_plan(&s.topology(), &s, backend));
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {

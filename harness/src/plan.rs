@@ -1,13 +1,23 @@
 //! `harness plan`: everything about a run, without running it.
 
 use crate::report::expectation_limits;
-use crate::scenario::{Scenario, ThirdPartyKind};
-use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology};
+use crate::scenario::{BackendKind, FaultAction, Scenario, ThirdPartyKind};
+use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology, lab_ip};
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The plan of `s` on topology `t` for `backend`.
-pub fn render_plan(t: &Topology, s: &Scenario, backend: &str) -> String {
+pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
     let mut o = String::new();
+    // Hosts are loopback aliases in the proxy backends, network stacks of their own in
+    // sim and netns (docs/scenarios.md, "Topology").
+    let address = |a: Ipv4Addr| -> IpAddr {
+        match backend {
+            BackendKind::Inprocess | BackendKind::Process => IpAddr::V4(a),
+            BackendKind::Sim | BackendKind::Netns => lab_ip(a),
+        }
+    };
+    let backend_name = backend.as_str();
     let arch = match t.architecture {
         1 => "one server and its connector on one host",
         2 => "redundant pair, a connector on each server's host",
@@ -20,7 +30,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: &str) -> String {
     );
     let _ = writeln!(
         o,
-        "backend {backend}, duration {}, seed {}, {} tags ({} devices × {}) every {} = {:.0} updates/s",
+        "backend {backend_name}, duration {}, seed {}, {} tags ({} devices × {}) every {} = {:.0} updates/s",
         humantime::format_duration(s.duration),
         s.seed,
         s.site.devices * s.site.tags_per_device,
@@ -48,14 +58,20 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: &str) -> String {
                 (ComponentKind::Connector, _, _) => format!("{} (Smart Connector)", c.name),
             })
             .collect();
-        let _ = writeln!(o, "  {:<8} {:<10} {}", h.name, h.address, names.join(", "));
+        let _ = writeln!(
+            o,
+            "  {:<8} {:<10} {}",
+            h.name,
+            address(h.address),
+            names.join(", ")
+        );
     }
     let tp = &s.third_party;
     let _ = writeln!(
         o,
         "  {:<8} {:<10} third parties: {} × {}, poll every {}, {} writes/s",
         t.third_party_host.name,
-        t.third_party_host.address,
+        address(t.third_party_host.address),
         tp.clients,
         match tp.kind {
             ThirdPartyKind::Plain => "plain",
@@ -75,10 +91,18 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: &str) -> String {
             }
             LinkKind::Modbus => "Modbus TCP".to_string(),
         };
-        let proxy = if l.crosses_hosts {
-            "fault proxy"
-        } else {
-            "direct"
+        let delayed = s
+            .faults
+            .iter()
+            .any(|f| f.action == FaultAction::Delay && f.target == l.name);
+        let proxy = match (backend, l.crosses_hosts) {
+            (_, false) => "direct",
+            (BackendKind::Inprocess | BackendKind::Process, true) => "fault proxy",
+            (BackendKind::Sim, true) => "simulated link",
+            (BackendKind::Netns, true) if delayed => {
+                "veth + bridge, faults in nftables/tc; fault proxy (delay)"
+            }
+            (BackendKind::Netns, true) => "veth + bridge, faults in nftables/tc",
         };
         let _ = writeln!(o, "  {:<12} {:<34} {proxy}", l.name, kind);
     }
@@ -93,16 +117,31 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: &str) -> String {
     if !s.faults.is_empty() {
         let _ = writeln!(o, "\nfaults");
         for f in &s.faults {
-            let extra = f
-                .latency
-                .map(|l| format!(" ({})", humantime::format_duration(l)))
-                .unwrap_or_default();
+            let extra = match (f.latency, f.fraction, &f.rate) {
+                (Some(l), _, _) => format!(" ({})", humantime::format_duration(l)),
+                (_, Some(x), _) => format!(" ({x})"),
+                (_, _, Some(r)) => format!(" ({r})"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 o,
                 "  {:>6}  {} {}{extra}",
                 humantime::format_duration(f.at).to_string(),
                 f.action.as_str(),
                 f.target
+            );
+        }
+    }
+    if !s.floods.is_empty() {
+        let _ = writeln!(o, "\nfloods");
+        for f in &s.floods {
+            let until = f.until.unwrap_or(s.duration);
+            let _ = writeln!(
+                o,
+                "  {:>6}  {} until {}",
+                humantime::format_duration(f.at).to_string(),
+                f.label(),
+                humantime::format_duration(until)
             );
         }
     }

@@ -23,6 +23,29 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 #[test]
+fn plan_shows_the_netns_network_and_floods() {
+    for (file, backend) in [
+        ("arch3-primary-isolated", "netns"),
+        ("arch3-flood", "process"),
+    ] {
+        let out = harness()
+            .args([
+                "plan",
+                &format!("scenarios/{file}.toml"),
+                "--backend",
+                backend,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        insta::assert_snapshot!(
+            format!("plan_{file}_{backend}"),
+            String::from_utf8(out.stdout).unwrap()
+        );
+    }
+}
+
+#[test]
 fn plan_shows_every_architecture() {
     for file in ["arch1-steady", "arch2-primary-crash", "arch3-sync-cut"] {
         let out = harness()
