@@ -383,10 +383,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if unsupported {
                 return Ok(ExitCode::from(2));
             }
-            let needs_netns = files
+            let needs_netns = scenarios
                 .iter()
-                .zip(&scenarios)
-                .any(|(_, s)| backend.or(s.backend) == Some(BackendKind::Netns));
+                .any(|s| backend.or(s.backend) == Some(BackendKind::Netns));
             if needs_netns && let Err(why) = harness::netns::namespaces::check_privileges() {
                 eprintln!("harness: {why}");
                 return Ok(ExitCode::from(2));

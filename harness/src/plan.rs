@@ -1,7 +1,7 @@
 //! `harness plan`: everything about a run, without running it.
 
 use crate::report::expectation_limits;
-use crate::scenario::{BackendKind, FaultAction, Scenario, ThirdPartyKind};
+use crate::scenario::{BackendKind, Scenario, ThirdPartyKind};
 use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology, lab_ip};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -81,6 +81,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
         tp.writes_per_s
     );
     let _ = writeln!(o, "\nlinks");
+    let delayed_links = s.delayed_links();
     for l in &t.links {
         let kind = match l.kind {
             LinkKind::Sync => "sync link".to_string(),
@@ -91,10 +92,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
             }
             LinkKind::Modbus => "Modbus TCP".to_string(),
         };
-        let delayed = s
-            .faults
-            .iter()
-            .any(|f| f.action == FaultAction::Delay && f.target == l.name);
+        let delayed = delayed_links.contains(l.name.as_str());
         let proxy = match (backend, l.crosses_hosts) {
             (_, false) => "direct",
             (BackendKind::Inprocess | BackendKind::Process, true) => "fault proxy",

@@ -335,6 +335,16 @@ impl Scenario {
     }
 
     /// Rules serde cannot express, each located in `text`.
+    /// The links a `delay` fault names: where the netns backend (no netem) puts a fault
+    /// proxy from the start.
+    pub fn delayed_links(&self) -> std::collections::BTreeSet<&str> {
+        self.faults
+            .iter()
+            .filter(|f| f.action == FaultAction::Delay)
+            .map(|f| f.target.as_str())
+            .collect()
+    }
+
     /// Why `at` (a fault's or a flood's) is no time in this run, if it is not.
     fn after_the_end(&self, at: Duration) -> Option<String> {
         (at >= self.duration).then(|| {

@@ -490,3 +490,18 @@ fn floods_name_a_listener_and_stay_inside_the_run() {
         assert_eq!(!s.unsupported_by(b).is_empty(), refused, "{}", b.as_str());
     }
 }
+
+#[test]
+fn the_delayed_links_are_those_a_delay_fault_names() {
+    let s = Scenario::parse(VALID, "t.toml").unwrap();
+    assert_eq!(
+        s.delayed_links().into_iter().collect::<Vec<_>>(),
+        ["po-a<->po-b"]
+    );
+    let none = Scenario::parse(
+        &with("action = \"delay\"", "action = \"cut\"").replace("latency = \"50ms\"\n", ""),
+        "t.toml",
+    )
+    .unwrap();
+    assert!(none.delayed_links().is_empty());
+}

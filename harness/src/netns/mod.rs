@@ -25,7 +25,7 @@ use firewall::{Firewall, LinkPath, LinkRule};
 use namespaces::Namespaces;
 use po_runtime::{Env, SystemClock};
 use sockets::NsNet;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -126,12 +126,7 @@ impl NetnsDeployment {
                 .collect(),
             run_dir,
         };
-        let delayed: BTreeSet<&str> = s
-            .faults
-            .iter()
-            .filter(|f| f.action == FaultAction::Delay)
-            .map(|f| f.target.as_str())
-            .collect();
+        let delayed = s.delayed_links();
         let ip_of = |component: &str| lab_ip(t.host_of(component).expect("in topology").address);
         let ns_of = |d: &NetnsDeployment, component: &str| {
             d.host_ns[&t.host_of(component).expect("in topology").name].clone()
