@@ -37,7 +37,7 @@ fn image(c: &mut Criterion) {
                 let end = image.map().register_end() as u16;
                 let mut addr = 100;
                 while !stop.load(Ordering::Relaxed) {
-                    black_box(image.read_registers(addr, &mut regs));
+                    black_box(image.read_registers(image.map().first_bank(), addr, &mut regs));
                     addr = if addr + 250 >= end { 100 } else { addr + 125 };
                 }
             })
@@ -54,7 +54,7 @@ fn image(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("read 125 registers", |b| {
         let mut regs = [0u16; 125];
-        b.iter(|| black_box(image.read_registers(1000, &mut regs)))
+        b.iter(|| black_box(image.read_registers(image.map().first_bank(), 1000, &mut regs)))
     });
     group.finish();
 }

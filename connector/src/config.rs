@@ -164,6 +164,9 @@ pub struct PointConfig {
     /// First holding/input register of the value.
     #[serde(default = "unset_register")]
     pub address: u16,
+    /// The Modbus unit id serving it; default the first of `modbus.unit_ids`, else 1.
+    #[serde(default)]
+    pub unit: Option<u8>,
 }
 
 /// Placeholder for a missing address; `validate` reports it.
@@ -422,7 +425,9 @@ impl ConnectorConfig {
                 "map.mode is explicit but no [[map.point]] is listed".into(),
             );
         }
-        let mut seen: std::collections::HashMap<u16, &str> = Default::default();
+        // Registers are per unit: the same address in two units is two registers.
+        let default_unit = self.modbus.unit_ids.first().copied().unwrap_or(1);
+        let mut seen: std::collections::HashMap<(u8, u16), &str> = Default::default();
         let mut names: std::collections::HashSet<&str> = Default::default();
         for (i, pt) in self.map.points.iter().enumerate() {
             if pt.tag.is_empty() {
@@ -441,10 +446,26 @@ impl ConnectorConfig {
                     ),
                 );
             }
-            if let Some(other) = seen.insert(pt.address, &pt.tag) {
+            let unit = pt.unit.unwrap_or(default_unit);
+            if let Some(u) = pt.unit
+                && !self.modbus.unit_ids.is_empty()
+                && !self.modbus.unit_ids.contains(&u)
+            {
+                bad(
+                    &format!("map.point[{i}].unit"),
+                    format!(
+                        "unit {u} is not in modbus.unit_ids {:?}",
+                        self.modbus.unit_ids
+                    ),
+                );
+            }
+            if let Some(other) = seen.insert((unit, pt.address), &pt.tag) {
                 bad(
                     &format!("map.point[{i}].address"),
-                    format!("register {} is already used by '{other}'", pt.address),
+                    format!(
+                        "register {} of unit {unit} is already used by '{other}'",
+                        pt.address
+                    ),
                 );
             }
             if !names.insert(&pt.tag) {

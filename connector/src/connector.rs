@@ -3,7 +3,7 @@
 
 use crate::config::{AccessKind, ConnectorConfig};
 use crate::engine::Engine;
-use crate::http::{HttpLimits, serve_http};
+use crate::http::{ConnectorInfo, HttpLimits, HttpState, serve_http};
 use crate::image::RegisterImage;
 use crate::listener::{ListenerLimits, serve_modbus};
 use crate::map::{MapError, RegisterMap};
@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::selector::SelectorConfig;
 use crate::service::ModbusService;
 use crate::source::{SourceMsg, SourceSpec, run_source};
+use crate::status::{SourceInfo, StatusBoard};
 use po_protocol::{Access, TagInfo};
 use po_runtime::{Env, Net};
 use std::future::Future;
@@ -50,6 +51,8 @@ pub struct ConnectorHandle {
     pub image: Arc<RegisterImage>,
     pub metrics: Arc<Metrics>,
     pub catalog: Arc<Vec<TagInfo>>,
+    /// What the status page shows.
+    pub board: Arc<StatusBoard>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -115,6 +118,22 @@ pub async fn start_in(
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let metrics = Arc::new(Metrics::default());
+    let board = Arc::new(StatusBoard::new(
+        env.clock.clone(),
+        config.policy.source_timeout,
+        config
+            .sources
+            .iter()
+            .map(|s| SourceInfo {
+                name: s.name.clone(),
+                address: s.address,
+                licence: match s.access {
+                    AccessKind::Local => None,
+                    AccessKind::ClientAccess => Some(s.licence.clone().unwrap_or_default()),
+                },
+            })
+            .collect(),
+    ));
     let (events_tx, mut events) = mpsc::channel::<(usize, SourceMsg)>(256);
     let mut links = Vec::new();
     for spec in source_specs(&config, &env.net) {
@@ -202,6 +221,7 @@ pub async fn start_in(
         metrics.clone(),
         catalog.clone(),
         links,
+        board.clone(),
     );
     spawn(&tracker, &cancel, async move {
         for (i, msg) in early {
@@ -226,6 +246,7 @@ pub async fn start_in(
         service,
         limits,
         metrics.clone(),
+        board.clone(),
         cancel.clone(),
     ));
     if let (Some(l), Some(http)) = (metrics_listener, config.metrics.clone()) {
@@ -235,8 +256,17 @@ pub async fn start_in(
                 max_connections: http.max_connections,
                 read_timeout: http.read_timeout,
             },
-            metrics.clone(),
-            image.clone(),
+            HttpState {
+                info: Arc::new(ConnectorInfo {
+                    name: config.name.clone(),
+                    modbus_listen: modbus_addr.to_string(),
+                    unit_ids: config.modbus.unit_ids.clone(),
+                    max_connections: config.modbus.max_connections,
+                }),
+                metrics: metrics.clone(),
+                image: image.clone(),
+                board: board.clone(),
+            },
             cancel.clone(),
         ));
     }
@@ -248,6 +278,7 @@ pub async fn start_in(
         image,
         metrics,
         catalog,
+        board,
         cancel,
         tracker,
     })

@@ -8,6 +8,7 @@ use crate::image::{RegisterImage, ServeState};
 use crate::metrics::Metrics;
 use crate::selector::{SelectorConfig, SourceEvent, SourceSelector, Switch};
 use crate::source::{SourceCommand, SourceMsg};
+use crate::status::StatusBoard;
 use crate::write_queue::{Deadline, Resolution, WriteQueue};
 use po_protocol::{Role, TagId, TagInfo, Value, WriteOutcome};
 use std::sync::Arc;
@@ -59,6 +60,19 @@ pub struct Engine {
     synced: bool,
     /// Writes queued, in flight, retried and expired by the rules of `write_queue`.
     writes: WriteQueue<WriteRequest>,
+    /// What the status page shows: sources, switches and their reasons.
+    board: Arc<StatusBoard>,
+}
+
+/// What made the selector switch, for the reason the status page gives.
+#[derive(Debug, Clone, Copy)]
+enum Trigger<'a> {
+    /// Time passed: a source fell silent, or the start-up wait ended.
+    Time,
+    Connected(usize, Role, u64),
+    Lost(usize, &'a str),
+    Heartbeat(usize, Role, u64),
+    Data(usize),
 }
 
 impl std::fmt::Debug for Engine {
@@ -78,6 +92,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         catalog: Arc<Vec<TagInfo>>,
         sources: Vec<(String, mpsc::Sender<SourceCommand>)>,
+        board: Arc<StatusBoard>,
     ) -> Engine {
         let n = sources.len();
         Engine {
@@ -96,6 +111,7 @@ impl Engine {
                 .collect(),
             synced: false,
             writes: WriteQueue::new(n),
+            board,
         }
     }
 
@@ -120,7 +136,7 @@ impl Engine {
             }
             let now = self.image.clock().now();
             if let Some(sw) = self.selector.tick(now) {
-                self.on_switch(sw);
+                self.on_switch(sw, Trigger::Time);
             }
             self.image.set_stale(self.selector.is_stale());
             self.expire_writes(now);
@@ -138,55 +154,71 @@ impl Engine {
     /// Feeds one source message (also used to replay messages received during start-up).
     pub fn on_source_msg(&mut self, i: usize, msg: SourceMsg) {
         let now = self.image.clock().now();
-        let event = match msg {
+        let (event, trigger) = match &msg {
             SourceMsg::Connected {
                 role,
                 epoch,
                 catalog,
             } => {
+                let (role, epoch) = (*role, *epoch);
                 self.metrics.source_connects.fetch_add(1, Relaxed);
-                let ok = catalog == *self.catalog;
+                let ok = *catalog == *self.catalog;
                 if !ok {
                     tracing::error!(
                         source = %self.sources[i].name,
                         "catalogue differs from the one the register map was built from; not using this server"
                     );
                 }
+                self.board.handle_connected(i, role, epoch, ok);
                 self.sources[i].connected = true;
                 self.sources[i].catalog_ok = ok;
                 if !ok {
                     return;
                 }
-                Some(SourceEvent::Connected { role, epoch })
+                (
+                    Some(SourceEvent::Connected { role, epoch }),
+                    Trigger::Connected(i, role, epoch),
+                )
             }
-            SourceMsg::Lost { .. } => {
+            SourceMsg::Lost { reason } => {
                 self.metrics.source_losses.fetch_add(1, Relaxed);
+                self.board.handle_lost(i, reason);
                 self.sources[i].connected = false;
                 self.writes.handle_source_lost(i);
-                Some(SourceEvent::Lost)
+                (Some(SourceEvent::Lost), Trigger::Lost(i, reason))
             }
-            SourceMsg::Heartbeat { role, epoch } => self.sources[i]
-                .catalog_ok
-                .then_some(SourceEvent::Heartbeat { role, epoch }),
+            SourceMsg::Heartbeat { role, epoch } => {
+                let (role, epoch) = (*role, *epoch);
+                self.board.handle_heartbeat(i, role, epoch);
+                (
+                    self.sources[i]
+                        .catalog_ok
+                        .then_some(SourceEvent::Heartbeat { role, epoch }),
+                    Trigger::Heartbeat(i, role, epoch),
+                )
+            }
             SourceMsg::Snapshot { values } => {
+                self.board.handle_heard(i);
                 if self.is_active(i) {
                     self.synced = true;
-                    self.ingest(&values);
+                    self.ingest(values);
                     tracing::info!(source = %self.sources[i].name, tags = values.len(), "snapshot applied");
                 }
-                Some(SourceEvent::Data)
+                (Some(SourceEvent::Data), Trigger::Data(i))
             }
             SourceMsg::Updates { batch } => {
+                self.board.handle_heard(i);
                 if self.is_active(i) && self.synced {
-                    self.ingest(&batch);
+                    self.ingest(batch);
                 }
-                Some(SourceEvent::Data)
+                (Some(SourceEvent::Data), Trigger::Data(i))
             }
             SourceMsg::WriteResult {
                 request_id,
                 outcome,
             } => {
-                match self.writes.handle_result(now, i, request_id, outcome) {
+                self.board.handle_heard(i);
+                match self.writes.handle_result(now, i, *request_id, *outcome) {
                     Some((w, Resolution::Applied)) => {
                         self.metrics.writes_applied.fetch_add(1, Relaxed);
                         let _ = w.reply.send(WriteReply::Applied);
@@ -198,14 +230,14 @@ impl Engine {
                     // Retried shortly at whichever server is then Primary, or expired.
                     None => {}
                 }
-                Some(SourceEvent::Data)
+                (Some(SourceEvent::Data), Trigger::Data(i))
             }
         };
         if let Some(ev) = event
             && self.sources[i].catalog_ok
             && let Some(sw) = self.selector.handle(now, i, ev)
         {
-            self.on_switch(sw);
+            self.on_switch(sw, trigger);
         }
         self.publish_status();
         self.flush_writes(now);
@@ -221,7 +253,7 @@ impl Engine {
         self.metrics.ingest_frames.fetch_add(1, Relaxed);
     }
 
-    fn on_switch(&mut self, sw: Switch) {
+    fn on_switch(&mut self, sw: Switch, trigger: Trigger<'_>) {
         let name = |a: Option<crate::selector::Active>| match a {
             Some(a) => format!(
                 "{} ({} epoch {})",
@@ -229,7 +261,10 @@ impl Engine {
             ),
             None => "none".to_string(),
         };
-        tracing::info!(from = %name(sw.from), to = %name(sw.to), "active source switch");
+        let reason = self.reason(sw, trigger);
+        tracing::info!(from = %name(sw.from), to = %name(sw.to), %reason, "active source switch");
+        let brief = |a: Option<crate::selector::Active>| a.map(|a| (a.source, a.role, a.epoch));
+        self.board.handle_switch(brief(sw.from), brief(sw.to), reason);
         if let Some(from) = sw.from
             && sw.to.map(|t| t.source) != Some(from.source)
             && self.sources[from.source].connected
@@ -252,6 +287,29 @@ impl Engine {
             .store(self.selector.switch_count(), Relaxed);
         self.image.set_switches(self.selector.switch_count());
         self.publish_status();
+    }
+
+    /// Why the selector switched, in words: what had just happened.
+    fn reason(&self, sw: Switch, trigger: Trigger<'_>) -> String {
+        let name = |i: usize| self.sources[i].name.as_str();
+        let timeout = humantime::format_duration(self.selector.config().source_timeout);
+        match trigger {
+            Trigger::Time => match sw.from {
+                Some(f) => format!("nothing heard from {} for {timeout}", name(f.source)),
+                None if sw.to.is_some() => {
+                    format!("start-up: waited {timeout} for every server to report")
+                }
+                None => "no healthy server".to_string(),
+            },
+            Trigger::Lost(i, why) => format!("connection to {} lost: {why}", name(i)),
+            Trigger::Connected(i, role, epoch) => {
+                format!("{} connected as {role} (epoch {epoch})", name(i))
+            }
+            Trigger::Heartbeat(i, role, epoch) => {
+                format!("{} announced {role} (epoch {epoch})", name(i))
+            }
+            Trigger::Data(i) => format!("data from {}", name(i)),
+        }
     }
 
     /// Status registers describe the data in the image: a newly chosen source is shown

@@ -1,18 +1,34 @@
-//! The HTTP listener on the metrics address: `GET /metrics` (Prometheus text) and
-//! `GET /health` (200 while data is fresh, 503 when stale). A deliberately small HTTP/1.0
-//! responder behind the workspace's accept loop: a connection cap and a read timeout, so
-//! idle or slow clients cannot hold more than `max_connections` descriptors, nor any of
-//! them for longer than `read_timeout`; at the cap the oldest connection whose request is
-//! not in yet makes room, so a scrape still gets through a flood.
+//! The HTTP listener on the metrics address (DESIGN §14): the status page `/`, JSON at
+//! `/api/status` and `/api/points`, Prometheus text at `/metrics`, and `/health` (200
+//! while data is fresh, 503 when stale). Read-only; nothing secret is in any answer.
+//!
+//! Routing and HTTP/1.1 are axum's and hyper's; connections come from the workspace's
+//! accept loop with its connection cap, so idle or slow clients cannot hold more than
+//! `max_connections` descriptors, nor any of them for longer than twice `read_timeout`
+//! (one request per connection); at the cap the oldest connection whose request is not in
+//! yet makes room, so a scrape still gets through a flood. Pages of points are built on
+//! the blocking pool: a request for a large site never holds up ingest or Modbus serving.
 
-use crate::image::RegisterImage;
+use crate::api::{ModbusDoc, PointsPage, PointsSummary, StatusDoc};
+use crate::image::{RegisterImage, ServeState};
 use crate::metrics::Metrics;
+use crate::points_page::{PointsQuery, points_page};
+use crate::status::StatusBoard;
+use crate::status_page::render_page;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use po_runtime::BoxListener;
 use po_runtime::accept::accept_loop;
-use po_runtime::admission::{ConnectionCap, Unproven};
-use std::sync::Arc;
+use po_runtime::admission::{ConnectionCap, Unproven, UnprovenTicket};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,57 +39,67 @@ pub struct HttpLimits {
     pub read_timeout: Duration,
 }
 
-/// The largest request head read; longer ones are answered from what was read.
-const MAX_HEAD: usize = 2048;
+/// What the pages show besides the live state: fixed at start.
+#[derive(Debug, Clone)]
+pub struct ConnectorInfo {
+    pub name: String,
+    pub modbus_listen: String,
+    pub unit_ids: Vec<u8>,
+    pub max_connections: usize,
+}
+
+/// Everything a request may read.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub info: Arc<ConnectorInfo>,
+    pub metrics: Arc<Metrics>,
+    pub image: Arc<RegisterImage>,
+    pub board: Arc<StatusBoard>,
+}
+
+/// The routes (public so tests can call them without a socket).
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/status", get(api_status))
+        .route("/api/points", get(api_points))
+        .route("/metrics", get(prometheus))
+        .route("/health", get(health))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: try /, /api/status, /api/points, /metrics or /health\n",
+            )
+        })
+        .with_state(state)
+}
 
 /// Serves until `cancel` fires, then waits for the requests in progress.
 pub async fn serve_http(
     listener: BoxListener,
     limits: HttpLimits,
-    metrics: Arc<Metrics>,
-    image: Arc<RegisterImage>,
+    state: HttpState,
     cancel: CancellationToken,
 ) {
     let cap = ConnectionCap::new(limits.max_connections);
     let unproven = Unproven::default();
     let tracker = TaskTracker::new();
+    let app = router(state.clone());
     accept_loop(
         &*listener,
         "HTTP",
         &cap,
         &unproven,
-        &metrics.http_accept,
+        &state.metrics.http_accept,
         cancel.clone().cancelled_owned(),
-        |mut stream, _peer, permit, ticket| {
-            let (metrics, image, cancel) = (metrics.clone(), image.clone(), cancel.clone());
+        |stream, _peer, permit, ticket| {
+            let (app, cancel) = (app.clone(), cancel.clone());
             tracker.spawn(async move {
                 let _permit = permit;
-                let mut buf = vec![0u8; MAX_HEAD];
-                let mut n = 0;
-                let read = async {
-                    while n < buf.len() {
-                        match stream.read(&mut buf[n..]).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => n += k,
-                        }
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                };
-                // Until the request is in, the connection may be closed to make room.
                 tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = ticket.evicted() => return,
-                    r = tokio::time::timeout(limits.read_timeout, read) => if r.is_err() { return },
+                    _ = cancel.cancelled() => {}
+                    _ = connection(stream, app, limits, ticket) => {}
                 }
-                drop(ticket);
-                let response = respond(&String::from_utf8_lossy(&buf[..n]), &metrics, &image);
-                let _ = tokio::time::timeout(
-                    limits.read_timeout,
-                    stream.write_all(response.as_bytes()),
-                )
-                .await;
             });
         },
     )
@@ -82,20 +108,129 @@ pub async fn serve_http(
     tracker.wait().await;
 }
 
-fn respond(head: &str, metrics: &Metrics, image: &RegisterImage) -> String {
-    let (status, body) = if head.starts_with("GET /metrics") {
-        ("200 OK", metrics.render())
-    } else if head.starts_with("GET /health") {
-        if image.is_stale() {
-            ("503 Service Unavailable", "stale\n".to_string())
-        } else {
-            ("200 OK", "ok\n".to_string())
+/// One connection, one request: until the request head is in, the connection may be
+/// closed to make room; the whole exchange is bounded by twice `read_timeout`.
+async fn connection(
+    stream: po_runtime::BoxStream,
+    app: Router,
+    limits: HttpLimits,
+    ticket: UnprovenTicket,
+) {
+    let (proved_tx, mut proved) = oneshot::channel::<()>();
+    let proved_tx = Arc::new(Mutex::new(Some(proved_tx)));
+    let service = tower::ServiceExt::map_request(app, move |req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(tx) = proved_tx.lock().unwrap().take() {
+            let _ = tx.send(());
         }
-    } else {
-        ("404 Not Found", "try /metrics or /health\n".to_string())
-    };
-    format!(
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        req
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.read_timeout)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    let bounded = tokio::time::timeout(limits.read_timeout * 2, conn);
+    tokio::pin!(bounded);
+    let mut ticket = Some(ticket);
+    loop {
+        tokio::select! {
+            _ = &mut bounded => return,
+            _ = async { ticket.as_ref().unwrap().evicted().await }, if ticket.is_some() => return,
+            _ = &mut proved, if ticket.is_some() => ticket = None,
+        }
+    }
+}
+
+async fn prometheus(State(s): State<HttpState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
     )
+        .into_response()
+}
+
+async fn health(State(s): State<HttpState>) -> Response {
+    if s.image.is_stale() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stale\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn api_status(State(s): State<HttpState>) -> Json<StatusDoc> {
+    Json(status_doc(&s))
+}
+
+async fn api_points(
+    State(s): State<HttpState>,
+    Query(q): Query<PointsQuery>,
+) -> Result<Json<PointsPage>, Response> {
+    blocking_page(&s, q).await.map(Json)
+}
+
+async fn page(State(s): State<HttpState>, Query(q): Query<PointsQuery>) -> Response {
+    let status = status_doc(&s);
+    match blocking_page(&s, q.clone()).await {
+        Ok(points) => Html(render_page(&status, &points, &q)).into_response(),
+        Err(e) => e,
+    }
+}
+
+/// Builds a page of points off the runtime's threads (a filter scans every tag name).
+async fn blocking_page(s: &HttpState, q: PointsQuery) -> Result<PointsPage, Response> {
+    let image = s.image.clone();
+    match tokio::task::spawn_blocking(move || points_page(&image, &q)).await {
+        Ok(Ok(page)) => Ok(page),
+        Ok(Err(bad)) => Err((StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()),
+        Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+    }
+}
+
+/// The `/api/status` document, from the board, the image and the counters.
+pub fn status_doc(s: &HttpState) -> StatusDoc {
+    let image = &s.image;
+    let (state, _) = image.serving();
+    let state = match state {
+        x if x == ServeState::Primary as u8 => "primary",
+        x if x == ServeState::Standby as u8 => "standby",
+        x if x == ServeState::Stale as u8 => "stale",
+        _ => "starting",
+    };
+    let switches = s.board.switches();
+    let active = image.active().map(|(index, role, epoch)| crate::api::ActiveDoc {
+        index,
+        source: s.board.source_name(index - 1),
+        role: crate::status::role_name(role),
+        epoch,
+    });
+    StatusDoc {
+        connector: s.info.name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_ms: s.board.uptime().as_millis() as u64,
+        state: state.to_string(),
+        active,
+        switches_total: s.metrics.source_switches.load(Relaxed),
+        switches,
+        sources: s.board.sources(),
+        modbus: ModbusDoc {
+            listen: s.info.modbus_listen.clone(),
+            unit_ids: s.info.unit_ids.clone(),
+            max_connections: s.info.max_connections,
+            clients: s.board.clients(),
+            requests_total: s.metrics.modbus_requests.load(Relaxed),
+            exceptions_total: s
+                .metrics
+                .modbus_exceptions
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .sum(),
+        },
+        points: PointsSummary {
+            total: image.map().points().len(),
+            not_good: image.tags_not_good(),
+            data_age_ms: image
+                .data_age(image.clock().wall())
+                .map(|d| d.as_millis() as u64),
+        },
+    }
 }

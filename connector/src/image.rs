@@ -6,9 +6,9 @@
 //! ingest is a store per tag, a read is a load per tag. Status fields and qualities are
 //! atomics too.
 
-use crate::map::{Cell, RegisterMap, StatusField};
-use crate::registers::{WordOrder, encode};
-use po_protocol::{Quality, TagValue, Timestamp};
+use crate::map::{Bank, Cell, RegisterMap, StatusField};
+use crate::registers::{WordOrder, decode, encode};
+use po_protocol::{Quality, TagValue, Timestamp, Value};
 use po_runtime::{Clock, SystemClock};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -30,6 +30,9 @@ pub struct RegisterImage {
     /// Per point: registers `address`, `address+1` as `(w0 << 16) | w1`.
     values: Vec<AtomicU32>,
     qualities: Vec<AtomicU8>,
+    /// Per point: the server's timestamp of the sample served (µs since the Unix epoch;
+    /// 0 before the first), for the status page's ages.
+    sampled_us: Vec<AtomicU64>,
     not_good: AtomicU32,
     stale: AtomicBool,
     newest_sample_us: AtomicU64,
@@ -66,6 +69,7 @@ impl RegisterImage {
             qualities: (0..n)
                 .map(|_| AtomicU8::new(Quality::Stale.code() as u8))
                 .collect(),
+            sampled_us: (0..n).map(|_| AtomicU64::new(0)).collect(),
             not_good: AtomicU32::new(n as u32),
             stale: AtomicBool::new(false),
             newest_sample_us: AtomicU64::new(0),
@@ -107,6 +111,7 @@ impl RegisterImage {
             };
             self.values[p as usize].store(packed, Relaxed);
             self.set_quality(p, tv.quality);
+            self.sampled_us[p as usize].store(tv.sampled_at.0, Relaxed);
             newest = newest.max(tv.sampled_at.0);
             stored += 1;
         }
@@ -152,6 +157,24 @@ impl RegisterImage {
         (self.state.load(Relaxed), self.active_epoch.load(Relaxed))
     }
 
+    /// Whose data is served (status registers 2-5): the 1-based source, its role and
+    /// epoch; `None` while starting or stale.
+    pub fn active(&self) -> Option<(usize, po_protocol::Role, u64)> {
+        let state = self.state.load(Relaxed);
+        if state != ServeState::Primary as u8 && state != ServeState::Standby as u8 {
+            return None;
+        }
+        let role = match self.active_role.load(Relaxed) {
+            1 => po_protocol::Role::Primary,
+            _ => po_protocol::Role::Standby,
+        };
+        Some((
+            usize::from(self.active_source.load(Relaxed)),
+            role,
+            u64::from(self.active_epoch.load(Relaxed)),
+        ))
+    }
+
     pub fn set_switches(&self, n: u64) {
         self.switches
             .store(n.min(u64::from(u32::MAX)) as u32, Relaxed);
@@ -170,6 +193,27 @@ impl RegisterImage {
         } else {
             self.not_good.load(Relaxed)
         }
+    }
+
+    /// A point's served value (decoded from its registers, so exactly what a master
+    /// reads), quality, and the server's timestamp of the sample (`None` before the first).
+    pub fn live(&self, point: u32) -> (Value, Quality, Option<Timestamp>) {
+        let p = self.map.point(point);
+        let packed = self.values[point as usize].load(Relaxed);
+        let words = [(packed >> 16) as u16, packed as u16];
+        let value = decode(p.kind, &words, self.map.word_order());
+        let sampled = self.sampled_us[point as usize].load(Relaxed);
+        (
+            value,
+            self.quality(point),
+            (sampled > 0).then_some(Timestamp(sampled)),
+        )
+    }
+
+    /// Age of the newest sample served (status register 6); `None` before any data.
+    pub fn data_age(&self, now: Timestamp) -> Option<std::time::Duration> {
+        let newest = self.newest_sample_us.load(Relaxed);
+        (newest > 0).then(|| std::time::Duration::from_micros(now.0.saturating_sub(newest)))
     }
 
     /// The raw packed registers of a point (for tests and benches).
@@ -204,8 +248,8 @@ impl RegisterImage {
     /// Reads holding/input registers `start..start+out.len()` into `out`. The caller has
     /// checked that the range lies inside the map. A two-register value is loaded once,
     /// so its words always belong together.
-    pub fn read_registers(&self, start: u16, out: &mut [u16]) -> bool {
-        let Some(cells) = self.map.cells(start, out.len() as u16) else {
+    pub fn read_registers(&self, bank: &Bank, start: u16, out: &mut [u16]) -> bool {
+        let Some(cells) = bank.cells(start, out.len() as u16) else {
             return false;
         };
         let now = self.clock.wall();
@@ -258,12 +302,12 @@ impl RegisterImage {
     }
 
     /// Reads coils/discrete inputs (digital tags at their tag index).
-    pub fn read_bits(&self, start: u16, out: &mut [bool]) -> bool {
-        if u32::from(start) + out.len() as u32 > self.map.coil_end() {
+    pub fn read_bits(&self, bank: &Bank, start: u16, out: &mut [bool]) -> bool {
+        if u32::from(start) + out.len() as u32 > bank.coil_end() {
             return false;
         }
         for (i, slot) in out.iter_mut().enumerate() {
-            *slot = match self.map.coil(start + i as u16).flatten() {
+            *slot = match bank.coil(start + i as u16).flatten() {
                 Some(p) => self.values[p as usize].load(Relaxed) >> 16 != 0,
                 None => false,
             };

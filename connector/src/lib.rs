@@ -2,6 +2,7 @@
 //! client-access protocol, follows whichever is Primary, and serves every tag to
 //! third-party systems as a Modbus TCP server (DESIGN §6, docs/connector.md).
 
+pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod connector;
@@ -13,9 +14,12 @@ pub mod map;
 pub mod metrics;
 pub mod modbus;
 pub mod points;
+pub mod points_page;
 pub mod registers;
 pub mod selector;
 pub mod sequence;
+pub mod status;
+pub mod status_page;
 pub mod service;
 pub mod source;
 pub mod switches;

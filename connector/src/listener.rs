@@ -10,6 +10,7 @@
 use crate::metrics::Metrics;
 use crate::modbus::decode_request;
 use crate::service::ModbusService;
+use crate::status::{ClientEntry, StatusBoard};
 use bytes::{Buf, BytesMut};
 use ipnet::IpNet;
 use po_runtime::accept::accept_loop;
@@ -36,6 +37,7 @@ pub async fn serve_modbus(
     service: Arc<ModbusService>,
     limits: ListenerLimits,
     metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
     cancel: CancellationToken,
 ) {
     let cap = ConnectionCap::new(limits.max_connections);
@@ -62,11 +64,13 @@ pub async fn serve_modbus(
             tracing::info!(%peer, "Modbus connection accepted");
             let (service, metrics, cancel) = (service.clone(), metrics.clone(), cancel.clone());
             let idle = limits.idle_timeout;
+            let listed = board.handle_client(peer);
             tracker.spawn(async move {
                 tokio::select! {
                     _ = cancel.cancelled() => {}
-                    _ = connection(stream, peer, &service, &metrics, idle, ticket) => {}
+                    _ = connection(stream, peer, &service, &metrics, &listed.entry, idle, ticket) => {}
                 }
+                drop(listed);
                 metrics.modbus_connections.fetch_sub(1, Relaxed);
                 drop(permit);
             });
@@ -90,6 +94,7 @@ async fn connection(
     peer: SocketAddr,
     service: &ModbusService,
     metrics: &Metrics,
+    listed: &ClientEntry,
     idle: Duration,
     ticket: UnprovenTicket,
 ) {
@@ -128,6 +133,7 @@ async fn connection(
                 Ok(Some((frame, used))) => {
                     ticket = None;
                     input.advance(used);
+                    listed.requests.fetch_add(1, Relaxed);
                     service.handle(frame, &mut output).await;
                 }
                 Ok(None) => break,

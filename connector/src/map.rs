@@ -57,13 +57,16 @@ pub struct Point {
     pub unit: String,
     pub kind: TagKind,
     pub writable: bool,
+    /// The Modbus unit (bank) the point is served at (DESIGN §15).
+    pub unit_id: u8,
     /// First holding/input register.
     pub address: u16,
     /// Registers used (2 for analog and counter, 1 for digital).
     pub words: u16,
     /// Register holding the quality code, if quality registers are configured.
     pub quality_address: Option<u16>,
-    /// Coil / discrete input address (digital tags only): the tag index.
+    /// Coil / discrete input address (digital tags only): the tag's index in its bank
+    /// (automatic mapping) or in the catalogue (explicit mapping).
     pub coil: Option<u16>,
 }
 
@@ -99,196 +102,29 @@ pub enum MapError {
     },
     #[error("tag '{name}' has index {index}, past the last coil address 65535")]
     CoilOutOfSpace { name: String, index: u32 },
+    #[error(
+        "the site needs {needed} Modbus units (banks of up to 65536 registers) but modbus.unit_ids lists {listed}; list more unit ids or leave it empty"
+    )]
+    TooFewUnits { needed: usize, listed: usize },
+    #[error("map.point[{index}].unit: unit {unit} is not in modbus.unit_ids {listed:?}")]
+    UnitNotListed {
+        index: usize,
+        unit: u8,
+        listed: Vec<u8>,
+    },
 }
 
+/// One Modbus unit's address spaces: what each holding/input register and each coil
+/// holds. Every bank starts with the status block.
 #[derive(Debug, Clone)]
-pub struct RegisterMap {
-    points: Vec<Point>,
+pub struct Bank {
+    pub unit_id: u8,
     cells: Vec<Cell>,
-    by_tag: Vec<Option<u32>>,
     coils: Vec<Option<u32>>,
-    word_order: WordOrder,
 }
 
-impl RegisterMap {
-    pub fn build(
-        catalog: &[TagInfo],
-        modbus: &ModbusConfig,
-        map: &MapConfig,
-    ) -> Result<RegisterMap, MapError> {
-        let mut placed: Vec<(TagId, u16)> = Vec::new();
-        match map.mode {
-            MapMode::Auto => {
-                let mut next = u32::from(modbus.data_base);
-                for t in catalog {
-                    let words = u32::from(register_count(t.kind));
-                    if next + words > 65536 {
-                        return Err(MapError::OutOfSpace {
-                            what: format!(
-                                "automatic mapping of {} tags from register {}",
-                                catalog.len(),
-                                modbus.data_base
-                            ),
-                            end: next + words - 1,
-                        });
-                    }
-                    placed.push((t.id, next as u16));
-                    next += words;
-                }
-            }
-            MapMode::Explicit => {
-                for (index, p) in map.points.iter().enumerate() {
-                    let Some(t) = catalog.iter().find(|t| t.name == p.tag) else {
-                        return Err(MapError::UnknownTag {
-                            index,
-                            name: p.tag.clone(),
-                        });
-                    };
-                    placed.push((t.id, p.address));
-                }
-            }
-        }
-
-        let mut points = Vec::with_capacity(placed.len());
-        for (i, (tag, address)) in placed.iter().enumerate() {
-            let t = &catalog[tag.index()];
-            let words = register_count(t.kind);
-            let end = u32::from(*address) + u32::from(words) - 1;
-            if end > 65535 {
-                return Err(MapError::OutOfSpace {
-                    what: format!("'{}' at register {address}", t.name),
-                    end,
-                });
-            }
-            let quality_address = match modbus.quality_base {
-                Some(q) => {
-                    let a = u32::from(q) + i as u32;
-                    if a > 65535 {
-                        return Err(MapError::OutOfSpace {
-                            what: format!("quality registers from {q}"),
-                            end: u32::from(q) + placed.len() as u32 - 1,
-                        });
-                    }
-                    Some(a as u16)
-                }
-                None => None,
-            };
-            let coil = if t.kind == TagKind::Digital {
-                if t.id.0 > 65535 {
-                    return Err(MapError::CoilOutOfSpace {
-                        name: t.name.clone(),
-                        index: t.id.0,
-                    });
-                }
-                Some(t.id.0 as u16)
-            } else {
-                None
-            };
-            points.push(Point {
-                tag: t.id,
-                name: t.name.clone(),
-                unit: t.unit.clone(),
-                kind: t.kind,
-                writable: t.writable,
-                address: *address,
-                words,
-                quality_address,
-                coil,
-            });
-        }
-
-        // Lay out the cells, refusing overlaps.
-        let mut end = u32::from(STATUS_REGISTERS);
-        for p in &points {
-            end = end.max(u32::from(p.address) + u32::from(p.words));
-            if let Some(q) = p.quality_address {
-                end = end.max(u32::from(q) + 1);
-            }
-        }
-        let mut cells = vec![Cell::Empty; end as usize];
-        let mut owner: Vec<Option<u32>> = vec![None; end as usize];
-        for r in 0..STATUS_REGISTERS {
-            if let Some((f, w)) = StatusField::at(r) {
-                cells[r as usize] = Cell::Status(f, w);
-            }
-        }
-        let name_of = |o: Option<u32>, points: &[Point]| match o {
-            Some(i) => points[i as usize].name.clone(),
-            None => "the status block".to_string(),
-        };
-        let mut claim =
-            |addr: u16, cell: Cell, who: u32, points: &[Point]| -> Result<(), MapError> {
-                let a = addr as usize;
-                if addr < STATUS_REGISTERS || owner[a].is_some() {
-                    let other = if addr < STATUS_REGISTERS {
-                        None
-                    } else {
-                        owner[a]
-                    };
-                    return Err(MapError::Overlap {
-                        first: addr,
-                        last: addr,
-                        a: points[who as usize].name.clone(),
-                        b: name_of(other, points),
-                    });
-                }
-                owner[a] = Some(who);
-                cells[a] = cell;
-                Ok(())
-            };
-        for (i, p) in points.iter().enumerate() {
-            for w in 0..p.words {
-                claim(
-                    p.address + w,
-                    Cell::Value {
-                        point: i as u32,
-                        word: w as u8,
-                    },
-                    i as u32,
-                    &points,
-                )?;
-            }
-            if let Some(q) = p.quality_address {
-                claim(q, Cell::Quality { point: i as u32 }, i as u32, &points)?;
-            }
-        }
-
-        let mut by_tag = vec![None; catalog.len()];
-        let coil_end = points
-            .iter()
-            .filter_map(|p| p.coil)
-            .max()
-            .map_or(0, |c| c as usize + 1);
-        let mut coils = vec![None; coil_end];
-        for (i, p) in points.iter().enumerate() {
-            by_tag[p.tag.index()] = Some(i as u32);
-            if let Some(c) = p.coil {
-                coils[c as usize] = Some(i as u32);
-            }
-        }
-        Ok(RegisterMap {
-            points,
-            cells,
-            by_tag,
-            coils,
-            word_order: modbus.word_order,
-        })
-    }
-
-    pub fn points(&self) -> &[Point] {
-        &self.points
-    }
-
-    pub fn point(&self, index: u32) -> &Point {
-        &self.points[index as usize]
-    }
-
-    /// The point serving `tag`, if the tag is mapped.
-    pub fn point_of(&self, tag: TagId) -> Option<u32> {
-        self.by_tag.get(tag.index()).copied().flatten()
-    }
-
-    /// One past the last holding/input register of the map.
+impl Bank {
+    /// One past the last holding/input register of the bank.
     pub fn register_end(&self) -> u32 {
         self.cells.len() as u32
     }
@@ -310,8 +146,472 @@ impl RegisterMap {
     pub fn coil(&self, address: u16) -> Option<Option<u32>> {
         self.coils.get(address as usize).copied()
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct RegisterMap {
+    points: Vec<Point>,
+    banks: Vec<Bank>,
+    /// Which bank answers each unit id (`None`: exception 0B).
+    by_unit: Vec<Option<u16>>,
+    by_tag: Vec<Option<u32>>,
+    word_order: WordOrder,
+}
+
+/// Where the automatic mapping may put values and qualities in one bank: values from
+/// `data_base` up to (not including) `value_end`, qualities from `quality_base` up to
+/// `quality_end`, so neither runs into the other.
+fn auto_limits(modbus: &ModbusConfig) -> (u32, Option<(u32, u32)>) {
+    let data = u32::from(modbus.data_base);
+    match modbus.quality_base.map(u32::from) {
+        None => (65536, None),
+        Some(q) if q > data => (q, Some((q, 65536))),
+        Some(q) => (65536, Some((q, data))),
+    }
+}
+
+impl RegisterMap {
+    pub fn build(
+        catalog: &[TagInfo],
+        modbus: &ModbusConfig,
+        map: &MapConfig,
+    ) -> Result<RegisterMap, MapError> {
+        let default_unit = modbus.unit_ids.first().copied().unwrap_or(1);
+        // (tag, bank number, register), in map order.
+        let mut placed: Vec<(TagId, usize, u16)> = Vec::new();
+        let mut bank_units: Vec<u8> = Vec::new();
+        match map.mode {
+            MapMode::Auto => {
+                // Fill a bank, then spill over into the next unit (DESIGN §15).
+                let (value_end, quality) = auto_limits(modbus);
+                let mut bank = 0;
+                let mut next = u32::from(modbus.data_base);
+                let mut in_bank = 0u32;
+                for t in catalog {
+                    let words = u32::from(register_count(t.kind));
+                    let quality_full = quality.is_some_and(|(q, end)| q + in_bank >= end);
+                    if next + words > value_end || quality_full {
+                        if in_bank == 0 {
+                            return Err(MapError::OutOfSpace {
+                                what: format!(
+                                    "automatic mapping from register {}",
+                                    modbus.data_base
+                                ),
+                                end: next + words - 1,
+                            });
+                        }
+                        bank += 1;
+                        next = u32::from(modbus.data_base);
+                        in_bank = 0;
+                    }
+                    placed.push((t.id, bank, next as u16));
+                    next += words;
+                    in_bank += 1;
+                }
+                let banks = bank + 1;
+                bank_units = if modbus.unit_ids.is_empty() {
+                    (1..=banks).map(|u| u.min(255) as u8).collect()
+                } else if modbus.unit_ids.len() < banks {
+                    return Err(MapError::TooFewUnits {
+                        needed: banks,
+                        listed: modbus.unit_ids.len(),
+                    });
+                } else {
+                    modbus.unit_ids[..banks].to_vec()
+                };
+                if banks > 255 {
+                    return Err(MapError::TooFewUnits {
+                        needed: banks,
+                        listed: 255,
+                    });
+                }
+            }
+            MapMode::Explicit => {
+                for (index, p) in map.points.iter().enumerate() {
+                    let Some(t) = catalog.iter().find(|t| t.name == p.tag) else {
+                        return Err(MapError::UnknownTag {
+                            index,
+                            name: p.tag.clone(),
+                        });
+                    };
+                    let unit = p.unit.unwrap_or(default_unit);
+                    if !modbus.unit_ids.is_empty() && !modbus.unit_ids.contains(&unit) {
+                        return Err(MapError::UnitNotListed {
+                            index,
+                            unit,
+                            listed: modbus.unit_ids.clone(),
+                        });
+                    }
+                    let bank = match bank_units.iter().position(|u| *u == unit) {
+                        Some(b) => b,
+                        None => {
+                            bank_units.push(unit);
+                            bank_units.len() - 1
+                        }
+                    };
+                    placed.push((t.id, bank, p.address));
+                }
+                if bank_units.is_empty() {
+                    bank_units.push(default_unit);
+                }
+            }
+        }
+
+        // The first catalogue index in each bank: automatic coils count from it.
+        let mut bank_first_tag = vec![u32::MAX; bank_units.len()];
+        for (tag, bank, _) in &placed {
+            bank_first_tag[*bank] = bank_first_tag[*bank].min(tag.0);
+        }
+        let mut in_bank = vec![0u32; bank_units.len()];
+        let mut points = Vec::with_capacity(placed.len());
+        for (tag, bank, address) in &placed {
+            let t = &catalog[tag.index()];
+            let words = register_count(t.kind);
+            let end = u32::from(*address) + u32::from(words) - 1;
+            if end > 65535 {
+                return Err(MapError::OutOfSpace {
+                    what: format!("'{}' at register {address}", t.name),
+                    end,
+                });
+            }
+            let index = in_bank[*bank];
+            in_bank[*bank] += 1;
+            let quality_address = match modbus.quality_base {
+                Some(q) => {
+                    let a = u32::from(q) + index;
+                    if a > 65535 {
+                        return Err(MapError::OutOfSpace {
+                            what: format!("quality registers from {q}"),
+                            end: a,
+                        });
+                    }
+                    Some(a as u16)
+                }
+                None => None,
+            };
+            let coil = if t.kind == TagKind::Digital {
+                let index = match map.mode {
+                    MapMode::Auto => t.id.0 - bank_first_tag[*bank],
+                    MapMode::Explicit => t.id.0,
+                };
+                if index > 65535 {
+                    return Err(MapError::CoilOutOfSpace {
+                        name: t.name.clone(),
+                        index,
+                    });
+                }
+                Some(index as u16)
+            } else {
+                None
+            };
+            points.push(Point {
+                tag: t.id,
+                name: t.name.clone(),
+                unit: t.unit.clone(),
+                kind: t.kind,
+                writable: t.writable,
+                unit_id: bank_units[*bank],
+                address: *address,
+                words,
+                quality_address,
+                coil,
+            });
+        }
+
+        let mut banks = Vec::with_capacity(bank_units.len());
+        for (b, unit_id) in bank_units.iter().enumerate() {
+            let members: Vec<u32> = placed
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, bank, _))| *bank == b)
+                .map(|(i, _)| i as u32)
+                .collect();
+            banks.push(lay_out_bank(*unit_id, &points, &members)?);
+        }
+
+        // Unit ids: each bank's own; the rest go to the first bank when no list is
+        // configured (a one-bank site answers at any unit id, as before banks), and
+        // listed ids without a bank of their own also serve the first bank.
+        let mut by_unit = vec![None; 256];
+        if modbus.unit_ids.is_empty() {
+            by_unit.iter_mut().for_each(|u| *u = Some(0));
+        } else {
+            for u in &modbus.unit_ids {
+                by_unit[usize::from(*u)] = Some(0);
+            }
+        }
+        for (b, u) in bank_units.iter().enumerate() {
+            by_unit[usize::from(*u)] = Some(b as u16);
+        }
+
+        let mut by_tag = vec![None; catalog.len()];
+        for (i, p) in points.iter().enumerate() {
+            by_tag[p.tag.index()] = Some(i as u32);
+        }
+        Ok(RegisterMap {
+            points,
+            banks,
+            by_unit,
+            by_tag,
+            word_order: modbus.word_order,
+        })
+    }
+
+    /// The bank answering `unit`, if any.
+    pub fn bank_for(&self, unit: u8) -> Option<&Bank> {
+        self.by_unit[usize::from(unit)].map(|b| &self.banks[usize::from(b)])
+    }
+
+    /// Every bank, in unit order of the mapping.
+    pub fn banks(&self) -> &[Bank] {
+        &self.banks
+    }
+
+    /// The first bank (the whole map of a site that fits one unit).
+    pub fn first_bank(&self) -> &Bank {
+        &self.banks[0]
+    }
+
+    pub fn points(&self) -> &[Point] {
+        &self.points
+    }
+
+    pub fn point(&self, index: u32) -> &Point {
+        &self.points[index as usize]
+    }
+
+    /// The point serving `tag`, if the tag is mapped.
+    pub fn point_of(&self, tag: TagId) -> Option<u32> {
+        self.by_tag.get(tag.index()).copied().flatten()
+    }
+
+    /// One past the last holding/input register of the first bank.
+    pub fn register_end(&self) -> u32 {
+        self.first_bank().register_end()
+    }
+
+    /// One past the last coil/discrete input address of the first bank.
+    pub fn coil_end(&self) -> u32 {
+        self.first_bank().coil_end()
+    }
 
     pub fn word_order(&self) -> WordOrder {
         self.word_order
+    }
+}
+
+/// Lays out one bank's cells (the status block, then its points' values and qualities)
+/// and coils, refusing overlaps.
+fn lay_out_bank(unit_id: u8, points: &[Point], members: &[u32]) -> Result<Bank, MapError> {
+    let mut end = u32::from(STATUS_REGISTERS);
+    for &i in members {
+        let p = &points[i as usize];
+        end = end.max(u32::from(p.address) + u32::from(p.words));
+        if let Some(q) = p.quality_address {
+            end = end.max(u32::from(q) + 1);
+        }
+    }
+    let mut cells = vec![Cell::Empty; end as usize];
+    let mut owner: Vec<Option<u32>> = vec![None; end as usize];
+    for r in 0..STATUS_REGISTERS {
+        if let Some((f, w)) = StatusField::at(r) {
+            cells[r as usize] = Cell::Status(f, w);
+        }
+    }
+    let name_of = |o: Option<u32>| match o {
+        Some(i) => points[i as usize].name.clone(),
+        None => "the status block".to_string(),
+    };
+    let mut claim = |addr: u16, cell: Cell, who: u32| -> Result<(), MapError> {
+        let a = addr as usize;
+        if addr < STATUS_REGISTERS || owner[a].is_some() {
+            let other = if addr < STATUS_REGISTERS {
+                None
+            } else {
+                owner[a]
+            };
+            return Err(MapError::Overlap {
+                first: addr,
+                last: addr,
+                a: points[who as usize].name.clone(),
+                b: name_of(other),
+            });
+        }
+        owner[a] = Some(who);
+        cells[a] = cell;
+        Ok(())
+    };
+    for &i in members {
+        let p = &points[i as usize];
+        for w in 0..p.words {
+            claim(
+                p.address + w,
+                Cell::Value {
+                    point: i,
+                    word: w as u8,
+                },
+                i,
+            )?;
+        }
+        if let Some(q) = p.quality_address {
+            claim(q, Cell::Quality { point: i }, i)?;
+        }
+    }
+    let coil_end = members
+        .iter()
+        .filter_map(|&i| points[i as usize].coil)
+        .max()
+        .map_or(0, |c| c as usize + 1);
+    let mut coils = vec![None; coil_end];
+    for &i in members {
+        if let Some(c) = points[i as usize].coil {
+            coils[c as usize] = Some(i);
+        }
+    }
+    Ok(Bank {
+        unit_id,
+        cells,
+        coils,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PointConfig;
+
+    /// `n` tags, every `digital_every`-th one digital (1 register), the rest analog (2);
+    /// `u32::MAX`: none digital.
+    fn catalog(n: u32, digital_every: u32) -> Vec<TagInfo> {
+        (0..n)
+            .map(|i| TagInfo {
+                id: TagId(i),
+                name: format!("T{i}"),
+                unit: String::new(),
+                kind: if i % digital_every == digital_every - 1 {
+                    TagKind::Digital
+                } else {
+                    TagKind::Analog
+                },
+                writable: false,
+            })
+            .collect()
+    }
+
+    fn auto(c: &[TagInfo], modbus: &ModbusConfig) -> Result<RegisterMap, MapError> {
+        RegisterMap::build(c, modbus, &MapConfig::default())
+    }
+
+    #[test]
+    fn automatic_mapping_spills_into_further_units_from_data_base() {
+        // 2 registers a tag from 100: (65536 - 100) / 2 = 32718 tags per unit.
+        let c = catalog(32_718 * 2 + 1, u32::MAX);
+        let m = auto(&c, &ModbusConfig::default()).unwrap();
+        let units: Vec<u8> = m.banks().iter().map(|b| b.unit_id).collect();
+        assert_eq!(units, [1, 2, 3]);
+        let p = m.points();
+        assert_eq!((p[32_717].unit_id, p[32_717].address), (1, 65_534));
+        assert_eq!((p[32_718].unit_id, p[32_718].address), (2, 100));
+        assert_eq!((p[65_436].unit_id, p[65_436].address), (3, 100));
+        // The status block is in every bank; unlisted units answer with the first.
+        for b in m.banks() {
+            assert!(matches!(b.cell(0), Some(Cell::Status(StatusField::Heartbeat, 0))));
+        }
+        assert_eq!(m.bank_for(2).unwrap().unit_id, 2);
+        assert_eq!(m.bank_for(0).unwrap().unit_id, 1);
+        assert_eq!(m.bank_for(200).unwrap().unit_id, 1);
+    }
+
+    #[test]
+    fn listed_unit_ids_name_the_banks_and_too_few_are_refused() {
+        let c = catalog(40_000, u32::MAX);
+        let mut modbus = ModbusConfig {
+            unit_ids: vec![5],
+            ..ModbusConfig::default()
+        };
+        assert_eq!(
+            auto(&c, &modbus).unwrap_err(),
+            MapError::TooFewUnits {
+                needed: 2,
+                listed: 1
+            }
+        );
+        modbus.unit_ids = vec![5, 9, 11];
+        let m = auto(&c, &modbus).unwrap();
+        let units: Vec<u8> = m.banks().iter().map(|b| b.unit_id).collect();
+        assert_eq!(units, [5, 9]);
+        assert_eq!(m.bank_for(9).unwrap().unit_id, 9);
+        // A listed id without a bank of its own serves the first; unlisted: none.
+        assert_eq!(m.bank_for(11).unwrap().unit_id, 5);
+        assert!(m.bank_for(1).is_none());
+    }
+
+    #[test]
+    fn qualities_and_coils_count_within_their_bank() {
+        // Qualities from 40000: values may use 100..40000, qualities 40000..65536.
+        let c = catalog(30_000, 3);
+        let modbus = ModbusConfig {
+            quality_base: Some(40_000),
+            ..ModbusConfig::default()
+        };
+        let m = auto(&c, &modbus).unwrap();
+        assert_eq!(m.banks().len(), 2);
+        let second = m.points().iter().position(|p| p.unit_id == 2).unwrap();
+        let p = &m.points()[second];
+        assert_eq!((p.address, p.quality_address), (100, Some(40_000)));
+        // Every point's quality lies below 65536 and above its bank's values.
+        assert!(m.points().iter().all(|p| p.quality_address.unwrap() >= 40_000));
+        assert!(m.points().iter().all(|p| u32::from(p.address) + u32::from(p.words) <= 40_000));
+        // The first digital tag of bank 2 has coil 0 (or the bank's first digital index).
+        let first_digital = m.points()[second..]
+            .iter()
+            .find(|p| p.kind == TagKind::Digital)
+            .unwrap();
+        assert_eq!(
+            u32::from(first_digital.coil.unwrap()),
+            first_digital.tag.0 - p.tag.0
+        );
+    }
+
+    #[test]
+    fn explicit_points_may_name_their_unit() {
+        let c = catalog(4, u32::MAX);
+        let point = |tag: &str, address: u16, unit: Option<u8>| PointConfig {
+            tag: tag.into(),
+            address,
+            unit,
+        };
+        let map = MapConfig {
+            mode: MapMode::Explicit,
+            points: vec![
+                point("T0", 100, None),
+                point("T1", 100, Some(4)),
+                point("T2", 102, Some(4)),
+            ],
+        };
+        let m = RegisterMap::build(&c, &ModbusConfig::default(), &map).unwrap();
+        let units: Vec<u8> = m.banks().iter().map(|b| b.unit_id).collect();
+        assert_eq!(units, [1, 4]);
+        // The same register in two units holds two tags; an overlap within one is refused.
+        assert!(matches!(
+            m.bank_for(4).unwrap().cell(100),
+            Some(Cell::Value { point: 1, word: 0 })
+        ));
+        let clash = MapConfig {
+            mode: MapMode::Explicit,
+            points: vec![point("T1", 100, Some(4)), point("T2", 101, Some(4))],
+        };
+        assert!(matches!(
+            RegisterMap::build(&c, &ModbusConfig::default(), &clash),
+            Err(MapError::Overlap { .. })
+        ));
+        let modbus = ModbusConfig {
+            unit_ids: vec![1, 2],
+            ..ModbusConfig::default()
+        };
+        assert_eq!(
+            RegisterMap::build(&c, &modbus, &map).unwrap_err().to_string(),
+            "map.point[1].unit: unit 4 is not in modbus.unit_ids [1, 2]"
+        );
     }
 }

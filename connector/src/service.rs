@@ -5,7 +5,7 @@
 use crate::config::ModbusConfig;
 use crate::engine::{WriteReply, WriteRequest};
 use crate::image::RegisterImage;
-use crate::map::Cell;
+use crate::map::{Bank, Cell};
 use crate::metrics::Metrics;
 use crate::modbus::{ExceptionCode, Request, RequestFrame, encode_exception};
 use crate::registers::decode_write;
@@ -20,7 +20,6 @@ use tokio::sync::{mpsc, oneshot};
 pub struct ModbusService {
     image: Arc<RegisterImage>,
     writes: mpsc::Sender<WriteRequest>,
-    unit_ids: Vec<u8>,
     read_only: bool,
     write_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -37,7 +36,6 @@ impl ModbusService {
         ModbusService {
             image,
             writes,
-            unit_ids: config.unit_ids.clone(),
             read_only: config.read_only,
             write_timeout,
             metrics,
@@ -54,12 +52,11 @@ impl ModbusService {
         let tid = frame.transaction_id;
         let unit = frame.unit_id;
         let function = frame.function;
-        let result = match frame.request {
-            Err(code) => Err(code),
-            Ok(_) if !self.unit_ids.is_empty() && !self.unit_ids.contains(&unit) => {
-                Err(ExceptionCode::GatewayTargetFailedToRespond)
-            }
-            Ok(req) => self.serve(tid, unit, function, req, out).await,
+        let image = self.image.clone();
+        let result = match (frame.request, image.map().bank_for(unit)) {
+            (Err(code), _) => Err(code),
+            (Ok(_), None) => Err(ExceptionCode::GatewayTargetFailedToRespond),
+            (Ok(req), Some(bank)) => self.serve(bank, tid, unit, function, req, out).await,
         };
         if let Err(code) = result {
             self.metrics.count_exception(code as u8);
@@ -69,6 +66,7 @@ impl ModbusService {
 
     async fn serve(
         &self,
+        bank: &Bank,
         tid: u16,
         unit: u8,
         function: u8,
@@ -81,27 +79,27 @@ impl ModbusService {
             | Request::ReadInputRegisters { addr, qty } => {
                 let mut regs = [0u16; 125];
                 let regs = &mut regs[..qty as usize];
-                self.read(addr, regs)?;
+                self.read(bank, addr, regs)?;
                 encode_read_registers(tid, unit, function, regs, out);
             }
             Request::ReadCoils { addr, qty } | Request::ReadDiscreteInputs { addr, qty } => {
                 let mut bits = [false; 2000];
                 let bits = &mut bits[..qty as usize];
-                if !self.image.read_bits(addr, bits) {
+                if !self.image.read_bits(bank, addr, bits) {
                     return Err(ExceptionCode::IllegalDataAddress);
                 }
                 encode_read_bits(tid, unit, function, bits, out);
             }
             Request::WriteSingleRegister { addr, value } => {
-                self.write_registers(addr, &[value]).await?;
+                self.write_registers(bank, addr, &[value]).await?;
                 encode_write_echo(tid, unit, function, addr, value, out);
             }
             Request::WriteMultipleRegisters { addr, values } => {
-                self.write_registers(addr, &values).await?;
+                self.write_registers(bank, addr, &values).await?;
                 encode_write_echo(tid, unit, function, addr, values.len() as u16, out);
             }
             Request::WriteSingleCoil { addr, value } => {
-                self.write_coils(addr, &[value]).await?;
+                self.write_coils(bank, addr, &[value]).await?;
                 encode_write_echo(
                     tid,
                     unit,
@@ -112,7 +110,7 @@ impl ModbusService {
                 );
             }
             Request::WriteMultipleCoils { addr, values } => {
-                self.write_coils(addr, &values).await?;
+                self.write_coils(bank, addr, &values).await?;
                 encode_write_echo(tid, unit, function, addr, values.len() as u16, out);
             }
             Request::ReadWriteMultipleRegisters {
@@ -122,22 +120,22 @@ impl ModbusService {
                 values,
             } => {
                 // Check the read range first so a failed read does not follow a write.
-                if u32::from(read_addr) + u32::from(read_qty) > self.image.map().register_end() {
+                if u32::from(read_addr) + u32::from(read_qty) > bank.register_end() {
                     return Err(ExceptionCode::IllegalDataAddress);
                 }
-                self.write_registers(write_addr, &values).await?;
+                self.write_registers(bank, write_addr, &values).await?;
                 let mut regs = [0u16; 125];
                 let regs = &mut regs[..read_qty as usize];
-                self.read(read_addr, regs)?;
+                self.read(bank, read_addr, regs)?;
                 encode_read_registers(tid, unit, function, regs, out);
             }
         }
         Ok(())
     }
 
-    fn read(&self, addr: u16, regs: &mut [u16]) -> Result<(), ExceptionCode> {
-        if u32::from(addr) + regs.len() as u32 > self.image.map().register_end()
-            || !self.image.read_registers(addr, regs)
+    fn read(&self, bank: &Bank, addr: u16, regs: &mut [u16]) -> Result<(), ExceptionCode> {
+        if u32::from(addr) + regs.len() as u32 > bank.register_end()
+            || !self.image.read_registers(bank, addr, regs)
         {
             return Err(ExceptionCode::IllegalDataAddress);
         }
@@ -148,6 +146,7 @@ impl ModbusService {
     /// writable tag and every tag must be written whole.
     fn plan_register_write(
         &self,
+        bank: &Bank,
         addr: u16,
         values: &[u16],
     ) -> Result<Vec<(TagId, Value)>, ExceptionCode> {
@@ -155,13 +154,13 @@ impl ModbusService {
             return Err(ExceptionCode::IllegalFunction);
         }
         let map = self.image.map();
-        if u32::from(addr) + values.len() as u32 > map.register_end() {
+        if u32::from(addr) + values.len() as u32 > bank.register_end() {
             return Err(ExceptionCode::IllegalDataAddress);
         }
         let mut plan = Vec::new();
         let mut i = 0usize;
         while i < values.len() {
-            let Some(Cell::Value { point, word: 0 }) = map.cell(addr + i as u16) else {
+            let Some(Cell::Value { point, word: 0 }) = bank.cell(addr + i as u16) else {
                 return Err(ExceptionCode::IllegalDataAddress);
             };
             let p = map.point(point);
@@ -177,22 +176,32 @@ impl ModbusService {
         Ok(plan)
     }
 
-    async fn write_registers(&self, addr: u16, values: &[u16]) -> Result<(), ExceptionCode> {
-        let plan = self.plan_register_write(addr, values)?;
+    async fn write_registers(
+        &self,
+        bank: &Bank,
+        addr: u16,
+        values: &[u16],
+    ) -> Result<(), ExceptionCode> {
+        let plan = self.plan_register_write(bank, addr, values)?;
         self.apply(plan).await
     }
 
-    async fn write_coils(&self, addr: u16, values: &[bool]) -> Result<(), ExceptionCode> {
+    async fn write_coils(
+        &self,
+        bank: &Bank,
+        addr: u16,
+        values: &[bool],
+    ) -> Result<(), ExceptionCode> {
         if self.read_only {
             return Err(ExceptionCode::IllegalFunction);
         }
         let map = self.image.map();
-        if u32::from(addr) + values.len() as u32 > map.coil_end() {
+        if u32::from(addr) + values.len() as u32 > bank.coil_end() {
             return Err(ExceptionCode::IllegalDataAddress);
         }
         let mut plan = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
-            let Some(Some(point)) = map.coil(addr + i as u16) else {
+            let Some(Some(point)) = bank.coil(addr + i as u16) else {
                 return Err(ExceptionCode::IllegalDataAddress);
             };
             let p = map.point(point);

@@ -291,7 +291,7 @@ async fn the_metrics_endpoint_counts_requests_and_shows_the_active_source() {
         .unwrap();
     let mut body = String::new();
     http.read_to_string(&mut body).await.unwrap();
-    assert!(body.starts_with("HTTP/1.0 200 OK\r\n"), "{body}");
+    assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
     let value = |name: &str| -> u64 {
         body.lines()
             .find_map(|l| {

@@ -45,15 +45,20 @@ enum Command {
         config: PathBuf,
     },
     /// Print the points list (tag, register, type, word order, unit) a SCADA engineer
-    /// enters in the third-party system. Needs the catalogue: asks the configured servers.
+    /// enters in the third-party system. Needs the catalogue: asks the configured servers
+    /// (`--config`), or reads it from a running connector's status API (`--from`).
     Points {
         /// The connector's TOML configuration.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(long, short, required_unless_present = "from", conflicts_with = "from")]
+        config: Option<PathBuf>,
+        /// A running connector's metrics address, e.g. `http://127.0.0.1:9100`: reads
+        /// `/api/points` page by page (needs no licence, works while the connector runs).
+        #[arg(long, value_name = "URL")]
+        from: Option<String>,
         /// `csv` for spreadsheets and SCADA import tools, `json` for scripts.
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
-        /// How long to try the servers for the catalogue.
+        /// How long to try the servers for the catalogue (with `--from`: each request).
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
@@ -167,21 +172,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Points {
             config,
+            from,
             format,
             timeout,
         } => {
-            let c = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
+            let rows = match (config, from) {
+                (_, Some(url)) => points::fetch_rows(&url, timeout)?,
+                (Some(config), None) => {
+                    let c = match load(&config) {
+                        Ok(c) => c,
+                        Err(code) => return Ok(code),
+                    };
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let catalog = rt
+                        .block_on(smart_connector::catalog::fetch(&c, timeout))
+                        .context("fetching the catalogue")?;
+                    let map = RegisterMap::build(&catalog, &c.modbus, &c.map)?;
+                    points::rows(&map)
+                }
+                (None, None) => unreachable!("clap requires --config or --from"),
             };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let catalog = rt
-                .block_on(smart_connector::catalog::fetch(&c, timeout))
-                .context("fetching the catalogue")?;
-            let map = RegisterMap::build(&catalog, &c.modbus, &c.map)?;
-            let rows = points::rows(&map);
             let text = match format {
                 Format::Csv => points::to_csv(&rows),
                 Format::Json => serde_json::to_string_pretty(&rows)? + "\n",
