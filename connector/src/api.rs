@@ -69,6 +69,7 @@ pub struct SourceDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModbusDoc {
     pub listen: String,
+    /// The unit id of each bank (one per 65 536 registers of data, DESIGN §15).
     pub unit_ids: Vec<u8>,
     pub max_connections: usize,
     pub clients: Vec<ClientDoc>,

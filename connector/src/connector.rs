@@ -53,6 +53,9 @@ pub struct ConnectorHandle {
     pub catalog: Arc<Vec<TagInfo>>,
     /// What the status page shows.
     pub board: Arc<StatusBoard>,
+    /// Everything `/api/status` is built from (also without an HTTP listener, so a
+    /// simulation can read the same document in virtual time).
+    pub status: HttpState,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -63,6 +66,11 @@ impl ConnectorHandle {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+
+    /// The `/api/status` document, now.
+    pub fn status_doc(&self) -> crate::api::StatusDoc {
+        crate::http::status_doc(&self.status)
     }
 
     /// A future that resolves when the connector has been stopped.
@@ -249,6 +257,17 @@ pub async fn start_in(
         board.clone(),
         cancel.clone(),
     ));
+    let status = HttpState {
+        info: Arc::new(ConnectorInfo {
+            name: config.name.clone(),
+            modbus_listen: modbus_addr.to_string(),
+            unit_ids: map.banks().iter().map(|b| b.unit_id).collect(),
+            max_connections: config.modbus.max_connections,
+        }),
+        metrics: metrics.clone(),
+        image: image.clone(),
+        board: board.clone(),
+    };
     if let (Some(l), Some(http)) = (metrics_listener, config.metrics.clone()) {
         tracker.spawn(serve_http(
             l,
@@ -256,17 +275,7 @@ pub async fn start_in(
                 max_connections: http.max_connections,
                 read_timeout: http.read_timeout,
             },
-            HttpState {
-                info: Arc::new(ConnectorInfo {
-                    name: config.name.clone(),
-                    modbus_listen: modbus_addr.to_string(),
-                    unit_ids: config.modbus.unit_ids.clone(),
-                    max_connections: config.modbus.max_connections,
-                }),
-                metrics: metrics.clone(),
-                image: image.clone(),
-                board: board.clone(),
-            },
+            status.clone(),
             cancel.clone(),
         ));
     }
@@ -279,6 +288,7 @@ pub async fn start_in(
         metrics,
         catalog,
         board,
+        status,
         cancel,
         tracker,
     })

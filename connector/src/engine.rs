@@ -264,7 +264,8 @@ impl Engine {
         let reason = self.reason(sw, trigger);
         tracing::info!(from = %name(sw.from), to = %name(sw.to), %reason, "active source switch");
         let brief = |a: Option<crate::selector::Active>| a.map(|a| (a.source, a.role, a.epoch));
-        self.board.handle_switch(brief(sw.from), brief(sw.to), reason);
+        self.board
+            .handle_switch(brief(sw.from), brief(sw.to), reason);
         if let Some(from) = sw.from
             && sw.to.map(|t| t.source) != Some(from.source)
             && self.sources[from.source].connected

@@ -118,12 +118,13 @@ async fn connection(
 ) {
     let (proved_tx, mut proved) = oneshot::channel::<()>();
     let proved_tx = Arc::new(Mutex::new(Some(proved_tx)));
-    let service = tower::ServiceExt::map_request(app, move |req: hyper::Request<hyper::body::Incoming>| {
-        if let Some(tx) = proved_tx.lock().unwrap().take() {
-            let _ = tx.send(());
-        }
-        req
-    });
+    let service =
+        tower::ServiceExt::map_request(app, move |req: hyper::Request<hyper::body::Incoming>| {
+            if let Some(tx) = proved_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            req
+        });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.read_timeout)
@@ -197,12 +198,14 @@ pub fn status_doc(s: &HttpState) -> StatusDoc {
         _ => "starting",
     };
     let switches = s.board.switches();
-    let active = image.active().map(|(index, role, epoch)| crate::api::ActiveDoc {
-        index,
-        source: s.board.source_name(index - 1),
-        role: crate::status::role_name(role),
-        epoch,
-    });
+    let active = image
+        .active()
+        .map(|(index, role, epoch)| crate::api::ActiveDoc {
+            index,
+            source: s.board.source_name(index - 1),
+            role: crate::status::role_name(role),
+            epoch,
+        });
     StatusDoc {
         connector: s.info.name.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -515,7 +515,10 @@ mod tests {
         assert_eq!((p[65_436].unit_id, p[65_436].address), (3, 100));
         // The status block is in every bank; unlisted units answer with the first.
         for b in m.banks() {
-            assert!(matches!(b.cell(0), Some(Cell::Status(StatusField::Heartbeat, 0))));
+            assert!(matches!(
+                b.cell(0),
+                Some(Cell::Status(StatusField::Heartbeat, 0))
+            ));
         }
         assert_eq!(m.bank_for(2).unwrap().unit_id, 2);
         assert_eq!(m.bank_for(0).unwrap().unit_id, 1);
@@ -560,8 +563,16 @@ mod tests {
         let p = &m.points()[second];
         assert_eq!((p.address, p.quality_address), (100, Some(40_000)));
         // Every point's quality lies below 65536 and above its bank's values.
-        assert!(m.points().iter().all(|p| p.quality_address.unwrap() >= 40_000));
-        assert!(m.points().iter().all(|p| u32::from(p.address) + u32::from(p.words) <= 40_000));
+        assert!(
+            m.points()
+                .iter()
+                .all(|p| p.quality_address.unwrap() >= 40_000)
+        );
+        assert!(
+            m.points()
+                .iter()
+                .all(|p| u32::from(p.address) + u32::from(p.words) <= 40_000)
+        );
         // The first digital tag of bank 2 has coil 0 (or the bank's first digital index).
         let first_digital = m.points()[second..]
             .iter()
@@ -610,7 +621,9 @@ mod tests {
             ..ModbusConfig::default()
         };
         assert_eq!(
-            RegisterMap::build(&c, &modbus, &map).unwrap_err().to_string(),
+            RegisterMap::build(&c, &modbus, &map)
+                .unwrap_err()
+                .to_string(),
             "map.point[1].unit: unit 4 is not in modbus.unit_ids [1, 2]"
         );
     }

@@ -90,7 +90,9 @@ fn csv_field(s: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("`{0}` is not an http:// URL (e.g. http://127.0.0.1:9100, the connector's metrics address)")]
+    #[error(
+        "`{0}` is not an http:// URL (e.g. http://127.0.0.1:9100, the connector's metrics address)"
+    )]
     Url(String),
     #[error("cannot read {url}")]
     Http {

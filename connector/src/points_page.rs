@@ -44,15 +44,11 @@ pub fn points_page(image: &RegisterImage, q: &PointsQuery) -> Result<PointsPage,
         .map(str::trim)
         .filter(|f| !f.is_empty())
         .map(str::to_lowercase);
-    let matching = map
-        .points()
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| {
-            filter
-                .as_deref()
-                .is_none_or(|f| p.name.to_lowercase().contains(f))
-        });
+    let matching = map.points().iter().enumerate().filter(|(_, p)| {
+        filter
+            .as_deref()
+            .is_none_or(|f| p.name.to_lowercase().contains(f))
+    });
     let now = image.clock().wall();
     let mut total = 0;
     let mut page = Vec::new();

@@ -229,9 +229,8 @@ impl StatusBoard {
                         .saturating_sub(Duration::from_micros(heard - 1))
                         .as_millis() as u64
                 });
-                let silent = last_heard_ms.is_none_or(|ms| {
-                    Duration::from_millis(ms) >= self.source_timeout
-                });
+                let silent =
+                    last_heard_ms.is_none_or(|ms| Duration::from_millis(ms) >= self.source_timeout);
                 let health = if !s.connected {
                     "disconnected"
                 } else if s.catalog_mismatch {
@@ -373,11 +372,7 @@ mod tests {
     fn switch_history_is_newest_first_and_bounded() {
         let b = board();
         for n in 0..(SWITCH_HISTORY as u64 + 5) {
-            b.handle_switch(
-                None,
-                Some((1, Role::Primary, n)),
-                format!("switch {n}"),
-            );
+            b.handle_switch(None, Some((1, Role::Primary, n)), format!("switch {n}"));
         }
         let sw = b.switches();
         assert_eq!(sw.len(), SWITCH_HISTORY);

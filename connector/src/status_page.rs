@@ -38,6 +38,7 @@ setInterval(async () => {
       document.getElementById(id).replaceWith(doc.getElementById(id));
     }
     document.getElementById("reach").textContent = "";
+    document.body.dataset.refreshes = Number(document.body.dataset.refreshes || 0) + 1;
   } catch (e) {
     document.getElementById("reach").textContent = "connector unreachable";
   }
@@ -103,12 +104,7 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
     h.push_str("<main><div id=\"live\">");
     // Summary.
     let active = match &s.active {
-        Some(a) => format!(
-            "{} ({}, epoch {})",
-            text(&a.source),
-            text(&a.role),
-            a.epoch
-        ),
+        Some(a) => format!("{} ({}, epoch {})", text(&a.source), text(&a.role), a.epoch),
         None => "none".to_string(),
     };
     let _ = write!(
@@ -116,7 +112,7 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
         "<section id=\"summary\"><h2>Serving {}</h2><table><tr><th>Active source</th><td>{active}</td>\
          <th>Uptime</th><td>{}</td><th>Switches</th><td>{}</td></tr>\
          <tr><th>Points</th><td>{} ({} not good)</td><th>Data age</th><td>{}</td>\
-         <th>Modbus</th><td>{} · units {:?} · {} requests · {} exceptions</td></tr></table></section>",
+         <th>Modbus</th><td>{} · unit ids {} · {} requests · {} exceptions</td></tr></table></section>",
         badge(&s.state),
         duration(s.uptime_ms),
         s.switches_total,
@@ -124,7 +120,12 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
         s.points.not_good,
         ms(s.points.data_age_ms),
         text(&s.modbus.listen),
-        s.modbus.unit_ids,
+        s.modbus
+            .unit_ids
+            .iter()
+            .map(u8::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         s.modbus.requests_total,
         s.modbus.exceptions_total,
     );
@@ -165,9 +166,7 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
     if s.switches.is_empty() {
         h.push_str("<p class=\"muted\">none yet</p>");
     } else {
-        h.push_str(
-            "<table><tr><th>At uptime</th><th>From</th><th>To</th><th>Reason</th></tr>",
-        );
+        h.push_str("<table><tr><th>At uptime</th><th>From</th><th>To</th><th>Reason</th></tr>");
         let side = |a: &Option<crate::api::ActiveDoc>| match a {
             Some(a) => format!("{} ({}, epoch {})", text(&a.source), text(&a.role), a.epoch),
             None => "none".to_string(),
@@ -255,7 +254,12 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
             text(&p.row.tag),
             p.row.address,
             text(&p.row.data_type),
-            p.value,
+            // A float32 register pair holds an f32: show it at that precision.
+            if p.row.data_type == "float32" {
+                (p.value as f32).to_string()
+            } else {
+                p.value.to_string()
+            },
             text(&p.row.unit),
             badge(&p.quality),
             ms(p.age_ms),

@@ -161,10 +161,20 @@ async fn the_status_api_shows_sources_masters_and_a_primary_crash() {
     // The human page carries the same facts and refreshes itself.
     let (code, page) = get(http, "/").await;
     assert_eq!(code, 200);
-    for want in ["id=\"sources\"", "id=\"switches\"", "id=\"clients\"", "id=\"points\"", "po-b", "setInterval"] {
+    for want in [
+        "id=\"sources\"",
+        "id=\"switches\"",
+        "id=\"clients\"",
+        "id=\"points\"",
+        "po-b",
+        "setInterval",
+    ] {
         assert!(page.contains(want), "the page lacks {want}");
     }
-    assert!(!page.contains("src=\"http"), "nothing is loaded from the network");
+    assert!(
+        !page.contains("src=\"http"),
+        "nothing is loaded from the network"
+    );
 
     drop(master);
     sc.shutdown().await;
@@ -190,13 +200,16 @@ async fn points_are_paged_filtered_and_bad_queries_are_refused() {
     let offline = smart_connector::points::rows(sc.image.map());
     assert_eq!(page.points[0].row, offline[10]);
 
-    let last: PointsPage = serde_json::from_str(&get(http, "/api/points?offset=60").await.1).unwrap();
+    let last: PointsPage =
+        serde_json::from_str(&get(http, "/api/points?offset=60").await.1).unwrap();
     assert_eq!((last.points.len(), last.next_offset), (4, None));
 
     // The filter matches tag names, case-insensitively.
     let name = offline[17].tag.clone();
     let filtered: PointsPage = serde_json::from_str(
-        &get(http, &format!("/api/points?filter={}", name.to_uppercase())).await.1,
+        &get(http, &format!("/api/points?filter={}", name.to_uppercase()))
+            .await
+            .1,
     )
     .unwrap();
     assert!(filtered.points.iter().any(|p| p.row.tag == name));
@@ -207,7 +220,10 @@ async fn points_are_paged_filtered_and_bad_queries_are_refused() {
         loop {
             let p: PointsPage =
                 serde_json::from_str(&get(http, "/api/points?limit=64").await.1).unwrap();
-            if p.points.iter().all(|p| p.quality == "good" && p.age_ms.is_some()) {
+            if p.points
+                .iter()
+                .all(|p| p.quality == "good" && p.age_ms.is_some())
+            {
                 return p;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -222,7 +238,10 @@ async fn points_are_paged_filtered_and_bad_queries_are_refused() {
     assert!(body.contains("limit must be between 1 and 10000"), "{body}");
     let (code, body) = get(http, "/api/points?limt=5").await;
     assert_eq!(code, 400);
-    assert!(body.contains("limt"), "the unknown parameter is named: {body}");
+    assert!(
+        body.contains("limt"),
+        "the unknown parameter is named: {body}"
+    );
     let (code, body) = get(http, "/nope").await;
     assert_eq!(code, 404);
     assert!(body.contains("/api/status"), "{body}");
@@ -249,13 +268,22 @@ async fn points_are_paged_filtered_and_bad_queries_are_refused() {
                 .args(args)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8(out.stdout).unwrap()
         };
         let url = format!("http://{http}");
         let (from, config) = tokio::task::spawn_blocking({
             let cfg = cfg.clone();
-            move || (run(&["--from", &url]), run(&["--config", cfg.to_str().unwrap()]))
+            move || {
+                (
+                    run(&["--from", &url]),
+                    run(&["--config", cfg.to_str().unwrap()]),
+                )
+            }
         })
         .await
         .unwrap();
@@ -282,5 +310,8 @@ fn points_from_a_bad_address_says_what_is_wrong() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let err = run(&format!("http://{addr}"));
-    assert!(err.contains(&format!("cannot read http://{addr}/api/points")), "{err}");
+    assert!(
+        err.contains(&format!("cannot read http://{addr}/api/points")),
+        "{err}"
+    );
 }

@@ -66,17 +66,27 @@ async fn a_site_larger_than_one_unit_spills_over_and_every_unit_answers() {
     for unit in [1u8, 2, 3, 7] {
         masters.push((
             unit,
-            tcp::connect_slave(sc.modbus_addr, Slave(unit)).await.unwrap(),
+            tcp::connect_slave(sc.modbus_addr, Slave(unit))
+                .await
+                .unwrap(),
         ));
     }
     // Wait for the data, through unit 1's status block.
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
-        let s = masters[0].1.read_holding_registers(0, 14).await.unwrap().unwrap();
+        let s = masters[0]
+            .1
+            .read_holding_registers(0, 14)
+            .await
+            .unwrap()
+            .unwrap();
         if s[1] == 1 && s[8] == 0 && s[9] == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never all Good: {s:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never all Good: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The status block is identical at every unit (the heartbeat register 0 counts
@@ -87,7 +97,10 @@ async fn a_site_larger_than_one_unit_spills_over_and_every_unit_answers() {
         blocks.push((*unit, [&s[1..6], &s[8..14]].concat()));
     }
     for (unit, b) in &blocks[1..] {
-        assert_eq!(b, &blocks[0].1, "status block at unit {unit} differs from unit 1");
+        assert_eq!(
+            b, &blocks[0].1,
+            "status block at unit {unit} differs from unit 1"
+        );
     }
     assert_eq!(
         (u32::from(blocks[0].1[7]) << 16) | u32::from(blocks[0].1[8]),
@@ -99,7 +112,11 @@ async fn a_site_larger_than_one_unit_spills_over_and_every_unit_answers() {
     for unit in [2u8, 3] {
         let ctx = &mut masters.iter_mut().find(|(u, _)| *u == unit).unwrap().1;
         let in_unit: Vec<&PointRow> = rows.iter().filter(|r| r.unit_id == unit).collect();
-        for r in [in_unit[0], in_unit[in_unit.len() / 2], in_unit[in_unit.len() - 1]] {
+        for r in [
+            in_unit[0],
+            in_unit[in_unit.len() / 2],
+            in_unit[in_unit.len() - 1],
+        ] {
             let info = model.catalog().iter().find(|t| t.name == r.tag).unwrap();
             let regs = ctx
                 .read_input_registers(r.address, r.registers)
@@ -111,18 +128,31 @@ async fn a_site_larger_than_one_unit_spills_over_and_every_unit_answers() {
             let words = usize::from(r.registers);
             let ok = (tick.saturating_sub(5)..=tick + 1).any(|t| {
                 let v = model.value(info.id, t).unwrap();
-                let want = decode(info.kind, &encode(v, WordOrder::Big).0[..words], WordOrder::Big);
+                let want = decode(
+                    info.kind,
+                    &encode(v, WordOrder::Big).0[..words],
+                    WordOrder::Big,
+                );
                 format!("{want:?}") == format!("{got:?}")
             });
             assert!(ok, "unit {unit} {} read {got:?}", r.tag);
             if info.kind == TagKind::Digital {
-                let bits = ctx.read_discrete_inputs(r.coil.unwrap(), 1).await.unwrap().unwrap();
+                let bits = ctx
+                    .read_discrete_inputs(r.coil.unwrap(), 1)
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(u16::from(bits[0]), regs[0]);
             }
         }
     }
     // Past the end of unit 3's data: an illegal address, not another unit's data.
-    let last = rows.iter().filter(|r| r.unit_id == 3).map(|r| r.address + r.registers).max().unwrap();
+    let last = rows
+        .iter()
+        .filter(|r| r.unit_id == 3)
+        .map(|r| r.address + r.registers)
+        .max()
+        .unwrap();
     let ctx = &mut masters.iter_mut().find(|(u, _)| *u == 3).unwrap().1;
     assert_eq!(
         ctx.read_input_registers(last, 2).await.unwrap(),
@@ -133,7 +163,8 @@ async fn a_site_larger_than_one_unit_spills_over_and_every_unit_answers() {
     let csv = smart_connector::points::to_csv(&rows);
     assert!(csv.starts_with("tag,unit_id,address,"));
     assert!(csv.lines().any(|l| l.split(',').nth(1) == Some("3")));
-    let json: Vec<serde_json::Value> = serde_json::from_str(&serde_json::to_string(&rows).unwrap()).unwrap();
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&serde_json::to_string(&rows).unwrap()).unwrap();
     assert_eq!(json[rows.len() - 1]["unit_id"], 3);
     sc.shutdown().await;
 }

@@ -14,8 +14,10 @@ use crate::probe::{self, scrape};
 use crate::proxy::FaultProxy;
 use crate::scenario::{BackendKind, Fault, FaultAction, Scenario};
 use crate::seam::Backend;
+use crate::server_watch::ServerWatch;
 use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, ListenerKind, Topology};
 use anyhow::{Context as _, Result, anyhow, bail};
+use po_protocol::Role;
 use po_runtime::{Env, TokioNet};
 use po_simulator::config::RedundancySection as SimRedundancy;
 use po_simulator::{ServerConfig, ServerHandle, SiteSpec};
@@ -75,6 +77,8 @@ pub struct Deployment {
     /// Each component's listeners as the third-party host reaches them (direct, not
     /// through a proxy): flood targets.
     listeners: HashMap<(String, ListenerKind), SocketAddr>,
+    /// Role and epoch of each server child (process backend), for the timeline.
+    watches: HashMap<String, ServerWatch>,
     pub run_dir: PathBuf,
 }
 
@@ -189,6 +193,7 @@ impl Deployment {
             binaries,
             connector_threads: s.connector.threads,
             listeners: HashMap::new(),
+            watches: HashMap::new(),
             run_dir,
         };
         let redundant = t.architecture > 1;
@@ -276,6 +281,14 @@ impl Deployment {
                 child.spawn().await?;
                 d.servers
                     .push((config.name.clone(), ServerRun::Process(child)));
+                d.watches.insert(
+                    config.name.clone(),
+                    ServerWatch::start(
+                        std::sync::Arc::new(TokioNet),
+                        config.listen.ip(),
+                        config.listen,
+                    ),
+                );
             }
         }
         // 3. Connectors, through client-access proxies where the link crosses hosts.
@@ -511,9 +524,25 @@ impl Deployment {
         self.connectors.iter().map(|(n, _)| n.clone()).collect()
     }
 
+    /// Each server's role and epoch: from its handle in-process, from a watching session
+    /// for a child process.
+    pub fn server_status(&self) -> Vec<(String, Option<(Role, u64)>)> {
+        self.servers
+            .iter()
+            .map(|(name, run)| {
+                let st = match run {
+                    ServerRun::InProcess(h) => h.status().map(|s| (s.role, s.epoch)),
+                    ServerRun::Process(_) => self.watches.get(name).and_then(ServerWatch::status),
+                };
+                (name.clone(), st)
+            })
+            .collect()
+    }
+
     /// Stops everything; every child is killed and reaped, every socket closed. The run
     /// directory (configs, logs) is removed unless `keep_logs`.
     pub async fn shutdown(mut self, keep_logs: bool) {
+        self.watches.clear();
         for (_, c) in &mut self.connectors {
             match c {
                 ConnectorRun::InProcess { handle, .. } => {
@@ -580,6 +609,10 @@ impl Backend for Deployment {
 
     async fn ingest_counters(&self) -> Vec<Option<u64>> {
         Deployment::ingest_counters(self).await
+    }
+
+    fn server_status(&self) -> Vec<(String, Option<(Role, u64)>)> {
+        Deployment::server_status(self)
     }
 
     fn component_pids(&self) -> Vec<(String, u32)> {

@@ -11,7 +11,7 @@ use crate::scenario::{
 };
 use anyhow::{Context as _, Result};
 use po_simulator::{FieldModel, SiteSpec};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ pub struct BenchOptions {
     pub connector_threads: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     pub architecture: u8,
     pub nominal_samples_per_s: u32,
@@ -51,7 +51,7 @@ pub struct Step {
     pub resources: Vec<crate::report::Resource>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Best {
     pub architecture: u8,
     /// Highest ingest rate sustained with every expectation holding.
@@ -61,7 +61,7 @@ pub struct Best {
     pub max_clients: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModbusComparison {
     /// The connector's `--threads`, or "auto" (its own choice from the host).
     pub connector_threads: String,
@@ -73,7 +73,7 @@ pub struct ModbusComparison {
     pub ingest_during_load_updates_per_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
     pub backend: String,
     pub cores: usize,
@@ -397,6 +397,19 @@ fn render_step(s: &Step) -> String {
 }
 
 impl BenchReport {
+    /// Reads a previous `harness bench --json` (a `--baseline`); the message names the
+    /// file.
+    pub fn load(path: &std::path::Path) -> Result<BenchReport, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}: not a `harness bench --json` report: {e}",
+                path.display()
+            )
+        })
+    }
+
     pub fn render(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(

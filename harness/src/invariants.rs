@@ -54,7 +54,7 @@ impl Invariants {
             ));
         }
         for (name, c) in &o.connectors {
-            let Some((_, image)) = c else {
+            let Some(crate::observed::RunningConnector { image, .. }) = c else {
                 self.served.remove(name);
                 continue;
             };
@@ -102,7 +102,7 @@ impl Invariants {
         }
         let mut any_primary = false;
         for (name, c) in &o.connectors {
-            let state = c.as_ref().map(|(_, image)| image.serving().0);
+            let state = c.as_ref().map(|c| c.image.serving().0);
             any_primary |= state == Some(SERVING_PRIMARY);
             let ok = match state {
                 Some(SERVING_PRIMARY) => true,

@@ -46,6 +46,12 @@ enum Command {
         /// Write a JUnit XML report: one test case per expectation.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Write a self-contained HTML report (inline SVG charts and CSS, nothing fetched):
+        /// per scenario the rates, freshness, roles and sources of every server and
+        /// connector over time with the faults marked, write outcomes, the expectations
+        /// and the figures. One file, a section per scenario.
+        #[arg(long)]
+        html: Option<PathBuf>,
         /// No progress bar (it is also hidden when stderr is not a terminal).
         #[arg(long, short)]
         quiet: bool,
@@ -134,6 +140,14 @@ enum Command {
         /// Write the results as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Write a self-contained HTML report: sustained ingest against offered rate per
+        /// architecture, CPU and memory per component, the Modbus ratio.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// A previous `bench --json`: the HTML report draws its figures beside the new
+        /// ones.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
     },
     /// Read one block of holding registers from many connections as fast as the server
     /// answers, and print requests/s (JSON).
@@ -158,6 +172,10 @@ enum Command {
         /// Worker threads of the load generator's runtime.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Meanwhile fetch this page every 100 ms (e.g. a connector's status page,
+        /// `127.0.0.1:9100/`) and report its latency next to the Modbus figures.
+        #[arg(long, value_name = "HOST:PORT/PATH")]
+        probe_http: Option<String>,
     },
     /// Hold many connections to one listener (a connection flood) for a while, the way
     /// scanners and attackers do, and print what the listener did with them (JSON).
@@ -351,6 +369,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             backend,
             json,
             junit: junit_path,
+            html,
             quiet,
             threads,
             baseline,
@@ -361,6 +380,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(v) => v,
                 Err(code) => return Ok(code),
             };
+            if let Some(Err(why)) = html.as_deref().map(harness::html::check_writable) {
+                eprintln!("harness: {why}");
+                return Ok(ExitCode::from(2));
+            }
             let baseline = match baseline
                 .as_deref()
                 .map(harness::report::load_baseline)
@@ -451,6 +474,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 std::fs::write(&path, junit(&reports))
                     .with_context(|| format!("writing {}", path.display()))?;
             }
+            if let Some(path) = html {
+                harness::html::write(&path, &harness::html::run_page(&reports)?)?;
+            }
             Ok(if reports.iter().all(|r| r.passed) {
                 ExitCode::SUCCESS
             } else {
@@ -466,6 +492,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             modbus_duration,
             connector_threads,
             json,
+            html,
+            baseline,
         } => {
             if let Some(a) = architectures.iter().find(|a| !(1..=3).contains(*a)) {
                 eprintln!("harness: --architectures: {a} is not an architecture (1, 2 or 3)");
@@ -475,6 +503,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!(
                     "harness: bench --backend {}: the sweep and the Modbus comparison run on the inprocess or process backend",
                     backend.as_str()
+                );
+                return Ok(ExitCode::from(2));
+            }
+            if let Some(Err(why)) = html.as_deref().map(harness::html::check_writable) {
+                eprintln!("harness: {why}");
+                return Ok(ExitCode::from(2));
+            }
+            let baseline = match baseline
+                .as_deref()
+                .map(harness::bench::BenchReport::load)
+                .transpose()
+            {
+                Ok(b) => b,
+                Err(why) => {
+                    eprintln!("harness: --baseline {why}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            if baseline.is_some() && html.is_none() {
+                eprintln!(
+                    "harness: bench --baseline is drawn in the --html report: give --html too"
                 );
                 return Ok(ExitCode::from(2));
             }
@@ -494,6 +543,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = html {
+                harness::html::write(
+                    &path,
+                    &harness::html::bench_page(&report, baseline.as_ref())?,
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -571,6 +626,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             unit,
             duration,
             threads,
+            probe_http,
         } => {
             let spec = LoadSpec {
                 target,
@@ -580,8 +636,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 duration,
                 unit,
             };
-            let r = runtime(threads)?.block_on(run_load(&spec))?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            let probe = match probe_http.as_deref().map(parse_probe).transpose() {
+                Ok(p) => p,
+                Err(why) => {
+                    eprintln!("harness: --probe-http: {why}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let out = runtime(threads)?.block_on(async {
+                match probe {
+                    None => run_load(&spec).await.map(|r| serde_json::json!(r)),
+                    Some((addr, path)) => {
+                        let env = po_runtime::Env::tokio();
+                        let (r, page) = harness::page_probe::probe_during(
+                            &*env.net,
+                            addr,
+                            &path,
+                            Duration::from_millis(100),
+                            run_load(&spec),
+                        )
+                        .await;
+                        Ok(serde_json::json!({ "modbus": r?, "page": page }))
+                    }
+                }
+            })?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::BareModbus { listen, threads } => {
@@ -596,4 +675,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `HOST:PORT/PATH` (an `http://` prefix is allowed) as an address and a path.
+fn parse_probe(s: &str) -> Result<(std::net::SocketAddr, String), String> {
+    let rest = s.strip_prefix("http://").unwrap_or(s);
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = host
+        .parse()
+        .map_err(|_| format!("`{host}` is not an IP:port (e.g. 127.0.0.1:9100/)"))?;
+    Ok((addr, path.to_string()))
 }

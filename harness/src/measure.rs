@@ -35,6 +35,30 @@ pub struct WriteRecord {
     pub acked_at: Option<u64>,
 }
 
+/// Freshness latencies (ms): over the whole run, and since the timeline last looked.
+#[derive(Debug)]
+struct Latencies {
+    run: Histogram<u64>,
+    window: Histogram<u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        let h = || Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds");
+        Latencies {
+            run: h(),
+            window: h(),
+        }
+    }
+}
+
+impl Latencies {
+    fn record(&mut self, ms: u64) {
+        self.run.saturating_record(ms);
+        self.window.saturating_record(ms);
+    }
+}
+
 #[derive(Debug)]
 pub struct Recorder {
     model: FieldModel,
@@ -52,7 +76,7 @@ pub struct Recorder {
     write_seq: AtomicU64,
     /// Orders sends and acknowledgements of writes, to tell concurrent writes apart.
     write_events: AtomicU64,
-    latency: Mutex<Histogram<u64>>,
+    latency: Mutex<Latencies>,
     /// Per third party: (read time ms, newest probe sample ms seen in that poll).
     timelines: Mutex<Vec<Vec<(u64, u64)>>>,
     wrong_examples: Mutex<Vec<String>>,
@@ -81,7 +105,7 @@ impl Recorder {
             writes_refused: AtomicU64::new(0),
             write_seq: AtomicU64::new(0),
             write_events: AtomicU64::new(0),
-            latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid bounds")),
+            latency: Mutex::new(Latencies::default()),
             timelines: Mutex::new(vec![Vec::new(); clients]),
             wrong_examples: Mutex::new(Vec::new()),
             written: Mutex::new(BTreeMap::new()),
@@ -125,7 +149,7 @@ impl Recorder {
                 self.latency
                     .lock()
                     .unwrap()
-                    .saturating_record(now_ms.saturating_sub(sample).max(1));
+                    .record(now_ms.saturating_sub(sample).max(1));
                 newest_probe = newest_probe.max(Some(sample));
                 hint = Some(self.model.tick_at(Timestamp(sample.saturating_mul(1000))));
             }
@@ -296,7 +320,8 @@ impl Recorder {
     }
 
     pub fn latency_ms(&self) -> (u64, u64, u64) {
-        let h = self.latency.lock().unwrap();
+        let l = self.latency.lock().unwrap();
+        let h = &l.run;
         if h.is_empty() {
             return (0, 0, 0);
         }
@@ -304,7 +329,25 @@ impl Recorder {
     }
 
     pub fn latency_samples(&self) -> u64 {
-        self.latency.lock().unwrap().len()
+        self.latency.lock().unwrap().run.len()
+    }
+
+    /// Freshness of the probe reads since the last call (the timeline's window): p50,
+    /// p99 (`None` without a read) and the number of reads; starts the next window.
+    pub fn take_window_latency(&self) -> (Option<u64>, Option<u64>, u64) {
+        let mut l = self.latency.lock().unwrap();
+        let h = &mut l.window;
+        let out = if h.is_empty() {
+            (None, None, 0)
+        } else {
+            (
+                Some(h.value_at_quantile(0.5)),
+                Some(h.value_at_quantile(0.99)),
+                h.len(),
+            )
+        };
+        h.reset();
+        out
     }
 
     /// Failover gap of a fault at `fault_ms`: the longest wait over third parties until

@@ -3,6 +3,7 @@
 //! register image. The runner reads counters from it, the invariant checker everything.
 
 use po_simulator::ServerHandle;
+use smart_connector::http::HttpState;
 use smart_connector::image::RegisterImage;
 use smart_connector::metrics::Metrics;
 use std::collections::BTreeMap;
@@ -19,5 +20,11 @@ pub struct Observed {
     pub faults: Vec<(std::time::Duration, String)>,
 }
 
-/// A running connector's counters and register image.
-pub type RunningConnector = (Arc<Metrics>, Arc<RegisterImage>);
+/// A running connector's counters, register image and status (what `/api/status`
+/// answers).
+#[derive(Debug, Clone)]
+pub struct RunningConnector {
+    pub metrics: Arc<Metrics>,
+    pub image: Arc<RegisterImage>,
+    pub status: HttpState,
+}

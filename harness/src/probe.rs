@@ -36,16 +36,30 @@ pub async fn scrape(
     addr: SocketAddr,
     name: &str,
 ) -> Option<u64> {
+    let (_, body) = http_get(net, from, addr, "/metrics", Duration::from_secs(1)).await?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+}
+
+/// One HTTP/1.0 `GET path` to `addr`: the status code and the body, or `None` when the
+/// exchange fails or takes longer than `timeout`.
+pub async fn http_get(
+    net: &dyn Net,
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
     let fut = async {
         let mut s = net.connect(from, addr).await.ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.ok()?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut response = String::new();
+        s.read_to_string(&mut response).await.ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
     };
-    tokio::time::timeout(Duration::from_secs(1), fut)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(timeout, fut).await.ok().flatten()
 }

@@ -30,6 +30,10 @@ pub struct Report {
     /// Simulation backend only: the seed and the virtual and wall time of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sim: Option<SimInfo>,
+    /// What happened when during the run, sampled per interval (DESIGN §14; the HTML
+    /// report draws it). Absent in reports of older harness versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<crate::timeline::Timeline>,
 }
 
 /// What a simulated run took (§11).
@@ -368,11 +372,9 @@ impl Report {
     }
 }
 
+/// XML needs the same escapes as an HTML attribute: one helper for both.
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    crate::html::esc(s)
 }
 
 /// JUnit XML: a test suite per scenario, a test case per expectation.

@@ -7,7 +7,9 @@ use crate::report::{
 };
 use crate::scenario::Scenario;
 use crate::seam::Backend;
+use crate::status_poll::StatusPoller;
 use crate::third_party::{self, ThirdPartySpec};
+use crate::timeline::{SAMPLE_INTERVAL, Sample, Sampler};
 use crate::topology::Topology;
 use anyhow::{Context as _, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -104,6 +106,34 @@ pub(crate) async fn drive<B: Backend>(
         env.clock.clone(),
     ));
 
+    // The timeline: connectors' status blocks read in the background, one sample per
+    // interval of the loop below.
+    let names = d.connector_names();
+    let poller = StatusPoller::start(
+        env.net.clone(),
+        d.third_party_ip(),
+        &d.modbus_direct(),
+        SAMPLE_INTERVAL / 2,
+    );
+    poller.first_round().await;
+    // Servers watched over a session of their own (child processes) are known within a
+    // retry or two.
+    let known_by = Instant::now() + Duration::from_secs(2);
+    while d.server_status().iter().any(|(_, st)| st.is_none()) && Instant::now() < known_by {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let server_names: Vec<String> = t.servers().map(|c| c.name.clone()).collect();
+    let mut sampler = Sampler::new(
+        &server_names,
+        &names
+            .iter()
+            .map(|n| {
+                let sources = t.sources_of(n).iter().map(|l| l.to.clone()).collect();
+                (n.clone(), sources)
+            })
+            .collect::<Vec<_>>(),
+    );
+
     let started = Instant::now();
     let usage_at_start: Vec<(String, u32, f64)> = d
         .component_pids()
@@ -138,27 +168,28 @@ pub(crate) async fn drive<B: Backend>(
     faults.sort_by_key(|f| f.at);
     let mut next_fault = 0;
     let mut applied = Vec::new();
-    let names = d.connector_names();
     let mut ingest_total = vec![0u64; names.len()];
     let mut last = d.ingest_counters().await;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     loop {
         let fault_at = faults.get(next_fault).map(|f| started + f.at);
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = async { tokio::time::sleep_until(fault_at.unwrap_or(end)).await }, if fault_at.is_some() => {}
-        }
+        let sample = tokio::select! {
+            _ = tick.tick() => true,
+            _ = async { tokio::time::sleep_until(fault_at.unwrap_or(end)).await }, if fault_at.is_some() => false,
+        };
         let now = Instant::now();
         while let Some(f) = faults.get(next_fault)
             && started + f.at <= now
         {
             let at_ms = rec.wall_ms();
+            let at = Instant::now().saturating_duration_since(started);
             let mechanism = d
                 .apply(t, f)
                 .await
                 .with_context(|| format!("applying fault {}", f.label()))?;
             tracing::info!(fault = %f.label(), %mechanism, "fault applied");
             pb.println(format!("  fault: {} ({mechanism})", f.label()));
+            sampler.fault(at, f.label(), mechanism.clone());
             applied.push((f.label(), f.at.as_secs_f64(), at_ms, mechanism));
             next_fault += 1;
         }
@@ -208,6 +239,28 @@ pub(crate) async fn drive<B: Backend>(
             }
         }
         let elapsed = now.saturating_duration_since(started);
+        if sample || now >= end {
+            let ingest: Vec<(u64, bool)> = ingest_total
+                .iter()
+                .zip(&counters)
+                .map(|(total, c)| (*total, c.is_some()))
+                .collect();
+            let servers = d.server_status();
+            let servers: Vec<Option<(po_protocol::Role, u64)>> = server_names
+                .iter()
+                .map(|n| servers.iter().find(|(s, _)| s == n).and_then(|(_, st)| *st))
+                .collect();
+            sampler.sample(
+                &Sample {
+                    t: Instant::now().saturating_duration_since(started),
+                    ingest: &ingest,
+                    servers: &servers,
+                    status: &poller.latest(),
+                    last: now >= end,
+                },
+                &rec,
+            );
+        }
         let secs = elapsed.as_secs_f64().max(0.001);
         pb.set_position(elapsed.as_millis() as u64);
         pb.set_message(format!(
@@ -221,6 +274,7 @@ pub(crate) async fn drive<B: Backend>(
             break;
         }
     }
+    drop(poller);
     for task in tasks {
         let _ = task.await;
     }
@@ -341,6 +395,7 @@ pub(crate) async fn drive<B: Backend>(
         resources,
         floods,
         sim: None,
+        timeline: Some(sampler.finish()),
     };
     report.judge(&s.expect);
     Ok(report)

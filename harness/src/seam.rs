@@ -4,6 +4,7 @@
 use crate::scenario::Fault;
 use crate::topology::{ListenerKind, Topology};
 use anyhow::Result;
+use po_protocol::Role;
 use po_runtime::Env;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -33,6 +34,10 @@ pub trait Backend {
     async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<String>;
     /// Each connector's ingest counter (tag updates accepted), `None` while it is down.
     async fn ingest_counters(&self) -> Vec<Option<u64>>;
+    /// Each server by name with its role and epoch as it sees them itself (`None` while
+    /// it is down or its status is unknown). Cheap: the runner samples it for the
+    /// timeline every interval.
+    fn server_status(&self) -> Vec<(String, Option<(Role, u64)>)>;
     /// Where a component's listener is reachable from the third-party host (flood
     /// targets); `None` where the backend has no such listener to flood.
     fn listener_addr(&self, component: &str, listener: ListenerKind) -> Option<SocketAddr>;

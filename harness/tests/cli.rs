@@ -191,6 +191,7 @@ fn help_text() {
         vec!["plan", "--help"],
         vec!["explore", "--help"],
         vec!["flood", "--help"],
+        vec!["bench", "--help"],
     ] {
         let out = harness().args(&args).output().unwrap();
         assert!(out.status.success());

@@ -139,8 +139,8 @@ target = "sc-a->po-b"
     // sc-a's active source (0 none, 1 po-a, 2 po-b) whenever it changes.
     let mut timeline: Vec<(Duration, i64)> = Vec::new();
     let (report, observed) = harness::sim::run_with(&s, true, |at, o| {
-        if let Some(Some((m, _))) = o.connectors.get("sc-a") {
-            let v = m.active_source.load(Relaxed);
+        if let Some(Some(c)) = o.connectors.get("sc-a") {
+            let v = c.metrics.active_source.load(Relaxed);
             if timeline.last().map(|(_, last)| *last) != Some(v) {
                 timeline.push((at, v));
             }
@@ -182,4 +182,42 @@ target = "sc-a->po-b"
     );
     // po-a never came back for sc-a: it is still black-holed at the end.
     assert_eq!(timeline.last().map(|x| x.1), Some(2), "{timeline:?}");
+}
+
+#[test]
+fn the_status_api_shows_a_primary_crash_within_a_second_of_virtual_time() {
+    use std::time::Duration;
+    // What sc-a's `/api/status` answers (the handler serializes exactly this document),
+    // read at every step of the simulation once po-a has crashed.
+    let s = shipped("arch3-primary-crash.toml");
+    let mut crashed_at: Option<Duration> = None;
+    let mut shown_after: Option<(Duration, smart_connector::api::StatusDoc)> = None;
+    let (report, _) = harness::sim::run_with(&s, true, |at, o| {
+        if crashed_at.is_none() {
+            crashed_at = o.faults.first().map(|(t, _)| *t);
+        }
+        let (Some(crash), None) = (crashed_at, &shown_after) else {
+            return;
+        };
+        if let Some(Some(c)) = o.connectors.get("sc-a") {
+            let doc = smart_connector::http::status_doc(&c.status);
+            if doc.active.as_ref().is_some_and(|a| a.source == "po-b")
+                && doc.sources[0].health != "healthy"
+            {
+                shown_after = Some((at - crash, doc));
+            }
+        }
+    })
+    .unwrap();
+    assert_eq!(report.integrity.values_wrong, 0);
+    let (after, doc) = shown_after.expect("sc-a's status never showed po-b active");
+    eprintln!("sc-a's /api/status showed po-b active {after:?} after the crash");
+    assert!(
+        after <= Duration::from_secs(1),
+        "/api/status showed the switch {after:?} after the crash"
+    );
+    let switch = &doc.switches[0];
+    assert_eq!(switch.from.as_ref().unwrap().source, "po-a");
+    assert!(switch.reason.contains("po-a"), "{}", switch.reason);
+    assert_eq!(doc.sources[1].name, "po-b");
 }

@@ -19,6 +19,7 @@ use crate::probe::{scrape, wait_listening};
 use crate::proxy::FaultProxy;
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::seam::Backend;
+use crate::server_watch::ServerWatch;
 use crate::topology::{ComponentKind, LinkKind, ListenerKind, Target, Topology, lab_ip};
 use anyhow::{Context as _, Result, anyhow, bail};
 use firewall::{Firewall, LinkPath, LinkRule};
@@ -70,6 +71,8 @@ pub struct NetnsDeployment {
     host_ns: BTreeMap<String, String>,
     /// Each component's address (its host's).
     component_ip: BTreeMap<String, IpAddr>,
+    /// Role and epoch of each server, watched from inside its namespace (timeline).
+    watches: Vec<(String, ServerWatch)>,
     pub run_dir: PathBuf,
 }
 
@@ -124,6 +127,7 @@ impl NetnsDeployment {
                 .iter()
                 .map(|c| (c.name.clone(), lab_ip(t.hosts[c.host].address)))
                 .collect(),
+            watches: vec![],
             run_dir,
         };
         let delayed = s.delayed_links();
@@ -168,9 +172,15 @@ impl NetnsDeployment {
             let path = d.run_dir.join(format!("{}.toml", config.name));
             std::fs::write(&path, toml::to_string(config)?)?;
             let ns = ns_of(&d, &config.name);
-            let mut child = server_child(&b, &path, &d.run_dir, &config.name, Some(ns));
+            let mut child = server_child(&b, &path, &d.run_dir, &config.name, Some(ns.clone()));
             child.spawn().await?;
             d.servers.push((config.name.clone(), child));
+            // Local access from the server's own address, inside its namespace.
+            let net = NsNet::enter(&ns).with_context(|| format!("entering {ns}"))?;
+            d.watches.push((
+                config.name.clone(),
+                ServerWatch::start(Arc::new(net), config.listen.ip(), config.listen),
+            ));
         }
         for config in &configs {
             wait_listening(&d.tp_net, Some(third_party_ip), config.listen)
@@ -376,6 +386,7 @@ impl NetnsDeployment {
     /// Stops everything and removes the namespaces (with their links and rules); the
     /// run directory (configs, logs) stays when `keep_logs`.
     pub async fn shutdown(mut self, keep_logs: bool) {
+        self.watches.clear();
         for (_, c, _) in &mut self.connectors {
             c.kill().await;
         }
@@ -441,6 +452,13 @@ impl Backend for NetnsDeployment {
             });
         }
         out
+    }
+
+    fn server_status(&self) -> Vec<(String, Option<(po_protocol::Role, u64)>)> {
+        self.watches
+            .iter()
+            .map(|(n, w)| (n.clone(), w.status()))
+            .collect()
     }
 
     fn component_pids(&self) -> Vec<(String, u32)> {

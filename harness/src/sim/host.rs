@@ -1,7 +1,7 @@
 //! The software of a simulated host: it starts the host's components with the simulated
 //! network and clock, and applies lifecycle faults to them on the runner's command.
 
-use crate::observed::Observed;
+use crate::observed::{Observed, RunningConnector};
 use crate::scenario::FaultAction;
 use po_runtime::Env;
 use po_simulator::{ServerConfig, ServerHandle};
@@ -88,7 +88,11 @@ async fn start_connector(
         .map_err(|e| format!("{e:#}"))?;
     observed.lock().unwrap().connectors.insert(
         config.name.clone(),
-        Some((h.metrics.clone(), h.image.clone())),
+        Some(RunningConnector {
+            metrics: h.metrics.clone(),
+            image: h.image.clone(),
+            status: h.status.clone(),
+        }),
     );
     Ok(h)
 }

@@ -64,6 +64,8 @@ pub struct SimDeployment {
     third_party_ip: IpAddr,
     modbus: Vec<SocketAddr>,
     connectors: Vec<String>,
+    /// The servers, in topology order.
+    servers: Vec<String>,
     /// Each link's two host addresses.
     links: BTreeMap<String, (IpAddr, IpAddr)>,
 }
@@ -118,6 +120,7 @@ impl SimDeployment {
             third_party_ip: lab_ip(t.third_party_host.address),
             modbus: vec![],
             connectors: vec![],
+            servers: servers.clone(),
             links,
         };
         for name in &servers {
@@ -282,7 +285,22 @@ impl Backend for SimDeployment {
                     .connectors
                     .get(n)
                     .and_then(|c| c.as_ref())
-                    .map(|(m, _)| m.ingest_updates.load(Relaxed))
+                    .map(|c| c.metrics.ingest_updates.load(Relaxed))
+            })
+            .collect()
+    }
+
+    fn server_status(&self) -> Vec<(String, Option<(po_protocol::Role, u64)>)> {
+        let observed = self.observed.lock().unwrap();
+        self.servers
+            .iter()
+            .map(|n| {
+                let st = observed
+                    .servers
+                    .get(n)
+                    .and_then(|h| h.status())
+                    .map(|s| (s.role, s.epoch));
+                (n.clone(), st)
             })
             .collect()
     }
