@@ -214,30 +214,7 @@ async fn the_live_status_page_renders_and_refreshes_without_console_errors() {
 }
 
 /// Architecture 3 on a small site; the Primary crashes at 2 s of 5 (virtual time).
-const CRASH: &str = r#"
-name = "browser-primary-crash"
-architecture = 3
-duration = "5s"
-seed = 3
-[site]
-devices = 4
-tags_per_device = 16
-scan_period = "50ms"
-[redundancy]
-heartbeat = "50ms"
-failover_timeout = "300ms"
-[connector]
-source_timeout = "200ms"
-[third_party]
-kind = "redundant"
-clients = 2
-poll_period = "50ms"
-writes_per_s = 10
-[[fault]]
-at = "2s"
-action = "crash"
-target = "po-a"
-"#;
+const CRASH: &str = include_str!("data/short-crash.toml");
 
 #[test]
 fn the_html_report_renders_its_charts_without_console_errors() {

@@ -19,33 +19,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Architecture 3 on a small site; the Primary crashes at 2 s of 5.
-const CRASH: &str = r#"
-name = "html-primary-crash"
-architecture = 3
-duration = "5s"
-seed = 11
-[site]
-devices = 4
-tags_per_device = 16
-scan_period = "50ms"
-[redundancy]
-heartbeat = "50ms"
-failover_timeout = "300ms"
-[connector]
-source_timeout = "200ms"
-[third_party]
-kind = "redundant"
-clients = 2
-poll_period = "50ms"
-writes_per_s = 10
-[[fault]]
-at = "2s"
-action = "crash"
-target = "po-a"
-[expect]
-max_values_wrong = 0
-max_writes_lost = 0
-"#;
+const CRASH: &str = include_str!("data/short-crash.toml");
 
 /// Runs the crash scenario on `backend` with `--html` and `--json`; returns both.
 fn run(backend: &str) -> (String, Value) {
