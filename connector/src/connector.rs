@@ -12,7 +12,7 @@ use crate::selector::SelectorConfig;
 use crate::service::ModbusService;
 use crate::source::{SourceMsg, SourceSpec, run_source};
 use crate::status::{SourceInfo, StatusBoard};
-use po_protocol::{Access, TagInfo};
+use po_protocol::Access;
 use po_runtime::{Env, Net};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,7 +50,6 @@ pub struct ConnectorHandle {
     pub metrics_addr: Option<SocketAddr>,
     pub image: Arc<RegisterImage>,
     pub metrics: Arc<Metrics>,
-    pub catalog: Arc<Vec<TagInfo>>,
     /// What the status page shows.
     pub board: Arc<StatusBoard>,
     /// Everything `/api/status` is built from (also without an HTTP listener, so a
@@ -174,7 +173,7 @@ pub async fn start_in(
         cancel.cancel();
         return Err(StartError::NoCatalog(catalog_wait.unwrap_or_default()));
     };
-    let catalog = Arc::new(catalog);
+    let catalog_digest = crate::catalog::digest(&catalog);
     let map = match RegisterMap::build(&catalog, &config.modbus, &config.map) {
         Ok(m) => Arc::new(m),
         Err(e) => {
@@ -227,7 +226,7 @@ pub async fn start_in(
         selector,
         image.clone(),
         metrics.clone(),
-        catalog.clone(),
+        catalog_digest,
         links,
         board.clone(),
     );
@@ -286,7 +285,6 @@ pub async fn start_in(
         metrics_addr,
         image,
         metrics,
-        catalog,
         board,
         status,
         cancel,

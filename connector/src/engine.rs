@@ -10,7 +10,7 @@ use crate::selector::{SelectorConfig, SourceEvent, SourceSelector, Switch};
 use crate::source::{SourceCommand, SourceMsg};
 use crate::status::StatusBoard;
 use crate::write_queue::{Deadline, Resolution, WriteQueue};
-use po_protocol::{Role, TagId, TagInfo, Value, WriteOutcome};
+use po_protocol::{Role, TagId, Value, WriteOutcome};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -54,10 +54,14 @@ pub struct Engine {
     selector: SourceSelector,
     image: Arc<RegisterImage>,
     metrics: Arc<Metrics>,
-    catalog: Arc<Vec<TagInfo>>,
+    /// The digest of the catalogue the register map was built from: a server whose
+    /// catalogue differs is not used.
+    catalog_digest: u64,
     sources: Vec<SourceLink>,
     /// Whether the active source's Snapshot has arrived since it was activated.
     synced: bool,
+    /// Tags received so far in the active source's snapshot (for its log line).
+    snapshot_tags: usize,
     /// Writes queued, in flight, retried and expired by the rules of `write_queue`.
     writes: WriteQueue<WriteRequest>,
     /// What the status page shows: sources, switches and their reasons.
@@ -90,7 +94,7 @@ impl Engine {
         config: SelectorConfig,
         image: Arc<RegisterImage>,
         metrics: Arc<Metrics>,
-        catalog: Arc<Vec<TagInfo>>,
+        catalog_digest: u64,
         sources: Vec<(String, mpsc::Sender<SourceCommand>)>,
         board: Arc<StatusBoard>,
     ) -> Engine {
@@ -99,7 +103,7 @@ impl Engine {
             selector: SourceSelector::new(config, n, image.clock().now()),
             image,
             metrics,
-            catalog,
+            catalog_digest,
             sources: sources
                 .into_iter()
                 .map(|(name, commands)| SourceLink {
@@ -110,6 +114,7 @@ impl Engine {
                 })
                 .collect(),
             synced: false,
+            snapshot_tags: 0,
             writes: WriteQueue::new(n),
             board,
         }
@@ -162,7 +167,7 @@ impl Engine {
             } => {
                 let (role, epoch) = (*role, *epoch);
                 self.metrics.source_connects.fetch_add(1, Relaxed);
-                let ok = *catalog == *self.catalog;
+                let ok = crate::catalog::digest(catalog) == self.catalog_digest;
                 if !ok {
                     tracing::error!(
                         source = %self.sources[i].name,
@@ -197,12 +202,18 @@ impl Engine {
                     Trigger::Heartbeat(i, role, epoch),
                 )
             }
-            SourceMsg::Snapshot { values } => {
+            SourceMsg::Snapshot { values, complete } => {
                 self.board.handle_heard(i);
                 if self.is_active(i) {
-                    self.synced = true;
+                    // A large snapshot lands part by part; the served data is described
+                    // as this source's (status registers) once the last part is in.
                     self.ingest(values);
-                    tracing::info!(source = %self.sources[i].name, tags = values.len(), "snapshot applied");
+                    self.snapshot_tags += values.len();
+                    if *complete {
+                        self.synced = true;
+                        tracing::info!(source = %self.sources[i].name, tags = self.snapshot_tags, "snapshot applied");
+                        self.snapshot_tags = 0;
+                    }
                 }
                 (Some(SourceEvent::Data), Trigger::Data(i))
             }
@@ -277,6 +288,7 @@ impl Engine {
         match sw.to {
             Some(to) if sw.from.map(|f| f.source) != Some(to.source) => {
                 self.synced = false;
+                self.snapshot_tags = 0;
                 let _ = self.sources[to.source]
                     .commands
                     .try_send(SourceCommand::Subscribe);

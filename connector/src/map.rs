@@ -53,8 +53,10 @@ impl StatusField {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Point {
     pub tag: TagId,
-    pub name: String,
-    pub unit: String,
+    /// Index of the engineering unit in the map's unit table ([`RegisterMap::unit`]); the
+    /// name is in its name table ([`RegisterMap::name`]): no string per point, so a
+    /// million-tag map stays small.
+    pub unit_index: u16,
     pub kind: TagKind,
     pub writable: bool,
     /// The Modbus unit (bank) the point is served at (DESIGN §15).
@@ -151,6 +153,11 @@ impl Bank {
 #[derive(Debug, Clone)]
 pub struct RegisterMap {
     points: Vec<Point>,
+    /// Every point's tag name, back to back; `name_ends[i]` is where point i's ends.
+    names: String,
+    name_ends: Vec<u32>,
+    /// The distinct engineering units.
+    units: Vec<String>,
     banks: Vec<Bank>,
     /// Which bank answers each unit id (`None`: exception 0B).
     by_unit: Vec<Option<u16>>,
@@ -264,6 +271,9 @@ impl RegisterMap {
         }
         let mut in_bank = vec![0u32; bank_units.len()];
         let mut points = Vec::with_capacity(placed.len());
+        let mut names = String::new();
+        let mut name_ends = Vec::with_capacity(placed.len());
+        let mut units: Vec<String> = Vec::new();
         for (tag, bank, address) in &placed {
             let t = &catalog[tag.index()];
             let words = register_count(t.kind);
@@ -304,10 +314,18 @@ impl RegisterMap {
             } else {
                 None
             };
+            names.push_str(&t.name);
+            name_ends.push(names.len() as u32);
+            let unit_index = match units.iter().position(|u| *u == t.unit) {
+                Some(u) => u,
+                None => {
+                    units.push(t.unit.clone());
+                    units.len() - 1
+                }
+            };
             points.push(Point {
                 tag: t.id,
-                name: t.name.clone(),
-                unit: t.unit.clone(),
+                unit_index: unit_index.min(usize::from(u16::MAX)) as u16,
                 kind: t.kind,
                 writable: t.writable,
                 unit_id: bank_units[*bank],
@@ -326,7 +344,11 @@ impl RegisterMap {
                 .filter(|(_, (_, bank, _))| *bank == b)
                 .map(|(i, _)| i as u32)
                 .collect();
-            banks.push(lay_out_bank(*unit_id, &points, &members)?);
+            let name = |i: u32| {
+                let start = if i == 0 { 0 } else { name_ends[i as usize - 1] };
+                names[start as usize..name_ends[i as usize] as usize].to_string()
+            };
+            banks.push(lay_out_bank(*unit_id, &points, &members, &name)?);
         }
 
         // Unit ids: each bank's own; the rest go to the first bank when no list is
@@ -348,13 +370,33 @@ impl RegisterMap {
         for (i, p) in points.iter().enumerate() {
             by_tag[p.tag.index()] = Some(i as u32);
         }
+        names.shrink_to_fit();
         Ok(RegisterMap {
             points,
+            names,
+            name_ends,
+            units,
             banks,
             by_unit,
             by_tag,
             word_order: modbus.word_order,
         })
+    }
+
+    /// The tag name of point `point`.
+    pub fn name(&self, point: u32) -> &str {
+        let i = point as usize;
+        let start = if i == 0 {
+            0
+        } else {
+            self.name_ends[i - 1] as usize
+        };
+        &self.names[start..self.name_ends[i] as usize]
+    }
+
+    /// The engineering unit of point `point` (empty for dimensionless tags).
+    pub fn unit(&self, point: u32) -> &str {
+        &self.units[usize::from(self.points[point as usize].unit_index)]
     }
 
     /// The bank answering `unit`, if any.
@@ -402,7 +444,12 @@ impl RegisterMap {
 
 /// Lays out one bank's cells (the status block, then its points' values and qualities)
 /// and coils, refusing overlaps.
-fn lay_out_bank(unit_id: u8, points: &[Point], members: &[u32]) -> Result<Bank, MapError> {
+fn lay_out_bank(
+    unit_id: u8,
+    points: &[Point],
+    members: &[u32],
+    name: &dyn Fn(u32) -> String,
+) -> Result<Bank, MapError> {
     let mut end = u32::from(STATUS_REGISTERS);
     for &i in members {
         let p = &points[i as usize];
@@ -419,7 +466,7 @@ fn lay_out_bank(unit_id: u8, points: &[Point], members: &[u32]) -> Result<Bank, 
         }
     }
     let name_of = |o: Option<u32>| match o {
-        Some(i) => points[i as usize].name.clone(),
+        Some(i) => name(i),
         None => "the status block".to_string(),
     };
     let mut claim = |addr: u16, cell: Cell, who: u32| -> Result<(), MapError> {
@@ -433,7 +480,7 @@ fn lay_out_bank(unit_id: u8, points: &[Point], members: &[u32]) -> Result<Bank, 
             return Err(MapError::Overlap {
                 first: addr,
                 last: addr,
-                a: points[who as usize].name.clone(),
+                a: name(who),
                 b: name_of(other),
             });
         }

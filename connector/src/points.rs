@@ -27,17 +27,20 @@ pub struct PointRow {
 }
 
 pub fn rows(map: &RegisterMap) -> Vec<PointRow> {
-    map.points().iter().map(|p| row(map, p)).collect()
+    (0..map.points().len() as u32)
+        .map(|i| row(map, i))
+        .collect()
 }
 
-/// The points-list row of one point of `map`.
-pub fn row(map: &RegisterMap, p: &Point) -> PointRow {
+/// The points-list row of point `index` of `map`.
+pub fn row(map: &RegisterMap, index: u32) -> PointRow {
+    let p: &Point = map.point(index);
     let order = match map.word_order() {
         WordOrder::Big => "big",
         WordOrder::Little => "little",
     };
     PointRow {
-        tag: p.name.clone(),
+        tag: map.name(index).to_string(),
         unit_id: p.unit_id,
         address: p.address,
         reference: format!("4{:05}", u32::from(p.address) + 1),
@@ -49,7 +52,7 @@ pub fn row(map: &RegisterMap, p: &Point) -> PointRow {
         .to_string(),
         registers: p.words,
         word_order: if p.words == 2 { order } else { "" }.to_string(),
-        unit: p.unit.clone(),
+        unit: map.unit(index).to_string(),
         access: if p.writable { "read-write" } else { "read" }.to_string(),
         quality_address: p.quality_address,
         coil: p.coil,

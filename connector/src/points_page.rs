@@ -44,19 +44,19 @@ pub fn points_page(image: &RegisterImage, q: &PointsQuery) -> Result<PointsPage,
         .map(str::trim)
         .filter(|f| !f.is_empty())
         .map(str::to_lowercase);
-    let matching = map.points().iter().enumerate().filter(|(_, p)| {
+    let matching = (0..map.points().len() as u32).filter(|i| {
         filter
             .as_deref()
-            .is_none_or(|f| p.name.to_lowercase().contains(f))
+            .is_none_or(|f| map.name(*i).to_lowercase().contains(f))
     });
     let now = image.clock().wall();
     let mut total = 0;
     let mut page = Vec::new();
-    for (index, p) in matching {
+    for index in matching {
         if total >= offset && page.len() < limit {
-            let (value, quality, sampled) = image.live(index as u32);
+            let (value, quality, sampled) = image.live(index);
             page.push(LivePoint {
-                row: points::row(map, p),
+                row: points::row(map, index),
                 value: match value {
                     Value::Analog(v) => v,
                     Value::Counter(v) => v as f64,

@@ -52,7 +52,8 @@ pub enum SourceMsg {
     Connected {
         role: Role,
         epoch: u64,
-        catalog: Vec<TagInfo>,
+        /// Shared, so the start-up can keep it while the engine compares it, uncopied.
+        catalog: Arc<Vec<TagInfo>>,
     },
     Lost {
         reason: String,
@@ -61,8 +62,10 @@ pub enum SourceMsg {
         role: Role,
         epoch: u64,
     },
+    /// A snapshot, or one part of a large one (`complete` on its final part).
     Snapshot {
         values: Vec<TagValue>,
+        complete: bool,
     },
     Updates {
         batch: Vec<TagValue>,
@@ -199,9 +202,15 @@ async fn session(
         other => return Err(lost(format!("expected Welcome, got {}", other.kind()))),
     };
     link.send(Frame::Browse).await.map_err(send_err)?;
-    let catalog = loop {
+    // A large catalogue comes in parts, each within `connect_timeout` of the last.
+    let mut catalog = Vec::new();
+    loop {
         match next_frame(&mut link, spec.connect_timeout, "Catalog").await? {
-            Frame::Catalog { tags } => break tags,
+            Frame::CatalogPart { tags } => catalog.extend(tags),
+            Frame::Catalog { tags } => {
+                catalog.extend(tags);
+                break;
+            }
             Frame::Heartbeat {
                 role: r, epoch: e, ..
             } => {
@@ -210,7 +219,7 @@ async fn session(
             }
             other => return Err(lost(format!("expected Catalog, got {}", other.kind()))),
         }
-    };
+    }
     tracing::info!(source = %spec.name, addr = %spec.address, %role, epoch, tags = catalog.len(), "source connected");
     events
         .send((
@@ -218,7 +227,7 @@ async fn session(
             SourceMsg::Connected {
                 role,
                 epoch,
-                catalog,
+                catalog: Arc::new(catalog),
             },
         ))
         .await
@@ -255,8 +264,17 @@ async fn session(
                     }
                     Frame::Snapshot { seq: at, values } => {
                         seq.handle_snapshot(at);
-                        SourceMsg::Snapshot { values }
+                        SourceMsg::Snapshot { values, complete: true }
                     }
+                    Frame::SnapshotPart { seq: at, part, last, values } => match seq.handle_snapshot_part(at, part, last) {
+                        SeqVerdict::Accept => SourceMsg::Snapshot { values, complete: last },
+                        SeqVerdict::Drop => continue,
+                        SeqVerdict::Resubscribe => {
+                            tracing::warn!(source = %spec.name, got = at, part, "snapshot part lost; resubscribing");
+                            link.send(resubscribe.clone()).await.map_err(|e| established(format!("send: {e}")))?;
+                            continue;
+                        }
+                    },
                     Frame::Updates { seq: at, batch } => {
                         let expected = seq.last().map(|s| s + 1);
                         match seq.handle_updates(at) {

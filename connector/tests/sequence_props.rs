@@ -93,3 +93,82 @@ proptest! {
         }
     }
 }
+
+/// What the server sends in the second property: a whole snapshot, a snapshot in parts
+/// (part 0, 1, …, the last one marked) with `lost` marking parts dropped on the way, or an
+/// update batch.
+#[derive(Debug, Clone)]
+enum Sent {
+    Whole { lost: bool },
+    Parts { lost: Vec<bool> },
+    Update { lost: bool },
+    Subscribe,
+}
+
+fn sent() -> impl Strategy<Value = Sent> {
+    prop_oneof![
+        1 => any::<bool>().prop_map(|lost| Sent::Whole { lost }),
+        2 => prop::collection::vec(prop::bool::weighted(0.1), 2..6).prop_map(|lost| Sent::Parts { lost }),
+        6 => prop::bool::weighted(0.1).prop_map(|lost| Sent::Update { lost }),
+        1 => Just(Sent::Subscribe),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Snapshots in parts: every accepted frame that does not start a stream (a whole
+    /// snapshot or part 0) directly follows the previous accepted one, and a snapshot
+    /// whose parts all arrive is taken.
+    #[test]
+    fn snapshot_parts_never_hide_a_hole_and_a_complete_one_is_taken(
+        steps in prop::collection::vec(sent(), 1..80)
+    ) {
+        let mut t = SequenceTracker::default();
+        let mut seq = 0u64;
+        let mut prev: Option<u64> = None;
+        for s in steps {
+            match s {
+                Sent::Subscribe => {
+                    t.handle_subscribe();
+                    prev = None;
+                }
+                Sent::Whole { lost } | Sent::Update { lost } => {
+                    seq += 1;
+                    if lost {
+                        continue;
+                    }
+                    if matches!(s, Sent::Whole { .. }) {
+                        if t.handle_snapshot(seq) == SeqVerdict::Accept {
+                            prev = Some(seq);
+                        }
+                    } else if t.handle_updates(seq) == SeqVerdict::Accept {
+                        prop_assert_eq!(prev.map(|p| p + 1), Some(seq), "an update after a hole");
+                        prev = Some(seq);
+                    }
+                }
+                Sent::Parts { lost } => {
+                    let n = lost.len();
+                    let mut all_in = true;
+                    for (k, gone) in lost.iter().enumerate() {
+                        seq += 1;
+                        if *gone {
+                            all_in = false;
+                            continue;
+                        }
+                        let verdict = t.handle_snapshot_part(seq, k as u32, k + 1 == n);
+                        if verdict == SeqVerdict::Accept {
+                            if k > 0 {
+                                prop_assert_eq!(prev.map(|p| p + 1), Some(seq), "part {} accepted after a hole", k);
+                            }
+                            prev = Some(seq);
+                        }
+                    }
+                    if all_in {
+                        prop_assert_eq!(t.last(), Some(seq), "a complete snapshot was not taken");
+                    }
+                }
+            }
+        }
+    }
+}

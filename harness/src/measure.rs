@@ -160,7 +160,9 @@ impl Recorder {
                 if ex.len() < 10 {
                     ex.push(format!(
                         "{} at register {} read {:?}",
-                        p.name, p.address, words
+                        self.model.catalog()[p.tag.index()].name,
+                        p.address,
+                        words
                     ));
                 }
             }
@@ -379,23 +381,44 @@ impl Recorder {
     }
 }
 
-/// Register blocks a master reads: contiguous runs of ≤ 125 registers that never split
-/// a value, covering every point. `points` must be sorted by address; each block is
-/// (first register, register count, range of `points`).
-pub fn read_blocks(points: &[Point]) -> Vec<(u16, u16, std::ops::Range<usize>)> {
-    debug_assert!(points.windows(2).all(|w| w[0].address < w[1].address));
+/// A block of registers a master reads in one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBlock {
+    /// The Modbus unit (bank) holding it (DESIGN §15).
+    pub unit: u8,
+    pub first: u16,
+    pub count: u16,
+    /// The points it covers, as a range of the points list.
+    pub points: std::ops::Range<usize>,
+}
+
+/// Register blocks a master reads: contiguous runs of ≤ 125 registers of one unit that
+/// never split a value, covering every point. `points` must be sorted by unit, then
+/// address (as the automatic map lays them out).
+pub fn read_blocks(points: &[Point]) -> Vec<ReadBlock> {
+    debug_assert!(
+        points
+            .windows(2)
+            .all(|w| (w[0].unit_id, w[0].address) < (w[1].unit_id, w[1].address))
+    );
     let mut blocks = Vec::new();
     let mut i = 0;
     while i < points.len() {
-        let start = points[i].address;
+        let (unit, start) = (points[i].unit_id, points[i].address);
         let mut j = i;
         while j < points.len()
+            && points[j].unit_id == unit
             && u32::from(points[j].address) + u32::from(points[j].words) - u32::from(start) <= 125
         {
             j += 1;
         }
         let last = &points[j - 1];
-        blocks.push((start, last.address + last.words - start, i..j));
+        blocks.push(ReadBlock {
+            unit,
+            first: start,
+            count: last.address + last.words - start,
+            points: i..j,
+        });
         i = j;
     }
     blocks

@@ -96,7 +96,7 @@ pub(crate) async fn drive<B: Backend>(
     };
     let map = RegisterMap::build(model.catalog(), &modbus, &MapConfig::default())?;
     let mut points = map.points().to_vec();
-    points.sort_by_key(|p| p.address);
+    points.sort_by_key(|p| (p.unit_id, p.address));
     let points = Arc::new(points);
     let env = d.env();
     let rec = Arc::new(Recorder::new(

@@ -40,6 +40,10 @@ impl BackendKind {
     }
 }
 
+/// The largest site the sim backend takes: a million-tag site would run every
+/// component's work on one thread (minutes of wall time per simulated second).
+pub const SIM_MAX_TAGS: u64 = 200_000;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
@@ -554,6 +558,15 @@ impl Scenario {
                 format!(
                     "a flood measures what a process's descriptors and listeners withstand; the {} backend has no component processes: --backend process or netns",
                     backend.as_str()
+                ),
+            ));
+        }
+        let tags = u64::from(self.site.devices) * u64::from(self.site.tags_per_device);
+        if backend == BackendKind::Sim && tags > SIM_MAX_TAGS {
+            out.push((
+                "site".into(),
+                format!(
+                    "{tags} tags: the sim backend runs every component on one thread in virtual time and takes sites up to {SIM_MAX_TAGS} tags; a larger one needs --backend process or netns"
                 ),
             ));
         }

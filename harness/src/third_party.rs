@@ -100,13 +100,21 @@ impl Links {
         self.ctx[i].as_mut()
     }
 
-    async fn read(&mut self, i: usize, addr: u16, qty: u16, rec: &Recorder) -> Option<Vec<u16>> {
+    async fn read(
+        &mut self,
+        i: usize,
+        unit: u8,
+        addr: u16,
+        qty: u16,
+        rec: &Recorder,
+    ) -> Option<Vec<u16>> {
         let timeout = self.timeout;
         let ctx = self.get(i).await;
         let Some(ctx) = ctx else {
             rec.errors.fetch_add(1, Relaxed);
             return None;
         };
+        ctx.set_slave(Slave(unit));
         rec.requests.fetch_add(1, Relaxed);
         match tokio::time::timeout(timeout, ctx.read_holding_registers(addr, qty)).await {
             Ok(Ok(Ok(regs))) if regs.len() == usize::from(qty) => Some(regs),
@@ -139,11 +147,14 @@ pub async fn run(spec: ThirdPartySpec, rec: Arc<Recorder>, end: Instant) {
         chosen_tx.send_replace(chosen);
         let mut newest = None;
         if let Some(i) = chosen {
-            for (first, qty, range) in &blocks {
-                match links.read(i, *first, *qty, &rec).await {
+            for b in &blocks {
+                match links.read(i, b.unit, b.first, b.count, &rec).await {
                     Some(regs) => {
-                        newest =
-                            newest.max(rec.check_block(&spec.points[range.clone()], *first, &regs));
+                        newest = newest.max(rec.check_block(
+                            &spec.points[b.points.clone()],
+                            b.first,
+                            &regs,
+                        ));
                     }
                     None => break,
                 }
@@ -167,7 +178,7 @@ pub async fn run(spec: ThirdPartySpec, rec: Arc<Recorder>, end: Instant) {
 async fn choose(links: &mut Links, rec: &Recorder) -> Option<usize> {
     let mut best: Option<(u16, u32, usize)> = None;
     for i in 0..links.ctx.len() {
-        let Some(s) = links.read(i, 0, 14, rec).await else {
+        let Some(s) = links.read(i, 1, 0, 14, rec).await else {
             continue;
         };
         let state = s[1];
@@ -219,12 +230,13 @@ async fn writer(
             continue;
         };
         rec.write_sent(p.tag, value, seq);
+        ctx.set_slave(Slave(p.unit_id));
         let result = tokio::time::timeout(
             spec.write_timeout,
             ctx.write_multiple_registers(p.address, &words),
         )
         .await;
-        tracing::debug!(client = spec.index, connector = i, seq, tag = %p.name, ?result, "write");
+        tracing::debug!(client = spec.index, connector = i, seq, tag = %p.tag, ?result, "write");
         match result {
             Ok(Ok(Ok(()))) => rec.write_acked(p.tag, seq),
             Ok(Ok(Err(_exception))) => rec.write_refused(),
@@ -260,6 +272,7 @@ pub async fn read_back(
             continue;
         };
         for p in points.iter().filter(|p| written.contains(&p.tag)) {
+            c.set_slave(Slave(p.unit_id));
             match tokio::time::timeout(
                 Duration::from_secs(1),
                 c.read_holding_registers(p.address, p.words),

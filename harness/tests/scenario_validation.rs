@@ -492,6 +492,24 @@ fn floods_name_a_listener_and_stay_inside_the_run() {
 }
 
 #[test]
+fn the_sim_backend_refuses_a_site_larger_than_it_takes() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/arch3-million.toml");
+    let s = Scenario::load(&path).unwrap();
+    let refusals = s.unsupported_by(BackendKind::Sim);
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].0, "site");
+    assert!(refusals[0].1.contains("1000000 tags"), "{}", refusals[0].1);
+    for b in [
+        BackendKind::Inprocess,
+        BackendKind::Process,
+        BackendKind::Netns,
+    ] {
+        assert!(s.unsupported_by(b).is_empty(), "{}", b.as_str());
+    }
+}
+
+#[test]
 fn the_delayed_links_are_those_a_delay_fault_names() {
     let s = Scenario::parse(VALID, "t.toml").unwrap();
     assert_eq!(

@@ -138,7 +138,27 @@ pub enum Frame {
     /// Stop sending data frames on this session (heartbeats continue). A connector keeps
     /// its Standby connection warm this way: connected and watched, but not streaming.
     Unsubscribe,
+    // Appended for large sites (DESIGN §15); server -> client.
+    /// Part of a catalogue too large for one frame: more parts or the final `Catalog`
+    /// follow; the client concatenates them in order.
+    CatalogPart {
+        tags: Vec<TagInfo>,
+    },
+    /// Part of a snapshot too large for one frame (a `Snapshot` is always whole): a data
+    /// frame with its own `seq`, so heartbeats between parts stay in step; `part` counts
+    /// from 0 and `last` marks the final part, so a client can tell a new snapshot, the
+    /// rest of one it gave up on, and a complete one apart.
+    SnapshotPart {
+        seq: u64,
+        part: u32,
+        last: bool,
+        values: Vec<TagValue>,
+    },
 }
+
+/// Tags per `CatalogPart`/`SnapshotPart`: a part stays around 1-3 MB, far below
+/// [`crate::MAX_FRAME_LEN`], and a client hears from its server at least once per part.
+pub const PART_TAGS: usize = 50_000;
 
 impl Frame {
     /// Short name for logs and error messages.
@@ -157,6 +177,8 @@ impl Frame {
             Frame::WriteResult { .. } => "WriteResult",
             Frame::Error { .. } => "Error",
             Frame::Unsubscribe => "Unsubscribe",
+            Frame::CatalogPart { .. } => "CatalogPart",
+            Frame::SnapshotPart { .. } => "SnapshotPart",
         }
     }
 

@@ -11,5 +11,7 @@ pub mod frame;
 pub mod model;
 
 pub use codec::{CodecError, FrameCodec, MAX_FRAME_LEN, SharedBatch};
-pub use frame::{Access, ErrorCode, Frame, PROTOCOL_VERSION, TagSelection, WriteOutcome};
+pub use frame::{
+    Access, ErrorCode, Frame, PART_TAGS, PROTOCOL_VERSION, TagSelection, WriteOutcome,
+};
 pub use model::{Quality, Role, TagId, TagInfo, TagKind, TagValue, Timestamp, Value};

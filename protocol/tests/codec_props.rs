@@ -114,8 +114,33 @@ fn frame() -> impl Strategy<Value = Frame> {
             0..20
         )
         .prop_map(|tags| Frame::Catalog { tags }),
+        prop::collection::vec(
+            (any::<u32>(), ".{0,30}", ".{0,4}", kind(), any::<bool>()).prop_map(
+                |(id, name, unit, kind, writable)| TagInfo {
+                    id: TagId(id),
+                    name,
+                    unit,
+                    kind,
+                    writable
+                }
+            ),
+            0..20
+        )
+        .prop_map(|tags| Frame::CatalogPart { tags }),
         (any::<u64>(), prop::collection::vec(tag_value(), 0..50))
             .prop_map(|(seq, values)| Frame::Snapshot { seq, values }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<bool>(),
+            prop::collection::vec(tag_value(), 0..50)
+        )
+            .prop_map(|(seq, part, last, values)| Frame::SnapshotPart {
+                seq,
+                part,
+                last,
+                values
+            }),
         (any::<u64>(), prop::collection::vec(tag_value(), 0..50))
             .prop_map(|(seq, batch)| Frame::Updates { seq, batch }),
         (role(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(role, epoch, seq, t)| {

@@ -38,8 +38,9 @@ impl Default for SiteSpec {
     }
 }
 
-/// Largest site the simulator builds: keeps a snapshot well under the 16 MiB frame limit.
-pub const MAX_TAGS: u64 = 500_000;
+/// Largest site the simulator builds (catalogues and snapshots go out in parts of
+/// `PART_TAGS`, so the frame limit does not bound it; memory does: about 200 bytes a tag).
+pub const MAX_TAGS: u64 = 2_000_000;
 
 /// Why a [`SiteSpec`] cannot be simulated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

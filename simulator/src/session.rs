@@ -5,6 +5,7 @@
 use crate::shared::{Outgoing, SessionEntry, Shared};
 use bytes::BytesMut;
 use futures::StreamExt;
+use po_protocol::PART_TAGS;
 use po_protocol::codec::{FrameCodec, MAX_FRAME_LEN, encode_into};
 use po_protocol::{Access, ErrorCode, Frame, PROTOCOL_VERSION};
 use po_runtime::accept::accept_loop;
@@ -310,9 +311,26 @@ async fn run_reader(
         };
         shared.wait_unpaused().await;
         let reply = match frame {
-            Frame::Browse => Outgoing::Frame(Frame::Catalog {
-                tags: shared.model.catalog().to_vec(),
-            }),
+            Frame::Browse => {
+                // A large catalogue goes out in parts; the last one is the `Catalog`.
+                let catalog = shared.model.catalog();
+                let mut parts = catalog.chunks(PART_TAGS).peekable();
+                let mut last = Vec::new();
+                while let Some(part) = parts.next() {
+                    if parts.peek().is_none() {
+                        last = part.to_vec();
+                    } else if tx
+                        .send(Outgoing::Frame(Frame::CatalogPart {
+                            tags: part.to_vec(),
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Outgoing::Frame(Frame::Catalog { tags: last })
+            }
             Frame::Subscribe { tags } => match shared.subscribe(id, &tags) {
                 Ok(()) => continue,
                 Err(message) => Outgoing::Frame(Frame::Error {
@@ -405,9 +423,25 @@ async fn run_writer(
 
 fn encode(shared: &Shared, m: Outgoing, seq: &mut u64, buf: &mut BytesMut) {
     let result = match m {
-        Outgoing::Snapshot(values) => {
+        Outgoing::Snapshot(values) if values.len() <= PART_TAGS => {
             *seq += 1;
             encode_into(&Frame::Snapshot { seq: *seq, values }, buf, MAX_FRAME_LEN)
+        }
+        Outgoing::Snapshot(values) => {
+            // A large snapshot goes out in parts, each a data frame of its own.
+            let parts = values.len().div_ceil(PART_TAGS);
+            let mut result = Ok(());
+            for (part, chunk) in values.chunks(PART_TAGS).enumerate() {
+                *seq += 1;
+                let frame = Frame::SnapshotPart {
+                    seq: *seq,
+                    part: part as u32,
+                    last: part + 1 == parts,
+                    values: chunk.to_vec(),
+                };
+                result = result.and(encode_into(&frame, buf, MAX_FRAME_LEN));
+            }
+            result
         }
         Outgoing::Updates(batch) => {
             *seq += 1;

@@ -11,7 +11,8 @@ use crate::redundancy::{PeerStatus, RedundancyRole, Transition};
 use crate::setpoints::{Setpoint, SetpointStore};
 use crate::write_rules::{WritePlan, plan_write};
 use po_protocol::{
-    ErrorCode, Frame, Quality, SharedBatch, TagId, TagSelection, TagValue, Value, WriteOutcome,
+    ErrorCode, Frame, PART_TAGS, Quality, SharedBatch, TagId, TagSelection, TagValue, Value,
+    WriteOutcome,
 };
 use po_runtime::{Clock, Env, Net};
 use std::collections::{BTreeMap, HashMap};
@@ -427,32 +428,39 @@ impl Shared {
         if batch.is_empty() {
             return;
         }
-        let shared = match SharedBatch::new(&batch) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(server = %self.name(), error = %e, "cannot encode update batch");
-                return;
+        // One frame per PART_TAGS changes, so a large site's tick stays far below the
+        // frame limit (each part is a data frame of its own).
+        let mut parts = Vec::with_capacity(batch.len().div_ceil(PART_TAGS));
+        for chunk in batch.chunks(PART_TAGS) {
+            match SharedBatch::new(chunk) {
+                Ok(s) => parts.push(s),
+                Err(e) => {
+                    tracing::error!(server = %self.name(), error = %e, "cannot encode update batch");
+                    return;
+                }
             }
-        };
+        }
         let mut slow = Vec::new();
         for (id, s) in &reg.sessions {
-            let msg = match &s.subscription {
+            let msgs: Vec<Outgoing> = match &s.subscription {
                 None => continue,
-                Some(Subscription::All) => Outgoing::Updates(shared.clone()),
+                Some(Subscription::All) => parts.iter().cloned().map(Outgoing::Updates).collect(),
                 Some(Subscription::List(tags)) => {
                     let mine: Vec<TagValue> = batch
                         .iter()
                         .filter(|tv| tags.binary_search(&tv.tag).is_ok())
                         .copied()
                         .collect();
-                    if mine.is_empty() {
-                        continue;
-                    }
-                    Outgoing::OwnUpdates(mine)
+                    mine.chunks(PART_TAGS)
+                        .map(|c| Outgoing::OwnUpdates(c.to_vec()))
+                        .collect()
                 }
             };
-            if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(msg) {
-                slow.push(*id);
+            for msg in msgs {
+                if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(msg) {
+                    slow.push(*id);
+                    break;
+                }
             }
         }
         for id in slow {

@@ -709,3 +709,66 @@ async fn a_crashed_server_restarts_as_standby_and_follows_the_new_primary() {
         }
     ));
 }
+
+#[tokio::test]
+async fn a_large_site_sends_its_catalogue_and_snapshot_in_parts() {
+    init_tracing();
+    // 2 × PART_TAGS + 10 tags: two catalogue parts then the Catalog; three snapshot parts.
+    let tags = 2 * po_protocol::PART_TAGS as u32 + 10;
+    let server = ServerHandle::start(standalone(SiteSpec {
+        devices: tags / 10,
+        tags_per_device: 10,
+        scan_period: Duration::from_secs(10),
+    }))
+    .await
+    .unwrap();
+    let model = server.model().clone();
+    let mut c = TestClient::connect(server.client_addr()).await;
+    c.hello("t", Access::Local).await;
+    c.send(Frame::Browse).await;
+    let mut catalog = Vec::new();
+    let mut frames = 0;
+    loop {
+        match c.recv_non_heartbeat().await {
+            Some(Frame::CatalogPart { tags }) => catalog.extend(tags),
+            Some(Frame::Catalog { tags }) => {
+                catalog.extend(tags);
+                frames += 1;
+                break;
+            }
+            other => panic!("expected catalogue parts, got {other:?}"),
+        }
+        frames += 1;
+    }
+    assert_eq!(frames, 3);
+    assert_eq!(catalog, model.catalog());
+
+    c.send(Frame::Subscribe {
+        tags: TagSelection::All,
+    })
+    .await;
+    let mut values = Vec::new();
+    for expect in 0..3u32 {
+        let Some(Frame::SnapshotPart {
+            seq,
+            part,
+            last,
+            values: v,
+        }) = c.recv_non_heartbeat().await
+        else {
+            panic!("expected snapshot part {expect}")
+        };
+        assert_eq!(
+            (seq, part, last),
+            (u64::from(expect) + 1, expect, expect == 2)
+        );
+        values.extend(v);
+    }
+    assert_eq!(values.len(), tags as usize);
+    let ids: Vec<u32> = values.iter().map(|v| v.tag.0).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "every tag once, in order"
+    );
+    assert_matches_model(&model, &values[tags as usize - 1]);
+}
