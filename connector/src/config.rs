@@ -141,7 +141,9 @@ impl Default for ModbusConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MapConfig {
-    /// `auto`: every tag from `data_base` in catalogue order. `explicit`: only `points`.
+    /// `auto`: every tag from `data_base` in catalogue order, spilling over into further
+    /// units. `device`: one unit id per device, devices of one kind laid out alike.
+    /// `explicit`: only `points`.
     pub mode: MapMode,
     #[serde(rename = "point")]
     pub points: Vec<PointConfig>,
@@ -153,6 +155,8 @@ pub enum MapMode {
     #[default]
     Auto,
     Explicit,
+    /// One unit id per device (the tag name up to its last `.`), as Modbus gateways do.
+    Device,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -413,10 +417,17 @@ impl ConnectorConfig {
                 ),
             );
         }
-        if self.map.mode == MapMode::Auto && !self.map.points.is_empty() {
+        if self.map.mode != MapMode::Explicit && !self.map.points.is_empty() {
             bad(
                 "map.point",
-                "points are listed but map.mode is auto; set mode = \"explicit\"".into(),
+                format!(
+                    "points are listed but map.mode is {}; set mode = \"explicit\"",
+                    if self.map.mode == MapMode::Auto {
+                        "auto"
+                    } else {
+                        "device"
+                    }
+                ),
             );
         }
         if self.map.mode == MapMode::Explicit && self.map.points.is_empty() {

@@ -108,6 +108,10 @@ pub enum MapError {
         "the site needs {needed} Modbus units (banks of up to 65536 registers) but modbus.unit_ids lists {listed}; list more unit ids or leave it empty"
     )]
     TooFewUnits { needed: usize, listed: usize },
+    #[error(
+        "map.mode = \"device\" gives each device a unit id, and Modbus has {MAX_DEVICE_UNITS} (1-247); this site has {devices} devices: use map.mode = \"auto\""
+    )]
+    TooManyDevices { devices: usize },
     #[error("map.point[{index}].unit: unit {unit} is not in modbus.unit_ids {listed:?}")]
     UnitNotListed {
         index: usize,
@@ -115,6 +119,9 @@ pub enum MapError {
         listed: Vec<u8>,
     },
 }
+
+/// Unit ids a per-device map may give (1-247: the Modbus serial-line range gateways use).
+pub const MAX_DEVICE_UNITS: usize = 247;
 
 /// One Modbus unit's address spaces: what each holding/input register and each coil
 /// holds. Every bank starts with the status block.
@@ -233,6 +240,53 @@ impl RegisterMap {
                     });
                 }
             }
+            MapMode::Device => {
+                // One bank per device (the name up to its last '.'), in catalogue order;
+                // inside a device its tags are back to back from data_base, so devices
+                // of one kind (the same tags in the same order) share a layout.
+                let (value_end, quality) = auto_limits(modbus);
+                let mut device: Option<&str> = None;
+                let (mut bank, mut next, mut in_bank) = (0usize, 0u32, 0u32);
+                for t in catalog {
+                    let name = t.name.rsplit_once('.').map_or("", |(d, _)| d);
+                    if device != Some(name) {
+                        if device.is_some() {
+                            bank += 1;
+                        }
+                        device = Some(name);
+                        next = u32::from(modbus.data_base);
+                        in_bank = 0;
+                    }
+                    let words = u32::from(register_count(t.kind));
+                    let quality_full = quality.is_some_and(|(q, end)| q + in_bank >= end);
+                    if next + words > value_end || quality_full {
+                        return Err(MapError::OutOfSpace {
+                            what: format!("device '{name}' from register {}", modbus.data_base),
+                            end: next + words - 1,
+                        });
+                    }
+                    placed.push((t.id, bank, next as u16));
+                    next += words;
+                    in_bank += 1;
+                }
+                let devices = if catalog.is_empty() { 0 } else { bank + 1 };
+                bank_units = if modbus.unit_ids.is_empty() {
+                    if devices > MAX_DEVICE_UNITS {
+                        return Err(MapError::TooManyDevices { devices });
+                    }
+                    (1..=devices).map(|u| u as u8).collect()
+                } else if modbus.unit_ids.len() < devices {
+                    return Err(MapError::TooFewUnits {
+                        needed: devices,
+                        listed: modbus.unit_ids.len(),
+                    });
+                } else {
+                    modbus.unit_ids[..devices].to_vec()
+                };
+                if bank_units.is_empty() {
+                    bank_units.push(default_unit);
+                }
+            }
             MapMode::Explicit => {
                 for (index, p) in map.points.iter().enumerate() {
                     let Some(t) = catalog.iter().find(|t| t.name == p.tag) else {
@@ -301,7 +355,7 @@ impl RegisterMap {
             };
             let coil = if t.kind == TagKind::Digital {
                 let index = match map.mode {
-                    MapMode::Auto => t.id.0 - bank_first_tag[*bank],
+                    MapMode::Auto | MapMode::Device => t.id.0 - bank_first_tag[*bank],
                     MapMode::Explicit => t.id.0,
                 };
                 if index > 65535 {
@@ -355,7 +409,9 @@ impl RegisterMap {
         // configured (a one-bank site answers at any unit id, as before banks), and
         // listed ids without a bank of their own also serve the first bank.
         let mut by_unit = vec![None; 256];
-        if modbus.unit_ids.is_empty() {
+        if map.mode == MapMode::Device {
+            // A gateway answers only for its devices' unit ids (others: 0B).
+        } else if modbus.unit_ids.is_empty() {
             by_unit.iter_mut().for_each(|u| *u = Some(0));
         } else {
             for u in &modbus.unit_ids {
@@ -672,6 +728,60 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "map.point[1].unit: unit 4 is not in modbus.unit_ids [1, 2]"
+        );
+    }
+
+    #[test]
+    fn per_device_mapping_gives_each_device_a_unit_and_kinds_share_a_layout() {
+        let tag = |i: u32, name: &str, kind: TagKind| TagInfo {
+            id: TagId(i),
+            name: name.into(),
+            unit: String::new(),
+            kind,
+            writable: false,
+        };
+        let c = vec![
+            tag(0, "F1.M1.kW", TagKind::Analog),
+            tag(1, "F1.M1.Breaker", TagKind::Digital),
+            tag(2, "F1.M1.kWh", TagKind::Counter),
+            tag(3, "F1.M2.kW", TagKind::Analog),
+            tag(4, "F1.M2.Breaker", TagKind::Digital),
+            tag(5, "F1.M2.kWh", TagKind::Counter),
+            tag(6, "F1.Relay.Trip", TagKind::Digital),
+        ];
+        let map = MapConfig {
+            mode: MapMode::Device,
+            points: vec![],
+        };
+        let m = RegisterMap::build(&c, &ModbusConfig::default(), &map).unwrap();
+        let units: Vec<u8> = m.banks().iter().map(|b| b.unit_id).collect();
+        assert_eq!(units, [1, 2, 3]);
+        let layout = |p: &Point| (p.unit_id, p.address, p.coil);
+        let p = m.points();
+        assert_eq!(
+            p.iter().map(layout).collect::<Vec<_>>(),
+            [
+                (1, 100, None),
+                (1, 102, Some(1)),
+                (1, 103, None),
+                (2, 100, None),
+                (2, 102, Some(1)),
+                (2, 103, None),
+                (3, 100, Some(0)),
+            ],
+            "meters M1 and M2 share a layout (coils: the tag's index in its device)"
+        );
+        // Only the devices' unit ids answer.
+        assert_eq!(m.bank_for(2).unwrap().unit_id, 2);
+        assert!(m.bank_for(4).is_none());
+        assert!(m.bank_for(0).is_none());
+
+        let many: Vec<TagInfo> = (0..248)
+            .map(|i| tag(i, &format!("F.M{i}.kW"), TagKind::Analog))
+            .collect();
+        assert_eq!(
+            RegisterMap::build(&many, &ModbusConfig::default(), &map).unwrap_err(),
+            MapError::TooManyDevices { devices: 248 }
         );
     }
 }

@@ -168,3 +168,91 @@ async fn a_site_larger_than_one_unit_spills_over_and_every_unit_answers() {
     assert_eq!(json[rows.len() - 1]["unit_id"], 3);
     sc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_device_mapping_serves_each_meter_at_its_own_unit_with_one_layout() {
+    // 4 meters of 16 tags, `map.mode = "device"`: units 1-4, the same register layout.
+    let server = ServerHandle::start(ServerConfig {
+        limits: Default::default(),
+        name: "po-meters".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        host_address: None,
+        licences: vec![],
+        seed: 4,
+        field_epoch_us: 0,
+        heartbeat: Duration::from_millis(100),
+        client_queue: 64,
+        site: SiteSpec {
+            devices: 4,
+            tags_per_device: 16,
+            scan_period: Duration::from_secs(1),
+        },
+        redundancy: None,
+    })
+    .await
+    .unwrap();
+    let model = server.model().clone();
+    let mut config: ConnectorConfig = toml::from_str(
+        "name = \"sc-gw\"\n[modbus]\nlisten = \"127.0.0.1:0\"\n[map]\nmode = \"device\"\n",
+    )
+    .unwrap();
+    config.sources = vec![SourceConfig {
+        name: "po-meters".into(),
+        address: server.client_addr(),
+        access: AccessKind::Local,
+        licence: None,
+    }];
+    let sc = start(config, Some(PATIENCE)).await.unwrap();
+    let rows = smart_connector::points::rows(sc.image.map());
+    let layout = |unit: u8| -> Vec<(String, u16)> {
+        rows.iter()
+            .filter(|r| r.unit_id == unit)
+            .map(|r| (r.tag.rsplit_once('.').unwrap().1.to_string(), r.address))
+            .collect()
+    };
+    assert_eq!(layout(1).len(), 16);
+    for unit in 2..=4 {
+        assert_eq!(
+            layout(unit),
+            layout(1),
+            "unit {unit} has the layout of unit 1"
+        );
+    }
+    // A master reads meter 3's kW at the template's address on unit 3.
+    let mut ctx = tcp::connect_slave(sc.modbus_addr, Slave(3)).await.unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while ctx.read_holding_registers(0, 14).await.unwrap().unwrap()[1] != 1 {
+        assert!(std::time::Instant::now() < deadline, "never served data");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kw = rows
+        .iter()
+        .find(|r| r.unit_id == 3 && r.tag.ends_with(".kW"))
+        .unwrap();
+    let info = model.catalog().iter().find(|t| t.name == kw.tag).unwrap();
+    let regs = ctx
+        .read_input_registers(kw.address, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let got = decode(info.kind, &regs, WordOrder::Big);
+    let tick = model.tick_at(Timestamp::now());
+    assert!(
+        (tick.saturating_sub(5)..=tick + 1).any(|t| {
+            let v = model.value(info.id, t).unwrap();
+            format!(
+                "{:?}",
+                decode(info.kind, &encode(v, WordOrder::Big).0, WordOrder::Big)
+            ) == format!("{got:?}")
+        }),
+        "{} read {got:?}",
+        kw.tag
+    );
+    // A unit with no device: exception 0B, as a gateway answers.
+    let mut none = tcp::connect_slave(sc.modbus_addr, Slave(9)).await.unwrap();
+    assert_eq!(
+        none.read_holding_registers(0, 14).await.unwrap(),
+        Err(ExceptionCode::GatewayTargetDevice)
+    );
+    sc.shutdown().await;
+}

@@ -29,6 +29,9 @@ pub struct BenchOptions {
     pub rates: Vec<u32>,
     /// Third-party connection counts to try (at the first rate), ascending.
     pub clients: Vec<usize>,
+    /// Site sizes (tags, scanned every second) to run in architecture 3, ascending:
+    /// the §8 scale target, served over unit-id banks.
+    pub sizes: Vec<u32>,
     pub modbus_duration: Duration,
     /// Runtime threads of the connector processes; `None`: the connector's own choice
     /// (what a user who gives no `--threads` gets).
@@ -80,6 +83,9 @@ pub struct BenchReport {
     pub steps: Vec<Step>,
     pub best: Vec<Best>,
     pub modbus: Option<ModbusComparison>,
+    /// The size sweep: architecture 3 at each `--sizes` tag count, scan 1 s.
+    #[serde(default)]
+    pub sizes: Vec<Step>,
 }
 
 /// Scan period and tag count giving `rate` samples/s within the register space.
@@ -166,6 +172,30 @@ fn scenario(
     (s, expected_ingest)
 }
 
+/// Scan period of the size sweep (DESIGN §8 "scale": a million tags scanned every second).
+const SIZE_SCAN: Duration = Duration::from_secs(1);
+
+/// Architecture 3 at `tags` tags scanned every second, one redundant third party reading
+/// every unit once a second; passes when ingest keeps up (≥ 90 % of the changes sent),
+/// nothing is wrong, and freshness p99 ≤ scan + 100 ms (§8).
+fn size_scenario(
+    tags: u32,
+    duration: Duration,
+    connector_threads: Option<usize>,
+) -> (Scenario, f64) {
+    let tags = (tags / TAGS_PER_DEVICE).max(1) * TAGS_PER_DEVICE;
+    let expected_ingest =
+        f64::from(tags) / SIZE_SCAN.as_secs_f64() * change_fraction(tags, SIZE_SCAN);
+    let (mut s, _) = scenario(3, tags, 1, duration, connector_threads);
+    s.name = format!("bench-size-{tags}");
+    s.site.scan_period = SIZE_SCAN;
+    s.site.devices = tags / TAGS_PER_DEVICE;
+    s.third_party.poll_period = SIZE_SCAN;
+    s.expect.min_updates_per_s = Some(0.9 * expected_ingest);
+    s.expect.max_latency_p99 = Some(SIZE_SCAN + Duration::from_millis(100));
+    (s, expected_ingest)
+}
+
 fn step_of(arch: u8, rate: u32, clients: usize, r: &Report) -> Step {
     let (tags, scan) = site_for(rate);
     Step {
@@ -240,6 +270,19 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
         }
         best.push(b);
     }
+    // Site sizes: every one is run (a large site failing says where, not whether).
+    let mut sizes = Vec::new();
+    for &tags in o.sizes.iter().filter(|t| **t > 0) {
+        let (s, _) = size_scenario(tags, o.duration, o.connector_threads);
+        let r = run_scenario(&s, opts)
+            .await
+            .with_context(|| format!("bench step {}", s.name))?;
+        let mut step = step_of(3, s.site.devices * TAGS_PER_DEVICE, 1, &r);
+        step.tags = s.site.devices * TAGS_PER_DEVICE;
+        step.scan_ms = SIZE_SCAN.as_secs_f64() * 1000.0;
+        progress(&format!("size: {}", render_step(&step)));
+        sizes.push(step);
+    }
     let modbus = modbus_comparison(o, progress).await?;
     Ok(BenchReport {
         backend: o.backend.as_str().into(),
@@ -247,6 +290,7 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
         steps,
         best,
         modbus: Some(modbus),
+        sizes,
     })
 }
 
@@ -419,6 +463,12 @@ impl BenchReport {
         );
         for s in &self.steps {
             let _ = writeln!(o, "  {}", render_step(s));
+        }
+        if !self.sizes.is_empty() {
+            let _ = writeln!(o, "site sizes (architecture 3, scan 1 s):");
+            for s in &self.sizes {
+                let _ = writeln!(o, "  {}", render_step(s));
+            }
         }
         let _ = writeln!(o, "highest sustained:");
         for b in &self.best {

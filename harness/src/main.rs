@@ -130,6 +130,10 @@ enum Command {
         /// Third-party connection counts to try, ascending.
         #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
         clients: Vec<usize>,
+        /// Site sizes to run in architecture 3 (tags, scanned every second; sites above
+        /// one Modbus unit are served over unit-id banks); `--sizes 0` skips them.
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+        sizes: Vec<u32>,
         /// Length of each Modbus load measurement (connector, then bare server).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         modbus_duration: Duration,
@@ -489,6 +493,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             architectures,
             rates,
             clients,
+            sizes,
             modbus_duration,
             connector_threads,
             json,
@@ -533,6 +538,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 architectures,
                 rates,
                 clients,
+                sizes,
                 modbus_duration,
                 connector_threads,
             };

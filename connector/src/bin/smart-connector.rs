@@ -147,6 +147,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 match c.map.mode {
                     MapMode::Auto => "automatic (every tag in catalogue order)".to_string(),
                     MapMode::Explicit => format!("explicit, {} points", c.map.points.len()),
+                    MapMode::Device => "per device (one unit id per device)".to_string(),
                 }
             );
             if let Some(h) = &c.metrics {

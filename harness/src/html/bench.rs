@@ -283,7 +283,7 @@ pub fn bench_page(new: &BenchReport, baseline: Option<&BenchReport>) -> Result<S
         o.push_str("</table>\n");
     }
     o.push_str("<h3>Steps</h3>\n<table class=\"steps\">\n<tr><th>arch</th><th>offered samples/s</th><th>tags / scan</th><th>clients</th><th>verdict</th><th>ingest/s</th><th>delivered/s</th><th>p99</th><th>wrong</th><th>resources</th><th>broke</th></tr>\n");
-    for s in &new.steps {
+    for s in new.steps.iter().chain(&new.sizes) {
         let v = if s.passed { "pass" } else { "fail" };
         let res: Vec<String> = s
             .resources
@@ -388,6 +388,7 @@ mod tests {
                 ratio: 0.8 * scale,
                 ingest_during_load_updates_per_s: 80_000.0,
             }),
+            sizes: vec![step(3, 1_000_000, 1, 800_000.0 * scale, true)],
         }
     }
 
