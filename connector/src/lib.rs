@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod certs;
 pub mod config;
 pub mod connector;
 pub mod engine;

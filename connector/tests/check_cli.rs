@@ -142,7 +142,7 @@ listen = "127.0.0.1:9102"
 fn help_text() {
     let out = bin().arg("--help").output().unwrap();
     insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
-    for sub in ["run", "check", "points"] {
+    for sub in ["run", "check", "points", "certs"] {
         let out = bin().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success());
         insta::assert_snapshot!(

@@ -60,6 +60,11 @@ fn visit(browser: &Path, url: &str, name: &str, budget: Duration) -> Visit {
             "--no-sandbox",
             "--disable-gpu",
             "--no-first-run",
+            // Nothing but the page: no update checks, sync, or other traffic off loopback.
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
             "--hide-scrollbars",
             "--enable-logging=stderr",
             "--v=0",

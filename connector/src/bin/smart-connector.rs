@@ -62,6 +62,48 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Make lab certificates for TLS and Modbus/TCP Security (docs/security.md).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Write a lab CA and a server certificate: DIR/ca.crt, ca.key, server.crt, server.key
+    /// (keys mode 0600). For labs and tests; a production site uses its own PKI.
+    Init {
+        /// Where to write them (created when missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// A DNS name of the server certificate (repeatable; `localhost` is always added).
+        #[arg(long = "dns", value_name = "NAME")]
+        names: Vec<String>,
+        /// An IP address of the server certificate (repeatable), e.g. 127.0.3.1.
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<std::net::IpAddr>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a client certificate DIR/NAME.crt and DIR/NAME.key signed by DIR's CA.
+    Client {
+        /// The directory `certs init` wrote.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The client's name: its certificate's common name (the identity a server binds a
+        /// Client Access licence to) and the files' name.
+        #[arg(long)]
+        name: String,
+        /// Modbus/TCP Security role (X.509v3 extension 1.3.6.1.4.1.50316.802.1), e.g.
+        /// `operator` or `viewer`.
+        #[arg(long)]
+        role: Option<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -201,6 +243,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs { command } => {
+            let written = match command {
+                CertsCommand::Init {
+                    dir,
+                    names,
+                    ips,
+                    force,
+                } => smart_connector::certs::init(&smart_connector::certs::InitOptions {
+                    dir,
+                    names,
+                    ips,
+                    force,
+                }),
+                CertsCommand::Client {
+                    dir,
+                    name,
+                    role,
+                    force,
+                } => smart_connector::certs::client(&dir, &name, role.as_deref(), force),
+            };
+            match written {
+                Ok(files) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("smart-connector: certs: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
         }
         Command::Run { config, threads } => {
             let c = match load(&config) {
