@@ -1,0 +1,15 @@
+//! The connector's configuration parser (and validation) on arbitrary text: never panics;
+//! every refusal names the file.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use smart_connector::config::ConnectorConfig;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = ConnectorConfig::parse(text, "fuzz.toml") {
+        assert!(e.to_string().contains("fuzz.toml"), "{e}");
+    }
+});
