@@ -52,6 +52,10 @@ pub enum CertsError {
         "--name `{0}` cannot be a file name: use letters, digits, '.', '-' and '_' (it names {0}.crt and {0}.key)"
     )]
     BadName(String),
+    #[error(
+        "--name `{0}` is taken by the files `certs init` writes ({0}.crt, {0}.key): choose another"
+    )]
+    ReservedName(String),
     #[error("--role must not be empty")]
     EmptyRole,
     #[error("generating a certificate: {0}")]
@@ -82,27 +86,37 @@ fn distinguished(common_name: &str) -> DistinguishedName {
     dn
 }
 
-/// Writes `text` to `path`, refusing to replace a file unless `force`; `private` files
-/// get mode 0600 from their creation on.
+/// Writes `text` to `path`, refusing to replace a file unless `force`. The bytes go to a
+/// new file created with its final mode (0600 for `private` ones, so a key is never
+/// readable by others, not even for a moment), which is then renamed over `path` (a
+/// symbolic link at `path` is replaced, not followed).
 fn write(path: &Path, text: &str, private: bool, force: bool) -> Result<(), CertsError> {
-    if !force && path.exists() {
+    if !force && path.symlink_metadata().is_ok() {
         return Err(CertsError::Exists(path.to_path_buf()));
     }
     let err = |source| CertsError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    opts.mode(if private { 0o600 } else { 0o644 });
-    let mut f = opts.open(path).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    if private {
-        // An existing file keeps its mode on open: set it.
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    }
-    Ok(())
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err(e)
+        })
 }
 
 /// `certs init`: a lab CA and a server certificate signed by it. Returns the files written.
@@ -179,6 +193,9 @@ pub fn client(
         || name.starts_with('.')
     {
         return Err(CertsError::BadName(name.to_string()));
+    }
+    if name == "ca" || name == "server" {
+        return Err(CertsError::ReservedName(name.to_string()));
     }
     if role.is_some_and(str::is_empty) {
         return Err(CertsError::EmptyRole);

@@ -436,6 +436,16 @@ impl ConnectorConfig {
                 "map.mode is explicit but no [[map.point]] is listed".into(),
             );
         }
+        // Each unit id names one bank: a repeated one would hide another bank.
+        let mut ids = std::collections::HashSet::new();
+        for u in &self.modbus.unit_ids {
+            if !ids.insert(u) {
+                bad(
+                    "modbus.unit_ids",
+                    format!("unit id {u} is listed twice (each id names one unit)"),
+                );
+            }
+        }
         // Registers are per unit: the same address in two units is two registers.
         let default_unit = self.modbus.unit_ids.first().copied().unwrap_or(1);
         let mut seen: std::collections::HashMap<(u8, u16), &str> = Default::default();
@@ -614,5 +624,19 @@ fn remove_key(doc: &mut toml::Table, path: &[String]) -> bool {
             }
             _ => false,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_unit_id_listed_twice_is_refused_with_its_key() {
+        let text = "name = \"sc\"\n[[source]]\nname = \"po\"\naddress = \"127.0.0.1:7000\"\n[modbus]\nunit_ids = [1, 2, 1]\n";
+        let err = ConnectorConfig::parse(text, "c.toml").unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("modbus.unit_ids"), "{shown}");
+        assert!(shown.contains("unit id 1 is listed twice"), "{shown}");
     }
 }

@@ -202,7 +202,7 @@ pub fn status_doc(s: &HttpState) -> StatusDoc {
         .active()
         .map(|(index, role, epoch)| crate::api::ActiveDoc {
             index,
-            source: s.board.source_name(index - 1),
+            source: s.board.source_name(index.saturating_sub(1)),
             role: crate::status::role_name(role),
             epoch,
         });

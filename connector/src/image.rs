@@ -145,11 +145,13 @@ impl RegisterImage {
 
     /// Records whose data is served (status registers 1-5).
     pub fn set_active(&self, state: ServeState, source: u8, role: u8, epoch: u64) {
-        self.state.store(state as u8, Relaxed);
         self.active_source.store(source, Relaxed);
         self.active_role.store(role, Relaxed);
         self.active_epoch
             .store(epoch.min(u64::from(u32::MAX)) as u32, Relaxed);
+        // Last, and released: a reader that sees the new state also sees its source.
+        self.state
+            .store(state as u8, std::sync::atomic::Ordering::Release);
     }
 
     /// What the status block says is served: (state as in register 1, active epoch).
@@ -160,19 +162,19 @@ impl RegisterImage {
     /// Whose data is served (status registers 2-5): the 1-based source, its role and
     /// epoch; `None` while starting or stale.
     pub fn active(&self) -> Option<(usize, po_protocol::Role, u64)> {
-        let state = self.state.load(Relaxed);
+        let state = self.state.load(std::sync::atomic::Ordering::Acquire);
         if state != ServeState::Primary as u8 && state != ServeState::Standby as u8 {
+            return None;
+        }
+        let source = usize::from(self.active_source.load(Relaxed));
+        if source == 0 {
             return None;
         }
         let role = match self.active_role.load(Relaxed) {
             1 => po_protocol::Role::Primary,
             _ => po_protocol::Role::Standby,
         };
-        Some((
-            usize::from(self.active_source.load(Relaxed)),
-            role,
-            u64::from(self.active_epoch.load(Relaxed)),
-        ))
+        Some((source, role, u64::from(self.active_epoch.load(Relaxed))))
     }
 
     pub fn set_switches(&self, n: u64) {

@@ -112,6 +112,12 @@ pub enum MapError {
         "map.mode = \"device\" gives each device a unit id, and Modbus has {MAX_DEVICE_UNITS} (1-247); this site has {devices} devices: use map.mode = \"auto\""
     )]
     TooManyDevices { devices: usize },
+    #[error("modbus.unit_ids lists unit {0} twice; each id names one unit")]
+    DuplicateUnit(u8),
+    #[error(
+        "map.mode = \"device\": the tags of device '{0}' are not together in the catalogue, so it cannot be one unit; use map.mode = \"auto\""
+    )]
+    DeviceSplit(String),
     #[error("map.point[{index}].unit: unit {unit} is not in modbus.unit_ids {listed:?}")]
     UnitNotListed {
         index: usize,
@@ -191,6 +197,11 @@ impl RegisterMap {
         map: &MapConfig,
     ) -> Result<RegisterMap, MapError> {
         let default_unit = modbus.unit_ids.first().copied().unwrap_or(1);
+        for (i, u) in modbus.unit_ids.iter().enumerate() {
+            if modbus.unit_ids[..i].contains(u) {
+                return Err(MapError::DuplicateUnit(*u));
+            }
+        }
         // (tag, bank number, register), in map order.
         let mut placed: Vec<(TagId, usize, u16)> = Vec::new();
         let mut bank_units: Vec<u8> = Vec::new();
@@ -246,10 +257,14 @@ impl RegisterMap {
                 // of one kind (the same tags in the same order) share a layout.
                 let (value_end, quality) = auto_limits(modbus);
                 let mut device: Option<&str> = None;
+                let mut done = std::collections::HashSet::new();
                 let (mut bank, mut next, mut in_bank) = (0usize, 0u32, 0u32);
                 for t in catalog {
                     let name = t.name.rsplit_once('.').map_or("", |(d, _)| d);
                     if device != Some(name) {
+                        if !done.insert(name) {
+                            return Err(MapError::DeviceSplit(name.to_string()));
+                        }
                         if device.is_some() {
                             bank += 1;
                         }
@@ -782,6 +797,23 @@ mod tests {
         assert_eq!(
             RegisterMap::build(&many, &ModbusConfig::default(), &map).unwrap_err(),
             MapError::TooManyDevices { devices: 248 }
+        );
+        let split = vec![
+            tag(0, "A.kW", TagKind::Analog),
+            tag(1, "B.kW", TagKind::Analog),
+            tag(2, "A.kVAr", TagKind::Analog),
+        ];
+        assert_eq!(
+            RegisterMap::build(&split, &ModbusConfig::default(), &map).unwrap_err(),
+            MapError::DeviceSplit("A".into())
+        );
+        let twice = ModbusConfig {
+            unit_ids: vec![1, 2, 1],
+            ..ModbusConfig::default()
+        };
+        assert_eq!(
+            RegisterMap::build(&c, &twice, &map).unwrap_err(),
+            MapError::DuplicateUnit(1)
         );
     }
 }

@@ -13,7 +13,7 @@ use po_runtime::Clock;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How many switches the page keeps (the counter counts them all).
@@ -69,7 +69,7 @@ pub struct ClientGuard {
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.board.clients.lock().unwrap().remove(&self.id);
+        lock(&self.board.clients).remove(&self.id);
     }
 }
 
@@ -145,7 +145,7 @@ impl StatusBoard {
 
     pub fn handle_connected(&self, i: usize, role: Role, epoch: u64, catalog_ok: bool) {
         self.handle_heard(i);
-        let mut sources = self.sources.lock().unwrap();
+        let mut sources = lock(&self.sources);
         let s = &mut sources[i];
         s.connected = true;
         s.catalog_mismatch = !catalog_ok;
@@ -156,17 +156,17 @@ impl StatusBoard {
     }
 
     pub fn handle_lost(&self, i: usize, reason: &str) {
-        let mut sources = self.sources.lock().unwrap();
+        let mut sources = lock(&self.sources);
         let s = &mut sources[i];
         s.connected = false;
         s.last_error = Some(reason.to_string());
         s.losses += 1;
     }
 
-    /// A heartbeat: the lock is taken only when the role or epoch changed.
+    /// A heartbeat: records when it was heard, and the role and epoch it announced.
     pub fn handle_heartbeat(&self, i: usize, role: Role, epoch: u64) {
         self.handle_heard(i);
-        let mut sources = self.sources.lock().unwrap();
+        let mut sources = lock(&self.sources);
         let s = &mut sources[i];
         if s.role != Some(role) || s.epoch != epoch {
             s.role = Some(role);
@@ -181,7 +181,7 @@ impl StatusBoard {
         to: Option<(usize, Role, u64)>,
         reason: String,
     ) {
-        let mut switches = self.switches.lock().unwrap();
+        let mut switches = lock(&self.switches);
         if switches.len() == SWITCH_HISTORY {
             switches.pop_back();
         }
@@ -202,7 +202,7 @@ impl StatusBoard {
             connected_at: self.clock.now(),
             requests: AtomicU64::new(0),
         });
-        self.clients.lock().unwrap().insert(id, entry.clone());
+        lock(&self.clients).insert(id, entry.clone());
         ClientGuard {
             board: self.clone(),
             id,
@@ -210,15 +210,18 @@ impl StatusBoard {
         }
     }
 
-    /// The name of source `i`.
+    /// The name of source `i` (empty for an index no source has).
     pub fn source_name(&self, i: usize) -> String {
-        self.sources.lock().unwrap()[i].name.clone()
+        lock(&self.sources)
+            .get(i)
+            .map(|s| s.name.clone())
+            .unwrap_or_default()
     }
 
     /// Every source, as `/api/status` shows it.
     pub fn sources(&self) -> Vec<SourceDoc> {
         let uptime = self.uptime();
-        let sources = self.sources.lock().unwrap().clone();
+        let sources = lock(&self.sources).clone();
         sources
             .into_iter()
             .enumerate()
@@ -266,24 +269,16 @@ impl StatusBoard {
 
     /// The recent switches, newest first.
     pub fn switches(&self) -> Vec<SwitchDoc> {
-        let names: Vec<String> = self
-            .sources
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
+        let names: Vec<String> = lock(&self.sources).iter().map(|s| s.name.clone()).collect();
         let active = |a: Option<(usize, Role, u64)>| {
             a.map(|(i, role, epoch)| ActiveDoc {
                 index: i + 1,
-                source: names[i].clone(),
+                source: names.get(i).cloned().unwrap_or_default(),
                 role: role_name(role),
                 epoch,
             })
         };
-        self.switches
-            .lock()
-            .unwrap()
+        lock(&self.switches)
             .iter()
             .map(|r| SwitchDoc {
                 at_unix_ms: r.at_unix_ms,
@@ -298,9 +293,7 @@ impl StatusBoard {
     /// The connected Modbus masters, oldest first.
     pub fn clients(&self) -> Vec<ClientDoc> {
         let now = self.clock.now();
-        self.clients
-            .lock()
-            .unwrap()
+        lock(&self.clients)
             .values()
             .map(|c| ClientDoc {
                 address: c.address.to_string(),
@@ -309,6 +302,12 @@ impl StatusBoard {
             })
             .collect()
     }
+}
+
+/// A lock that a panic elsewhere cannot poison for good: what the board holds is plain
+/// data, never left half-updated by the few lines that change it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub fn role_name(role: Role) -> String {

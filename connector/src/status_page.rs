@@ -29,7 +29,11 @@ nav a{margin-right:12px}
 "#;
 
 const SCRIPT: &str = r#"
+let busy = false;
 setInterval(async () => {
+  // One refresh at a time: a slow answer is not overtaken by (or stacked under) the next.
+  if (busy) return;
+  busy = true;
   try {
     const r = await fetch(location.href, {cache: "no-store"});
     if (!r.ok) throw new Error(r.status);
@@ -41,6 +45,8 @@ setInterval(async () => {
     document.body.dataset.refreshes = Number(document.body.dataset.refreshes || 0) + 1;
   } catch (e) {
     document.getElementById("reach").textContent = "connector unreachable";
+  } finally {
+    busy = false;
   }
 }, 2000);
 "#;
@@ -244,14 +250,15 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
         );
     }
     h.push_str(
-        "</p><table><tr><th>Tag</th><th>Register</th><th>Type</th><th>Value</th><th>Unit</th>\
+        "</p><table><tr><th>Tag</th><th>Unit id</th><th>Register</th><th>Type</th><th>Value</th><th>Unit</th>\
          <th>Quality</th><th>Age</th><th>Access</th></tr>",
     );
     for p in &points.points {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             text(&p.row.tag),
+            p.row.unit_id,
             p.row.address,
             text(&p.row.data_type),
             // A float32 register pair holds an f32: show it at that precision.

@@ -128,6 +128,7 @@ fn certs_refuse_to_overwrite_bad_names_and_a_missing_ca() {
         "the CA is kept"
     );
     insta::assert_snapshot!(err(certs(&["client", "--dir", d, "--name", "../evil"])), @"smart-connector: certs: --name `../evil` cannot be a file name: use letters, digits, '.', '-' and '_' (it names ../evil.crt and ../evil.key)");
+    insta::assert_snapshot!(err(certs(&["client", "--dir", d, "--name", "ca", "--force"])), @"smart-connector: certs: --name `ca` is taken by the files `certs init` writes (ca.crt, ca.key): choose another");
     assert!(certs(&["init", "--dir", d, "--force"]).status.success());
     assert_ne!(
         std::fs::read(dir.join("ca.key")).unwrap(),

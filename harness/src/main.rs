@@ -504,6 +504,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("harness: --architectures: {a} is not an architecture (1, 2 or 3)");
                 return Ok(ExitCode::from(2));
             }
+            if let Some(t) = sizes
+                .iter()
+                .find(|t| u64::from(**t) > po_simulator::field::MAX_TAGS)
+            {
+                eprintln!(
+                    "harness: --sizes: {t} tags is more than the simulator builds ({})",
+                    po_simulator::field::MAX_TAGS
+                );
+                return Ok(ExitCode::from(2));
+            }
             if !matches!(backend, BackendKind::Inprocess | BackendKind::Process) {
                 eprintln!(
                     "harness: bench --backend {}: the sweep and the Modbus comparison run on the inprocess or process backend",

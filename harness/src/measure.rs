@@ -416,7 +416,8 @@ pub fn read_blocks(points: &[Point]) -> Vec<ReadBlock> {
         blocks.push(ReadBlock {
             unit,
             first: start,
-            count: last.address + last.words - start,
+            // In u32: a bank's last value may end at register 65535.
+            count: (u32::from(last.address) + u32::from(last.words) - u32::from(start)) as u16,
             points: i..j,
         });
         i = j;
