@@ -41,6 +41,9 @@ struct SourceLink {
     commands: mpsc::Sender<SourceCommand>,
     connected: bool,
     catalog_ok: bool,
+    /// The generation of the latest `Subscribe` sent to it: data answering an earlier
+    /// one (still queued after a quick A→B→A) is not applied.
+    generation: u64,
 }
 
 impl Deadline for WriteRequest {
@@ -62,6 +65,8 @@ pub struct Engine {
     synced: bool,
     /// Tags received so far in the active source's snapshot (for its log line).
     snapshot_tags: usize,
+    /// The last subscription generation handed out (see `SourceLink::generation`).
+    generations: u64,
     /// Writes queued, in flight, retried and expired by the rules of `write_queue`.
     writes: WriteQueue<WriteRequest>,
     /// What the status page shows: sources, switches and their reasons.
@@ -111,10 +116,12 @@ impl Engine {
                     commands,
                     connected: false,
                     catalog_ok: false,
+                    generation: 0,
                 })
                 .collect(),
             synced: false,
             snapshot_tags: 0,
+            generations: 0,
             writes: WriteQueue::new(n),
             board,
         }
@@ -202,9 +209,13 @@ impl Engine {
                     Trigger::Heartbeat(i, role, epoch),
                 )
             }
-            SourceMsg::Snapshot { values, complete } => {
+            SourceMsg::Snapshot {
+                values,
+                complete,
+                generation,
+            } => {
                 self.board.handle_heard(i);
-                if self.is_active(i) {
+                if self.is_active(i) && *generation == self.sources[i].generation {
                     // A large snapshot lands part by part; the served data is described
                     // as this source's (status registers) once the last part is in.
                     self.ingest(values);
@@ -217,9 +228,9 @@ impl Engine {
                 }
                 (Some(SourceEvent::Data), Trigger::Data(i))
             }
-            SourceMsg::Updates { batch } => {
+            SourceMsg::Updates { batch, generation } => {
                 self.board.handle_heard(i);
-                if self.is_active(i) && self.synced {
+                if self.is_active(i) && self.synced && *generation == self.sources[i].generation {
                     self.ingest(batch);
                 }
                 (Some(SourceEvent::Data), Trigger::Data(i))
@@ -289,9 +300,13 @@ impl Engine {
             Some(to) if sw.from.map(|f| f.source) != Some(to.source) => {
                 self.synced = false;
                 self.snapshot_tags = 0;
+                self.generations += 1;
+                self.sources[to.source].generation = self.generations;
                 let _ = self.sources[to.source]
                     .commands
-                    .try_send(SourceCommand::Subscribe);
+                    .try_send(SourceCommand::Subscribe {
+                        generation: self.generations,
+                    });
             }
             _ => {}
         }

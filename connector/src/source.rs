@@ -37,7 +37,11 @@ pub struct SourceSpec {
 /// What the engine asks of a source.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceCommand {
-    Subscribe,
+    /// Subscribe (again); the data that answers it carries `generation`, so the engine
+    /// can tell it from data of an earlier subscription still on its way.
+    Subscribe {
+        generation: u64,
+    },
     Unsubscribe,
     Write {
         request_id: u64,
@@ -66,9 +70,12 @@ pub enum SourceMsg {
     Snapshot {
         values: Vec<TagValue>,
         complete: bool,
+        /// The `Subscribe` it answers.
+        generation: u64,
     },
     Updates {
         batch: Vec<TagValue>,
+        generation: u64,
     },
     WriteResult {
         request_id: u64,
@@ -239,6 +246,8 @@ async fn session(
     };
     // Data frames must be numbered without gaps.
     let mut seq = SequenceTracker::default();
+    // The engine's latest `Subscribe` on this session.
+    let mut generation = 0u64;
     let resubscribe = Frame::Subscribe {
         tags: TagSelection::All,
     };
@@ -264,10 +273,10 @@ async fn session(
                     }
                     Frame::Snapshot { seq: at, values } => {
                         seq.handle_snapshot(at);
-                        SourceMsg::Snapshot { values, complete: true }
+                        SourceMsg::Snapshot { values, complete: true, generation }
                     }
                     Frame::SnapshotPart { seq: at, part, last, values } => match seq.handle_snapshot_part(at, part, last) {
-                        SeqVerdict::Accept => SourceMsg::Snapshot { values, complete: last },
+                        SeqVerdict::Accept => SourceMsg::Snapshot { values, complete: last, generation },
                         SeqVerdict::Drop => continue,
                         SeqVerdict::Resubscribe => {
                             tracing::warn!(source = %spec.name, got = at, part, "snapshot part lost; resubscribing");
@@ -278,7 +287,7 @@ async fn session(
                     Frame::Updates { seq: at, batch } => {
                         let expected = seq.last().map(|s| s + 1);
                         match seq.handle_updates(at) {
-                            SeqVerdict::Accept => SourceMsg::Updates { batch },
+                            SeqVerdict::Accept => SourceMsg::Updates { batch, generation },
                             SeqVerdict::Drop => continue,
                             SeqVerdict::Resubscribe => {
                                 tracing::warn!(source = %spec.name, ?expected, got = at, "sequence gap; resubscribing");
@@ -301,7 +310,8 @@ async fn session(
                 let frame = match cmd {
                     // Until the Snapshot arrives, updates still in flight from an
                         // earlier subscription are dropped, not mistaken for a gap.
-                    SourceCommand::Subscribe => {
+                    SourceCommand::Subscribe { generation: g } => {
+                        generation = g;
                         seq.handle_subscribe();
                         resubscribe.clone()
                     }
