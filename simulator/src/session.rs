@@ -381,8 +381,13 @@ async fn run_writer(
     // The kill switch is dropped unused when the session ends normally; only a frame
     // sent through it means "say this and stop now".
     let mut armed = true;
+    // A large snapshot taken off the queue while batching: written on its own next.
+    let mut held: Option<Outgoing> = None;
     loop {
-        let first = tokio::select! {
+        let first = if let Some(m) = held.take() {
+            m
+        } else {
+            tokio::select! {
             biased;
             goodbye = &mut kill, if armed => {
                 let Ok(frame) = goodbye else {
@@ -399,49 +404,72 @@ async fn run_writer(
                 Some(m) => m,
                 None => break,
             },
+            }
         };
+        // A large snapshot goes out part by part, each written (and timed) on its own:
+        // a slow link needs only to take one part within the write timeout, and the
+        // client hears from the server once per part.
+        if let Outgoing::Snapshot(values) = &first
+            && values.len() > PART_TAGS
+        {
+            let parts = values.len().div_ceil(PART_TAGS);
+            for (part, chunk) in values.chunks(PART_TAGS).enumerate() {
+                buf.clear();
+                seq += 1;
+                let frame = Frame::SnapshotPart {
+                    seq,
+                    part: part as u32,
+                    last: part + 1 == parts,
+                    values: chunk.to_vec(),
+                };
+                if let Err(e) = encode_into(&frame, &mut buf, MAX_FRAME_LEN) {
+                    tracing::error!(server = %shared.name(), error = %e, "cannot encode snapshot part");
+                }
+                if !write_within(shared, &mut write, &buf).await {
+                    return;
+                }
+            }
+            continue;
+        }
         buf.clear();
         encode(shared, first, &mut seq, &mut buf);
         while buf.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
+                Ok(Outgoing::Snapshot(v)) if v.len() > PART_TAGS => {
+                    held = Some(Outgoing::Snapshot(v));
+                    break;
+                }
                 Ok(m) => encode(shared, m, &mut seq, &mut buf),
                 Err(_) => break,
             }
         }
-        shared.wait_unpaused().await;
-        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::warn!(server = %shared.name(), "client did not read for {}s; closing", WRITE_TIMEOUT.as_secs());
-                return;
-            }
+        if !write_within(shared, &mut write, &buf).await {
+            return;
         }
     }
     let _ = write.shutdown().await;
 }
 
+/// Writes `buf` once the server is not paused, within `WRITE_TIMEOUT`; false when the
+/// session must end (the client failed or did not read).
+async fn write_within(shared: &Shared, write: &mut WriteHalf<BoxStream>, buf: &[u8]) -> bool {
+    shared.wait_unpaused().await;
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(buf)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::warn!(server = %shared.name(), "client did not read for {}s; closing", WRITE_TIMEOUT.as_secs());
+            false
+        }
+    }
+}
+
 fn encode(shared: &Shared, m: Outgoing, seq: &mut u64, buf: &mut BytesMut) {
     let result = match m {
-        Outgoing::Snapshot(values) if values.len() <= PART_TAGS => {
+        // Large ones are written part by part by the writer.
+        Outgoing::Snapshot(values) => {
             *seq += 1;
             encode_into(&Frame::Snapshot { seq: *seq, values }, buf, MAX_FRAME_LEN)
-        }
-        Outgoing::Snapshot(values) => {
-            // A large snapshot goes out in parts, each a data frame of its own.
-            let parts = values.len().div_ceil(PART_TAGS);
-            let mut result = Ok(());
-            for (part, chunk) in values.chunks(PART_TAGS).enumerate() {
-                *seq += 1;
-                let frame = Frame::SnapshotPart {
-                    seq: *seq,
-                    part: part as u32,
-                    last: part + 1 == parts,
-                    values: chunk.to_vec(),
-                };
-                result = result.and(encode_into(&frame, buf, MAX_FRAME_LEN));
-            }
-            result
         }
         Outgoing::Updates(batch) => {
             *seq += 1;
