@@ -523,3 +523,60 @@ fn the_delayed_links_are_those_a_delay_fault_names() {
     .unwrap();
     assert!(none.delayed_links().is_empty());
 }
+
+#[test]
+fn boundaries_that_mutation_testing_found_unpinned() {
+    // A flood may last until the end of the run, not past it, and never ends before it
+    // starts; its label names target, mode and count.
+    let flood = |body: &str| format!("{VALID}\n[[flood]]\n{body}");
+    let until = |u: &str| {
+        problems(&flood(&format!(
+            "at = \"1s\"\nuntil = \"{u}\"\ntarget = \"sc-a:http\"\nconnections = 1\n"
+        )))
+        .0
+    };
+    assert_eq!(until("10s"), vec![], "until the end is fine");
+    assert_eq!(until("5s"), vec![]);
+    assert_eq!(until("11s"), vec![(Some(32), "flood[0].until".to_string())]);
+    let s = Scenario::parse(
+        &flood("at = \"1s\"\ntarget = \"sc-a:http\"\nconnections = 2000\n"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(s.floods[0].label(), "sc-a:http idle ×2000");
+
+    // A loss fraction lies in 0.0..=1.0.
+    let loss = |f: &str| {
+        problems(&with(
+            "action = \"delay\"\ntarget = \"po-a<->po-b\"\nlatency = \"50ms\"",
+            &format!("action = \"loss\"\ntarget = \"po-a<->po-b\"\nfraction = {f}"),
+        ))
+        .1
+    };
+    assert_eq!(loss("1.0"), Vec::<String>::new());
+    assert_eq!(loss("0.0"), Vec::<String>::new());
+    let bad = loss("1.5");
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].contains("fraction"), "{bad:?}");
+
+    // The sim backend takes a site of exactly SIM_MAX_TAGS tags; invariants are refused
+    // by every backend but sim.
+    let at_limit = with(
+        "devices = 2\ntags_per_device = 4",
+        "devices = 4000\ntags_per_device = 50",
+    );
+    let s = Scenario::parse(&at_limit, "t.toml").unwrap();
+    assert_eq!(
+        u64::from(s.site.devices) * u64::from(s.site.tags_per_device),
+        harness::scenario::SIM_MAX_TAGS
+    );
+    assert!(s.unsupported_by(BackendKind::Sim).is_empty());
+    let inv = format!("{VALID}\n[expect]\ninvariants = true\n");
+    let s = Scenario::parse(&inv, "t.toml").unwrap();
+    assert!(s.unsupported_by(BackendKind::Sim).is_empty());
+    assert_eq!(s.unsupported_by(BackendKind::Process).len(), 1);
+
+    // A rate is a number then a unit tc reads: what precedes the unit is the number.
+    assert!(harness::scenario::parse_rate("100000bit").is_ok());
+    assert!(harness::scenario::parse_rate("10xbit").is_err());
+}
