@@ -1,7 +1,7 @@
 //! The connector against the real simulator over loopback sockets, read and written
 //! by a standard Modbus TCP master (tokio-modbus).
 
-use po_protocol::{Role, TagKind, Value};
+use po_protocol::{TagKind, Value};
 use po_simulator::pair::{PairHandle, PairSpec};
 use po_simulator::{FieldModel, SiteSpec};
 use smart_connector::config::{AccessKind, ConnectorConfig, SourceConfig};
@@ -52,14 +52,10 @@ async fn pair() -> PairHandle {
     let pair = PairHandle::start(&PairSpec::loopback(21, site()))
         .await
         .unwrap();
-    let mut a = pair.a.watch_status();
-    tokio::time::timeout(
-        PATIENCE,
-        a.wait_for(|s| s.is_some_and(|s| s.role == Role::Primary)),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    assert!(
+        pair.a_is_primary(PATIENCE).await,
+        "po-a never became Primary"
+    );
     pair
 }
 

@@ -4,7 +4,6 @@
 
 mod common;
 
-use po_protocol::Role;
 use po_simulator::SiteSpec;
 use po_simulator::pair::{PairHandle, PairSpec};
 use smart_connector::api::{PointsPage, StatusDoc};
@@ -82,14 +81,10 @@ async fn pair() -> PairHandle {
     let pair = PairHandle::start(&PairSpec::loopback(31, site))
         .await
         .unwrap();
-    let mut a = pair.a.watch_status();
-    tokio::time::timeout(
-        PATIENCE,
-        a.wait_for(|s| s.is_some_and(|s| s.role == Role::Primary)),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    assert!(
+        pair.a_is_primary(PATIENCE).await,
+        "po-a never became Primary"
+    );
     pair
 }
 

@@ -133,14 +133,10 @@ async fn the_live_status_page_renders_and_refreshes_without_console_errors() {
     let pair = PairHandle::start(&PairSpec::loopback(41, site))
         .await
         .unwrap();
-    let mut a = pair.a.watch_status();
-    tokio::time::timeout(
-        PATIENCE,
-        a.wait_for(|s| s.is_some_and(|s| s.role == Role::Primary)),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    assert!(
+        pair.a_is_primary(PATIENCE).await,
+        "po-a never became Primary"
+    );
     let mut config: ConnectorConfig = toml::from_str(
         "name = \"sc-a\"\n[policy]\nsource_timeout = \"300ms\"\n[modbus]\nlisten = \"127.0.0.1:0\"\n",
     )

@@ -28,6 +28,18 @@ fn role() -> impl Strategy<Value = Role> {
     prop_oneof![Just(Role::Primary), Just(Role::Standby)]
 }
 
+fn tag_info() -> impl Strategy<Value = TagInfo> {
+    (any::<u32>(), ".{0,30}", ".{0,4}", kind(), any::<bool>()).prop_map(
+        |(id, name, unit, kind, writable)| TagInfo {
+            id: TagId(id),
+            name,
+            unit,
+            kind,
+            writable,
+        },
+    )
+}
+
 fn tag_value() -> impl Strategy<Value = TagValue> {
     (any::<u32>(), value(), quality(), any::<u64>()).prop_map(|(t, value, quality, ts)| TagValue {
         tag: TagId(t),
@@ -101,32 +113,8 @@ fn frame() -> impl Strategy<Value = Frame> {
             role,
             epoch
         }),
-        prop::collection::vec(
-            (any::<u32>(), ".{0,30}", ".{0,4}", kind(), any::<bool>()).prop_map(
-                |(id, name, unit, kind, writable)| TagInfo {
-                    id: TagId(id),
-                    name,
-                    unit,
-                    kind,
-                    writable
-                }
-            ),
-            0..20
-        )
-        .prop_map(|tags| Frame::Catalog { tags }),
-        prop::collection::vec(
-            (any::<u32>(), ".{0,30}", ".{0,4}", kind(), any::<bool>()).prop_map(
-                |(id, name, unit, kind, writable)| TagInfo {
-                    id: TagId(id),
-                    name,
-                    unit,
-                    kind,
-                    writable
-                }
-            ),
-            0..20
-        )
-        .prop_map(|tags| Frame::CatalogPart { tags }),
+        prop::collection::vec(tag_info(), 0..20).prop_map(|tags| Frame::Catalog { tags }),
+        prop::collection::vec(tag_info(), 0..20).prop_map(|tags| Frame::CatalogPart { tags }),
         (any::<u64>(), prop::collection::vec(tag_value(), 0..50))
             .prop_map(|(seq, values)| Frame::Snapshot { seq, values }),
         (

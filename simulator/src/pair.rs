@@ -87,6 +87,20 @@ impl PairHandle {
         Ok(PairHandle { a, b })
     }
 
+    /// Waits until server a announces itself Primary (the pair has settled); false when
+    /// it has not within `patience`.
+    pub async fn a_is_primary(&self, patience: std::time::Duration) -> bool {
+        let mut a = self.a.watch_status();
+        matches!(
+            tokio::time::timeout(
+                patience,
+                a.wait_for(|s| s.is_some_and(|s| s.role == po_protocol::Role::Primary)),
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+
     /// Server by index (0 = a, 1 = b).
     pub fn server(&self, index: usize) -> &ServerHandle {
         if index == 0 { &self.a } else { &self.b }
