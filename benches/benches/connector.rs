@@ -77,6 +77,7 @@ fn modbus(c: &mut Criterion) {
     );
     // FC3, 125 registers from 1000, transaction 7, unit 1.
     let request = [0u8, 7, 0, 0, 0, 6, 1, 3, 0x03, 0xE8, 0, 125];
+    let unrestricted = smart_connector::authz::Rights::unrestricted();
     let mut group = c.benchmark_group("modbus");
     group.throughput(Throughput::Elements(1));
     group.bench_function("parse + serve FC3 125 registers", |b| {
@@ -84,7 +85,7 @@ fn modbus(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             let (frame, _) = decode_request(&request).unwrap().unwrap();
-            rt.block_on(service.handle(frame, &mut out));
+            rt.block_on(service.handle(frame, &unrestricted, &mut out));
             black_box(out.len());
         })
     });

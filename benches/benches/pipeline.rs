@@ -78,6 +78,7 @@ fn end_to_end(c: &mut Criterion) {
     let (server, connector, mut ctx) = rt.block_on(async {
         let server = ServerHandle::start(ServerConfig {
             limits: Default::default(),
+            tls: None,
             name: "po-bench".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             host_address: None,

@@ -9,10 +9,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
-#[error("no configured server delivered its catalogue within {timeout:?}; last problem: {last}")]
-pub struct CatalogError {
-    pub timeout: Duration,
-    pub last: String,
+pub enum CatalogError {
+    #[error(
+        "no configured server delivered its catalogue within {timeout:?}; last problem: {last}"
+    )]
+    NoCatalog { timeout: Duration, last: String },
+    #[error("tls: {0}")]
+    Tls(#[from] po_runtime::tls::TlsSetupError),
 }
 
 /// Connects to the configured servers (as the connector would) and returns the first
@@ -25,7 +28,7 @@ pub async fn fetch(
     let mut tasks = Vec::new();
     let mut keep = Vec::new();
     let net: std::sync::Arc<dyn po_runtime::Net> = std::sync::Arc::new(po_runtime::TokioNet);
-    for spec in source_specs(config, &net) {
+    for spec in source_specs(config, &net)? {
         let (ctx, crx) = mpsc::channel(1);
         keep.push(ctx);
         tasks.push(tokio::spawn(run_source(spec, crx, tx.clone())));
@@ -50,7 +53,7 @@ pub async fn fetch(
     }
     match result {
         Ok(Some(c)) => Ok(c),
-        _ => Err(CatalogError { timeout, last }),
+        _ => Err(CatalogError::NoCatalog { timeout, last }),
     }
 }
 

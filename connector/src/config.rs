@@ -7,10 +7,11 @@
 use crate::registers::{STATUS_REGISTERS, WordOrder};
 use crate::toml_locate::{find_line, line_of};
 use ipnet::IpNet;
+use po_runtime::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 // Every field has a serde default so that one bad key, removed during validation, does
@@ -38,6 +39,11 @@ pub struct ConnectorConfig {
     pub map: MapConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// TLS on the client-access links to the servers (docs/security.md): this
+    /// connector's certificate (its common name is the identity its licences are bound
+    /// to), key, and the CA that signs the servers. Absent: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +59,10 @@ pub struct SourceConfig {
     pub access: AccessKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub licence: Option<String>,
+    /// With `[tls]`: the DNS name or IP address the server's certificate must carry.
+    /// Default: the IP address of `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +129,82 @@ pub struct ModbusConfig {
     /// First register of per-tag quality codes (one register per mapped tag); none if absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality_base: Option<u16>,
+    /// Serve plain Modbus TCP on `listen`. Set false to serve only Modbus/TCP Security
+    /// (`[modbus.tls]`).
+    pub plain: bool,
+    /// Modbus/TCP Security: TLS with client certificates and roles; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ModbusTlsConfig>,
+    /// What each Modbus/TCP Security role may do (`[[modbus.role]]`).
+    #[serde(rename = "role", skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<RoleConfig>,
+}
+
+/// The Modbus/TCP Security listener (Modbus.org specification): TLS 1.2 or 1.3, mutual.
+/// The allow-list, unit ids, limits and idle timeout of `[modbus]` apply to it too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusTlsConfig {
+    /// Default: port 802 on the address of `modbus.listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// This connector's certificate chain (PEM); relative paths are read from the
+    /// configuration file's directory.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signs the masters' certificates.
+    pub ca: PathBuf,
+    /// A master that has not finished the TLS handshake within this is dropped.
+    #[serde(default = "default_tls_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// The role of a certificate without the role extension; absent: such a master may
+    /// do nothing (every request is exception 01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_role: Option<String>,
+}
+
+impl ModbusTlsConfig {
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+        }
+    }
+
+    /// The address the TLS listener binds.
+    pub fn listen_on(&self, plain: SocketAddr) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::new(plain.ip(), MODBUS_SECURITY_PORT))
+    }
+}
+
+/// The Modbus/TCP Security port (Modbus.org).
+pub const MODBUS_SECURITY_PORT: u16 = 802;
+
+fn default_tls_handshake_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// One role of the Modbus/TCP Security authorization table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// As in the certificate's role extension (OID 1.3.6.1.4.1.50316.802.1).
+    #[serde(default)]
+    pub name: String,
+    /// Read registers, coils and inputs.
+    #[serde(default)]
+    pub read: bool,
+    /// Write registers and coils.
+    #[serde(default)]
+    pub write: bool,
+    /// Only tags whose names match one of these patterns (`*` and `?`)...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// ...or addresses in these ranges (`"100-199"`, `"7"`). Neither: everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registers: Vec<String>,
 }
 
 impl Default for ModbusConfig {
@@ -133,6 +219,9 @@ impl Default for ModbusConfig {
             word_order: WordOrder::Big,
             data_base: 100,
             quality_base: None,
+            plain: true,
+            tls: None,
+            roles: vec![],
         }
     }
 }
@@ -259,7 +348,21 @@ impl ConnectorConfig {
                 message: format!("cannot read: {e}"),
             }],
         })?;
-        Self::parse(&text, &origin)
+        let mut config = Self::parse(&text, &origin)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(config)
+    }
+
+    /// Makes certificate paths relative to `dir` (the configuration file's directory)
+    /// absolute, so the connector reads the same files from any working directory.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        if let Some(t) = &mut self.tls {
+            *t = t.relative_to(dir);
+        }
+        if let Some(t) = &mut self.modbus.tls {
+            let files = t.files().relative_to(dir);
+            (t.cert, t.key, t.ca) = (files.cert, files.key, files.ca);
+        }
     }
 
     /// Parses and validates. Syntax and type errors come from the TOML parser one at a
@@ -397,6 +500,58 @@ impl ConnectorConfig {
             );
         }
         let m = &self.modbus;
+        if !m.plain && m.tls.is_none() {
+            bad(
+                "modbus.plain",
+                "is false and there is no [modbus.tls]: nothing would serve Modbus".into(),
+            );
+        }
+        if let Some(t) = &m.tls {
+            if t.listen_on(m.listen) == m.listen && m.plain {
+                bad(
+                    "modbus.tls.listen",
+                    format!(
+                        "{} is also modbus.listen; set modbus.plain = false or another port",
+                        m.listen
+                    ),
+                );
+            }
+            if t.handshake_timeout.is_zero() {
+                bad(
+                    "modbus.tls.handshake_timeout",
+                    "must be longer than 0".into(),
+                );
+            }
+            if let Some(d) = &t.default_role
+                && !m.roles.iter().any(|r| &r.name == d)
+            {
+                bad(
+                    "modbus.tls.default_role",
+                    format!("'{d}' is not a [[modbus.role]]"),
+                );
+            }
+        } else if !m.roles.is_empty() {
+            bad(
+                "modbus.role",
+                "roles apply only to Modbus/TCP Security: add [modbus.tls]".into(),
+            );
+        }
+        let mut role_names = std::collections::HashSet::new();
+        for (i, r) in m.roles.iter().enumerate() {
+            if r.name.trim().is_empty() {
+                bad(&format!("modbus.role[{i}].name"), "is missing".into());
+            } else if !role_names.insert(&r.name) {
+                bad(
+                    &format!("modbus.role[{i}].name"),
+                    format!("role '{}' is listed twice", r.name),
+                );
+            }
+            for range in &r.registers {
+                if let Err(e) = crate::authz::parse_range(range) {
+                    bad(&format!("modbus.role[{i}].registers"), e);
+                }
+            }
+        }
         if m.max_connections == 0 {
             bad("modbus.max_connections", "must be at least 1".into());
         }

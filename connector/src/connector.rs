@@ -1,18 +1,21 @@
 //! Assembly of a running connector: sources, engine, Modbus listener and metrics
 //! endpoint, all owned by one handle so a harness can run, crash and stop it in process.
 
+use crate::authz::RoleTable;
 use crate::config::{AccessKind, ConnectorConfig};
 use crate::engine::Engine;
 use crate::http::{ConnectorInfo, HttpLimits, HttpState, serve_http};
 use crate::image::RegisterImage;
+use crate::listener::ModbusSecurity;
 use crate::listener::{ListenerLimits, serve_modbus};
 use crate::map::{MapError, RegisterMap};
 use crate::metrics::Metrics;
 use crate::selector::SelectorConfig;
 use crate::service::ModbusService;
-use crate::source::{SourceMsg, SourceSpec, run_source};
+use crate::source::{SourceMsg, SourceSpec, SourceTls, run_source};
 use crate::status::{SourceInfo, StatusBoard};
 use po_protocol::Access;
+use po_runtime::tls::{TlsClient, TlsServer, TlsSetupError, TlsVersions};
 use po_runtime::{Env, Net};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +37,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("tls: {0}")]
+    Tls(#[from] TlsSetupError),
     #[error("cannot listen for metrics on {addr}")]
     MetricsBind {
         addr: SocketAddr,
@@ -46,7 +51,10 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct ConnectorHandle {
     pub name: String,
+    /// Plain Modbus TCP; the Modbus/TCP Security address when plain Modbus is off.
     pub modbus_addr: SocketAddr,
+    /// Modbus/TCP Security, when configured.
+    pub modbus_tls_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     pub image: Arc<RegisterImage>,
     pub metrics: Arc<Metrics>,
@@ -79,8 +87,17 @@ impl ConnectorHandle {
     }
 }
 
-pub fn source_specs(config: &ConnectorConfig, net: &Arc<dyn Net>) -> Vec<SourceSpec> {
-    config
+/// How each source is dialled. With `[tls]` the certificate files are read here, so a
+/// bad file stops the start with an error naming it.
+pub fn source_specs(
+    config: &ConnectorConfig,
+    net: &Arc<dyn Net>,
+) -> Result<Vec<SourceSpec>, TlsSetupError> {
+    let tls = match &config.tls {
+        Some(files) => Some(TlsClient::load(files, TlsVersions::Tls13)?),
+        None => None,
+    };
+    Ok(config
         .sources
         .iter()
         .enumerate()
@@ -101,8 +118,15 @@ pub fn source_specs(config: &ConnectorConfig, net: &Arc<dyn Net>) -> Vec<SourceS
             reconnect_max: config.policy.reconnect_max,
             silence_timeout: (config.policy.source_timeout * 2).max(Duration::from_secs(1)),
             net: net.clone(),
+            tls: tls.clone().map(|client| SourceTls {
+                client,
+                server_name: s
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| s.address.ip().to_string()),
+            }),
         })
-        .collect()
+        .collect())
 }
 
 /// Starts the connector. The register map needs the server's catalogue, so Modbus
@@ -141,9 +165,20 @@ pub async fn start_in(
             })
             .collect(),
     ));
+    // Every certificate file is read before anything connects or listens.
+    let specs = source_specs(&config, &env.net)?;
+    let security = match &config.modbus.tls {
+        Some(t) => Some(Arc::new(ModbusSecurity::new(
+            TlsServer::load(&t.files(), TlsVersions::Tls12And13)?,
+            t.handshake_timeout,
+            RoleTable::from_config(&config.modbus),
+        ))),
+        None => None,
+    };
+    warn_plaintext(&config);
     let (events_tx, mut events) = mpsc::channel::<(usize, SourceMsg)>(256);
     let mut links = Vec::new();
-    for spec in source_specs(&config, &env.net) {
+    for spec in specs {
         let (tx, rx) = mpsc::channel(1024);
         links.push((spec.name.clone(), tx));
         spawn(&tracker, &cancel, run_source(spec, rx, events_tx.clone()));
@@ -190,17 +225,36 @@ pub async fn start_in(
         "register map built"
     );
 
-    let modbus = match env.net.bind(config.modbus.listen).await {
-        Ok(l) => l,
-        Err(source) => {
-            cancel.cancel();
-            return Err(StartError::ModbusBind {
-                addr: config.modbus.listen,
-                source,
-            });
+    let bind_modbus = |addr: SocketAddr| {
+        let net = env.net.clone();
+        let cancel = cancel.clone();
+        async move {
+            match net.bind(addr).await {
+                Ok(l) => {
+                    let bound = l.local_addr().unwrap_or(addr);
+                    Ok((l, bound))
+                }
+                Err(source) => {
+                    cancel.cancel();
+                    Err(StartError::ModbusBind { addr, source })
+                }
+            }
         }
     };
-    let modbus_addr = modbus.local_addr().unwrap_or(config.modbus.listen);
+    let plain = match config.modbus.plain {
+        true => Some(bind_modbus(config.modbus.listen).await?),
+        false => None,
+    };
+    let secure = match &config.modbus.tls {
+        Some(t) => Some(bind_modbus(t.listen_on(config.modbus.listen)).await?),
+        None => None,
+    };
+    let modbus_tls_addr = secure.as_ref().map(|(_, a)| *a);
+    let modbus_addr = plain
+        .as_ref()
+        .map(|(_, a)| *a)
+        .or(modbus_tls_addr)
+        .unwrap_or(config.modbus.listen);
     let metrics_listener = match &config.metrics {
         Some(m) => match env.net.bind(m.listen).await {
             Ok(l) => Some(l),
@@ -248,14 +302,19 @@ pub async fn start_in(
         max_connections: config.modbus.max_connections,
         idle_timeout: config.modbus.idle_timeout,
     };
-    tracker.spawn(serve_modbus(
-        modbus,
-        service,
-        limits,
-        metrics.clone(),
-        board.clone(),
-        cancel.clone(),
-    ));
+    for (listener, security) in [(plain, None), (secure, security)] {
+        if let Some((listener, _)) = listener {
+            tracker.spawn(serve_modbus(
+                listener,
+                service.clone(),
+                limits.clone(),
+                security,
+                metrics.clone(),
+                board.clone(),
+                cancel.clone(),
+            ));
+        }
+    }
     let status = HttpState {
         info: Arc::new(ConnectorInfo {
             name: config.name.clone(),
@@ -278,10 +337,21 @@ pub async fn start_in(
             cancel.clone(),
         ));
     }
-    tracing::info!(connector = %config.name, modbus = %modbus_addr, "serving Modbus TCP");
+    match (config.modbus.plain, modbus_tls_addr) {
+        (true, None) => {
+            tracing::info!(connector = %config.name, modbus = %modbus_addr, "serving Modbus TCP")
+        }
+        (true, Some(tls)) => {
+            tracing::info!(connector = %config.name, modbus = %modbus_addr, modbus_security = %tls, "serving Modbus TCP and Modbus/TCP Security")
+        }
+        (false, _) => {
+            tracing::info!(connector = %config.name, modbus_security = %modbus_addr, "serving Modbus/TCP Security only")
+        }
+    }
     Ok(ConnectorHandle {
         name: config.name.clone(),
         modbus_addr,
+        modbus_tls_addr,
         metrics_addr,
         image,
         metrics,
@@ -290,6 +360,23 @@ pub async fn start_in(
         cancel,
         tracker,
     })
+}
+
+/// A link that crosses the network in plaintext is a choice for labs: say so once.
+fn warn_plaintext(config: &ConnectorConfig) {
+    if config.tls.is_none() {
+        for s in config
+            .sources
+            .iter()
+            .filter(|s| !s.address.ip().is_loopback())
+        {
+            tracing::warn!(source = %s.name, addr = %s.address, "client access to this server is plaintext across the network: configure [tls] (docs/security.md)");
+        }
+    }
+    let m = &config.modbus;
+    if m.plain && !m.listen.ip().is_loopback() {
+        tracing::warn!(modbus = %m.listen, "plain Modbus TCP on a non-loopback address: any master the allow-list admits may write; consider [modbus.tls] with modbus.plain = false (docs/security.md)");
+    }
 }
 
 fn spawn<F>(tracker: &TaskTracker, cancel: &CancellationToken, fut: F)

@@ -3,6 +3,7 @@
 //! third-party systems as a Modbus TCP server (DESIGN §6, docs/connector.md).
 
 pub mod api;
+pub mod authz;
 pub mod catalog;
 pub mod certs;
 pub mod config;

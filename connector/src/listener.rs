@@ -7,6 +7,7 @@
 //! misbehaving client cannot knock a well-behaved one off. The accept loop is the
 //! workspace's one (`po_runtime::accept`).
 
+use crate::authz::{Rights, RoleTable};
 use crate::metrics::Metrics;
 use crate::modbus::decode_request;
 use crate::service::ModbusService;
@@ -15,10 +16,11 @@ use bytes::{Buf, BytesMut};
 use ipnet::IpNet;
 use po_runtime::accept::accept_loop;
 use po_runtime::admission::{ConnectionCap, LogThrottle, Unproven, UnprovenTicket};
+use po_runtime::tls::TlsServer;
 use po_runtime::{BoxListener, BoxStream};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -31,11 +33,72 @@ pub struct ListenerLimits {
     pub idle_timeout: Duration,
 }
 
-/// Accepts Modbus masters until `cancel` fires.
+/// What makes a listener Modbus/TCP Security: the TLS server end, how long a handshake
+/// may take, and the role table that turns a certificate into rights.
+#[derive(Debug)]
+pub struct ModbusSecurity {
+    pub tls: TlsServer,
+    pub handshake_timeout: Duration,
+    pub roles: RoleTable,
+    /// Failed handshakes are logged at most ten times a second; the rest are counted.
+    pub refusals: Mutex<LogThrottle>,
+}
+
+impl ModbusSecurity {
+    pub fn new(tls: TlsServer, handshake_timeout: Duration, roles: RoleTable) -> ModbusSecurity {
+        ModbusSecurity {
+            tls,
+            handshake_timeout,
+            roles,
+            refusals: Mutex::new(LogThrottle::new(Duration::from_millis(100))),
+        }
+    }
+
+    /// The TLS handshake, then the master's rights from its certificate's role. `None`
+    /// (logged and counted): the master is not let in.
+    async fn admit(
+        &self,
+        stream: BoxStream,
+        peer: SocketAddr,
+        metrics: &Metrics,
+    ) -> Option<(BoxStream, Arc<Rights>)> {
+        match self.tls.accept(stream, self.handshake_timeout).await {
+            Ok((stream, identity)) => {
+                let (rights, why) = self.roles.rights_for(identity.role.as_deref());
+                match why {
+                    Some(why) => {
+                        tracing::warn!(%peer, client = %identity.describe(), role = %rights.role, "Modbus/TCP Security connection: {why}")
+                    }
+                    None => {
+                        tracing::info!(%peer, client = %identity.describe(), role = %rights.role, "Modbus/TCP Security connection accepted")
+                    }
+                }
+                Some((stream, rights))
+            }
+            Err(e) => {
+                metrics.modbus_refused_tls.fetch_add(1, Relaxed);
+                let more = self
+                    .refusals
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .handle_event(tokio::time::Instant::now());
+                if let Some(more) = more {
+                    tracing::warn!(%peer, not_logged = more, "Modbus/TCP Security connection refused: {e}");
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Accepts Modbus masters until `cancel` fires: plain Modbus TCP without `security`,
+/// Modbus/TCP Security with it. Both share every limit.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_modbus(
     listener: BoxListener,
     service: Arc<ModbusService>,
     limits: ListenerLimits,
+    security: Option<Arc<ModbusSecurity>>,
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
     cancel: CancellationToken,
@@ -44,9 +107,15 @@ pub async fn serve_modbus(
     let unproven = Unproven::default();
     let tracker = TaskTracker::new();
     let mut refused = LogThrottle::new(Duration::from_secs(10));
+    let name = if security.is_some() {
+        "Modbus/TCP Security"
+    } else {
+        "Modbus"
+    };
+    let unrestricted = Arc::new(Rights::unrestricted());
     accept_loop(
         &*listener,
-        "Modbus",
+        name,
         &cap,
         &unproven,
         &metrics.modbus_accept,
@@ -61,14 +130,31 @@ pub async fn serve_modbus(
             }
             metrics.modbus_connections.fetch_add(1, Relaxed);
             metrics.modbus_connections_total.fetch_add(1, Relaxed);
-            tracing::info!(%peer, "Modbus connection accepted");
+            tracing::info!(%peer, "{name} connection accepted");
             let (service, metrics, cancel) = (service.clone(), metrics.clone(), cancel.clone());
+            let (security, unrestricted) = (security.clone(), unrestricted.clone());
             let idle = limits.idle_timeout;
             let listed = board.handle_client(peer);
             tracker.spawn(async move {
+                let serve = async {
+                    let _ = stream.set_nodelay(true);
+                    // The handshake counts as "no request yet": a stalled one may be
+                    // closed to make room, and never holds a place past its timeout.
+                    let (stream, rights) = match &security {
+                        None => (stream, unrestricted),
+                        Some(sec) => tokio::select! {
+                            a = sec.admit(stream, peer, &metrics) => match a {
+                                Some(admitted) => admitted,
+                                None => return,
+                            },
+                            _ = ticket.evicted() => return,
+                        },
+                    };
+                    connection(stream, peer, &service, &rights, &metrics, &listed.entry, idle, ticket).await;
+                };
                 tokio::select! {
                     _ = cancel.cancelled() => {}
-                    _ = connection(stream, peer, &service, &metrics, &listed.entry, idle, ticket) => {}
+                    _ = serve => {}
                 }
                 drop(listed);
                 metrics.modbus_connections.fetch_sub(1, Relaxed);
@@ -89,16 +175,17 @@ async fn evicted(ticket: &Option<UnprovenTicket>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     mut stream: BoxStream,
     peer: SocketAddr,
     service: &ModbusService,
+    rights: &Rights,
     metrics: &Metrics,
     listed: &ClientEntry,
     idle: Duration,
     ticket: UnprovenTicket,
 ) {
-    let _ = stream.set_nodelay(true);
     let mut input = BytesMut::with_capacity(1024);
     let mut output = BytesMut::with_capacity(4096);
     // Until its first whole request the connection may be closed to make room.
@@ -134,7 +221,7 @@ async fn connection(
                     ticket = None;
                     input.advance(used);
                     listed.requests.fetch_add(1, Relaxed);
-                    service.handle(frame, &mut output).await;
+                    service.handle(frame, rights, &mut output).await;
                 }
                 Ok(None) => break,
                 Err(e) => {

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub modbus_connections: AtomicI64,
     pub modbus_connections_total: AtomicU64,
     pub modbus_refused_allow_list: AtomicU64,
+    /// Modbus/TCP Security connections whose TLS handshake failed or timed out.
+    pub modbus_refused_tls: AtomicU64,
+    /// Requests refused with exception 01 because the master's role does not allow them.
+    pub modbus_refused_role: AtomicU64,
     /// The Modbus listener's accept counters (cap refusals, descriptor exhaustion).
     pub modbus_accept: AcceptCounters,
     /// The HTTP (metrics) listener's.
@@ -100,9 +104,15 @@ impl Metrics {
         );
         let _ = writeln!(
             s,
-            "# HELP sc_modbus_refused_total Modbus connections refused.\n# TYPE sc_modbus_refused_total counter\nsc_modbus_refused_total{{reason=\"allow_list\"}} {}\nsc_modbus_refused_total{{reason=\"max_connections\"}} {}",
+            "# HELP sc_modbus_refused_total Modbus connections refused.\n# TYPE sc_modbus_refused_total counter\nsc_modbus_refused_total{{reason=\"allow_list\"}} {}\nsc_modbus_refused_total{{reason=\"max_connections\"}} {}\nsc_modbus_refused_total{{reason=\"tls_handshake\"}} {}",
             self.modbus_refused_allow_list.load(Relaxed),
-            self.modbus_accept.refused_cap.load(Relaxed)
+            self.modbus_accept.refused_cap.load(Relaxed),
+            self.modbus_refused_tls.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP sc_modbus_role_refusals_total Modbus/TCP Security requests refused (exception 01) because the master's role does not allow them.\n# TYPE sc_modbus_role_refusals_total counter\nsc_modbus_role_refusals_total {}",
+            self.modbus_refused_role.load(Relaxed)
         );
         let _ = writeln!(
             s,

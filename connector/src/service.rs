@@ -2,10 +2,11 @@
 //! engine and waits for the Primary's verdict. Framing is done before (see `modbus`):
 //! everything that reaches this module has valid quantities and lengths.
 
+use crate::authz::{Operation, Rights, Space};
 use crate::config::ModbusConfig;
 use crate::engine::{WriteReply, WriteRequest};
 use crate::image::RegisterImage;
-use crate::map::{Bank, Cell};
+use crate::map::{Bank, Cell, RegisterMap};
 use crate::metrics::Metrics;
 use crate::modbus::{ExceptionCode, Request, RequestFrame, encode_exception};
 use crate::registers::decode_write;
@@ -46,8 +47,9 @@ impl ModbusService {
         &self.image
     }
 
-    /// Appends the response to `frame` to `out`.
-    pub async fn handle(&self, frame: RequestFrame, out: &mut BytesMut) {
+    /// Appends the response to `frame` to `out`; `rights` are the connection's (plain
+    /// Modbus: [`Rights::unrestricted`]).
+    pub async fn handle(&self, frame: RequestFrame, rights: &Rights, out: &mut BytesMut) {
         self.metrics.modbus_requests.fetch_add(1, Relaxed);
         let tid = frame.transaction_id;
         let unit = frame.unit_id;
@@ -56,6 +58,11 @@ impl ModbusService {
         let result = match (frame.request, image.map().bank_for(unit)) {
             (Err(code), _) => Err(code),
             (Ok(_), None) => Err(ExceptionCode::GatewayTargetFailedToRespond),
+            (Ok(req), Some(bank)) if !authorized(rights, image.map(), bank, &req) => {
+                self.metrics.modbus_refused_role.fetch_add(1, Relaxed);
+                tracing::debug!(role = %rights.role, unit, function, "Modbus request refused: not allowed for the role");
+                Err(ExceptionCode::IllegalFunction)
+            }
             (Ok(req), Some(bank)) => self.serve(bank, tid, unit, function, req, out).await,
         };
         if let Err(code) = result {
@@ -242,5 +249,44 @@ impl ModbusService {
             }
         }
         result
+    }
+}
+
+/// Whether `rights` allow every address `req` reads and writes (Modbus/TCP Security).
+fn authorized(rights: &Rights, map: &RegisterMap, bank: &Bank, req: &Request) -> bool {
+    use Operation::{Read, Write};
+    use Space::{Coils, Registers};
+    let ok = |op, space, addr, qty: usize| {
+        rights.permits(
+            op,
+            map,
+            bank,
+            space,
+            addr,
+            u16::try_from(qty).unwrap_or(u16::MAX),
+        )
+    };
+    match req {
+        Request::ReadHoldingRegisters { addr, qty } | Request::ReadInputRegisters { addr, qty } => {
+            ok(Read, Registers, *addr, usize::from(*qty))
+        }
+        Request::ReadCoils { addr, qty } | Request::ReadDiscreteInputs { addr, qty } => {
+            ok(Read, Coils, *addr, usize::from(*qty))
+        }
+        Request::WriteSingleRegister { addr, .. } => ok(Write, Registers, *addr, 1),
+        Request::WriteMultipleRegisters { addr, values } => {
+            ok(Write, Registers, *addr, values.len())
+        }
+        Request::WriteSingleCoil { addr, .. } => ok(Write, Coils, *addr, 1),
+        Request::WriteMultipleCoils { addr, values } => ok(Write, Coils, *addr, values.len()),
+        Request::ReadWriteMultipleRegisters {
+            read_addr,
+            read_qty,
+            write_addr,
+            values,
+        } => {
+            ok(Read, Registers, *read_addr, usize::from(*read_qty))
+                && ok(Write, Registers, *write_addr, values.len())
+        }
     }
 }

@@ -32,6 +32,15 @@ pub struct SourceSpec {
     pub silence_timeout: Duration,
     /// Dials the server.
     pub net: Arc<dyn Net>,
+    /// TLS on the link, when configured.
+    pub tls: Option<SourceTls>,
+}
+
+/// The client end of TLS and the name the server's certificate must carry.
+#[derive(Debug, Clone)]
+pub struct SourceTls {
+    pub client: po_runtime::tls::TlsClient,
+    pub server_name: String,
 }
 
 /// What the engine asks of a source.
@@ -165,7 +174,14 @@ async fn connect(spec: &SourceSpec) -> Result<BoxStream, SessionError> {
         })?
         .map_err(|e| lost(format!("connect: {e}")))?;
     let _ = stream.set_nodelay(true);
-    Ok(stream)
+    match &spec.tls {
+        None => Ok(stream),
+        Some(tls) => tls
+            .client
+            .connect(stream, &tls.server_name, spec.connect_timeout)
+            .await
+            .map_err(|e| lost(e.to_string())),
+    }
 }
 
 async fn next_frame(

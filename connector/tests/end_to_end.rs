@@ -43,6 +43,7 @@ listen = "127.0.0.1:0"
             address: s.client_addr(),
             access: AccessKind::ClientAccess,
             licence: Some(licence.to_string()),
+            server_name: None,
         })
         .collect();
     c

@@ -99,6 +99,7 @@ async fn the_status_api_shows_sources_masters_and_a_primary_crash() {
             address: s.client_addr(),
             access: AccessKind::ClientAccess,
             licence: Some("CA-1".to_string()),
+            server_name: None,
         })
         .collect();
     let sc: ConnectorHandle = start(config(sources), Some(PATIENCE)).await.unwrap();
@@ -183,6 +184,7 @@ async fn points_are_paged_filtered_and_bad_queries_are_refused() {
         address: server.client_addr(),
         access: AccessKind::Local,
         licence: None,
+        server_name: None,
     }];
     let sc = start(config(sources), Some(PATIENCE)).await.unwrap();
     let http = sc.metrics_addr.unwrap();

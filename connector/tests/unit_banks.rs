@@ -17,6 +17,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 async fn big_server() -> ServerHandle {
     let s = ServerHandle::start(ServerConfig {
         limits: Default::default(),
+        tls: None,
         name: "po-big".into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         host_address: None,
@@ -49,6 +50,7 @@ async fn a_site_larger_than_one_unit_spills_over_and_every_unit_answers() {
         address: server.client_addr(),
         access: AccessKind::Local,
         licence: None,
+        server_name: None,
     }];
     let sc = start(config, Some(PATIENCE)).await.unwrap();
     let map = sc.image.map().clone();
@@ -174,6 +176,7 @@ async fn per_device_mapping_serves_each_meter_at_its_own_unit_with_one_layout() 
     // 4 meters of 16 tags, `map.mode = "device"`: units 1-4, the same register layout.
     let server = ServerHandle::start(ServerConfig {
         limits: Default::default(),
+        tls: None,
         name: "po-meters".into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         host_address: None,
@@ -201,6 +204,7 @@ async fn per_device_mapping_serves_each_meter_at_its_own_unit_with_one_layout() 
         address: server.client_addr(),
         access: AccessKind::Local,
         licence: None,
+        server_name: None,
     }];
     let sc = start(config, Some(PATIENCE)).await.unwrap();
     let rows = smart_connector::points::rows(sc.image.map());

@@ -14,6 +14,7 @@ use crate::probe::{self, scrape};
 use crate::proxy::FaultProxy;
 use crate::scenario::{BackendKind, Fault, FaultAction, Scenario};
 use crate::seam::Backend;
+use crate::security::RunPki;
 use crate::server_watch::ServerWatch;
 use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, ListenerKind, Topology};
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -79,6 +80,9 @@ pub struct Deployment {
     listeners: HashMap<(String, ListenerKind), SocketAddr>,
     /// Role and epoch of each server child (process backend), for the timeline.
     watches: HashMap<String, ServerWatch>,
+    /// The run's certificates, with `[security] tls`.
+    pki: Option<RunPki>,
+    security: crate::scenario::SecuritySection,
     pub run_dir: PathBuf,
 }
 
@@ -96,6 +100,7 @@ pub(crate) fn server_config(
     let c = t.component(name).expect("server in topology");
     ServerConfig {
         limits: Default::default(),
+        tls: None,
         name: name.to_string(),
         listen,
         // The host's address is where the server listens (the backend chose it).
@@ -152,6 +157,7 @@ pub(crate) fn connector_config(
             },
             licence: (link.kind == LinkKind::ClientAccess)
                 .then(|| CA_LICENCES[c.index].to_string()),
+            server_name: None,
         })
         .collect();
     config.policy.source_timeout = s.connector.source_timeout;
@@ -167,6 +173,14 @@ pub(crate) fn connector_config(
 }
 
 impl Deployment {
+    /// The TLS client end of third-party master `index` (with `[security] tls`).
+    pub fn master_tls(&self, index: usize) -> Result<Option<po_runtime::tls::TlsClient>> {
+        match &self.pki {
+            Some(pki) => pki.master_for(&self.security, index),
+            None => Ok(None),
+        }
+    }
+
     pub async fn start(s: &Scenario, t: &Topology, backend: BackendKind) -> Result<Deployment> {
         let run_dir =
             std::env::temp_dir().join(format!("harness-{}-{}", s.name, std::process::id()));
@@ -194,8 +208,15 @@ impl Deployment {
             connector_threads: s.connector.threads,
             listeners: HashMap::new(),
             watches: HashMap::new(),
+            pki: None,
+            security: s.security.clone(),
             run_dir,
         };
+        if s.security.tls {
+            d.pki = Some(RunPki::create(&d.run_dir.join("certs"), t)?);
+        }
+        // Each connector's Modbus/TCP Security address (with TLS): what third parties use.
+        let mut modbus_secure: Vec<SocketAddr> = Vec::new();
         let redundant = t.architecture > 1;
         // 1. Servers: where they listen.
         let mut client_addr: HashMap<String, SocketAddr> = HashMap::new();
@@ -216,7 +237,10 @@ impl Deployment {
             } else {
                 None
             };
-            let config = server_config(s, t, &c.name, client, sync);
+            let mut config = server_config(s, t, &c.name, client, sync);
+            if let Some(pki) = &d.pki {
+                pki.secure_server(&mut config, t);
+            }
             configs.push(config);
         }
         if backend == BackendKind::Inprocess {
@@ -310,8 +334,11 @@ impl Deployment {
             }
             match backend {
                 BackendKind::Inprocess | BackendKind::Sim | BackendKind::Netns => {
-                    let config =
+                    let mut config =
                         connector_config(s, t, &c.name, sources, SocketAddr::new(host, 0), None);
+                    if let Some(pki) = &d.pki {
+                        pki.secure_connector(&mut config, SocketAddr::new(host, 0));
+                    }
                     let h = smart_connector::connector::start(
                         config.clone(),
                         Some(Duration::from_secs(30)),
@@ -320,6 +347,10 @@ impl Deployment {
                     .with_context(|| format!("starting {}", c.name))?;
                     let mut config = config;
                     config.modbus.listen = h.modbus_addr;
+                    if let (Some(t), Some(a)) = (config.modbus.tls.as_mut(), h.modbus_tls_addr) {
+                        t.listen = Some(a);
+                        modbus_secure.push(a);
+                    }
                     d.modbus_direct.push(h.modbus_addr);
                     d.connectors.push((
                         c.name.clone(),
@@ -332,7 +363,13 @@ impl Deployment {
                 BackendKind::Process => {
                     let modbus = SocketAddr::new(host, free_port(host)?);
                     let metrics = SocketAddr::new(host, free_port(host)?);
-                    let config = connector_config(s, t, &c.name, sources, modbus, Some(metrics));
+                    let mut config =
+                        connector_config(s, t, &c.name, sources, modbus, Some(metrics));
+                    if let Some(pki) = &d.pki {
+                        let a = SocketAddr::new(host, free_port(host)?);
+                        pki.secure_connector(&mut config, a);
+                        modbus_secure.push(a);
+                    }
                     let path = d.run_dir.join(format!("{}.toml", c.name));
                     std::fs::write(&path, toml::to_string(&config)?)?;
                     let b = d.binaries.as_ref().expect("process backend");
@@ -352,7 +389,9 @@ impl Deployment {
         // 4. Modbus links from the third-party host.
         for (i, (name, _)) in d.connectors.iter().enumerate() {
             let link = format!("tp->{name}");
-            let direct = d.modbus_direct[i];
+            // Third parties use Modbus/TCP Security with TLS; the harness's own
+            // observers (status block, read-back) stay on plain Modbus.
+            let direct = modbus_secure.get(i).copied().unwrap_or(d.modbus_direct[i]);
             let addr = if t.link(&link).is_some() {
                 let target = wait_listening(direct, backend).await?;
                 let p =
@@ -593,6 +632,10 @@ impl Backend for Deployment {
 
     fn modbus_targets(&self) -> Vec<SocketAddr> {
         self.modbus.clone()
+    }
+
+    fn master_tls(&self, index: usize) -> Result<Option<po_runtime::tls::TlsClient>> {
+        Deployment::master_tls(self, index)
     }
 
     fn modbus_direct(&self) -> Vec<SocketAddr> {

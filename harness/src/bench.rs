@@ -162,6 +162,7 @@ fn scenario(
         },
         faults: vec![],
         floods: vec![],
+        security: Default::default(),
         expect: Expect {
             min_updates_per_s: Some(0.9 * expected_ingest),
             max_latency_p99: Some(POLL + scan + Duration::from_millis(50)),

@@ -22,6 +22,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod seam;
+pub mod security;
 pub mod server_watch;
 pub mod sim;
 pub mod status_poll;

@@ -232,6 +232,15 @@ impl Report {
                 a >= v,
             );
         }
+        if let Some(v) = e.min_writes_refused {
+            let a = self.writes.refused;
+            row(
+                "min_writes_refused",
+                format!(">= {v}"),
+                a.to_string(),
+                a >= v,
+            );
+        }
         if let Some(v) = e.max_modbus_errors {
             let a = self.modbus.errors;
             row(

@@ -155,6 +155,7 @@ pub(crate) async fn drive<B: Backend>(
             request_timeout: s.third_party.request_timeout,
             write_timeout: s.connector.write_timeout + Duration::from_secs(1),
             net: env.net.clone(),
+            tls: d.master_tls(i)?,
         };
         tasks.push(tokio::spawn(third_party::run(spec, rec.clone(), end)));
     }

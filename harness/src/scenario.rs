@@ -69,8 +69,55 @@ pub struct Scenario {
     /// Connection floods against listeners during the run.
     #[serde(default, rename = "flood", skip_serializing_if = "Vec::is_empty")]
     pub floods: Vec<Flood>,
+    /// TLS on every link (docs/security.md).
+    #[serde(default)]
+    pub security: SecuritySection,
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// `[security]`: with `tls`, the client-access and sync links run TLS 1.3 with client
+/// certificates (licences bound to the connectors' names), and the third parties are
+/// Modbus/TCP Security masters with role certificates. The harness makes a lab CA and
+/// every certificate in the run directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    pub tls: bool,
+    /// The masters' roles in turn (master i has `roles[i % len]`): `operator` reads and
+    /// writes, `viewer` only reads. Default: every master an operator.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<MasterRole>,
+}
+
+/// A role the harness's connectors know (`[[modbus.role]]` in their configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MasterRole {
+    Operator,
+    Viewer,
+}
+
+impl MasterRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MasterRole::Operator => "operator",
+            MasterRole::Viewer => "viewer",
+        }
+    }
+}
+
+impl SecuritySection {
+    /// The role of master `index`, with TLS.
+    pub fn role_of(&self, index: usize) -> Option<MasterRole> {
+        self.tls.then(|| {
+            if self.roles.is_empty() {
+                MasterRole::Operator
+            } else {
+                self.roles[index % self.roles.len()]
+            }
+        })
+    }
 }
 
 /// A connection flood against one listener of one component (`harness flood` during
@@ -272,6 +319,9 @@ pub struct Expect {
     pub max_writes_lost: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_writes_applied: Option<u64>,
+    /// Writes refused by the connector with an exception (a viewer's, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_writes_refused: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_modbus_errors: Option<u64>,
     /// Check the invariants of DESIGN §11 during and after the run (sim backend only).
@@ -383,6 +433,20 @@ impl Scenario {
         }
         if self.name.trim().is_empty() {
             bad(None, "name", "must not be empty".into());
+        }
+        if !self.security.roles.is_empty() && !self.security.tls {
+            bad(
+                None,
+                "security.roles",
+                "roles are carried in TLS client certificates: set security.tls = true".into(),
+            );
+        }
+        if self.security.tls && self.backend == Some(BackendKind::Sim) {
+            bad(
+                None,
+                "security.tls",
+                "TLS scenarios run under the inprocess, process and netns backends".into(),
+            );
         }
         if self.duration.is_zero() {
             bad(None, "duration", "must be longer than 0".into());

@@ -24,6 +24,11 @@ pub trait Backend {
     fn third_party_ip(&self) -> IpAddr;
     /// Each connector's Modbus address as the third parties reach it.
     fn modbus_targets(&self) -> Vec<SocketAddr>;
+    /// The TLS client end of third-party master `index`: `None` for plain Modbus (every
+    /// backend without `[security] tls`).
+    fn master_tls(&self, _index: usize) -> anyhow::Result<Option<po_runtime::tls::TlsClient>> {
+        Ok(None)
+    }
     /// Each connector's own Modbus address (readiness checks, read-back).
     fn modbus_direct(&self) -> Vec<SocketAddr>;
     /// The connectors, in topology order.

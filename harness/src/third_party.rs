@@ -10,6 +10,7 @@
 use crate::measure::{Recorder, is_setpoint, read_blocks};
 use po_protocol::Value;
 use po_runtime::Net;
+use po_runtime::tls::TlsClient;
 use serde::{Deserialize, Serialize};
 use smart_connector::map::Point;
 use smart_connector::registers::{WordOrder, encode};
@@ -48,6 +49,9 @@ pub struct ThirdPartySpec {
     pub write_timeout: Duration,
     /// Dials the connectors (the backend's network, as seen from the third-party host).
     pub net: Arc<dyn Net>,
+    /// Modbus/TCP Security: this master's TLS client end (its certificate carries its
+    /// role); `None`: plain Modbus TCP.
+    pub tls: Option<TlsClient>,
 }
 
 /// A Modbus context to `target`, dialled from `from` on `net`.
@@ -57,11 +61,33 @@ pub async fn connect(
     from: Option<IpAddr>,
     timeout: Duration,
 ) -> Option<Context> {
+    connect_with(net, target, from, timeout, None).await
+}
+
+/// [`connect`], over Modbus/TCP Security with `tls` (the connector's certificate must
+/// carry `target`'s address).
+pub async fn connect_with(
+    net: &dyn Net,
+    target: SocketAddr,
+    from: Option<IpAddr>,
+    timeout: Duration,
+    tls: Option<&TlsClient>,
+) -> Option<Context> {
     let stream = tokio::time::timeout(timeout, net.connect(from, target))
         .await
         .ok()?
         .ok()?;
     let _ = stream.set_nodelay(true);
+    let stream = match tls {
+        None => stream,
+        Some(tls) => match tls.connect(stream, &target.ip().to_string(), timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%target, "Modbus/TCP Security: {e}");
+                return None;
+            }
+        },
+    };
     Some(tcp::attach_slave(stream, Slave(1)))
 }
 
@@ -72,6 +98,7 @@ struct Links {
     from: Option<IpAddr>,
     ctx: Vec<Option<Context>>,
     timeout: Duration,
+    tls: Option<TlsClient>,
 }
 
 impl std::fmt::Debug for Links {
@@ -90,12 +117,20 @@ impl Links {
             from: spec.from,
             ctx: spec.targets.iter().map(|_| None).collect(),
             timeout,
+            tls: spec.tls.clone(),
         }
     }
 
     async fn get(&mut self, i: usize) -> Option<&mut Context> {
         if self.ctx[i].is_none() {
-            self.ctx[i] = connect(&*self.net, self.spec_targets[i], self.from, self.timeout).await;
+            self.ctx[i] = connect_with(
+                &*self.net,
+                self.spec_targets[i],
+                self.from,
+                self.timeout,
+                self.tls.as_ref(),
+            )
+            .await;
         }
         self.ctx[i].as_mut()
     }

@@ -149,6 +149,7 @@ async fn the_live_status_page_renders_and_refreshes_without_console_errors() {
             address: s.client_addr(),
             access: AccessKind::ClientAccess,
             licence: Some("CA-1".to_string()),
+            server_name: None,
         })
         .collect();
     config.metrics = Some(MetricsConfig::at("127.0.0.1:0".parse().unwrap()));

@@ -110,6 +110,7 @@ fn fd_count(pid: u32) -> usize {
 fn server_config(name: &str, listen: SocketAddr, licences: &[&str]) -> ServerConfig {
     ServerConfig {
         limits: Default::default(),
+        tls: None,
         name: name.into(),
         listen,
         host_address: None,

@@ -73,6 +73,10 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The subscription names a tag the server does not have.
     UnknownTag,
+    /// Over TLS: the presented licence is bound to another client identity (the common
+    /// name of another certificate). Appended last so the wire numbering of the others
+    /// is unchanged.
+    LicenceIdentityMismatch,
 }
 
 impl fmt::Display for ErrorCode {

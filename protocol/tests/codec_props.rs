@@ -78,6 +78,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::SlowConsumer),
         Just(ErrorCode::ShuttingDown),
         Just(ErrorCode::UnknownTag),
+        Just(ErrorCode::LicenceIdentityMismatch),
     ]
 }
 

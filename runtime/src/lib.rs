@@ -11,6 +11,7 @@ pub mod admission;
 mod clock;
 pub mod descriptors;
 mod net;
+pub mod tls;
 
 pub use clock::{Clock, SystemClock};
 pub use net::{BoxListener, BoxStream, Listener, Net, Stream, TokioNet};

@@ -3,9 +3,11 @@
 use crate::field::{FieldModel, SiteError, SiteSpec};
 use crate::redundancy::{RedundancyConfig, ServerIndex};
 use po_protocol::Timestamp;
+use po_runtime::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Client-access port used by the examples and `po-sim pair`.
@@ -47,6 +49,38 @@ pub struct ServerConfig {
     /// What the listeners admit (connection floods never reach the data path).
     #[serde(default)]
     pub limits: LimitsSection,
+    /// TLS on both links; absent: plaintext (labs; a warning at start-up when the
+    /// client-access address is not loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsSection>,
+}
+
+/// TLS on the client-access and sync links (docs/security.md): TLS 1.3, mutual. The same
+/// certificate serves clients and identifies this server to its peer on the sync link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsSection {
+    /// This server's certificate chain (PEM); relative paths are read from the directory
+    /// of the configuration file.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA that signs clients' and the peer's certificates (PEM).
+    pub ca: PathBuf,
+    /// Licence → the common name of the one client certificate that may present it.
+    /// With TLS every installed licence needs a holder.
+    #[serde(default)]
+    pub licence_holders: BTreeMap<String, String>,
+}
+
+impl ServerTlsSection {
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+        }
+    }
 }
 
 /// Connection caps and handshake timeouts of the client-access and sync listeners
@@ -128,7 +162,13 @@ impl ServerConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        // Certificate paths are relative to the file that names them.
+        if let (Some(tls), Some(dir)) = (config.tls.as_mut(), path.parent()) {
+            let files = tls.files().relative_to(dir);
+            (tls.cert, tls.key, tls.ca) = (files.cert, files.key, files.ca);
+        }
+        Ok(config)
     }
 
     /// Parses and validates configuration text; `origin` names it in errors.
@@ -187,6 +227,25 @@ impl ServerConfig {
             }
             if !seen.insert(l) {
                 return Err(format!("licences: '{l}' is listed twice"));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            for l in &self.licences {
+                if !tls.licence_holders.contains_key(l) {
+                    return Err(format!(
+                        "tls.licence_holders: licence '{l}' has no holder; with TLS each licence is bound to the common name of one client certificate (add \"{l}\" = \"<client name>\")"
+                    ));
+                }
+            }
+            for (l, holder) in &tls.licence_holders {
+                if !self.licences.contains(l) {
+                    return Err(format!(
+                        "tls.licence_holders: '{l}' is not one of the installed licences"
+                    ));
+                }
+                if holder.trim().is_empty() {
+                    return Err(format!("tls.licence_holders: '{l}' has an empty holder"));
+                }
             }
         }
         if let Some(r) = &self.redundancy {

@@ -47,6 +47,7 @@ impl PairSpec {
     pub fn server_configs(&self) -> [ServerConfig; 2] {
         [0usize, 1].map(|i| ServerConfig {
             limits: Default::default(),
+            tls: None,
             name: self.names[i].clone(),
             listen: self.listen[i],
             host_address: None,

@@ -11,6 +11,7 @@ use crate::field::FieldModel;
 use crate::redundancy::{PeerStatus, RedundancyRole};
 use crate::session;
 use crate::setpoints::SetpointStore;
+use crate::shared::ServerTls;
 use crate::shared::{Registry, Shared};
 use crate::sync;
 use po_protocol::{ErrorCode, Frame, Role, TagId, Value};
@@ -37,6 +38,8 @@ pub enum ServerError {
     },
     #[error("server {0} is running; crash or stop it before restarting")]
     AlreadyRunning(String),
+    #[error("tls: {0}")]
+    Tls(#[from] po_runtime::tls::TlsSetupError),
 }
 
 /// State that lives across restarts: what a real server keeps on disk, plus the
@@ -55,6 +58,9 @@ struct Durable {
     env: Env,
     /// The highest epoch held or heard: kept "on disk" so a restart never reuses one.
     known_epoch: Arc<AtomicU64>,
+    /// Both ends of TLS, loaded once at start (a restart keeps them, as a real server
+    /// keeps the files it read at start-up); `None`: plaintext.
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// Controls one simulated server: the in-process fault controls used by the harness
@@ -91,6 +97,10 @@ impl ServerHandle {
                 .field_model()
                 .map_err(|e| ServerError::Config(e.to_string()))?,
         );
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(ServerTls::load(&t.files())?)),
+            None => None,
+        };
         let client = bind(&env, config.listen, "client access").await?;
         let client_addr = client.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
@@ -125,7 +135,11 @@ impl ServerHandle {
             status: watch::channel(None).0,
             env,
             known_epoch: Arc::default(),
+            tls,
         };
+        if d_plaintext_on_network(&durable) {
+            tracing::warn!(server = %durable.config.name, addr = %client_addr, "client access is plaintext on a non-loopback address: anyone who reaches it can present any licence; configure [tls] (docs/security.md)");
+        }
         let handle = ServerHandle {
             inner: Arc::new(HandleInner {
                 durable,
@@ -169,6 +183,7 @@ impl ServerHandle {
             env: d.env.clone(),
             known_epoch: d.known_epoch.clone(),
             peer_heard: Mutex::new(d.env.clock.now()),
+            tls: d.tls.clone(),
         });
         d.status.send_replace(Some(initial));
         tracing::info!(server = %shared.name(), addr = %d.client_addr, role = %initial.role, epoch = initial.epoch, "server started");
@@ -351,6 +366,11 @@ impl ServerHandle {
         .await;
         self.crash_and_wait().await;
     }
+}
+
+/// Whether the client-access link is plaintext where others can reach it.
+fn d_plaintext_on_network(d: &Durable) -> bool {
+    d.tls.is_none() && !d.client_addr.ip().is_loopback()
 }
 
 async fn bind(env: &Env, addr: SocketAddr, what: &'static str) -> Result<BoxListener, ServerError> {

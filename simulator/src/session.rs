@@ -19,7 +19,6 @@ use tokio::io::WriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
-/// How long a client may take to say `Hello`.
 /// How long one write to a client may block before the client is given up on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queued frames are coalesced into one write up to about this many bytes.
@@ -74,14 +73,30 @@ async fn run_session(
     unproven: UnprovenTicket,
 ) {
     let _ = stream.set_nodelay(true);
+    shared.wait_unpaused().await;
+    let hello_timeout = shared.config().limits.handshake_timeout;
+    // The TLS handshake and the Hello share one deadline: a client that stalls in either
+    // holds its place for no longer than the handshake timeout.
+    let deadline = tokio::time::Instant::now() + hello_timeout;
+    let (stream, identity) = match &shared.tls {
+        None => (stream, None),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                r = tls.server.accept(stream, hello_timeout) => r,
+                _ = unproven.evicted() => return,
+            };
+            match accepted {
+                Ok((s, identity)) => (s, Some(identity)),
+                Err(e) => return tls.log_refusal(shared.name(), "client access", from, &e),
+            }
+        }
+    };
     let (read, mut write) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read, FrameCodec::<Frame>::new());
 
-    shared.wait_unpaused().await;
-    let hello_timeout = shared.config().limits.handshake_timeout;
     // Until its Hello the connection may be closed to make room for another.
     let hello = tokio::select! {
-        h = tokio::time::timeout(hello_timeout, frames.next()) => h,
+        h = tokio::time::timeout_at(deadline, frames.next()) => h,
         _ = unproven.evicted() => return,
     };
     drop(unproven);
@@ -114,6 +129,11 @@ async fn run_session(
             shared.name()
         );
         return refuse(&mut write, ErrorCode::UnsupportedVersion, msg).await;
+    }
+
+    if let Err((code, msg)) = check_licence_holder(&shared, &access, identity.as_ref()) {
+        tracing::warn!(server = %shared.name(), client = %client_name, %from, %code, "refused: {msg}");
+        return refuse(&mut write, code, msg).await;
     }
 
     let id = shared.next_session_id();
@@ -177,6 +197,34 @@ async fn run_session(
         }
     }
     tracing::info!(server = %shared.name(), client = %client_name, %from, "client disconnected");
+}
+
+/// Over TLS, a licence serves only the client whose certificate's common name is its
+/// holder (docs/protocol.md §Licensing). Checked before anything else about the licence,
+/// so a client cannot take over, or learn the state of, a licence issued to another.
+fn check_licence_holder(
+    shared: &Shared,
+    access: &Access,
+    identity: Option<&po_runtime::tls::PeerIdentity>,
+) -> Result<(), (ErrorCode, String)> {
+    let (Some(tls), Access::ClientAccess { licence }) = (&shared.config().tls, access) else {
+        return Ok(());
+    };
+    let Some(holder) = tls.licence_holders.get(licence) else {
+        return Ok(()); // not installed: `admit` says so
+    };
+    let presented = identity.and_then(|i| i.common_name.as_deref());
+    if presented == Some(holder.as_str()) {
+        return Ok(());
+    }
+    Err((
+        ErrorCode::LicenceIdentityMismatch,
+        format!(
+            "Client Access licence '{licence}' on server {} is issued to CN={holder}; this client's certificate is {}",
+            shared.name(),
+            identity.map_or_else(|| "absent".to_string(), |i| i.describe())
+        ),
+    ))
 }
 
 /// A client that presents a licence its own earlier session still holds, from the same

@@ -109,6 +109,52 @@ pub(crate) struct Shared {
     pub(crate) known_epoch: Arc<AtomicU64>,
     /// When the peer was last heard on the sync link (any frame).
     pub(crate) peer_heard: Mutex<Instant>,
+    /// TLS on both links, when configured.
+    pub(crate) tls: Option<Arc<ServerTls>>,
+}
+
+/// The two ends of this server's TLS: the server end for clients and the peer's sync
+/// connections, the client end for its own sync connection to the peer.
+#[derive(Debug)]
+pub(crate) struct ServerTls {
+    pub(crate) server: po_runtime::tls::TlsServer,
+    pub(crate) client: po_runtime::tls::TlsClient,
+    /// Refused handshakes are logged at most ten times a second (a flood of plaintext or
+    /// bad clients must not flood the log); the rest are counted in the next line.
+    refusals: Mutex<po_runtime::admission::LogThrottle>,
+}
+
+impl ServerTls {
+    pub(crate) fn load(
+        files: &po_runtime::tls::TlsFiles,
+    ) -> Result<ServerTls, po_runtime::tls::TlsSetupError> {
+        use po_runtime::tls::{TlsClient, TlsServer, TlsVersions};
+        Ok(ServerTls {
+            server: TlsServer::load(files, TlsVersions::Tls13)?,
+            client: TlsClient::load(files, TlsVersions::Tls13)?,
+            refusals: Mutex::new(po_runtime::admission::LogThrottle::new(
+                Duration::from_millis(100),
+            )),
+        })
+    }
+
+    /// Logs a refused handshake, unless too many were just logged.
+    pub(crate) fn log_refusal(
+        &self,
+        server: &str,
+        link: &str,
+        from: SocketAddr,
+        error: &po_runtime::tls::HandshakeError,
+    ) {
+        let more = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle_event(tokio::time::Instant::now());
+        if let Some(more) = more {
+            tracing::warn!(%server, %from, not_logged = more, "{link} connection refused: {error}");
+        }
+    }
 }
 
 impl Shared {

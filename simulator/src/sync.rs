@@ -85,6 +85,23 @@ pub(crate) async fn run_outbound(
             _ = wait_cut(&mut cut, true) => continue,
         };
         let _ = stream.set_nodelay(true);
+        let stream = match &shared.tls {
+            None => stream,
+            // The peer's certificate must carry the address dialled; a handshake gets
+            // the liveness period, as a silent peer does.
+            Some(tls) => match tls
+                .client
+                .connect(stream, &peer.ip().to_string(), shared.sync_liveness())
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(server = %shared.name(), %peer, "sync link: {e}");
+                    tokio::time::sleep(shared.heartbeat()).await;
+                    continue;
+                }
+            },
+        };
         tracing::debug!(server = %shared.name(), %peer, "sync link to peer up");
         let since = shared.clock().now();
         serve_outbound(&shared, stream, &mut requests, &mut cut, &mut next_id).await;
@@ -245,12 +262,27 @@ pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: BoxListener) {
             shared.clone().spawn(async move {
                 let _permit = permit;
                 let _ = stream.set_nodelay(true);
+                let timeout = shared.config().limits.handshake_timeout;
+                // TLS and the Hello share one deadline, as on the client-access link.
+                let deadline = tokio::time::Instant::now() + timeout;
+                let stream = match &shared.tls {
+                    None => stream,
+                    Some(tls) => {
+                        let accepted = tokio::select! {
+                            r = tls.server.accept(stream, timeout) => r,
+                            _ = ticket.evicted() => return,
+                        };
+                        match accepted {
+                            Ok((s, _)) => s,
+                            Err(e) => return tls.log_refusal(shared.name(), "sync link", from, &e),
+                        }
+                    }
+                };
                 let (read, write) = tokio::io::split(stream);
                 let mut frames = FramedRead::new(read, FrameCodec::<SyncFrame>::new());
-                let timeout = shared.config().limits.handshake_timeout;
                 // Until its Hello the connection may be closed to make room.
                 let hello = tokio::select! {
-                    h = tokio::time::timeout(timeout, frames.next()) => h,
+                    h = tokio::time::timeout_at(deadline, frames.next()) => h,
                     _ = ticket.evicted() => return,
                 };
                 drop(ticket);

@@ -23,6 +23,7 @@ fn site() -> SiteSpec {
 fn standalone(site: SiteSpec) -> ServerConfig {
     ServerConfig {
         limits: Default::default(),
+        tls: None,
         name: "po-solo".into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         host_address: None,

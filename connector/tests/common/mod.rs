@@ -9,6 +9,7 @@ use std::time::Duration;
 pub async fn solo_server(devices: u32) -> ServerHandle {
     let config = ServerConfig {
         limits: Default::default(),
+        tls: None,
         name: "po-solo".into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         host_address: None,

@@ -19,6 +19,7 @@ use crate::probe::{scrape, wait_listening};
 use crate::proxy::FaultProxy;
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::seam::Backend;
+use crate::security::RunPki;
 use crate::server_watch::ServerWatch;
 use crate::topology::{ComponentKind, LinkKind, ListenerKind, Target, Topology, lab_ip};
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -73,6 +74,11 @@ pub struct NetnsDeployment {
     component_ip: BTreeMap<String, IpAddr>,
     /// Role and epoch of each server, watched from inside its namespace (timeline).
     watches: Vec<(String, ServerWatch)>,
+    /// The run's certificates, with `[security] tls`.
+    pki: Option<RunPki>,
+    security: crate::scenario::SecuritySection,
+    /// Each connector's Modbus/TCP Security address (with TLS): what third parties use.
+    modbus_secure: Vec<SocketAddr>,
     pub run_dir: PathBuf,
 }
 
@@ -128,8 +134,14 @@ impl NetnsDeployment {
                 .map(|c| (c.name.clone(), lab_ip(t.hosts[c.host].address)))
                 .collect(),
             watches: vec![],
+            pki: None,
+            security: s.security.clone(),
+            modbus_secure: vec![],
             run_dir,
         };
+        if s.security.tls {
+            d.pki = Some(RunPki::create(&d.run_dir.join("certs"), t)?);
+        }
         let delayed = s.delayed_links();
         let ip_of = |component: &str| lab_ip(t.host_of(component).expect("in topology").address);
         let ns_of = |d: &NetnsDeployment, component: &str| {
@@ -142,13 +154,11 @@ impl NetnsDeployment {
         for c in t.servers() {
             let ip = ip_of(&c.name);
             let sync = redundant.then(|| SocketAddr::new(ip, SYNC_PORT));
-            configs.push(server_config(
-                s,
-                t,
-                &c.name,
-                SocketAddr::new(ip, CLIENT_PORT),
-                sync,
-            ));
+            let mut config = server_config(s, t, &c.name, SocketAddr::new(ip, CLIENT_PORT), sync);
+            if let Some(pki) = &d.pki {
+                pki.secure_server(&mut config, t);
+            }
+            configs.push(config);
         }
         if let Some(sync) = t.links.iter().find(|l| l.kind == LinkKind::Sync) {
             for (from, to) in [(&sync.from, &sync.to), (&sync.to, &sync.from)] {
@@ -204,7 +214,12 @@ impl NetnsDeployment {
             }
             let modbus = SocketAddr::new(ip, MODBUS_PORT);
             let metrics = SocketAddr::new(ip, METRICS_PORT);
-            let config = connector_config(s, t, &c.name, sources, modbus, Some(metrics));
+            let mut config = connector_config(s, t, &c.name, sources, modbus, Some(metrics));
+            if let Some(pki) = &d.pki {
+                let secure = SocketAddr::new(ip, smart_connector::config::MODBUS_SECURITY_PORT);
+                pki.secure_connector(&mut config, secure);
+                d.modbus_secure.push(secure);
+            }
             let path = d.run_dir.join(format!("{}.toml", c.name));
             std::fs::write(&path, toml::to_string(&config)?)?;
             let mut child = connector_child(
@@ -229,7 +244,13 @@ impl NetnsDeployment {
         }
         for i in 0..d.connectors.len() {
             let link = format!("tp->{}", d.connectors[i].0);
-            let direct = d.modbus_direct[i];
+            // Third parties use Modbus/TCP Security with TLS; the harness's own observers
+            // stay on plain Modbus.
+            let direct = d
+                .modbus_secure
+                .get(i)
+                .copied()
+                .unwrap_or(d.modbus_direct[i]);
             let addr = if delayed.contains(link.as_str()) {
                 let tp_ns = d.host_ns[&t.third_party_host.name].clone();
                 d.proxy(&link, &tp_ns, third_party_ip, direct).await?
@@ -426,6 +447,13 @@ impl Backend for NetnsDeployment {
 
     fn modbus_direct(&self) -> Vec<SocketAddr> {
         self.modbus_direct.clone()
+    }
+
+    fn master_tls(&self, index: usize) -> Result<Option<po_runtime::tls::TlsClient>> {
+        match &self.pki {
+            Some(pki) => pki.master_for(&self.security, index),
+            None => Ok(None),
+        }
     }
 
     fn connector_names(&self) -> Vec<String> {

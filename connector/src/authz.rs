@@ -1,0 +1,242 @@
+//! Modbus/TCP Security authorization (DESIGN §13, docs/security.md): what a master's role
+//! may do. Sans-IO: built from the configuration's `[[modbus.role]]` table, asked per
+//! request with the registers or coils it touches.
+//!
+//! A role grants `read` and/or `write`, to everything or only to the tags whose names
+//! match its `tags` patterns and the addresses in its `registers` ranges. The status block
+//! is readable by every role that may read. A master whose certificate names no role gets
+//! `default_role`; with none configured, or with a role the table does not know, it may
+//! do nothing (every request is exception 01).
+
+use crate::config::{ModbusConfig, RoleConfig};
+use crate::map::{Bank, Cell, RegisterMap};
+use std::collections::HashMap;
+use std::sync::Arc;
+use wildmatch::WildMatch;
+
+/// What a request does with the addresses it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Read,
+    Write,
+}
+
+/// Holding/input registers or coils/discrete inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    Registers,
+    Coils,
+}
+
+/// The rights of one connection.
+#[derive(Debug, Clone)]
+pub struct Rights {
+    /// The role's name as the log and status page show it.
+    pub role: String,
+    read: bool,
+    write: bool,
+    /// `None`: every tag and address.
+    scope: Option<Scope>,
+}
+
+#[derive(Debug, Clone)]
+struct Scope {
+    tags: Vec<WildMatch>,
+    /// Inclusive address ranges, in registers and coils alike.
+    ranges: Vec<(u16, u16)>,
+}
+
+impl Rights {
+    /// Plain Modbus (port 502): no roles, everything the listener serves.
+    pub fn unrestricted() -> Rights {
+        Rights {
+            role: "(plain Modbus)".into(),
+            read: true,
+            write: true,
+            scope: None,
+        }
+    }
+
+    /// Nothing at all: a certificate without a usable role and no default.
+    pub fn none(role: impl Into<String>) -> Rights {
+        Rights {
+            role: role.into(),
+            read: false,
+            write: false,
+            scope: None,
+        }
+    }
+
+    fn of(config: &RoleConfig) -> Rights {
+        let limited = !config.tags.is_empty() || !config.registers.is_empty();
+        Rights {
+            role: config.name.clone(),
+            read: config.read,
+            write: config.write,
+            scope: limited.then(|| Scope {
+                tags: config.tags.iter().map(|p| WildMatch::new(p)).collect(),
+                ranges: config
+                    .registers
+                    .iter()
+                    .filter_map(|r| parse_range(r).ok())
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Whether this connection may `op` the `count` addresses from `start` of `space` in
+    /// `bank`. Addresses outside the bank are left to the service (exception 02).
+    pub fn permits(
+        &self,
+        op: Operation,
+        map: &RegisterMap,
+        bank: &Bank,
+        space: Space,
+        start: u16,
+        count: u16,
+    ) -> bool {
+        let granted = match op {
+            Operation::Read => self.read,
+            Operation::Write => self.write,
+        };
+        if !granted {
+            return false;
+        }
+        let Some(scope) = &self.scope else {
+            return true;
+        };
+        (0..count).all(|i| {
+            let Some(addr) = start.checked_add(i) else {
+                return true;
+            };
+            if scope
+                .ranges
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&addr))
+            {
+                return true;
+            }
+            let point = match space {
+                Space::Registers => match bank.cell(addr) {
+                    Some(Cell::Status(..)) => return op == Operation::Read,
+                    Some(Cell::Value { point, .. } | Cell::Quality { point }) => Some(point),
+                    Some(Cell::Empty) | None => None,
+                },
+                Space::Coils => bank.coil(addr).flatten(),
+            };
+            point.is_some_and(|p| {
+                let name = map.name(p);
+                scope.tags.iter().any(|t| t.matches(name))
+            })
+        })
+    }
+}
+
+/// Parses `"100"` or `"100-199"` (inclusive).
+pub fn parse_range(text: &str) -> Result<(u16, u16), String> {
+    let num = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("'{text}' is not an address or a range like \"100-199\""))
+    };
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => {
+            let n = num(text)?;
+            (n, n)
+        }
+    };
+    if lo > hi {
+        return Err(format!("'{text}': the range ends before it starts"));
+    }
+    Ok((lo, hi))
+}
+
+/// The `[[modbus.role]]` table with its default.
+#[derive(Debug, Clone)]
+pub struct RoleTable {
+    roles: HashMap<String, Arc<Rights>>,
+    default: Option<String>,
+}
+
+impl RoleTable {
+    pub fn from_config(config: &ModbusConfig) -> RoleTable {
+        RoleTable {
+            roles: config
+                .roles
+                .iter()
+                .map(|r| (r.name.clone(), Arc::new(Rights::of(r))))
+                .collect(),
+            default: config.tls.as_ref().and_then(|t| t.default_role.clone()),
+        }
+    }
+
+    /// The rights of a master whose certificate names `role` (`None`: no role extension).
+    /// The second value says why, for the log line, when the rights are not the role's.
+    pub fn rights_for(&self, role: Option<&str>) -> (Arc<Rights>, Option<String>) {
+        match role {
+            Some(r) => match self.roles.get(r) {
+                Some(rights) => (rights.clone(), None),
+                None => (
+                    Arc::new(Rights::none(r)),
+                    Some(format!(
+                        "role '{r}' is not in [[modbus.role]]: every request gets exception 01"
+                    )),
+                ),
+            },
+            None => match self.default.as_deref().and_then(|d| self.roles.get(d)) {
+                Some(rights) => (
+                    rights.clone(),
+                    Some(format!(
+                        "certificate has no role: default role '{}'",
+                        rights.role
+                    )),
+                ),
+                None => (
+                    Arc::new(Rights::none("(none)")),
+                    Some(
+                        "certificate has no role and no default_role is set: every request gets exception 01"
+                            .into(),
+                    ),
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_single_addresses_and_inclusive_spans() {
+        assert_eq!(parse_range("100"), Ok((100, 100)));
+        assert_eq!(parse_range(" 100 - 199 "), Ok((100, 199)));
+        assert!(parse_range("199-100").unwrap_err().contains("ends before"));
+        assert!(parse_range("x").unwrap_err().contains("not an address"));
+        assert!(parse_range("70000").is_err());
+    }
+
+    #[test]
+    fn an_unknown_role_and_a_missing_one_without_default_get_nothing() {
+        let config = ModbusConfig {
+            roles: vec![RoleConfig {
+                name: "viewer".into(),
+                read: true,
+                write: false,
+                tags: vec![],
+                registers: vec![],
+            }],
+            ..ModbusConfig::default()
+        };
+        let table = RoleTable::from_config(&config);
+        let (r, why) = table.rights_for(Some("admin"));
+        assert!(!r.read && !r.write);
+        assert!(why.unwrap().contains("'admin' is not in"));
+        let (r, why) = table.rights_for(None);
+        assert!(!r.read && !r.write);
+        assert!(why.unwrap().contains("no default_role"));
+        let (r, why) = table.rights_for(Some("viewer"));
+        assert!(r.read && !r.write && why.is_none());
+    }
+}

@@ -1,0 +1,348 @@
+//! TLS on any [`Stream`](crate::Stream) (DESIGN §13): the one place the workspace loads
+//! certificates, builds rustls configurations, runs handshakes and reads what a peer's
+//! certificate says about it (its common name, its Modbus/TCP Security role).
+//!
+//! Both ends are mutual: a server requires a client certificate signed by its CA, and a
+//! client verifies the server's certificate against its CA and presents its own. The
+//! handshake runs on the stream a backend gave, so TLS works the same over the kernel's
+//! sockets, network namespaces and the simulated network.
+
+use crate::net::{BoxStream, Stream};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The Modbus/TCP Security role extension (Modbus.org, "MB TCP Security" §6.2): a
+/// UTF8String naming the client's role.
+pub const ROLE_OID: &str = "1.3.6.1.4.1.50316.802.1";
+
+/// Where a component finds its certificate, its key and the CA that signs its peers
+/// (PEM files). The same three keys in every configuration file that turns TLS on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// This end's certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// This end's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA certificate(s) a peer's certificate must chain to.
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// Resolves relative paths against `base` (the directory of the configuration file
+    /// that named them), so a configuration works from any working directory.
+    pub fn relative_to(&self, base: &Path) -> TlsFiles {
+        let at = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
+        TlsFiles {
+            cert: at(&self.cert),
+            key: at(&self.key),
+            ca: at(&self.ca),
+        }
+    }
+}
+
+/// Which TLS versions a listener accepts: the client-access link and the sync link speak
+/// TLS 1.3 only; Modbus/TCP Security allows 1.2 as its specification does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersions {
+    Tls13,
+    Tls12And13,
+}
+
+impl TlsVersions {
+    fn list(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS13, &rustls::version::TLS12];
+        match self {
+            TlsVersions::Tls13 => &TLS13,
+            TlsVersions::Tls12And13 => &BOTH,
+        }
+    }
+}
+
+/// Why TLS could not be set up from the files, each naming the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("{path}: cannot read {what}: {source}")]
+    Read {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: no {what} in it (expected PEM)")]
+    Empty { path: PathBuf, what: &'static str },
+    #[error("{path}: not a usable {what}: {reason}")]
+    Unusable {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("{cert} and {key} do not make a certificate and its key: {reason}")]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+}
+
+/// Why a handshake failed; the message is what goes into the log line.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("no TLS handshake within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("TLS handshake failed: {0}")]
+    Failed(io::Error),
+}
+
+fn read_pem<T>(
+    path: &Path,
+    what: &'static str,
+    parse: impl FnOnce(&[u8]) -> Result<T, rustls::pki_types::pem::Error>,
+) -> Result<T, TlsSetupError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsSetupError::Read {
+        path: path.to_path_buf(),
+        what,
+        source,
+    })?;
+    parse(&bytes).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsSetupError::Empty {
+            path: path.to_path_buf(),
+            what,
+        },
+        e => TlsSetupError::Unusable {
+            path: path.to_path_buf(),
+            what,
+            reason: e.to_string(),
+        },
+    })
+}
+
+fn certificates(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs = read_pem(path, what, |b| {
+        CertificateDer::pem_slice_iter(b).collect::<Result<Vec<_>, _>>()
+    })?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::Empty {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    Ok(certs)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    read_pem(path, "private key", PrivateKeyDer::from_pem_slice)
+}
+
+fn roots(path: &Path) -> Result<rustls::RootCertStore, TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certificates(path, "CA certificate")? {
+        roots.add(c).map_err(|e| TlsSetupError::Unusable {
+            path: path.to_path_buf(),
+            what: "CA certificate",
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server end: requires a client certificate signed by the CA.
+#[derive(Clone)]
+pub struct TlsServer {
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsServer")
+    }
+}
+
+impl TlsServer {
+    /// Loads the files and builds the configuration; every error names its file.
+    pub fn load(files: &TlsFiles, versions: TlsVersions) -> Result<TlsServer, TlsSetupError> {
+        let chain = certificates(&files.cert, "certificate")?;
+        let key = private_key(&files.key)?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots(&files.ca)?),
+            provider(),
+        )
+        .build()
+        .map_err(|e| TlsSetupError::Unusable {
+            path: files.ca.clone(),
+            what: "CA certificate",
+            reason: e.to_string(),
+        })?;
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions.list())
+            .map_err(|e| TlsSetupError::Unusable {
+                path: files.cert.clone(),
+                what: "certificate",
+                reason: e.to_string(),
+            })?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsSetupError::Mismatch {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(TlsServer {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+
+    /// Runs the server side of the handshake within `timeout`. On success, the encrypted
+    /// stream and what the client's certificate says.
+    pub async fn accept(
+        &self,
+        stream: BoxStream,
+        timeout: Duration,
+    ) -> Result<(BoxStream, PeerIdentity), HandshakeError> {
+        let tls = tokio::time::timeout(timeout, self.acceptor.accept(stream))
+            .await
+            .map_err(|_| HandshakeError::Timeout(timeout))?
+            .map_err(HandshakeError::Failed)?;
+        let peer = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| PeerIdentity::of(c))
+            .unwrap_or_default();
+        Ok((Box::new(tls), peer))
+    }
+}
+
+/// The client end: verifies the server against the CA and presents its certificate.
+#[derive(Clone)]
+pub struct TlsClient {
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsClient")
+    }
+}
+
+impl TlsClient {
+    /// Loads the files and builds the configuration; every error names its file.
+    pub fn load(files: &TlsFiles, versions: TlsVersions) -> Result<TlsClient, TlsSetupError> {
+        let chain = certificates(&files.cert, "certificate")?;
+        let key = private_key(&files.key)?;
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions.list())
+            .map_err(|e| TlsSetupError::Unusable {
+                path: files.cert.clone(),
+                what: "certificate",
+                reason: e.to_string(),
+            })?
+            .with_root_certificates(roots(&files.ca)?)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| TlsSetupError::Mismatch {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(TlsClient {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// Runs the client side of the handshake within `timeout`; `server` is the name or IP
+    /// address the server's certificate must carry.
+    pub async fn connect(
+        &self,
+        stream: BoxStream,
+        server: &str,
+        timeout: Duration,
+    ) -> Result<BoxStream, HandshakeError> {
+        let name = ServerName::try_from(server.to_string()).map_err(|e| {
+            HandshakeError::Failed(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("'{server}' is not a DNS name or IP address: {e}"),
+            ))
+        })?;
+        let tls = tokio::time::timeout(timeout, self.connector.connect(name, stream))
+            .await
+            .map_err(|_| HandshakeError::Timeout(timeout))?
+            .map_err(HandshakeError::Failed)?;
+        Ok(Box::new(tls))
+    }
+}
+
+/// What a peer's (verified) certificate says about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The subject's common name: the identity a server binds a licence to.
+    pub common_name: Option<String>,
+    /// The Modbus/TCP Security role ([`ROLE_OID`]), when the certificate has one.
+    pub role: Option<String>,
+}
+
+impl PeerIdentity {
+    /// Reads a DER certificate; a field that cannot be read is `None`.
+    pub fn of(der: &[u8]) -> PeerIdentity {
+        use x509_parser::prelude::*;
+        let Ok((_, cert)) = parse_x509_certificate(der) else {
+            return PeerIdentity::default();
+        };
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_string);
+        let role = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == ROLE_OID)
+            .and_then(|e| {
+                x509_parser::der_parser::der::parse_der_utf8string(e.value)
+                    .ok()
+                    .and_then(|(_, s)| s.as_str().ok().map(str::to_string))
+            });
+        PeerIdentity { common_name, role }
+    }
+
+    /// `CN=name` (or `no common name`) for log lines.
+    pub fn describe(&self) -> String {
+        match &self.common_name {
+            Some(cn) => format!("CN={cn}"),
+            None => "a certificate without a common name".into(),
+        }
+    }
+}
+
+impl Stream for tokio_rustls::server::TlsStream<BoxStream> {
+    fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.get_ref().0.set_nodelay(on)
+    }
+}
+
+impl Stream for tokio_rustls::client::TlsStream<BoxStream> {
+    fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.get_ref().0.set_nodelay(on)
+    }
+}
