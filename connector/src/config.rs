@@ -439,6 +439,13 @@ impl ConnectorConfig {
         let mut b = po_runtime::descriptors::DescriptorBudget::new()
             .add("sources (2 each)", 2 * self.sources.len() as u64)
             .add("modbus.max_connections", self.modbus.max_connections as u64);
+        // Each Modbus listener has its own cap.
+        if self.modbus.plain && self.modbus.tls.is_some() {
+            b = b.add(
+                "modbus.max_connections (Modbus/TCP Security)",
+                self.modbus.max_connections as u64,
+            );
+        }
         if let Some(h) = &self.metrics {
             b = b.add("metrics.max_connections", h.max_connections as u64);
         }

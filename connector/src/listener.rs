@@ -40,7 +40,8 @@ pub struct ModbusSecurity {
     pub tls: TlsServer,
     pub handshake_timeout: Duration,
     pub roles: RoleTable,
-    /// Failed handshakes are logged at most ten times a second; the rest are counted.
+    /// Failed handshakes are logged each (ten at once), then at most ten a second; the
+    /// rest are counted in the next line.
     pub refusals: Mutex<LogThrottle>,
 }
 
@@ -50,7 +51,7 @@ impl ModbusSecurity {
             tls,
             handshake_timeout,
             roles,
-            refusals: Mutex::new(LogThrottle::new(Duration::from_millis(100))),
+            refusals: Mutex::new(LogThrottle::with_burst(Duration::from_millis(100), 10)),
         }
     }
 

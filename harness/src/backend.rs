@@ -68,6 +68,9 @@ pub struct Deployment {
     pub modbus: Vec<SocketAddr>,
     /// Each connector's own Modbus address (for readiness checks and read-back).
     pub modbus_direct: Vec<SocketAddr>,
+    /// Each connector's own Modbus/TCP Security address (with `[security] tls`), not
+    /// through a proxy.
+    pub modbus_secure_direct: Vec<SocketAddr>,
     pub third_party_ip: IpAddr,
     servers: Vec<(String, ServerRun)>,
     connectors: Vec<(String, ConnectorRun)>,
@@ -173,6 +176,11 @@ pub(crate) fn connector_config(
 }
 
 impl Deployment {
+    /// The run's lab PKI (with `[security] tls`).
+    pub fn certs_dir(&self) -> Option<PathBuf> {
+        self.pki.as_ref().map(|_| self.run_dir.join("certs"))
+    }
+
     /// The TLS client end of third-party master `index` (with `[security] tls`).
     pub fn master_tls(&self, index: usize) -> Result<Option<po_runtime::tls::TlsClient>> {
         match &self.pki {
@@ -200,6 +208,7 @@ impl Deployment {
             backend,
             modbus: vec![],
             modbus_direct: vec![],
+            modbus_secure_direct: vec![],
             third_party_ip: ip(t.third_party_host.address),
             servers: vec![],
             connectors: vec![],
@@ -386,6 +395,7 @@ impl Deployment {
                 }
             }
         }
+        d.modbus_secure_direct = modbus_secure.clone();
         // 4. Modbus links from the third-party host.
         for (i, (name, _)) in d.connectors.iter().enumerate() {
             let link = format!("tp->{name}");

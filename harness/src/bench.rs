@@ -36,6 +36,28 @@ pub struct BenchOptions {
     /// Runtime threads of the connector processes; `None`: the connector's own choice
     /// (what a user who gives no `--threads` gets).
     pub connector_threads: Option<usize>,
+    /// Nominal samples/s of the TLS ingest comparison (architecture 3, plaintext then
+    /// TLS); 0 skips the TLS comparisons.
+    pub tls_rate: u32,
+}
+
+/// What TLS costs, each figure measured against plaintext in the same run (DESIGN §8).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsComparison {
+    /// One connector serving 8 masters flat out (125-register reads) on its plain Modbus
+    /// listener, then on its Modbus/TCP Security listener (sessions kept open), while
+    /// ingesting 100 k updates/s over TLS.
+    pub modbus_plain_requests_per_s: f64,
+    pub modbus_tls_requests_per_s: f64,
+    pub modbus_ratio: f64,
+    /// Architecture 3 at `ingest_nominal_samples_per_s`: the same scenario with plaintext
+    /// links, then with TLS on every link.
+    pub ingest_nominal_samples_per_s: u32,
+    pub ingest_plain_updates_per_s: f64,
+    pub ingest_tls_updates_per_s: f64,
+    pub ingest_ratio: f64,
+    /// Both steps whole (expectations, CPU and memory per component).
+    pub ingest_steps: Vec<Step>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +108,9 @@ pub struct BenchReport {
     /// The size sweep: architecture 3 at each `--sizes` tag count, scan 1 s.
     #[serde(default)]
     pub sizes: Vec<Step>,
+    /// TLS against plaintext, same run.
+    #[serde(default)]
+    pub tls: Option<TlsComparison>,
 }
 
 /// Scan period and tag count giving `rate` samples/s within the register space.
@@ -285,6 +310,10 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
         sizes.push(step);
     }
     let modbus = modbus_comparison(o, progress).await?;
+    let tls = match o.tls_rate {
+        0 => None,
+        rate => Some(tls_comparison(o, rate, progress).await?),
+    };
     Ok(BenchReport {
         backend: o.backend.as_str().into(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -292,6 +321,82 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
         best,
         modbus: Some(modbus),
         sizes,
+        tls,
+    })
+}
+
+/// TLS against plaintext in the same run: Modbus/TCP Security against plain Modbus on one
+/// connector, then architecture 3 ingest with and without TLS on every link.
+async fn tls_comparison(
+    o: &BenchOptions,
+    rate: u32,
+    progress: &dyn Fn(&str),
+) -> Result<TlsComparison> {
+    let (mut s, _) = scenario(
+        1,
+        100_000,
+        1,
+        o.modbus_duration * 2 + Duration::from_secs(5),
+        o.connector_threads,
+    );
+    s.security.tls = true;
+    let topology = s.topology();
+    let d = crate::backend::Deployment::start(&s, &topology, o.backend).await?;
+    let result = async {
+        crate::runner::wait_ready(&d).await?;
+        let certs = d
+            .certs_dir()
+            .context("the TLS deployment has certificates")?;
+        let plain = load_process(d.modbus_direct[0], o.modbus_duration, None).await?;
+        // Both direct (no fault proxy in between), on the same connector.
+        let secure = *d
+            .modbus_secure_direct
+            .first()
+            .context("the TLS deployment serves Modbus/TCP Security")?;
+        let tls = load_process(secure, o.modbus_duration, Some(&certs)).await?;
+        progress(&format!(
+            "tls: Modbus/TCP Security {:.0} requests/s, plain Modbus {:.0} on the same connector",
+            tls.requests_per_s, plain.requests_per_s
+        ));
+        anyhow::Ok((plain, tls))
+    }
+    .await;
+    d.shutdown(false).await;
+    let (plain, tls) = result?;
+
+    let opts = RunOptions {
+        backend: o.backend,
+        quiet: true,
+        keep_logs: false,
+    };
+    let mut steps = Vec::new();
+    for secure in [false, true] {
+        let (mut s, _) = scenario(3, rate, 1, o.duration, o.connector_threads);
+        s.security.tls = secure;
+        if secure {
+            s.name.push_str("-tls");
+        }
+        let r = run_scenario(&s, opts)
+            .await
+            .with_context(|| format!("bench step {}", s.name))?;
+        let step = step_of(3, rate, 1, &r);
+        progress(&format!(
+            "tls: {} {}",
+            if secure { "TLS" } else { "plaintext" },
+            render_step(&step)
+        ));
+        steps.push(step);
+    }
+    let ratio = |a: f64, b: f64| a / b.max(1.0);
+    Ok(TlsComparison {
+        modbus_plain_requests_per_s: plain.requests_per_s,
+        modbus_tls_requests_per_s: tls.requests_per_s,
+        modbus_ratio: ratio(tls.requests_per_s, plain.requests_per_s),
+        ingest_nominal_samples_per_s: rate,
+        ingest_plain_updates_per_s: steps[0].ingest_updates_per_s,
+        ingest_tls_updates_per_s: steps[1].ingest_updates_per_s,
+        ingest_ratio: ratio(steps[1].ingest_updates_per_s, steps[0].ingest_updates_per_s),
+        ingest_steps: steps,
     })
 }
 
@@ -300,10 +405,23 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
 async fn load_process(
     target: std::net::SocketAddr,
     duration: Duration,
+    tls_certs: Option<&std::path::Path>,
 ) -> Result<crate::load::LoadResult> {
-    let out = tokio::process::Command::new(std::env::current_exe()?)
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    if let Some(dir) = tls_certs {
+        // An operator's certificate from the run's lab PKI (crate::security).
+        cmd.arg("load")
+            .arg("--tls-cert")
+            .arg(dir.join("master-operator.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("master-operator.key"))
+            .arg("--tls-ca")
+            .arg(dir.join("ca.crt"));
+    } else {
+        cmd.arg("load");
+    }
+    let out = cmd
         .args([
-            "load",
             "--threads",
             "1",
             "--connections",
@@ -348,7 +466,7 @@ async fn modbus_comparison(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<
         crate::runner::wait_ready(&d).await?;
         let before = d.ingest_counters().await;
         let started = std::time::Instant::now();
-        let connector = load_process(target, o.modbus_duration).await?;
+        let connector = load_process(target, o.modbus_duration, None).await?;
         let after = d.ingest_counters().await;
         let ingest = match (
             before.first().copied().flatten(),
@@ -386,7 +504,7 @@ async fn modbus_comparison(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let bare_result = load_process(listen, o.modbus_duration).await;
+        let bare_result = load_process(listen, o.modbus_duration, None).await;
         let _ = bare.kill().await;
         let bare_result = bare_result?;
         progress(&format!(
@@ -493,6 +611,22 @@ impl BenchReport {
                 m.bare_requests_per_s,
                 m.ratio
             );
+        }
+        if let Some(t) = &self.tls {
+            let _ = writeln!(
+                o,
+                "TLS, same run: Modbus/TCP Security {:.0} requests/s, plain Modbus {:.0} (ratio {:.2}); architecture 3 ingest at {} samples/s: TLS {:.0} updates/s, plaintext {:.0} (ratio {:.2})",
+                t.modbus_tls_requests_per_s,
+                t.modbus_plain_requests_per_s,
+                t.modbus_ratio,
+                t.ingest_nominal_samples_per_s,
+                t.ingest_tls_updates_per_s,
+                t.ingest_plain_updates_per_s,
+                t.ingest_ratio
+            );
+            for s in &t.ingest_steps {
+                let _ = writeln!(o, "  {}", render_step(s));
+            }
         }
         o
     }

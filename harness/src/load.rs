@@ -21,6 +21,9 @@ pub struct LoadSpec {
     pub quantity: u16,
     pub duration: Duration,
     pub unit: u8,
+    /// Modbus/TCP Security: connect over TLS with this client end (its certificate needs
+    /// a role that may read); `None`: plain Modbus TCP.
+    pub tls: Option<po_runtime::tls::TlsClient>,
 }
 
 /// What came back.
@@ -41,9 +44,28 @@ pub async fn run_load(spec: &LoadSpec) -> Result<LoadResult> {
     let errors = Arc::new(AtomicU64::new(0));
     let mut contexts = Vec::with_capacity(spec.connections);
     for _ in 0..spec.connections {
-        let ctx = tcp::connect_slave(spec.target, Slave(spec.unit))
-            .await
-            .with_context(|| format!("connecting to {}", spec.target))?;
+        let ctx = match &spec.tls {
+            None => tcp::connect_slave(spec.target, Slave(spec.unit))
+                .await
+                .with_context(|| format!("connecting to {}", spec.target))?,
+            Some(tls) => {
+                let stream: po_runtime::BoxStream = Box::new(
+                    tokio::net::TcpStream::connect(spec.target)
+                        .await
+                        .with_context(|| format!("connecting to {}", spec.target))?,
+                );
+                let _ = stream.set_nodelay(true);
+                let stream = tls
+                    .connect(
+                        stream,
+                        &spec.target.ip().to_string(),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .with_context(|| format!("Modbus/TCP Security with {}", spec.target))?;
+                tcp::attach_slave(stream, Slave(spec.unit))
+            }
+        };
         contexts.push(ctx);
     }
     let started = Instant::now();
@@ -140,6 +162,7 @@ mod tests {
             quantity: 125,
             duration: Duration::from_millis(200),
             unit: 1,
+            tls: None,
         })
         .await
         .unwrap();
@@ -152,6 +175,7 @@ mod tests {
             quantity: 2,
             duration: Duration::from_millis(50),
             unit: 1,
+            tls: None,
         })
         .await
         .unwrap();

@@ -137,6 +137,11 @@ enum Command {
         /// Length of each Modbus load measurement (connector, then bare server).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         modbus_duration: Duration,
+        /// Nominal samples/s of the TLS ingest comparison (architecture 3, plaintext then
+        /// TLS on every link, same run); the Modbus/TCP Security comparison runs with it.
+        /// 0 skips both.
+        #[arg(long, default_value_t = 2_000_000)]
+        tls_rate: u32,
         /// Pin the connectors' runtime threads (`--threads N`); without it they choose
         /// from the host, as with a default configuration.
         #[arg(long)]
@@ -180,6 +185,16 @@ enum Command {
         /// `127.0.0.1:9100/`) and report its latency next to the Modbus figures.
         #[arg(long, value_name = "HOST:PORT/PATH")]
         probe_http: Option<String>,
+        /// Modbus/TCP Security: this master's certificate (PEM; its role must allow
+        /// reading); needs --tls-key and --tls-ca.
+        #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The CA that signs the server's certificate (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_ca: Option<PathBuf>,
     },
     /// Hold many connections to one listener (a connection flood) for a while, the way
     /// scanners and attackers do, and print what the listener did with them (JSON).
@@ -496,6 +511,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             sizes,
             modbus_duration,
             connector_threads,
+            tls_rate,
             json,
             html,
             baseline,
@@ -551,6 +567,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 sizes,
                 modbus_duration,
                 connector_threads,
+                tls_rate,
             };
             let report = runtime(2)?.block_on(harness::bench::run_bench(&opts, &|line| {
                 eprintln!("  {line}")
@@ -643,7 +660,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             duration,
             threads,
             probe_http,
+            tls_cert,
+            tls_key,
+            tls_ca,
         } => {
+            let tls = match (tls_cert, tls_key, tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => {
+                    let files = po_runtime::tls::TlsFiles { cert, key, ca };
+                    match po_runtime::tls::TlsClient::load(
+                        &files,
+                        po_runtime::tls::TlsVersions::Tls12And13,
+                    ) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            eprintln!("harness: {e}");
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
+                }
+                _ => None,
+            };
             let spec = LoadSpec {
                 target,
                 connections,
@@ -651,6 +687,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 quantity,
                 duration,
                 unit,
+                tls,
             };
             let probe = match probe_http.as_deref().map(parse_probe).transpose() {
                 Ok(p) => p,

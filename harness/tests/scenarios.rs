@@ -134,3 +134,48 @@ async fn a_master_with_the_wrong_word_order_reads_wrong_values() {
         .unwrap();
     assert!(!e.passed);
 }
+
+/// `[security] tls` in every architecture: links over TLS (licences bound in the one
+/// that has them), masters over Modbus/TCP Security, and a connector crash recovered
+/// with a fresh handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_architecture_runs_with_tls_on_every_link() {
+    const TLS: &str = "[security]\ntls = true\n";
+    let a1 = run(format!(
+        "name = \"a1-tls\"\narchitecture = 1\n{}{TLS}{EXPECT}",
+        without_redundancy(SMALL)
+    ))
+    .await;
+    assert_passed(&a1);
+    let a2 = run(format!(
+        "name = \"a2-tls\"\narchitecture = 2\n{}\nkind = \"redundant\"\n{TLS}\
+         [[fault]]\nat = \"1s\"\naction = \"crash\"\ntarget = \"po-a\"\n{EXPECT}",
+        SMALL.trim_end()
+    ))
+    .await;
+    assert_passed(&a2);
+    assert_eq!(a2.failovers.len(), 1);
+    let a3 = run(format!(
+        "name = \"a3-tls\"\narchitecture = 3\n{}\nkind = \"redundant\"\n{TLS}\
+         [[fault]]\nat = \"1s\"\naction = \"crash\"\ntarget = \"sc-a\"\n{EXPECT}",
+        SMALL.trim_end()
+    ))
+    .await;
+    assert_passed(&a3);
+    assert_eq!(a3.licences.client_access, 2);
+}
+
+/// A viewer's writes are refused (exception 01) and counted as refused, never as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_masters_writes_are_refused_and_counted() {
+    let r = run(format!(
+        "name = \"a3-viewer\"\narchitecture = 3\n{}\nkind = \"redundant\"\n\
+         [security]\ntls = true\nroles = [\"viewer\"]\n\
+         [expect]\nmax_values_wrong = 0\nmax_writes_lost = 0\nmin_writes_refused = 1\n",
+        SMALL.trim_end()
+    ))
+    .await;
+    assert_passed(&r);
+    assert_eq!(r.writes.applied, 0, "{}", r.render_table());
+    assert_eq!(r.writes.refused, r.writes.sent, "{}", r.render_table());
+}

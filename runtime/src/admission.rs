@@ -215,20 +215,33 @@ impl Default for AcceptBackoff {
     }
 }
 
-/// At most one log line per `every` for a repeated event (sans-IO): the first is logged,
-/// later ones are counted and reported with the next line.
+/// At most one log line per `every` for a repeated event (sans-IO), after a burst of up
+/// to `burst` lines: the first events are logged, later ones are counted and reported
+/// with the next line. A token bucket: one line's worth comes back every `every`.
 #[derive(Debug, Clone)]
 pub struct LogThrottle {
     every: Duration,
-    last: Option<Instant>,
+    burst: u32,
+    /// Lines that may be logged now, and when that was last worked out.
+    tokens: f64,
+    refilled: Option<Instant>,
     suppressed: u64,
 }
 
 impl LogThrottle {
+    /// One line per `every`.
     pub fn new(every: Duration) -> LogThrottle {
+        LogThrottle::with_burst(every, 1)
+    }
+
+    /// Up to `burst` lines at once (distinct events close together, each worth its own
+    /// line, such as refused handshakes), then one per `every`.
+    pub fn with_burst(every: Duration, burst: u32) -> LogThrottle {
         LogThrottle {
             every,
-            last: None,
+            burst: burst.max(1),
+            tokens: f64::from(burst.max(1)),
+            refilled: None,
             suppressed: 0,
         }
     }
@@ -236,15 +249,17 @@ impl LogThrottle {
     /// `Some(n)`: log now, mentioning the `n` events not logged since the last line;
     /// `None`: stay quiet.
     pub fn handle_event(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < self.every => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
+        if let Some(at) = self.refilled {
+            let gained = now.saturating_duration_since(at).as_secs_f64() / self.every.as_secs_f64();
+            self.tokens = (self.tokens + gained).min(f64::from(self.burst));
+        }
+        self.refilled = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
         }
     }
 }
@@ -317,5 +332,24 @@ mod tests {
         }
         assert_eq!(t.handle_event(start + Duration::from_secs(10)), Some(5));
         assert_eq!(t.handle_event(start + Duration::from_secs(11)), None);
+    }
+
+    #[test]
+    fn a_burst_is_logged_whole_then_one_line_per_period() {
+        let start = Instant::now();
+        let mut t = LogThrottle::with_burst(Duration::from_millis(100), 3);
+        for _ in 0..3 {
+            assert_eq!(t.handle_event(start), Some(0));
+        }
+        assert_eq!(t.handle_event(start), None);
+        assert_eq!(t.handle_event(start + Duration::from_millis(50)), None);
+        assert_eq!(t.handle_event(start + Duration::from_millis(100)), Some(2));
+        assert_eq!(t.handle_event(start + Duration::from_millis(150)), None);
+        // A long quiet spell refills the burst, no more.
+        let later = start + Duration::from_secs(10);
+        assert_eq!(t.handle_event(later), Some(1));
+        assert_eq!(t.handle_event(later), Some(0));
+        assert_eq!(t.handle_event(later), Some(0));
+        assert_eq!(t.handle_event(later), None);
     }
 }

@@ -103,8 +103,37 @@ pub enum TlsSetupError {
 pub enum HandshakeError {
     #[error("no TLS handshake within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
-    #[error("TLS handshake failed: {0}")]
+    #[error("TLS handshake failed: {}", explain(.0))]
     Failed(io::Error),
+}
+
+/// rustls's reason in words an operator acts on, with rustls's own name kept after it.
+fn explain(e: &io::Error) -> String {
+    use rustls::{CertificateError as C, Error as E};
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) else {
+        return e.to_string();
+    };
+    let plain = match tls {
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "the peer's certificate is not signed by the configured CA"
+        }
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "the peer's certificate has expired"
+        }
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "the peer's certificate is not valid yet"
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "the peer's certificate does not name the address or host dialled"
+        }
+        E::NoCertificatesPresented => "the peer presented no certificate",
+        E::AlertReceived(_) => "the peer refused the handshake (it may not accept our certificate)",
+        E::InappropriateMessage { .. } | E::InvalidMessage(_) => {
+            "the peer does not speak TLS (a plaintext client?)"
+        }
+        _ => return tls.to_string(),
+    };
+    format!("{plain} ({tls})")
 }
 
 fn read_pem<T>(

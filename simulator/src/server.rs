@@ -368,6 +368,13 @@ impl ServerHandle {
     }
 }
 
+/// Reads the certificate files of a `[tls]` section as start-up would (`po-sim check`).
+pub fn check_tls_files(
+    files: &po_runtime::tls::TlsFiles,
+) -> Result<(), po_runtime::tls::TlsSetupError> {
+    ServerTls::load(files).map(drop)
+}
+
 /// Whether the client-access link is plaintext where others can reach it.
 fn d_plaintext_on_network(d: &Durable) -> bool {
     d.tls.is_none() && !d.client_addr.ip().is_loopback()

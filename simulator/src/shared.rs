@@ -119,8 +119,9 @@ pub(crate) struct Shared {
 pub(crate) struct ServerTls {
     pub(crate) server: po_runtime::tls::TlsServer,
     pub(crate) client: po_runtime::tls::TlsClient,
-    /// Refused handshakes are logged at most ten times a second (a flood of plaintext or
-    /// bad clients must not flood the log); the rest are counted in the next line.
+    /// Refused handshakes are logged each (ten at once), then at most ten a second: a
+    /// flood of plaintext or bad clients must not flood the log; the rest are counted in
+    /// the next line.
     refusals: Mutex<po_runtime::admission::LogThrottle>,
 }
 
@@ -132,8 +133,9 @@ impl ServerTls {
         Ok(ServerTls {
             server: TlsServer::load(files, TlsVersions::Tls13)?,
             client: TlsClient::load(files, TlsVersions::Tls13)?,
-            refusals: Mutex::new(po_runtime::admission::LogThrottle::new(
+            refusals: Mutex::new(po_runtime::admission::LogThrottle::with_burst(
                 Duration::from_millis(100),
+                10,
             )),
         })
     }

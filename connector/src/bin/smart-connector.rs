@@ -148,6 +148,18 @@ fn load(path: &std::path::Path) -> Result<ConnectorConfig, ExitCode> {
     })
 }
 
+/// Loads every certificate and key the configuration names, as start-up would.
+fn check_tls_files(c: &ConnectorConfig) -> Result<(), po_runtime::tls::TlsSetupError> {
+    use po_runtime::tls::{TlsClient, TlsServer, TlsVersions};
+    if let Some(t) = &c.tls {
+        TlsClient::load(t, TlsVersions::Tls13)?;
+    }
+    if let Some(t) = &c.modbus.tls {
+        TlsServer::load(&t.files(), TlsVersions::Tls12And13)?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { config } => {
@@ -155,6 +167,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            // Certificates are read as the connector would read them at start-up.
+            if let Err(e) = check_tls_files(&c) {
+                eprintln!("{}: {e}", config.display());
+                return Ok(ExitCode::from(2));
+            }
             println!("{}: ok", config.display());
             println!("  connector {}", c.name);
             for (i, s) in c.sources.iter().enumerate() {
@@ -169,10 +186,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 );
             }
+            if let Some(t) = &c.tls {
+                println!(
+                    "  client access: TLS 1.3, certificate {}, servers verified against {}",
+                    t.cert.display(),
+                    t.ca.display()
+                );
+            }
             let m = &c.modbus;
             println!(
                 "  modbus: {} unit ids {:?}, {} max connections, idle {}, {}, word order {:?}, data from {}",
-                m.listen,
+                if m.plain {
+                    m.listen.to_string()
+                } else {
+                    "plain Modbus off,".to_string()
+                },
                 m.unit_ids,
                 m.max_connections,
                 humantime::format_duration(m.idle_timeout),
@@ -184,6 +212,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 m.word_order,
                 m.data_base
             );
+            if let Some(t) = &m.tls {
+                let roles: Vec<String> = m
+                    .roles
+                    .iter()
+                    .map(|r| {
+                        let rights = match (r.read, r.write) {
+                            (true, true) => "read, write",
+                            (true, false) => "read",
+                            (false, true) => "write",
+                            (false, false) => "nothing",
+                        };
+                        let scope = if r.tags.is_empty() && r.registers.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" of tags {:?} registers {:?}", r.tags, r.registers)
+                        };
+                        format!("{} ({rights}{scope})", r.name)
+                    })
+                    .collect();
+                println!(
+                    "  modbus/tcp security: {}, TLS 1.2/1.3, handshake timeout {}, roles: {}; no role: {}",
+                    t.listen_on(m.listen),
+                    humantime::format_duration(t.handshake_timeout),
+                    if roles.is_empty() {
+                        "none".to_string()
+                    } else {
+                        roles.join(", ")
+                    },
+                    t.default_role
+                        .as_deref()
+                        .map_or("nothing allowed".to_string(), |d| format!("role {d}"))
+                );
+            }
             println!(
                 "  map: {}",
                 match c.map.mode {

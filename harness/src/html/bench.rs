@@ -282,8 +282,26 @@ pub fn bench_page(new: &BenchReport, baseline: Option<&BenchReport>) -> Result<S
         }
         o.push_str("</table>\n");
     }
+    if let Some(t) = &new.tls {
+        o.push_str("<h3>TLS, against plaintext in the same run</h3>\n<table class=\"tls\">\n<tr><th></th><th>TLS</th><th>plaintext</th><th>ratio</th></tr>\n");
+        let _ = writeln!(
+            o,
+            "<tr><th>Modbus/TCP Security, 8 masters × 125 registers (requests/s)</th><td class=\"num\">{:.0}</td><td class=\"num\">{:.0}</td><td class=\"num\">{:.2}</td></tr>",
+            t.modbus_tls_requests_per_s, t.modbus_plain_requests_per_s, t.modbus_ratio
+        );
+        let _ = writeln!(
+            o,
+            "<tr><th>architecture 3 ingest at {} samples/s (updates/s per connector)</th><td class=\"num\">{:.0}</td><td class=\"num\">{:.0}</td><td class=\"num\">{:.2}</td></tr>",
+            t.ingest_nominal_samples_per_s,
+            t.ingest_tls_updates_per_s,
+            t.ingest_plain_updates_per_s,
+            t.ingest_ratio
+        );
+        o.push_str("</table>\n");
+    }
     o.push_str("<h3>Steps</h3>\n<table class=\"steps\">\n<tr><th>arch</th><th>offered samples/s</th><th>tags / scan</th><th>clients</th><th>verdict</th><th>ingest/s</th><th>delivered/s</th><th>p99</th><th>wrong</th><th>resources</th><th>broke</th></tr>\n");
-    for s in new.steps.iter().chain(&new.sizes) {
+    let tls_steps = new.tls.iter().flat_map(|t| &t.ingest_steps);
+    for s in new.steps.iter().chain(&new.sizes).chain(tls_steps) {
         let v = if s.passed { "pass" } else { "fail" };
         let res: Vec<String> = s
             .resources
@@ -389,6 +407,7 @@ mod tests {
                 ingest_during_load_updates_per_s: 80_000.0,
             }),
             sizes: vec![step(3, 1_000_000, 1, 800_000.0 * scale, true)],
+            tls: None,
         }
     }
 

@@ -195,6 +195,24 @@ fn run(cli: Cli) -> Result<()> {
                     None => "standalone".to_string(),
                 }
             );
+            if let Some(t) = &c.tls {
+                // Read as start-up would: a missing or mismatched file fails the check.
+                po_simulator::server::check_tls_files(&t.files())?;
+                println!(
+                    "  TLS 1.3 on client access and sync link: certificate {}, peers verified against {}, licences bound to {}",
+                    t.cert.display(),
+                    t.ca.display(),
+                    t.licence_holders
+                        .iter()
+                        .map(|(l, h)| format!("{l} → CN={h}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            } else if !c.listen.ip().is_loopback() {
+                println!(
+                    "  plaintext client access on a non-loopback address (configure [tls]; docs/security.md)"
+                );
+            }
             let budget = c.descriptor_budget();
             let (_, hard) = po_runtime::descriptors::raise_nofile_limit()?;
             println!(

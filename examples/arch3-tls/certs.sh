@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Makes the lab PKI of this example in certs/ next to this script, with the
+# `smart-connector` on PATH (`cargo install --path connector`, or
+# PATH="$PWD/target/release:$PATH" from the workspace root after a release build):
+#   certs/ca.crt, ca.key          the lab CA (keep ca.key to yourself)
+#   certs/server.crt, server.key  the servers' and connectors' certificate: every host address
+#   certs/sc-a.*, certs/sc-b.*    the connectors' client certificates (licences CA-1, CA-2)
+#   certs/operator.*, viewer.*    Modbus/TCP Security masters with roles operator and viewer
+# Run it again with --force to replace every file.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+dir="$here/certs"
+force=()
+if [ "${1:-}" = "--force" ]; then force=(--force); fi
+command -v smart-connector >/dev/null || {
+  echo "certs.sh: smart-connector is not on PATH (build it: cargo build --release -p smart-connector, then PATH=\"\$PWD/target/release:\$PATH\")" >&2
+  exit 1
+}
+smart-connector certs init --dir "$dir" "${force[@]}" \
+  --ip 127.0.1.1 --ip 127.0.2.1 --ip 127.0.3.1 --ip 127.0.4.1
+smart-connector certs client --dir "$dir" --name sc-a "${force[@]}"
+smart-connector certs client --dir "$dir" --name sc-b "${force[@]}"
+smart-connector certs client --dir "$dir" --name operator --role operator "${force[@]}"
+smart-connector certs client --dir "$dir" --name viewer --role viewer "${force[@]}"
+echo "certs.sh: lab PKI in $dir"
