@@ -207,6 +207,166 @@ impl RoleTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MapConfig;
+    use crate::map::Point;
+    use po_simulator::{FieldModel, SiteSpec};
+    use std::time::Duration;
+
+    /// Two meters of 16 tags, mapped automatically from register 100.
+    fn site() -> RegisterMap {
+        let model = FieldModel::new(
+            3,
+            SiteSpec {
+                devices: 2,
+                tags_per_device: 16,
+                scan_period: Duration::from_millis(100),
+            },
+        )
+        .unwrap();
+        RegisterMap::build(
+            model.catalog(),
+            &ModbusConfig::default(),
+            &MapConfig::default(),
+        )
+        .unwrap()
+    }
+
+    fn role(read: bool, write: bool, tags: &[&str], registers: &[&str]) -> Rights {
+        Rights::of(&RoleConfig {
+            name: "r".into(),
+            read,
+            write,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            registers: registers.iter().map(|r| r.to_string()).collect(),
+        })
+    }
+
+    fn point<'a>(map: &'a RegisterMap, suffix: &str, nth: usize) -> (&'a Point, String) {
+        let (i, p) = map
+            .points()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| map.name(*i as u32).ends_with(suffix))
+            .nth(nth)
+            .unwrap();
+        (p, map.name(i as u32).to_string())
+    }
+
+    #[test]
+    fn plain_modbus_may_do_everything_and_nothing_means_nothing() {
+        let map = site();
+        let bank = map.first_bank();
+        let all = Rights::unrestricted();
+        let none = Rights::none("x");
+        for op in [Operation::Read, Operation::Write] {
+            for space in [Space::Registers, Space::Coils] {
+                assert!(all.permits(op, &map, bank, space, 0, 125));
+                assert!(!none.permits(op, &map, bank, space, 100, 1));
+            }
+        }
+    }
+
+    #[test]
+    fn read_and_write_are_granted_separately() {
+        let map = site();
+        let bank = map.first_bank();
+        let viewer = role(true, false, &[], &[]);
+        assert!(viewer.permits(Operation::Read, &map, bank, Space::Registers, 100, 4));
+        assert!(!viewer.permits(Operation::Write, &map, bank, Space::Registers, 100, 2));
+        let writer = role(false, true, &[], &[]);
+        assert!(!writer.permits(Operation::Read, &map, bank, Space::Registers, 100, 4));
+        assert!(writer.permits(Operation::Write, &map, bank, Space::Coils, 0, 1));
+    }
+
+    #[test]
+    fn a_tag_scope_covers_exactly_the_matching_tags_registers_and_coils() {
+        let map = site();
+        let bank = map.first_bank();
+        let (cmd, name) = point(&map, "BreakerCmd", 1);
+        let scoped = role(true, true, &[&name], &[]);
+        let w = Operation::Write;
+        assert!(scoped.permits(w, &map, bank, Space::Registers, cmd.address, cmd.words));
+        // One register more runs into the next tag, which is out of scope.
+        assert!(!scoped.permits(w, &map, bank, Space::Registers, cmd.address, cmd.words + 1));
+        assert!(!scoped.permits(w, &map, bank, Space::Registers, cmd.address - 1, 1));
+        let coil = cmd.coil.unwrap();
+        assert!(scoped.permits(w, &map, bank, Space::Coils, coil, 1));
+        assert!(!scoped.permits(w, &map, bank, Space::Coils, coil + 1, 1));
+        // The other meter's breaker command is another tag.
+        let (other, _) = point(&map, "BreakerCmd", 0);
+        assert!(!scoped.permits(w, &map, bank, Space::Registers, other.address, 1));
+        // Patterns: `?` is one character, `*` any run.
+        let (kw, kw_name) = point(&map, ".kW", 0);
+        let pattern = format!("{}?W", &kw_name[..kw_name.len() - 2]);
+        let wild = role(true, false, &[&pattern], &[]);
+        assert!(wild.permits(Operation::Read, &map, bank, Space::Registers, kw.address, 2));
+        let star = role(true, false, &["*BreakerCmd"], &[]);
+        assert!(star.permits(
+            Operation::Read,
+            &map,
+            bank,
+            Space::Registers,
+            other.address,
+            1
+        ));
+        assert!(!star.permits(Operation::Read, &map, bank, Space::Registers, kw.address, 2));
+    }
+
+    #[test]
+    fn the_status_block_is_readable_by_any_scoped_reader_but_never_writable() {
+        let map = site();
+        let bank = map.first_bank();
+        let scoped = role(true, true, &["nothing-matches"], &[]);
+        assert!(scoped.permits(Operation::Read, &map, bank, Space::Registers, 0, 14));
+        assert!(!scoped.permits(Operation::Write, &map, bank, Space::Registers, 0, 1));
+        // Unmapped registers (between the status block and the data) are out of scope.
+        assert!(!scoped.permits(Operation::Read, &map, bank, Space::Registers, 50, 1));
+    }
+
+    #[test]
+    fn register_ranges_are_inclusive_at_both_ends() {
+        let map = site();
+        let bank = map.first_bank();
+        let ranged = role(true, false, &[], &["110-119"]);
+        let r = Operation::Read;
+        assert!(ranged.permits(r, &map, bank, Space::Registers, 110, 10));
+        assert!(!ranged.permits(r, &map, bank, Space::Registers, 109, 1));
+        assert!(!ranged.permits(r, &map, bank, Space::Registers, 120, 1));
+        assert!(!ranged.permits(r, &map, bank, Space::Registers, 110, 11));
+        // Ranges apply to coil addresses too.
+        let coils = role(true, false, &[], &["3"]);
+        assert!(coils.permits(r, &map, bank, Space::Coils, 3, 1));
+        assert!(!coils.permits(r, &map, bank, Space::Coils, 2, 2));
+        // The end of the address space does not wrap around.
+        let top = role(true, false, &[], &["65535"]);
+        assert!(top.permits(r, &map, bank, Space::Registers, 65535, 1));
+    }
+
+    #[test]
+    fn a_certificate_without_role_gets_the_default_when_one_is_set() {
+        let mut config = ModbusConfig {
+            roles: vec![RoleConfig {
+                name: "viewer".into(),
+                read: true,
+                write: false,
+                tags: vec![],
+                registers: vec![],
+            }],
+            ..ModbusConfig::default()
+        };
+        config.tls = Some(crate::config::ModbusTlsConfig {
+            listen: None,
+            cert: "c".into(),
+            key: "k".into(),
+            ca: "a".into(),
+            handshake_timeout: Duration::from_secs(1),
+            default_role: Some("viewer".into()),
+        });
+        let (r, why) = RoleTable::from_config(&config).rights_for(None);
+        assert!(r.read && !r.write);
+        assert_eq!(r.role, "viewer");
+        assert!(why.unwrap().contains("default role 'viewer'"));
+    }
 
     #[test]
     fn ranges_parse_single_addresses_and_inclusive_spans() {

@@ -801,4 +801,59 @@ mod tests {
         assert!(shown.contains("modbus.unit_ids"), "{shown}");
         assert!(shown.contains("unit id 1 is listed twice"), "{shown}");
     }
+
+    #[test]
+    fn security_mistakes_are_each_refused_with_their_key_and_line() {
+        let text = r#"name = "sc"
+[[source]]
+name = "po"
+address = "127.0.0.1:7000"
+[modbus]
+listen = "127.0.0.1:802"
+[modbus.tls]
+cert = "s.crt"
+key = "s.key"
+ca = "ca.crt"
+default_role = "admin"
+[[modbus.role]]
+name = "viewer"
+read = true
+registers = ["200-100"]
+[[modbus.role]]
+name = "viewer"
+"#;
+        let shown = ConnectorConfig::parse(text, "c.toml")
+            .unwrap_err()
+            .to_string();
+        insta::assert_snapshot!(shown, @r"
+        c.toml: 4 problems
+          c.toml:7: modbus.tls.listen: 127.0.0.1:802 is also modbus.listen; set modbus.plain = false or another port
+          c.toml:11: modbus.tls.default_role: 'admin' is not a [[modbus.role]]
+          c.toml:15: modbus.role[0].registers: '200-100': the range ends before it starts
+          c.toml:17: modbus.role[1].name: role 'viewer' is listed twice
+        ");
+        let no_tls = "name = \"sc\"\n[[source]]\nname = \"po\"\naddress = \"127.0.0.1:7000\"\n[modbus]\nplain = false\n[[modbus.role]]\nname = \"viewer\"\n";
+        let shown = ConnectorConfig::parse(no_tls, "d.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("modbus.plain: is false and there is no [modbus.tls]"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("modbus.role: roles apply only to Modbus/TCP Security"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn certificate_paths_are_read_from_the_configuration_files_directory() {
+        let text = "name = \"sc\"\n[[source]]\nname = \"po\"\naddress = \"127.0.0.1:7000\"\n[tls]\ncert = \"certs/sc.crt\"\nkey = \"/abs/sc.key\"\nca = \"certs/ca.crt\"\n";
+        let mut c = ConnectorConfig::parse(text, "c.toml").unwrap();
+        c.resolve_paths(Path::new("/etc/sc"));
+        let t = c.tls.unwrap();
+        assert_eq!(t.cert, Path::new("/etc/sc/certs/sc.crt"));
+        assert_eq!(t.key, Path::new("/abs/sc.key"));
+        assert_eq!(t.ca, Path::new("/etc/sc/certs/ca.crt"));
+    }
 }

@@ -354,7 +354,6 @@ impl Deployment {
                     )
                     .await
                     .with_context(|| format!("starting {}", c.name))?;
-                    let mut config = config;
                     config.modbus.listen = h.modbus_addr;
                     if let (Some(t), Some(a)) = (config.modbus.tls.as_mut(), h.modbus_tls_addr) {
                         t.listen = Some(a);

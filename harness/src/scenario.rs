@@ -441,13 +441,7 @@ impl Scenario {
                 "roles are carried in TLS client certificates: set security.tls = true".into(),
             );
         }
-        if self.security.tls && self.backend == Some(BackendKind::Sim) {
-            bad(
-                None,
-                "security.tls",
-                "TLS scenarios run under the inprocess, process and netns backends".into(),
-            );
-        }
+
         if self.duration.is_zero() {
             bad(None, "duration", "must be longer than 0".into());
         }
@@ -623,6 +617,12 @@ impl Scenario {
                     "a flood measures what a process's descriptors and listeners withstand; the {} backend has no component processes: --backend process or netns",
                     backend.as_str()
                 ),
+            ));
+        }
+        if self.security.tls && backend == BackendKind::Sim {
+            out.push((
+                "security.tls".into(),
+                "the sim backend runs no TLS (virtual time would make its cost meaningless): --backend inprocess, process or netns".into(),
             ));
         }
         let tags = u64::from(self.site.devices) * u64::from(self.site.tags_per_device);

@@ -332,6 +332,26 @@ failover_timeout = "500ms"
     }
 
     #[test]
+    fn with_tls_every_licence_is_bound_to_one_installed_holder() {
+        let tls = "\n[tls]\ncert = \"s.crt\"\nkey = \"s.key\"\nca = \"ca.crt\"\n[tls.licence_holders]\n\"CA-1\" = \"sc-a\"\n";
+        let missing = ServerConfig::parse(&format!("{GOOD}{tls}"), "a.toml").unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "a.toml: tls.licence_holders: licence 'CA-2' has no holder; with TLS each licence is bound to the common name of one client certificate (add \"CA-2\" = \"<client name>\")"
+        );
+        let both = format!("{GOOD}{tls}\"CA-2\" = \"sc-b\"\n");
+        let c = ServerConfig::parse(&both, "a.toml").unwrap();
+        assert_eq!(c.tls.unwrap().licence_holders["CA-2"], "sc-b");
+        let stranger = format!("{GOOD}{tls}\"CA-2\" = \"sc-b\"\n\"CA-9\" = \"sc-c\"\n");
+        assert_eq!(
+            ServerConfig::parse(&stranger, "a.toml")
+                .unwrap_err()
+                .to_string(),
+            "a.toml: tls.licence_holders: 'CA-9' is not one of the installed licences"
+        );
+    }
+
+    #[test]
     fn errors_name_file_line_and_key() {
         let typo = GOOD.replace("seed = 7", "sed = 7");
         insta::assert_snapshot!(

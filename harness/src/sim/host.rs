@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 /// What the runner asks of a simulated host; the host carries it out in its own runtime
 /// (binding and dialling need the host's network context).
 pub(super) enum HostCmd {
-    StartServer(ServerConfig, oneshot::Sender<Result<(), String>>),
-    StartConnector(ConnectorConfig, oneshot::Sender<Result<(), String>>),
+    // Boxed: the configurations are hundreds of bytes, the lifecycle command a few.
+    StartServer(Box<ServerConfig>, oneshot::Sender<Result<(), String>>),
+    StartConnector(Box<ConnectorConfig>, oneshot::Sender<Result<(), String>>),
     Lifecycle(String, FaultAction, oneshot::Sender<Result<(), String>>),
 }
 
@@ -40,7 +41,7 @@ pub(super) async fn host_main(
         match cmd {
             HostCmd::StartServer(config, reply) => {
                 let name = config.name.clone();
-                let r = ServerHandle::start_in(config, env.clone()).await;
+                let r = ServerHandle::start_in(*config, env.clone()).await;
                 let r = r.map(|h| {
                     observed
                         .lock()
@@ -56,7 +57,7 @@ pub(super) async fn host_main(
                 let r = start_connector(&config, wait, &env, &observed).await;
                 let ok = r.as_ref().map(|_| ()).map_err(|e| e.clone());
                 let slot = ConnectorSlot {
-                    config: config.clone(),
+                    config: (*config).clone(),
                     running: Rc::new(RefCell::new(r.ok())),
                     starting: None,
                 };

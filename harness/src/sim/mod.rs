@@ -132,7 +132,7 @@ impl SimDeployment {
                 let peer = servers.iter().find(|p| *p != name).expect("a pair");
                 r.peer = SocketAddr::new(ip_of(peer), SYNC_PORT);
             }
-            d.command(name, |tx| HostCmd::StartServer(config, tx))
+            d.command(name, |tx| HostCmd::StartServer(Box::new(config), tx))
                 .await
                 .with_context(|| format!("starting {name}"))?;
         }
@@ -146,7 +146,7 @@ impl SimDeployment {
             let modbus = SocketAddr::new(ip, MODBUS_PORT);
             let config = connector_config(s, t, &c.name, sources, modbus, None);
             let name = c.name.clone();
-            d.command(&name, |tx| HostCmd::StartConnector(config, tx))
+            d.command(&name, |tx| HostCmd::StartConnector(Box::new(config), tx))
                 .await
                 .with_context(|| format!("starting {name}"))?;
             d.modbus.push(modbus);
