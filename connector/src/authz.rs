@@ -3,7 +3,7 @@
 //! request with the registers or coils it touches.
 //!
 //! A role grants `read` and/or `write`, to everything or only to the tags whose names
-//! match its `tags` patterns and the addresses in its `registers` ranges. The status block
+//! match its `tags` patterns and the registers in its `registers` ranges. The status block
 //! is readable by every role that may read. A master whose certificate names no role gets
 //! `default_role`; with none configured, or with a role the table does not know, it may
 //! do nothing (every request is exception 01).
@@ -42,7 +42,8 @@ pub struct Rights {
 #[derive(Debug, Clone)]
 struct Scope {
     tags: Vec<WildMatch>,
-    /// Inclusive address ranges, in registers and coils alike.
+    /// Inclusive holding/input register ranges. Coils are numbered differently (by tag),
+    /// so a register range grants no coil: coils are in scope through `tags` only.
     ranges: Vec<(u16, u16)>,
 }
 
@@ -109,10 +110,11 @@ impl Rights {
             let Some(addr) = start.checked_add(i) else {
                 return true;
             };
-            if scope
-                .ranges
-                .iter()
-                .any(|&(lo, hi)| (lo..=hi).contains(&addr))
+            if space == Space::Registers
+                && scope
+                    .ranges
+                    .iter()
+                    .any(|&(lo, hi)| (lo..=hi).contains(&addr))
             {
                 return true;
             }
@@ -333,10 +335,11 @@ mod tests {
         assert!(!ranged.permits(r, &map, bank, Space::Registers, 109, 1));
         assert!(!ranged.permits(r, &map, bank, Space::Registers, 120, 1));
         assert!(!ranged.permits(r, &map, bank, Space::Registers, 110, 11));
-        // Ranges apply to coil addresses too.
-        let coils = role(true, false, &[], &["3"]);
-        assert!(coils.permits(r, &map, bank, Space::Coils, 3, 1));
-        assert!(!coils.permits(r, &map, bank, Space::Coils, 2, 2));
+        // A register range grants no coil: coils are numbered by tag, not by register.
+        let wide = role(true, true, &[], &["0-65535"]);
+        assert!(wide.permits(r, &map, bank, Space::Registers, 100, 125));
+        assert!(!wide.permits(r, &map, bank, Space::Coils, 0, 1));
+        assert!(!wide.permits(Operation::Write, &map, bank, Space::Coils, 3, 1));
         // The end of the address space does not wrap around.
         let top = role(true, false, &[], &["65535"]);
         assert!(top.permits(r, &map, bank, Space::Registers, 65535, 1));

@@ -186,6 +186,56 @@ pub fn client(
     role: Option<&str>,
     force: bool,
 ) -> Result<Vec<PathBuf>, CertsError> {
+    if role.is_some_and(str::is_empty) {
+        return Err(CertsError::EmptyRole);
+    }
+    leaf(dir, name, &[], force, |params| {
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if let Some(role) = role {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    ROLE_OID,
+                    utf8_string_der(role),
+                ));
+        }
+    })
+}
+
+/// `certs server`: one more server certificate, for `name` and its DNS names and IP
+/// addresses, signed by `dir`'s CA. Server authentication only: it identifies a listener
+/// (a connector's Modbus/TCP Security port, say) and cannot act as a client, so a host
+/// holding its key cannot pose as a Power Operation server's sync peer or as a connector.
+pub fn server(
+    dir: &Path,
+    name: &str,
+    names: &[String],
+    ips: &[IpAddr],
+    force: bool,
+) -> Result<Vec<PathBuf>, CertsError> {
+    leaf(dir, name, names, force, |params| {
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    })
+}
+
+/// A certificate for `name` (and the DNS names `more_names`) signed by `dir`'s CA,
+/// written as `dir/name.crt` and `dir/name.key`; `configure` sets what distinguishes a
+/// client from a server.
+fn leaf(
+    dir: &Path,
+    name: &str,
+    more_names: &[String],
+    force: bool,
+    configure: impl FnOnce(&mut CertificateParams),
+) -> Result<Vec<PathBuf>, CertsError> {
     if name.is_empty()
         || !name
             .chars()
@@ -196,9 +246,6 @@ pub fn client(
     }
     if name == "ca" || name == "server" {
         return Err(CertsError::ReservedName(name.to_string()));
-    }
-    if role.is_some_and(str::is_empty) {
-        return Err(CertsError::EmptyRole);
     }
     let read = |file: &str| {
         let path = dir.join(file);
@@ -231,19 +278,14 @@ pub fn client(
         return Err(CertsError::Exists(f.clone()));
     }
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![name.to_string()])?;
+    let mut params = CertificateParams::new(
+        std::iter::once(name.to_string())
+            .chain(more_names.iter().cloned())
+            .collect::<Vec<_>>(),
+    )?;
     params.distinguished_name = distinguished(name);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
-    if let Some(role) = role {
-        params
-            .custom_extensions
-            .push(CustomExtension::from_oid_content(
-                ROLE_OID,
-                utf8_string_der(role),
-            ));
-    }
+    configure(&mut params);
     validity(&mut params);
     let cert = params.signed_by(&key, &issuer)?;
     write(&files[0], &cert.pem(), false, force)?;

@@ -202,7 +202,8 @@ pub struct RoleConfig {
     /// Only tags whose names match one of these patterns (`*` and `?`)...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    /// ...or addresses in these ranges (`"100-199"`, `"7"`). Neither: everything.
+    /// ...or holding/input registers in these ranges (`"100-199"`, `"7"`; coils are in
+    /// scope through `tags` only). Neither: everything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registers: Vec<String>,
 }
@@ -514,7 +515,8 @@ impl ConnectorConfig {
             );
         }
         if let Some(t) = &m.tls {
-            if t.listen_on(m.listen) == m.listen && m.plain {
+            // Port 0 (chosen by the OS) never clashes.
+            if t.listen_on(m.listen) == m.listen && m.plain && m.listen.port() != 0 {
                 bad(
                     "modbus.tls.listen",
                     format!(

@@ -375,7 +375,7 @@ fn warn_plaintext(config: &ConnectorConfig) {
     }
     let m = &config.modbus;
     if m.plain && !m.listen.ip().is_loopback() {
-        tracing::warn!(modbus = %m.listen, "plain Modbus TCP on a non-loopback address: any master the allow-list admits may write; consider [modbus.tls] with modbus.plain = false (docs/security.md)");
+        tracing::warn!(modbus = %m.listen, "plain Modbus TCP on a non-loopback address: any master the allow-list admits may read and write, whatever the roles of [modbus.tls]; consider modbus.plain = false (docs/security.md)");
     }
 }
 

@@ -16,11 +16,11 @@ use bytes::{Buf, BytesMut};
 use ipnet::IpNet;
 use po_runtime::accept::accept_loop;
 use po_runtime::admission::{ConnectionCap, LogThrottle, Unproven, UnprovenTicket};
-use po_runtime::tls::TlsServer;
+use po_runtime::tls::{HandshakeRefusals, TlsServer};
 use po_runtime::{BoxListener, BoxStream};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -40,9 +40,7 @@ pub struct ModbusSecurity {
     pub tls: TlsServer,
     pub handshake_timeout: Duration,
     pub roles: RoleTable,
-    /// Failed handshakes are logged each (ten at once), then at most ten a second; the
-    /// rest are counted in the next line.
-    pub refusals: Mutex<LogThrottle>,
+    pub refusals: HandshakeRefusals,
 }
 
 impl ModbusSecurity {
@@ -51,7 +49,7 @@ impl ModbusSecurity {
             tls,
             handshake_timeout,
             roles,
-            refusals: Mutex::new(LogThrottle::with_burst(Duration::from_millis(100), 10)),
+            refusals: HandshakeRefusals::default(),
         }
     }
 
@@ -78,12 +76,7 @@ impl ModbusSecurity {
             }
             Err(e) => {
                 metrics.modbus_refused_tls.fetch_add(1, Relaxed);
-                let more = self
-                    .refusals
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .handle_event(tokio::time::Instant::now());
-                if let Some(more) = more {
+                if let Some(more) = self.refusals.handle_refusal() {
                     tracing::warn!(%peer, not_logged = more, "Modbus/TCP Security connection refused: {e}");
                 }
                 None
@@ -131,7 +124,11 @@ pub async fn serve_modbus(
             }
             metrics.modbus_connections.fetch_add(1, Relaxed);
             metrics.modbus_connections_total.fetch_add(1, Relaxed);
-            tracing::info!(%peer, "{name} connection accepted");
+            // A TLS master is logged once it has shown its certificate (`admit`); before,
+            // a flood of plaintext clients would log a line each.
+            if security.is_none() {
+                tracing::info!(%peer, "{name} connection accepted");
+            }
             let (service, metrics, cancel) = (service.clone(), metrics.clone(), cancel.clone());
             let (security, unrestricted) = (security.clone(), unrestricted.clone());
             let idle = limits.idle_timeout;

@@ -163,6 +163,8 @@ fn lost(reason: impl Into<String>) -> SessionError {
 }
 
 async fn connect(spec: &SourceSpec) -> Result<BoxStream, SessionError> {
+    // TCP and TLS share one deadline: `connect_timeout` bounds the whole attempt.
+    let deadline = tokio::time::Instant::now() + spec.connect_timeout;
     let dial = spec.net.connect(spec.host_address, spec.address);
     let stream = tokio::time::timeout(spec.connect_timeout, dial)
         .await
@@ -178,7 +180,11 @@ async fn connect(spec: &SourceSpec) -> Result<BoxStream, SessionError> {
         None => Ok(stream),
         Some(tls) => tls
             .client
-            .connect(stream, &tls.server_name, spec.connect_timeout)
+            .connect(
+                stream,
+                &tls.server_name,
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+            )
             .await
             .map_err(|e| lost(e.to_string())),
     }

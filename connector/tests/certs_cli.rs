@@ -107,6 +107,24 @@ fn init_and_client_write_a_ca_a_server_and_role_bearing_clients() {
     };
     assert_eq!(role("operator-1.crt").as_deref(), Some("operator"));
     assert_eq!(role("sc-a.crt"), None, "no role unless asked");
+
+    // `certs server`: one more listener's certificate, server authentication only.
+    let out = certs(&[
+        "server", "--dir", d, "--name", "sc-a-modbus", "--ip", "127.0.3.1", "--dns", "sc-a.lab",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode(&dir.join("sc-a-modbus.key")), 0o600);
+    let der = pem_der(&dir.join("sc-a-modbus.crt"));
+    let (_, listener) = X509Certificate::from_der(&der).unwrap();
+    listener.verify_signature(Some(ca.public_key())).unwrap();
+    let eku = listener.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && !eku.client_auth, "{eku:?}");
+    let san = listener.subject_alternative_name().unwrap().unwrap().value;
+    let names: Vec<String> = san.general_names.iter().map(|g| g.to_string()).collect();
+    assert_eq!(
+        names,
+        ["DNSName(sc-a-modbus)", "DNSName(sc-a.lab)", "IPAddress(7f:00:03:01)"]
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

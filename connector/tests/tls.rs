@@ -270,6 +270,64 @@ async fn certificates_from_another_ca_expired_or_missing_are_refused_with_a_log_
     s.shutdown().await;
 }
 
+#[tokio::test]
+async fn the_sync_link_takes_only_the_peer_servers_certificate() {
+    log();
+    let dir = pki("sync");
+    let server = files(&dir, "server");
+    let s = ServerHandle::start(ServerConfig {
+        limits: Default::default(),
+        tls: Some(ServerTlsSection {
+            cert: server.cert,
+            key: server.key,
+            ca: server.ca,
+            licence_holders: Default::default(),
+        }),
+        name: "po-sync".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        host_address: None,
+        licences: vec![],
+        seed: 5,
+        field_epoch_us: 0,
+        heartbeat: Duration::from_millis(50),
+        client_queue: 64,
+        site: SiteSpec {
+            devices: 1,
+            tags_per_device: 16,
+            scan_period: Duration::from_millis(50),
+        },
+        redundancy: Some(po_simulator::config::RedundancySection {
+            index: 0,
+            sync_listen: "127.0.0.1:0".parse().unwrap(),
+            // Nobody there: the peer is known by an address no test certificate carries.
+            peer: "127.0.0.2:9".parse().unwrap(),
+            failover_timeout: Duration::from_millis(300),
+            failback: false,
+        }),
+    })
+    .await
+    .unwrap();
+    let sync = s.sync_addr().unwrap();
+    // A connector's certificate passes the handshake (same CA) but is not the peer's.
+    let client = TlsClient::load(&files(&dir, "sc-a"), TlsVersions::Tls13).unwrap();
+    let mut tls = client
+        .connect(dial(sync).await, "127.0.0.1", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .expect("closed by the server")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing is sent to a stranger");
+    await_log(&[
+        "po-sync",
+        "sync link connection refused: the certificate (CN=sc-a) is not the peer server's: it does not carry the peer's address 127.0.0.2",
+    ])
+    .await;
+    s.shutdown().await;
+}
+
 fn rustls_pki_ca(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem)

@@ -1,9 +1,12 @@
 //! `[security] tls = true` (docs/scenarios.md): a lab PKI made for one run with
 //! `smart-connector certs`' library, and the TLS parts of every component's configuration.
 //!
-//! - one CA and one server certificate naming every host address of the topology (the
-//!   servers and connectors serve with it; the servers also present it to their peer on
-//!   the sync link);
+//! - one CA and the servers' certificate naming every host address of the topology (the
+//!   servers serve with it and present it to their peer on the sync link; a fault proxy
+//!   may listen on any host's address);
+//! - a server certificate per connector for its Modbus/TCP Security port (server
+//!   authentication only: a connector's key cannot pose as a server or a sync peer),
+//!   naming its host's and the third-party host's addresses;
 //! - a client certificate per connector, its common name the connector's name: each
 //!   server binds licence `CA_LICENCES[i]` to connector `i`;
 //! - a client certificate per master role (`master-operator`, `master-viewer`) with the
@@ -51,6 +54,12 @@ impl RunPki {
         .with_context(|| format!("making the run's lab CA in {}", dir.display()))?;
         for c in t.connectors() {
             smart_connector::certs::client(dir, &c.name, None, true)?;
+            let host = &t.hosts[c.host];
+            let ips = [host.address, t.third_party_host.address]
+                .into_iter()
+                .flat_map(|a| [IpAddr::V4(a), lab_ip(a)])
+                .collect::<Vec<_>>();
+            smart_connector::certs::server(dir, &modbus_name(&c.name), &[], &ips, true)?;
         }
         for role in ROLES {
             smart_connector::certs::client(dir, &master_name(role), Some(role.as_str()), true)?;
@@ -87,9 +96,9 @@ impl RunPki {
         self.files(name)
     }
 
-    /// A connector's `[modbus.tls]`, listening on `listen`.
-    pub fn modbus_tls(&self, listen: SocketAddr) -> ModbusTlsConfig {
-        let files = self.files("server");
+    /// Connector `name`'s `[modbus.tls]`, listening on `listen`.
+    pub fn modbus_tls(&self, name: &str, listen: SocketAddr) -> ModbusTlsConfig {
+        let files = self.files(&modbus_name(name));
         ModbusTlsConfig {
             listen: Some(listen),
             cert: files.cert,
@@ -133,7 +142,7 @@ impl RunPki {
     /// for the harness's own observers (status block, read-back).
     pub fn secure_connector(&self, config: &mut ConnectorConfig, secure_listen: SocketAddr) {
         config.tls = Some(self.connector_client(&config.name));
-        config.modbus.tls = Some(self.modbus_tls(secure_listen));
+        config.modbus.tls = Some(self.modbus_tls(&config.name, secure_listen));
         config.modbus.roles = RunPki::roles();
     }
 
@@ -156,6 +165,11 @@ impl RunPki {
             TlsVersions::Tls12And13,
         )?)
     }
+}
+
+/// The files of a connector's Modbus/TCP Security certificate.
+fn modbus_name(connector: &str) -> String {
+    format!("{connector}-modbus")
 }
 
 fn master_name(role: MasterRole) -> String {

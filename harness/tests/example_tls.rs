@@ -162,6 +162,7 @@ async fn the_arch3_tls_example_runs_with_roles_on_port_802() {
             .find(|r| r["access"] == "read-write" && r["registers"] == 1)
             .unwrap_or_else(|| panic!("no writable one-register tag in {rows:?}"));
         let register = breaker["address"].as_u64().unwrap() as u16;
+        assert_eq!(register, 127, "the README's commands write register 127");
 
         assert!(viewer.read_holding_registers(100, 4).await.unwrap().is_ok());
         assert_eq!(

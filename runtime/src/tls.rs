@@ -107,6 +107,30 @@ pub enum HandshakeError {
     Failed(io::Error),
 }
 
+/// How often refused handshakes are logged, shared by every connection of a listener:
+/// each one, ten at once, then at most ten a second; the rest are counted in the next
+/// line. A flood of plaintext or bad clients must not flood the log.
+#[derive(Debug)]
+pub struct HandshakeRefusals(std::sync::Mutex<crate::admission::LogThrottle>);
+
+impl Default for HandshakeRefusals {
+    fn default() -> Self {
+        HandshakeRefusals(std::sync::Mutex::new(
+            crate::admission::LogThrottle::with_burst(Duration::from_millis(100), 10),
+        ))
+    }
+}
+
+impl HandshakeRefusals {
+    /// `Some(n)`: log this refusal, mentioning `n` not logged since the last line.
+    pub fn handle_refusal(&self) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle_event(tokio::time::Instant::now())
+    }
+}
+
 /// rustls's reason in words an operator acts on, with rustls's own name kept after it.
 fn explain(e: &io::Error) -> String {
     use rustls::{CertificateError as C, Error as E};
@@ -328,6 +352,9 @@ pub struct PeerIdentity {
     pub common_name: Option<String>,
     /// The Modbus/TCP Security role ([`ROLE_OID`]), when the certificate has one.
     pub role: Option<String>,
+    /// The IP addresses among its subject alternative names: a server's certificate
+    /// names the addresses it is reached at (the sync link checks its peer's).
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 impl PeerIdentity {
@@ -352,7 +379,30 @@ impl PeerIdentity {
                     .ok()
                     .and_then(|(_, s)| s.as_str().ok().map(str::to_string))
             });
-        PeerIdentity { common_name, role }
+        let ips = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        GeneralName::IPAddress(b) => match b.len() {
+                            4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                            16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        PeerIdentity {
+            common_name,
+            role,
+            ips,
+        }
     }
 
     /// `CN=name` (or `no common name`) for log lines.

@@ -119,10 +119,7 @@ pub(crate) struct Shared {
 pub(crate) struct ServerTls {
     pub(crate) server: po_runtime::tls::TlsServer,
     pub(crate) client: po_runtime::tls::TlsClient,
-    /// Refused handshakes are logged each (ten at once), then at most ten a second: a
-    /// flood of plaintext or bad clients must not flood the log; the rest are counted in
-    /// the next line.
-    refusals: Mutex<po_runtime::admission::LogThrottle>,
+    refusals: po_runtime::tls::HandshakeRefusals,
 }
 
 impl ServerTls {
@@ -133,10 +130,7 @@ impl ServerTls {
         Ok(ServerTls {
             server: TlsServer::load(files, TlsVersions::Tls13)?,
             client: TlsClient::load(files, TlsVersions::Tls13)?,
-            refusals: Mutex::new(po_runtime::admission::LogThrottle::with_burst(
-                Duration::from_millis(100),
-                10,
-            )),
+            refusals: Default::default(),
         })
     }
 
@@ -146,14 +140,9 @@ impl ServerTls {
         server: &str,
         link: &str,
         from: SocketAddr,
-        error: &po_runtime::tls::HandshakeError,
+        error: &dyn std::fmt::Display,
     ) {
-        let more = self
-            .refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .handle_event(tokio::time::Instant::now());
-        if let Some(more) = more {
+        if let Some(more) = self.refusals.handle_refusal() {
             tracing::warn!(%server, %from, not_logged = more, "{link} connection refused: {error}");
         }
     }

@@ -89,18 +89,24 @@ pub(crate) async fn run_outbound(
             None => stream,
             // The peer's certificate must carry the address dialled; a handshake gets
             // the liveness period, as a silent peer does.
-            Some(tls) => match tls
-                .client
-                .connect(stream, &peer.ip().to_string(), shared.sync_liveness())
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(server = %shared.name(), %peer, "sync link: {e}");
-                    tokio::time::sleep(shared.heartbeat()).await;
-                    continue;
+            Some(tls) => {
+                let name = peer.ip().to_string();
+                let handshake = tls.client.connect(stream, &name, shared.sync_liveness());
+                let done = tokio::select! {
+                    r = handshake => r,
+                    _ = wait_cut(&mut cut, true) => continue,
+                };
+                match done {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // A peer that refuses us, or that we refuse, leaves the pair to
+                        // split: worth a (throttled) warning, not a debug line.
+                        tls.log_refusal(shared.name(), "sync link to the peer", peer, &e);
+                        tokio::time::sleep(shared.heartbeat()).await;
+                        continue;
+                    }
                 }
-            },
+            }
         };
         tracing::debug!(server = %shared.name(), %peer, "sync link to peer up");
         let since = shared.clock().now();
@@ -273,7 +279,18 @@ pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: BoxListener) {
                             _ = ticket.evicted() => return,
                         };
                         match accepted {
-                            Ok((s, _)) => s,
+                            // Every certificate of the site's CA passes the handshake
+                            // (connectors', masters'); only the peer's names the address
+                            // this server knows the peer by.
+                            Ok((s, peer)) if peer.ips.contains(&shared.peer_addr().ip()) => s,
+                            Ok((_, peer)) => {
+                                let why = format!(
+                                    "the certificate ({}) is not the peer server's: it does not carry the peer's address {}",
+                                    peer.describe(),
+                                    shared.peer_addr().ip()
+                                );
+                                return tls.log_refusal(shared.name(), "sync link", from, &why);
+                            }
                             Err(e) => return tls.log_refusal(shared.name(), "sync link", from, &e),
                         }
                     }

@@ -104,6 +104,25 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Write one more server certificate DIR/NAME.crt and DIR/NAME.key signed by DIR's CA
+    /// (server authentication only), e.g. for a connector's Modbus/TCP Security port.
+    Server {
+        /// The directory `certs init` wrote.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate's common name and the files' name (also a DNS name of it).
+        #[arg(long)]
+        name: String,
+        /// A further DNS name (repeatable).
+        #[arg(long = "dns", value_name = "NAME")]
+        names: Vec<String>,
+        /// An IP address the listener is reached at (repeatable), e.g. 127.0.3.1.
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<std::net::IpAddr>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -324,6 +343,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     role,
                     force,
                 } => smart_connector::certs::client(&dir, &name, role.as_deref(), force),
+                CertsCommand::Server {
+                    dir,
+                    name,
+                    names,
+                    ips,
+                    force,
+                } => smart_connector::certs::server(&dir, &name, &names, &ips, force),
             };
             match written {
                 Ok(files) => {
