@@ -63,6 +63,9 @@ pub struct ConnectorHandle {
     /// Everything `/api/status` is built from (also without an HTTP listener, so a
     /// simulation can read the same document in virtual time).
     pub status: HttpState,
+    /// Every TLS end (towards the servers, Modbus/TCP Security): `reload()` rotates
+    /// certificates without a restart.
+    pub tls: po_runtime::tls::TlsEnds,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -167,12 +170,21 @@ pub async fn start_in(
     ));
     // Every certificate file is read before anything connects or listens.
     let specs = source_specs(&config, &env.net)?;
+    let mut tls = po_runtime::tls::TlsEnds::default();
+    if let Some(client) = specs.first().and_then(|s| s.tls.as_ref()) {
+        // Every source shares one client end.
+        tls.add_client(&client.client);
+    }
     let security = match &config.modbus.tls {
-        Some(t) => Some(Arc::new(ModbusSecurity::new(
-            TlsServer::load(&t.files(), TlsVersions::Tls12And13)?,
-            t.handshake_timeout,
-            RoleTable::from_config(&config.modbus),
-        ))),
+        Some(t) => {
+            let server = TlsServer::load(&t.files(), TlsVersions::Tls12And13)?;
+            tls.add_server(&server);
+            Some(Arc::new(ModbusSecurity::new(
+                server,
+                t.handshake_timeout,
+                RoleTable::from_config(&config.modbus),
+            )))
+        }
         None => None,
     };
     warn_plaintext(&config);
@@ -357,6 +369,7 @@ pub async fn start_in(
         metrics,
         board,
         status,
+        tls,
         cancel,
         tracker,
     })

@@ -19,8 +19,8 @@ use po_runtime::admission::{ConnectionCap, LogThrottle, Unproven, UnprovenTicket
 use po_runtime::tls::{HandshakeRefusals, TlsServer};
 use po_runtime::{BoxListener, BoxStream};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;

@@ -110,9 +110,21 @@ fn init_and_client_write_a_ca_a_server_and_role_bearing_clients() {
 
     // `certs server`: one more listener's certificate, server authentication only.
     let out = certs(&[
-        "server", "--dir", d, "--name", "sc-a-modbus", "--ip", "127.0.3.1", "--dns", "sc-a.lab",
+        "server",
+        "--dir",
+        d,
+        "--name",
+        "sc-a-modbus",
+        "--ip",
+        "127.0.3.1",
+        "--dns",
+        "sc-a.lab",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(mode(&dir.join("sc-a-modbus.key")), 0o600);
     let der = pem_der(&dir.join("sc-a-modbus.crt"));
     let (_, listener) = X509Certificate::from_der(&der).unwrap();
@@ -123,7 +135,11 @@ fn init_and_client_write_a_ca_a_server_and_role_bearing_clients() {
     let names: Vec<String> = san.general_names.iter().map(|g| g.to_string()).collect();
     assert_eq!(
         names,
-        ["DNSName(sc-a-modbus)", "DNSName(sc-a.lab)", "IPAddress(7f:00:03:01)"]
+        [
+            "DNSName(sc-a-modbus)",
+            "DNSName(sc-a.lab)",
+            "IPAddress(7f:00:03:01)"
+        ]
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

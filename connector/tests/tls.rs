@@ -328,6 +328,122 @@ async fn the_sync_link_takes_only_the_peer_servers_certificate() {
     s.shutdown().await;
 }
 
+/// The certificate (DER) a TLS listener at `addr` presents, to the operator.
+async fn served_certificate(dir: &Path, addr: SocketAddr) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_ca(&std::fs::read(dir.join("ca.crt")).unwrap()) {
+        roots.add(c).unwrap();
+    }
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("operator-1.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("operator-1.key")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn certificates_are_rotated_without_a_restart_and_a_bad_rotation_changes_nothing() {
+    log();
+    let dir = pki("rotate");
+    smart_connector::certs::server(
+        &dir,
+        "sc-a-modbus",
+        &[],
+        &["127.0.0.1".parse().unwrap()],
+        false,
+    )
+    .unwrap();
+    let server = tls_server(&dir, "po-rotate").await;
+    let mut config: ConnectorConfig = toml::from_str("name = \"sc-a\"").unwrap();
+    config.sources = vec![SourceConfig {
+        name: server.name().to_string(),
+        address: server.client_addr(),
+        access: AccessKind::ClientAccess,
+        licence: Some("CA-1".into()),
+        server_name: None,
+    }];
+    config.tls = Some(files(&dir, "sc-a"));
+    config.modbus.plain = false;
+    let listener = files(&dir, "sc-a-modbus");
+    config.modbus.tls = Some(ModbusTlsConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        cert: listener.cert,
+        key: listener.key,
+        ca: listener.ca,
+        handshake_timeout: Duration::from_secs(5),
+        default_role: None,
+    });
+    config.modbus.roles = vec![RoleConfig {
+        name: "operator".into(),
+        read: true,
+        write: true,
+        tags: vec![],
+        registers: vec![],
+    }];
+    let sc = smart_connector::connector::start(config, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let addr = sc.modbus_tls_addr.unwrap();
+    let mut established = master(&dir, "operator-1", addr).await;
+    await_serving(&mut established, 100).await;
+    let before = served_certificate(&dir, addr).await;
+
+    // A new certificate for the listener, then a reload: new handshakes get it, the
+    // established session goes on.
+    smart_connector::certs::server(
+        &dir,
+        "sc-a-modbus",
+        &[],
+        &["127.0.0.1".parse().unwrap()],
+        true,
+    )
+    .unwrap();
+    let files_in_use = sc.tls.reload().unwrap();
+    assert_eq!(files_in_use.len(), 2, "{files_in_use:?}");
+    let after = served_certificate(&dir, addr).await;
+    assert_ne!(before, after);
+    assert!(
+        established
+            .read_holding_registers(100, 2)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+
+    // A half-written rotation (a key that is not PEM) is refused whole, naming the file,
+    // and the current certificate stays in use.
+    std::fs::write(dir.join("sc-a-modbus.key"), "not a key").unwrap();
+    let err = sc.tls.reload().unwrap_err().to_string();
+    assert!(err.contains("sc-a-modbus.key"), "{err}");
+    assert_eq!(served_certificate(&dir, addr).await, after);
+    // The connector's link to the server was not disturbed either.
+    assert!(
+        established
+            .read_holding_registers(100, 2)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    sc.shutdown().await;
+    server.shutdown().await;
+}
+
 fn rustls_pki_ca(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem)

@@ -128,7 +128,7 @@ async fn the_arch3_tls_example_runs_with_roles_on_port_802() {
             .spawn()
             .unwrap()
     };
-    let _running = Running(vec![
+    let running = Running(vec![
         spawn(&bins.po_sim, "serve", "po-a.toml"),
         spawn(&bins.po_sim, "serve", "po-b.toml"),
         spawn(&bins.smart_connector, "run", "connector-a.toml"),
@@ -176,5 +176,81 @@ async fn the_arch3_tls_example_runs_with_roles_on_port_802() {
             "{host}: an operator writes"
         );
     }
+
+    // 4. Rotation without a restart: a new certificate for sc-a's port, then SIGHUP.
+    let sc_a: SocketAddr = "127.0.3.1:802".parse().unwrap();
+    let before = served_certificate(&certs, sc_a).await;
+    let out = Command::new(&bins.smart_connector)
+        .args([
+            "certs",
+            "server",
+            "--name",
+            "sc-a-modbus",
+            "--ip",
+            "127.0.3.1",
+            "--force",
+            "--dir",
+        ])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = nix::unistd::Pid::from_raw(running.0[2].id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let mut rotated = false;
+    for _ in 0..200 {
+        if served_certificate(&certs, sc_a).await != before {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        rotated,
+        "sc-a still serves the old certificate after SIGHUP"
+    );
+    let mut operator = await_serving(&certs, sc_a).await;
+    assert!(
+        operator
+            .read_holding_registers(100, 2)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    drop(running);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The certificate (DER) the listener at `addr` presents to the operator.
+async fn served_certificate(certs: &Path, addr: SocketAddr) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(certs.join("ca.crt")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_file_iter(certs.join("operator.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(certs.join("operator.key")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(addr.ip().to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }

@@ -219,21 +219,50 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The server end: requires a client certificate signed by the CA.
+/// The server end: requires a client certificate signed by the CA. Clones share one
+/// configuration, which [`TlsServer::reload`] replaces for the handshakes that follow.
 #[derive(Clone)]
 pub struct TlsServer {
-    acceptor: tokio_rustls::TlsAcceptor,
+    files: TlsFiles,
+    versions: TlsVersions,
+    acceptor: Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>,
 }
 
 impl std::fmt::Debug for TlsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsServer")
+        f.debug_struct("TlsServer")
+            .field("cert", &self.files.cert)
+            .finish()
     }
 }
 
 impl TlsServer {
     /// Loads the files and builds the configuration; every error names its file.
     pub fn load(files: &TlsFiles, versions: TlsVersions) -> Result<TlsServer, TlsSetupError> {
+        Ok(TlsServer {
+            files: files.clone(),
+            versions,
+            acceptor: Arc::new(std::sync::RwLock::new(Self::build(files, versions)?)),
+        })
+    }
+
+    /// Reads the files again (certificate rotation). On success the next handshakes use
+    /// them; established sessions keep theirs. On failure nothing changes.
+    pub fn reload(&self) -> Result<(), TlsSetupError> {
+        let fresh = Self::build(&self.files, self.versions)?;
+        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// The certificate file this end serves.
+    pub fn cert_file(&self) -> &Path {
+        &self.files.cert
+    }
+
+    fn build(
+        files: &TlsFiles,
+        versions: TlsVersions,
+    ) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
         let chain = certificates(&files.cert, "certificate")?;
         let key = private_key(&files.key)?;
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -260,9 +289,7 @@ impl TlsServer {
                 key: files.key.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(TlsServer {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        })
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 
     /// Runs the server side of the handshake within `timeout`. On success, the encrypted
@@ -272,7 +299,12 @@ impl TlsServer {
         stream: BoxStream,
         timeout: Duration,
     ) -> Result<(BoxStream, PeerIdentity), HandshakeError> {
-        let tls = tokio::time::timeout(timeout, self.acceptor.accept(stream))
+        let acceptor = self
+            .acceptor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
             .await
             .map_err(|_| HandshakeError::Timeout(timeout))?
             .map_err(HandshakeError::Failed)?;
@@ -288,20 +320,49 @@ impl TlsServer {
 }
 
 /// The client end: verifies the server against the CA and presents its certificate.
+/// Clones share one configuration, which [`TlsClient::reload`] replaces.
 #[derive(Clone)]
 pub struct TlsClient {
-    connector: tokio_rustls::TlsConnector,
+    files: TlsFiles,
+    versions: TlsVersions,
+    connector: Arc<std::sync::RwLock<tokio_rustls::TlsConnector>>,
 }
 
 impl std::fmt::Debug for TlsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsClient")
+        f.debug_struct("TlsClient")
+            .field("cert", &self.files.cert)
+            .finish()
     }
 }
 
 impl TlsClient {
     /// Loads the files and builds the configuration; every error names its file.
     pub fn load(files: &TlsFiles, versions: TlsVersions) -> Result<TlsClient, TlsSetupError> {
+        Ok(TlsClient {
+            files: files.clone(),
+            versions,
+            connector: Arc::new(std::sync::RwLock::new(Self::build(files, versions)?)),
+        })
+    }
+
+    /// Reads the files again (certificate rotation): the next connections use them. On
+    /// failure nothing changes.
+    pub fn reload(&self) -> Result<(), TlsSetupError> {
+        let fresh = Self::build(&self.files, self.versions)?;
+        *self.connector.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// The certificate file this end presents.
+    pub fn cert_file(&self) -> &Path {
+        &self.files.cert
+    }
+
+    fn build(
+        files: &TlsFiles,
+        versions: TlsVersions,
+    ) -> Result<tokio_rustls::TlsConnector, TlsSetupError> {
         let chain = certificates(&files.cert, "certificate")?;
         let key = private_key(&files.key)?;
         let config = rustls::ClientConfig::builder_with_provider(provider())
@@ -318,9 +379,7 @@ impl TlsClient {
                 key: files.key.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(TlsClient {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-        })
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
     }
 
     /// Runs the client side of the handshake within `timeout`; `server` is the name or IP
@@ -337,11 +396,81 @@ impl TlsClient {
                 format!("'{server}' is not a DNS name or IP address: {e}"),
             ))
         })?;
-        let tls = tokio::time::timeout(timeout, self.connector.connect(name, stream))
+        let connector = self
+            .connector
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let tls = tokio::time::timeout(timeout, connector.connect(name, stream))
             .await
             .map_err(|_| HandshakeError::Timeout(timeout))?
             .map_err(HandshakeError::Failed)?;
         Ok(Box::new(tls))
+    }
+}
+
+/// Every TLS end a component holds, reloaded together (SIGHUP in the binaries):
+/// certificates are rotated without a restart.
+#[derive(Debug, Clone, Default)]
+pub struct TlsEnds {
+    servers: Vec<TlsServer>,
+    clients: Vec<TlsClient>,
+}
+
+impl TlsEnds {
+    pub fn add_server(&mut self, end: &TlsServer) {
+        self.servers.push(end.clone());
+    }
+
+    pub fn add_client(&mut self, end: &TlsClient) {
+        self.clients.push(end.clone());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.clients.is_empty()
+    }
+
+    /// Reads every end's files again. All or nothing: when one file is bad, no end
+    /// changes (and the error names it), so a half-copied rotation never mixes old and
+    /// new. Returns the certificate files now in use.
+    pub fn reload(&self) -> Result<Vec<PathBuf>, TlsSetupError> {
+        let servers = self
+            .servers
+            .iter()
+            .map(|s| TlsServer::build(&s.files, s.versions))
+            .collect::<Result<Vec<_>, _>>()?;
+        let clients = self
+            .clients
+            .iter()
+            .map(|c| TlsClient::build(&c.files, c.versions))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (end, fresh) in self.servers.iter().zip(servers) {
+            *end.acceptor.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        }
+        for (end, fresh) in self.clients.iter().zip(clients) {
+            *end.connector.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        }
+        let files = self.servers.iter().map(|s| s.files.cert.clone());
+        Ok(files
+            .chain(self.clients.iter().map(|c| c.files.cert.clone()))
+            .collect())
+    }
+
+    /// Handles one reload request: logs what happened (the binaries call this on SIGHUP).
+    pub fn handle_reload_signal(&self, component: &str) {
+        if self.is_empty() {
+            tracing::info!(%component, "reload requested: no TLS configured, nothing to reload");
+            return;
+        }
+        match self.reload() {
+            Ok(files) => {
+                let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                tracing::info!(%component, files = %files.join(", "), "TLS certificates reloaded: new handshakes use them, established sessions keep theirs");
+            }
+            Err(e) => {
+                tracing::error!(%component, "TLS reload refused, the current certificates stay in use: {e}");
+            }
+        }
     }
 }
 

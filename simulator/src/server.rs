@@ -205,6 +205,17 @@ impl ServerHandle {
         *self.inner.running.lock().unwrap() = Some(Incarnation { shared });
     }
 
+    /// Both TLS ends of this server (none without `[tls]`): `reload()` rotates its
+    /// certificates without a restart; a restarted incarnation keeps the reloaded ones.
+    pub fn tls_ends(&self) -> po_runtime::tls::TlsEnds {
+        let mut ends = po_runtime::tls::TlsEnds::default();
+        if let Some(t) = &self.inner.durable.tls {
+            ends.add_server(&t.server);
+            ends.add_client(&t.client);
+        }
+        ends
+    }
+
     pub fn name(&self) -> &str {
         &self.inner.durable.config.name
     }

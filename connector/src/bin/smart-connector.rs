@@ -410,9 +410,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     _ = term.recv() => return Ok(ExitCode::SUCCESS),
                     _ = int.recv() => return Ok(ExitCode::SUCCESS),
                 };
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+                // SIGHUP: read the certificate files again (rotation without a restart).
+                let mut hup = signal(SignalKind::hangup())?;
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                        _ = hup.recv() => handle.tls.handle_reload_signal(&handle.name),
+                    }
                 }
                 tracing::info!("shutting down");
                 handle.shutdown().await;

@@ -252,10 +252,13 @@ async fn serve(config: ServerConfig) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
+    // SIGHUP: read the certificate files again (rotation without a restart).
+    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => server.tls_ends().handle_reload_signal(server.name()),
             _ = usr1.recv() => server.cut_sync(),
             _ = usr2.recv() => server.heal_sync(),
         }
