@@ -47,9 +47,14 @@ pub struct TlsComparison {
     /// One connector serving 8 masters flat out (125-register reads) on its plain Modbus
     /// listener, then on its Modbus/TCP Security listener (sessions kept open), while
     /// ingesting 100 k updates/s over TLS.
+    /// Medians over the rounds; the ratio is the median of the rounds' ratios.
     pub modbus_plain_requests_per_s: f64,
     pub modbus_tls_requests_per_s: f64,
     pub modbus_ratio: f64,
+    /// Each round's (TLS, plaintext) requests/s: on a shared 2-core machine one pair of
+    /// measurements varies by ±20 %, so the rounds alternate which goes first.
+    #[serde(default)]
+    pub modbus_rounds: Vec<(f64, f64)>,
     /// Architecture 3 at `ingest_nominal_samples_per_s`: the same scenario with plaintext
     /// links, then with TLS on every link.
     pub ingest_nominal_samples_per_s: u32,
@@ -325,6 +330,9 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
     })
 }
 
+/// Rounds of the Modbus/TCP Security comparison (odd: the median is one of them).
+const TLS_ROUNDS: usize = 3;
+
 /// TLS against plaintext in the same run: Modbus/TCP Security against plain Modbus on one
 /// connector, then architecture 3 ingest with and without TLS on every link.
 async fn tls_comparison(
@@ -336,7 +344,7 @@ async fn tls_comparison(
         1,
         100_000,
         1,
-        o.modbus_duration * 2 + Duration::from_secs(5),
+        o.modbus_duration * (2 * TLS_ROUNDS as u32) + Duration::from_secs(5),
         o.connector_threads,
     );
     s.security.tls = true;
@@ -347,22 +355,35 @@ async fn tls_comparison(
         let certs = d
             .certs_dir()
             .context("the TLS deployment has certificates")?;
-        let plain = load_process(d.modbus_direct[0], o.modbus_duration, None).await?;
         // Both direct (no fault proxy in between), on the same connector.
         let secure = *d
             .modbus_secure_direct
             .first()
             .context("the TLS deployment serves Modbus/TCP Security")?;
-        let tls = load_process(secure, o.modbus_duration, Some(&certs)).await?;
-        progress(&format!(
-            "tls: Modbus/TCP Security {:.0} requests/s, plain Modbus {:.0} on the same connector",
-            tls.requests_per_s, plain.requests_per_s
-        ));
-        anyhow::Ok((plain, tls))
+        let mut rounds = Vec::new();
+        for round in 0..TLS_ROUNDS {
+            let run_plain = || load_process(d.modbus_direct[0], o.modbus_duration, None);
+            let run_tls = || load_process(secure, o.modbus_duration, Some(&certs));
+            let (tls, plain) = if round % 2 == 0 {
+                let p = run_plain().await?;
+                (run_tls().await?, p)
+            } else {
+                let t = run_tls().await?;
+                (t, run_plain().await?)
+            };
+            progress(&format!(
+                "tls: round {}: Modbus/TCP Security {:.0} requests/s, plain Modbus {:.0} on the same connector",
+                round + 1,
+                tls.requests_per_s,
+                plain.requests_per_s
+            ));
+            rounds.push((tls.requests_per_s, plain.requests_per_s));
+        }
+        anyhow::Ok(rounds)
     }
     .await;
     d.shutdown(false).await;
-    let (plain, tls) = result?;
+    let rounds = result?;
 
     let opts = RunOptions {
         backend: o.backend,
@@ -388,10 +409,15 @@ async fn tls_comparison(
         steps.push(step);
     }
     let ratio = |a: f64, b: f64| a / b.max(1.0);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
     Ok(TlsComparison {
-        modbus_plain_requests_per_s: plain.requests_per_s,
-        modbus_tls_requests_per_s: tls.requests_per_s,
-        modbus_ratio: ratio(tls.requests_per_s, plain.requests_per_s),
+        modbus_plain_requests_per_s: median(rounds.iter().map(|r| r.1).collect()),
+        modbus_tls_requests_per_s: median(rounds.iter().map(|r| r.0).collect()),
+        modbus_ratio: median(rounds.iter().map(|r| ratio(r.0, r.1)).collect()),
+        modbus_rounds: rounds,
         ingest_nominal_samples_per_s: rate,
         ingest_plain_updates_per_s: steps[0].ingest_updates_per_s,
         ingest_tls_updates_per_s: steps[1].ingest_updates_per_s,
@@ -615,9 +641,10 @@ impl BenchReport {
         if let Some(t) = &self.tls {
             let _ = writeln!(
                 o,
-                "TLS, same run: Modbus/TCP Security {:.0} requests/s, plain Modbus {:.0} (ratio {:.2}); architecture 3 ingest at {} samples/s: TLS {:.0} updates/s, plaintext {:.0} (ratio {:.2})",
+                "TLS, same run: Modbus/TCP Security {:.0} requests/s, plain Modbus {:.0} (median ratio of {} rounds {:.2}); architecture 3 ingest at {} samples/s: TLS {:.0} updates/s, plaintext {:.0} (ratio {:.2})",
                 t.modbus_tls_requests_per_s,
                 t.modbus_plain_requests_per_s,
+                t.modbus_rounds.len(),
                 t.modbus_ratio,
                 t.ingest_nominal_samples_per_s,
                 t.ingest_tls_updates_per_s,
