@@ -370,35 +370,7 @@ async fn certificates_are_rotated_without_a_restart_and_a_bad_rotation_changes_n
     )
     .unwrap();
     let server = tls_server(&dir, "po-rotate").await;
-    let mut config: ConnectorConfig = toml::from_str("name = \"sc-a\"").unwrap();
-    config.sources = vec![SourceConfig {
-        name: server.name().to_string(),
-        address: server.client_addr(),
-        access: AccessKind::ClientAccess,
-        licence: Some("CA-1".into()),
-        server_name: None,
-    }];
-    config.tls = Some(files(&dir, "sc-a"));
-    config.modbus.plain = false;
-    let listener = files(&dir, "sc-a-modbus");
-    config.modbus.tls = Some(ModbusTlsConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        cert: listener.cert,
-        key: listener.key,
-        ca: listener.ca,
-        handshake_timeout: Duration::from_secs(5),
-        default_role: None,
-    });
-    config.modbus.roles = vec![RoleConfig {
-        name: "operator".into(),
-        read: true,
-        write: true,
-        tags: vec![],
-        registers: vec![],
-    }];
-    let sc = smart_connector::connector::start(config, Some(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let sc = secure_connector(&dir, &server, Duration::from_secs(5), "sc-a-modbus").await;
     let addr = sc.modbus_tls_addr.unwrap();
     let mut established = master(&dir, "operator-1", addr).await;
     await_serving(&mut established, 100).await;
@@ -481,8 +453,14 @@ fn expired_client(dir: &Path, file: &str) -> TlsFiles {
 }
 
 /// A connector on `server` over TLS, serving only Modbus/TCP Security (plain Modbus
-/// off), roles `operator` (read, write) and `viewer` (read), no default role.
-async fn secure_connector(dir: &Path, server: &ServerHandle, timeout: Duration) -> ConnectorHandle {
+/// off) with the certificate files named `listener`, roles `operator` (read, write) and
+/// `viewer` (read), no default role.
+async fn secure_connector(
+    dir: &Path,
+    server: &ServerHandle,
+    timeout: Duration,
+    listener: &str,
+) -> ConnectorHandle {
     let mut config: ConnectorConfig = toml::from_str("name = \"sc-a\"").unwrap();
     config.sources = vec![SourceConfig {
         name: server.name().to_string(),
@@ -493,7 +471,7 @@ async fn secure_connector(dir: &Path, server: &ServerHandle, timeout: Duration) 
     }];
     config.tls = Some(files(dir, "sc-a"));
     config.modbus.plain = false;
-    let s = files(dir, "server");
+    let s = files(dir, listener);
     config.modbus.tls = Some(ModbusTlsConfig {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         cert: s.cert,
@@ -561,7 +539,7 @@ async fn a_viewer_reads_but_may_not_write_and_an_operator_writes() {
     log();
     let dir = pki("roles");
     let server = tls_server(&dir, "po-roles").await;
-    let sc = secure_connector(&dir, &server, Duration::from_secs(5)).await;
+    let sc = secure_connector(&dir, &server, Duration::from_secs(5), "server").await;
     let addr = sc.modbus_tls_addr.expect("Modbus/TCP Security listener");
     assert_eq!(sc.modbus_addr, addr, "plain Modbus is off");
     let target = breaker_command(&sc);
@@ -606,7 +584,7 @@ async fn plaintext_and_stalled_clients_on_the_tls_port_are_dropped_without_distu
     log();
     let dir = pki("stall");
     let server = tls_server(&dir, "po-stall").await;
-    let sc = secure_connector(&dir, &server, Duration::from_millis(300)).await;
+    let sc = secure_connector(&dir, &server, Duration::from_millis(300), "server").await;
     let addr = sc.modbus_tls_addr.unwrap();
     let mut operator = master(&dir, "operator-1", addr).await;
     await_serving(&mut operator, 100).await;
@@ -683,7 +661,7 @@ async fn pymodbus_reads_and_writes_over_modbus_tcp_security() {
     }
     let dir = pki("pymodbus");
     let server = tls_server(&dir, "po-pymodbus").await;
-    let sc = secure_connector(&dir, &server, Duration::from_secs(5)).await;
+    let sc = secure_connector(&dir, &server, Duration::from_secs(5), "server").await;
     let addr = sc.modbus_tls_addr.unwrap();
     let target = breaker_command(&sc);
     let mut operator = master(&dir, "operator-1", addr).await;

@@ -219,44 +219,70 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The server end: requires a client certificate signed by the CA. Clones share one
-/// configuration, which [`TlsServer::reload`] replaces for the handshakes that follow.
+/// A TLS end built from files: clones share it, and a reload replaces it whole for the
+/// handshakes that follow (established sessions keep theirs). `T` is tokio-rustls's
+/// acceptor or connector.
 #[derive(Clone)]
-pub struct TlsServer {
+struct Reloadable<T> {
     files: TlsFiles,
     versions: TlsVersions,
-    acceptor: Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>,
+    build: fn(&TlsFiles, TlsVersions) -> Result<T, TlsSetupError>,
+    current: Arc<std::sync::RwLock<T>>,
 }
 
-impl std::fmt::Debug for TlsServer {
+impl<T: Clone> Reloadable<T> {
+    fn load(
+        files: &TlsFiles,
+        versions: TlsVersions,
+        build: fn(&TlsFiles, TlsVersions) -> Result<T, TlsSetupError>,
+    ) -> Result<Reloadable<T>, TlsSetupError> {
+        Ok(Reloadable {
+            files: files.clone(),
+            versions,
+            build,
+            current: Arc::new(std::sync::RwLock::new(build(files, versions)?)),
+        })
+    }
+
+    /// A fresh end from the files, not yet in use.
+    fn rebuild(&self) -> Result<T, TlsSetupError> {
+        (self.build)(&self.files, self.versions)
+    }
+
+    fn install(&self, fresh: T) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
+    /// What the next handshake uses.
+    fn current(&self) -> T {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl<T> std::fmt::Debug for Reloadable<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsServer")
+        f.debug_struct("Reloadable")
             .field("cert", &self.files.cert)
             .finish()
     }
+}
+
+/// The server end: requires a client certificate signed by the CA. Clones share one
+/// configuration, which [`TlsEnds::reload`] replaces.
+#[derive(Debug, Clone)]
+pub struct TlsServer {
+    end: Reloadable<tokio_rustls::TlsAcceptor>,
 }
 
 impl TlsServer {
     /// Loads the files and builds the configuration; every error names its file.
     pub fn load(files: &TlsFiles, versions: TlsVersions) -> Result<TlsServer, TlsSetupError> {
         Ok(TlsServer {
-            files: files.clone(),
-            versions,
-            acceptor: Arc::new(std::sync::RwLock::new(Self::build(files, versions)?)),
+            end: Reloadable::load(files, versions, Self::build)?,
         })
-    }
-
-    /// Reads the files again (certificate rotation). On success the next handshakes use
-    /// them; established sessions keep theirs. On failure nothing changes.
-    pub fn reload(&self) -> Result<(), TlsSetupError> {
-        let fresh = Self::build(&self.files, self.versions)?;
-        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        Ok(())
-    }
-
-    /// The certificate file this end serves.
-    pub fn cert_file(&self) -> &Path {
-        &self.files.cert
     }
 
     fn build(
@@ -299,11 +325,7 @@ impl TlsServer {
         stream: BoxStream,
         timeout: Duration,
     ) -> Result<(BoxStream, PeerIdentity), HandshakeError> {
-        let acceptor = self
-            .acceptor
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let acceptor = self.end.current();
         let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
             .await
             .map_err(|_| HandshakeError::Timeout(timeout))?
@@ -320,43 +342,18 @@ impl TlsServer {
 }
 
 /// The client end: verifies the server against the CA and presents its certificate.
-/// Clones share one configuration, which [`TlsClient::reload`] replaces.
-#[derive(Clone)]
+/// Clones share one configuration, which [`TlsEnds::reload`] replaces.
+#[derive(Debug, Clone)]
 pub struct TlsClient {
-    files: TlsFiles,
-    versions: TlsVersions,
-    connector: Arc<std::sync::RwLock<tokio_rustls::TlsConnector>>,
-}
-
-impl std::fmt::Debug for TlsClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsClient")
-            .field("cert", &self.files.cert)
-            .finish()
-    }
+    end: Reloadable<tokio_rustls::TlsConnector>,
 }
 
 impl TlsClient {
     /// Loads the files and builds the configuration; every error names its file.
     pub fn load(files: &TlsFiles, versions: TlsVersions) -> Result<TlsClient, TlsSetupError> {
         Ok(TlsClient {
-            files: files.clone(),
-            versions,
-            connector: Arc::new(std::sync::RwLock::new(Self::build(files, versions)?)),
+            end: Reloadable::load(files, versions, Self::build)?,
         })
-    }
-
-    /// Reads the files again (certificate rotation): the next connections use them. On
-    /// failure nothing changes.
-    pub fn reload(&self) -> Result<(), TlsSetupError> {
-        let fresh = Self::build(&self.files, self.versions)?;
-        *self.connector.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        Ok(())
-    }
-
-    /// The certificate file this end presents.
-    pub fn cert_file(&self) -> &Path {
-        &self.files.cert
     }
 
     fn build(
@@ -396,11 +393,7 @@ impl TlsClient {
                 format!("'{server}' is not a DNS name or IP address: {e}"),
             ))
         })?;
-        let connector = self
-            .connector
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let connector = self.end.current();
         let tls = tokio::time::timeout(timeout, connector.connect(name, stream))
             .await
             .map_err(|_| HandshakeError::Timeout(timeout))?
@@ -437,22 +430,22 @@ impl TlsEnds {
         let servers = self
             .servers
             .iter()
-            .map(|s| TlsServer::build(&s.files, s.versions))
+            .map(|s| s.end.rebuild())
             .collect::<Result<Vec<_>, _>>()?;
         let clients = self
             .clients
             .iter()
-            .map(|c| TlsClient::build(&c.files, c.versions))
+            .map(|c| c.end.rebuild())
             .collect::<Result<Vec<_>, _>>()?;
-        for (end, fresh) in self.servers.iter().zip(servers) {
-            *end.acceptor.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        for (s, fresh) in self.servers.iter().zip(servers) {
+            s.end.install(fresh);
         }
-        for (end, fresh) in self.clients.iter().zip(clients) {
-            *end.connector.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        for (c, fresh) in self.clients.iter().zip(clients) {
+            c.end.install(fresh);
         }
-        let files = self.servers.iter().map(|s| s.files.cert.clone());
+        let files = self.servers.iter().map(|s| s.end.files.cert.clone());
         Ok(files
-            .chain(self.clients.iter().map(|c| c.files.cert.clone()))
+            .chain(self.clients.iter().map(|c| c.end.files.cert.clone()))
             .collect())
     }
 
