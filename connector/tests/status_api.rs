@@ -105,8 +105,13 @@ async fn the_status_api_shows_sources_masters_and_a_primary_crash() {
     let sc: ConnectorHandle = start(config(sources), Some(PATIENCE)).await.unwrap();
     let http = sc.metrics_addr.unwrap();
 
-    let before = wait_status(http, "po-a active", |s| {
+    // Both sources are dialled at once; po-b's role is known only once its
+    // connection has said Hello, which may come after po-a is already active.
+    let before = wait_status(http, "po-a active and po-b heard as Standby", |s| {
         s.active.as_ref().is_some_and(|a| a.source == "po-a")
+            && s.sources
+                .get(1)
+                .is_some_and(|b| b.role.as_deref() == Some("standby"))
     })
     .await;
     assert_eq!(before.connector, "sc-status");
