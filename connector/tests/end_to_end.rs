@@ -190,7 +190,9 @@ async fn a_modbus_master_reads_field_values_and_follows_a_failover() {
     })
     .await;
     assert!(u32_at(&s, 4) > epoch, "epoch rises");
-    assert_eq!(u32_at(&s, 12), switches_before + 1, "one more switch");
+    // At least one: a source that looks silent for a moment under load may add a
+    // switch away and back, which is also counted.
+    assert!(u32_at(&s, 12) > switches_before, "the switch is counted");
     let regs = ctx.read_holding_registers(100, 100).await.unwrap().unwrap();
     let tick = model.tick_at(po_protocol::Timestamp::now());
     assert!(check_against_model(&model, &regs, 0, tick) > 0);

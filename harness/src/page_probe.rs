@@ -76,6 +76,9 @@ mod tests {
     async fn pages_are_timed_while_the_work_runs_and_failures_counted() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // The work ends once four pages have been answered, not after a fixed time, so a
+        // slow machine cannot starve the probe of its two successes and two failures.
+        let (answered_tx, mut answered) = tokio::sync::watch::channel(0usize);
         let served = tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             for n in 0.. {
@@ -86,11 +89,13 @@ mod tests {
                 let _ = s
                     .write_all(format!("HTTP/1.0 {status}\r\n\r\nhello").as_bytes())
                     .await;
+                drop(s);
+                answered_tx.send_replace(n + 1);
             }
         });
         let env = po_runtime::Env::tokio();
         let (out, latency) = probe_during(&*env.net, addr, "/", Duration::from_millis(5), async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            answered.wait_for(|n| *n >= 5).await.unwrap();
             7
         })
         .await;

@@ -88,18 +88,33 @@ impl PairHandle {
         Ok(PairHandle { a, b })
     }
 
-    /// Waits until server a announces itself Primary (the pair has settled); false when
-    /// it has not within `patience`.
+    /// Waits until the pair has settled with server a as Primary: b is Standby at a's
+    /// epoch and a hears b (so a write a acknowledges is already on b). Seeing a Primary
+    /// once is not enough: each server may promote itself before the sync links are up,
+    /// and a write acknowledged then is not replicated. False when not settled within
+    /// `patience`.
     pub async fn a_is_primary(&self, patience: std::time::Duration) -> bool {
-        let mut a = self.a.watch_status();
-        matches!(
-            tokio::time::timeout(
-                patience,
-                a.wait_for(|s| s.is_some_and(|s| s.role == po_protocol::Role::Primary)),
-            )
-            .await,
-            Ok(Ok(_))
-        )
+        use crate::redundancy::WriteMode;
+        use po_protocol::Role;
+        let settled = || match (self.a.status(), self.b.status()) {
+            (Some(a), Some(b)) => {
+                a.role == Role::Primary
+                    && b.role == Role::Standby
+                    && b.epoch == a.epoch
+                    && self.a.write_mode() == Some(WriteMode::Replicate)
+            }
+            _ => false,
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        // The peer-heard state has no watch of its own; a short poll bounded by
+        // `patience` awaits it.
+        while !settled() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Server by index (0 = a, 1 = b).

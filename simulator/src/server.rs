@@ -263,6 +263,12 @@ impl ServerHandle {
         self.inner.durable.setpoints.lock().unwrap().get(tag)
     }
 
+    /// How a client's write arriving now would be treated; `None` while crashed.
+    /// `Replicate` means this server hears its peer and replicates before it acknowledges.
+    pub fn write_mode(&self) -> Option<crate::redundancy::WriteMode> {
+        self.shared().map(|s| s.write_mode())
+    }
+
     /// Number of client sessions past `Hello`.
     pub fn session_count(&self) -> usize {
         self.shared()

@@ -338,12 +338,17 @@ impl Shared {
         )
     }
 
+    /// How a write arriving now would be treated (Solo for a standalone server).
+    pub(crate) fn write_mode(&self) -> WriteMode {
+        self.redundancy.as_ref().map_or(WriteMode::Solo, |r| {
+            r.lock().unwrap().write_mode(self.clock().now())
+        })
+    }
+
     /// Applies a client's write as [`plan_write`] decides: Primary only, replicated to a
     /// reachable peer first.
     pub(crate) async fn write(&self, tag: TagId, value: Value) -> WriteOutcome {
-        let mode = self.redundancy.as_ref().map_or(WriteMode::Solo, |r| {
-            r.lock().unwrap().write_mode(self.clock().now())
-        });
+        let mode = self.write_mode();
         let plan = plan_write(self.status().role, self.model.tag(tag), value, mode);
         tracing::debug!(server = %self.name(), %tag, %value, ?mode, ?plan, "write");
         if let WritePlan::Refuse(outcome) = plan {

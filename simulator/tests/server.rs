@@ -73,11 +73,12 @@ async fn wait_status(
 
 async fn started_pair(spec: &PairSpec) -> PairHandle {
     let pair = PairHandle::start(spec).await.unwrap();
-    wait_status(&pair.a, |s| s.is_some_and(|s| s.role == Role::Primary)).await;
-    wait_status(&pair.b, |s| {
-        s.is_some_and(|s| s.role == Role::Standby && s.epoch > 0)
-    })
-    .await;
+    assert!(
+        pair.a_is_primary(PATIENCE).await,
+        "the pair never settled with po-a Primary (a {:?}, b {:?})",
+        pair.a.status(),
+        pair.b.status()
+    );
     pair
 }
 
@@ -213,11 +214,12 @@ async fn primary_crash_promotes_the_standby_with_a_higher_epoch() {
         "epoch {announced} must exceed {}",
         before.epoch
     );
-    // The exact bound (failover_timeout + one heartbeat) is proven on the sans-IO state
-    // machine in redundancy_props; over real sockets allow scheduling slack on top.
+    // How fast is not asserted over real sockets (a loaded machine stalls the server,
+    // which then rightly grants its peer more time); the exact bound, failover_timeout
+    // plus one heartbeat, is asserted in virtual time by redundancy_props and the
+    // simulation backend.
     let bound = spec.failover_timeout + spec.heartbeat;
     eprintln!("Standby announced Primary {took:?} after the crash (bound {bound:?})");
-    assert!(took <= bound + Duration::from_millis(500), "took {took:?}");
 }
 
 #[tokio::test]
@@ -688,7 +690,11 @@ async fn a_paused_primary_is_replaced_and_demotes_when_resumed() {
 #[tokio::test]
 async fn a_crashed_server_restarts_as_standby_and_follows_the_new_primary() {
     init_tracing();
-    let pair = started_pair(&PairSpec::loopback(17, site())).await;
+    // The restarted server hears b only once b's sync link redials it; a failover
+    // timeout well above that redial keeps it from promoting itself meanwhile.
+    let mut spec = PairSpec::loopback(17, site());
+    spec.failover_timeout = Duration::from_secs(2);
+    let pair = started_pair(&spec).await;
     pair.a.crash_and_wait().await;
     assert!(pair.a.status().is_none());
     let b = wait_status(&pair.b, |s| s.is_some_and(|s| s.role == Role::Primary))
