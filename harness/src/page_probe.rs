@@ -95,7 +95,11 @@ mod tests {
         });
         let env = po_runtime::Env::tokio();
         let (out, latency) = probe_during(&*env.net, addr, "/", Duration::from_millis(5), async {
-            answered.wait_for(|n| *n >= 5).await.unwrap();
+            let five = answered.wait_for(|n| *n >= 5);
+            tokio::time::timeout(Duration::from_secs(10), five)
+                .await
+                .expect("the probe stopped fetching pages")
+                .unwrap();
             7
         })
         .await;
