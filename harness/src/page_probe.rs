@@ -76,8 +76,9 @@ mod tests {
     async fn pages_are_timed_while_the_work_runs_and_failures_counted() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        // The work ends once four pages have been answered, not after a fixed time, so a
-        // slow machine cannot starve the probe of its two successes and two failures.
+        // The work ends once five pages have been answered, not after a fixed time: the
+        // probe fetches one page at a time, so by then it has recorded the first four (two
+        // successes, two failures) however slowly the machine runs.
         let (answered_tx, mut answered) = tokio::sync::watch::channel(0usize);
         let served = tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -216,7 +216,7 @@ async fn primary_crash_promotes_the_standby_with_a_higher_epoch() {
     );
     // How fast is not asserted over real sockets (a loaded machine stalls the server,
     // which then rightly grants its peer more time); the exact bound, failover_timeout
-    // plus one heartbeat, is asserted in virtual time by redundancy_props and the
+    // plus one heartbeat, is asserted in virtual time by redundancy_model and the
     // simulation backend.
     let bound = spec.failover_timeout + spec.heartbeat;
     eprintln!("Standby announced Primary {took:?} after the crash (bound {bound:?})");
