@@ -69,7 +69,7 @@ fn modbus(c: &mut Criterion) {
         .unwrap();
     let (writes, _rx) = tokio::sync::mpsc::channel(16);
     let service = ModbusService::new(
-        image,
+        Arc::new(smart_connector::image_slot::ImageSlot::ready(image)),
         writes,
         &ModbusConfig::default(),
         Duration::from_secs(1),

@@ -11,9 +11,13 @@ pub struct StatusDoc {
     pub connector: String,
     pub version: String,
     pub uptime_ms: u64,
-    /// `starting`, `primary`, `standby` or `stale`: what the served data is (status
-    /// register 1).
+    /// `starting`, `primary`, `standby`, `stale` or `draining`: what the served data is
+    /// (status register 1).
     pub state: String,
+    /// Why no data is served (`None` while serving): what each source last said, so a
+    /// connector that cannot reach its servers says why from its first second.
+    #[serde(default)]
+    pub reason: Option<String>,
     /// Whose data is served; `None` before the first snapshot and while stale.
     pub active: Option<ActiveDoc>,
     pub switches_total: u64,
@@ -41,6 +45,11 @@ pub struct SwitchDoc {
     pub from: Option<ActiveDoc>,
     pub to: Option<ActiveDoc>,
     pub reason: String,
+    /// What the change was: `switch` (from one server to another: the only kind
+    /// `switches_total` and status registers 12-13 count), `initial selection`, `role
+    /// change` (the same server, now Primary or Standby), `no source` or `resumed`.
+    #[serde(default)]
+    pub kind: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,12 +2,16 @@
 //! endpoint, all owned by one handle so a harness can run, crash and stop it in process.
 
 use crate::authz::RoleTable;
+use crate::config::MapConfig;
 use crate::config::{AccessKind, ConnectorConfig};
-use crate::engine::Engine;
+use crate::engine::{Engine, EnginePing, WriteRequest};
 use crate::http::{ConnectorInfo, HttpLimits, HttpState, serve_http};
 use crate::image::RegisterImage;
+use crate::image_slot::ImageSlot;
+use crate::lifecycle::Lifecycle;
 use crate::listener::ModbusSecurity;
 use crate::listener::{ListenerLimits, serve_modbus};
+use crate::liveness::{Liveness, PROBE_EVERY};
 use crate::map::{MapError, RegisterMap};
 use crate::metrics::Metrics;
 use crate::selector::SelectorConfig;
@@ -20,8 +24,9 @@ use po_runtime::{Env, Net};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -66,16 +71,67 @@ pub struct ConnectorHandle {
     /// Every TLS end (towards the servers, Modbus/TCP Security): `reload()` rotates
     /// certificates without a restart.
     pub tls: po_runtime::tls::TlsEnds,
-    cancel: CancellationToken,
+    /// Stopping, draining, liveness: also available before the catalogue arrived.
+    pub control: ConnectorControl,
+}
+
+/// What a supervisor needs of a connector from the moment its listeners are up: how to
+/// drain and stop it, whether its engine answers, what it serves.
+#[derive(Debug, Clone)]
+pub struct ConnectorControl {
+    pub images: Arc<ImageSlot>,
+    lifecycle: Arc<Lifecycle>,
+    engine_pings: mpsc::Sender<EnginePing>,
+    write_timeout: Duration,
     tracker: TaskTracker,
+}
+
+impl ConnectorControl {
+    /// Stops everything and waits until every socket is closed.
+    pub async fn shutdown(&self) {
+        self.lifecycle.abort.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// SIGTERM: "draining" in the status block at once, no new masters, the requests in
+    /// progress answered (writes up to `write_timeout`), masters closed between
+    /// requests, then [`ConnectorControl::shutdown`]. Returns the requests still
+    /// unanswered when the grace period ended.
+    pub async fn drain(&self) -> usize {
+        self.images.set_draining();
+        // A write forwarded just now may take `write_timeout`; its answer must go out.
+        let left = self
+            .lifecycle
+            .drain(self.write_timeout + Duration::from_millis(500))
+            .await;
+        self.shutdown().await;
+        left
+    }
+
+    /// Asks the engine (or, before the catalogue, the start-up loop) to answer within
+    /// `within`: false when it is stuck (the watchdog's test, docs/service.md).
+    pub async fn engine_answers(&self, within: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let asked = async { self.engine_pings.send(tx).await.is_ok() && rx.await.is_ok() };
+        tokio::time::timeout(within, asked).await.unwrap_or(false)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.lifecycle.is_draining()
+    }
+
+    /// A future that resolves when the connector has been stopped.
+    pub fn stopped(&self) -> impl Future<Output = ()> + use<> {
+        let cancel = self.lifecycle.abort.clone();
+        async move { cancel.cancelled().await }
+    }
 }
 
 impl ConnectorHandle {
     /// Stops everything and waits until every socket is closed.
     pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.control.shutdown().await
     }
 
     /// The `/api/status` document, now.
@@ -85,8 +141,7 @@ impl ConnectorHandle {
 
     /// A future that resolves when the connector has been stopped.
     pub fn stopped(&self) -> impl Future<Output = ()> + use<> {
-        let cancel = self.cancel.clone();
-        async move { cancel.cancelled().await }
+        self.control.stopped()
     }
 }
 
@@ -132,9 +187,10 @@ pub fn source_specs(
         .collect())
 }
 
-/// Starts the connector. The register map needs the server's catalogue, so Modbus
-/// serving begins once the first server has answered `Browse`; `catalog_wait` bounds
-/// that wait (`None`: wait for ever, logging each failed attempt).
+/// Starts the connector and returns once it serves every tag. The register map needs
+/// the server's catalogue; until the first server has answered `Browse` the listeners
+/// answer with the status block alone ([`listen`]); `catalog_wait` bounds that wait
+/// (`None`: wait for ever, logging failed attempts).
 pub async fn start(
     config: ConnectorConfig,
     catalog_wait: Option<Duration>,
@@ -149,6 +205,50 @@ pub async fn start_in(
     catalog_wait: Option<Duration>,
     env: Env,
 ) -> Result<ConnectorHandle, StartError> {
+    listen(config, env).await?.serve(catalog_wait).await
+}
+
+/// A connector whose listeners are up and whose sources are dialling, waiting for the
+/// first catalogue ([`Starting::serve`]).
+#[derive(Debug)]
+pub struct Starting {
+    config: ConnectorConfig,
+    env: Env,
+    started: Instant,
+    metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
+    status: HttpState,
+    tls: po_runtime::tls::TlsEnds,
+    control: ConnectorControl,
+    modbus_addr: SocketAddr,
+    modbus_tls_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    links: Vec<(String, mpsc::Sender<crate::source::SourceCommand>)>,
+    events: mpsc::Receiver<(usize, SourceMsg)>,
+    writes: mpsc::Receiver<WriteRequest>,
+    pings: mpsc::Receiver<EnginePing>,
+}
+
+impl Starting {
+    /// Stopping, draining and liveness, before the catalogue too.
+    pub fn control(&self) -> &ConnectorControl {
+        &self.control
+    }
+
+    /// The `/api/status` document, now.
+    pub fn status_doc(&self) -> crate::api::StatusDoc {
+        crate::http::status_doc(&self.status)
+    }
+
+    /// What `/api/status` and `/healthz` are built from.
+    pub fn status_state(&self) -> HttpState {
+        self.status.clone()
+    }
+}
+
+/// Opens the listeners (Modbus answering the status block, HTTP answering in full)
+/// and starts dialling the sources. A port in use fails here, at once.
+pub async fn listen(config: ConnectorConfig, env: Env) -> Result<Starting, StartError> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let metrics = Arc::new(Metrics::default());
@@ -188,77 +288,36 @@ pub async fn start_in(
         None => None,
     };
     warn_plaintext(&config);
-    let (events_tx, mut events) = mpsc::channel::<(usize, SourceMsg)>(256);
-    let mut links = Vec::new();
-    for spec in specs {
-        let (tx, rx) = mpsc::channel(1024);
-        links.push((spec.name.clone(), tx));
-        spawn(&tracker, &cancel, run_source(spec, rx, events_tx.clone()));
-    }
-    drop(events_tx);
 
-    // Bootstrap: keep every message until one carries a catalogue.
-    let mut early = Vec::new();
-    let wait = async {
-        while let Some((i, msg)) = events.recv().await {
-            let catalog = match &msg {
-                SourceMsg::Connected { catalog, .. } => Some(catalog.clone()),
-                _ => None,
-            };
-            early.push((i, msg));
-            if let Some(c) = catalog {
-                return Some(c);
-            }
-        }
-        None
-    };
-    let catalog = match catalog_wait {
-        Some(d) => tokio::time::timeout(d, wait).await.ok().flatten(),
-        None => wait.await,
-    };
-    let Some(catalog) = catalog else {
-        cancel.cancel();
-        return Err(StartError::NoCatalog(catalog_wait.unwrap_or_default()));
-    };
-    let catalog_digest = crate::catalog::digest(&catalog);
-    let map = match RegisterMap::build(&catalog, &config.modbus, &config.map) {
-        Ok(m) => Arc::new(m),
-        Err(e) => {
-            cancel.cancel();
-            return Err(e.into());
-        }
-    };
-    let image = Arc::new(RegisterImage::with_clock(map.clone(), env.clock.clone()));
-    tracing::info!(
-        connector = %config.name,
-        tags = catalog.len(),
-        points = map.points().len(),
-        registers = map.register_end(),
-        "register map built"
-    );
-
-    let bind_modbus = |addr: SocketAddr| {
+    // The listeners open first, so a connector whose servers cannot be reached still
+    // answers: the status block says "starting", `/api/status` and `/readyz` say why
+    // (docs/connector.md "Before the catalogue"). A port in use fails the start at once.
+    let started = env.clock.now();
+    let placeholder_map = RegisterMap::build(&[], &config.modbus, &MapConfig::default())?;
+    let images = Arc::new(ImageSlot::starting(Arc::new(
+        RegisterImage::with_clock_since(Arc::new(placeholder_map), env.clock.clone(), started),
+    )));
+    let bind = |addr: SocketAddr, what: &'static str| {
         let net = env.net.clone();
-        let cancel = cancel.clone();
         async move {
             match net.bind(addr).await {
                 Ok(l) => {
                     let bound = l.local_addr().unwrap_or(addr);
                     Ok((l, bound))
                 }
-                Err(source) => {
-                    cancel.cancel();
-                    Err(StartError::ModbusBind { addr, source })
-                }
+                Err(source) => Err(match what {
+                    "metrics" => StartError::MetricsBind { addr, source },
+                    _ => StartError::ModbusBind { addr, source },
+                }),
             }
         }
     };
     let plain = match config.modbus.plain {
-        true => Some(bind_modbus(config.modbus.listen).await?),
+        true => Some(bind(config.modbus.listen, "modbus").await?),
         false => None,
     };
     let secure = match &config.modbus.tls {
-        Some(t) => Some(bind_modbus(t.listen_on(config.modbus.listen)).await?),
+        Some(t) => Some(bind(t.listen_on(config.modbus.listen), "modbus").await?),
         None => None,
     };
     let modbus_tls_addr = secure.as_ref().map(|(_, a)| *a);
@@ -268,47 +327,23 @@ pub async fn start_in(
         .or(modbus_tls_addr)
         .unwrap_or(config.modbus.listen);
     let metrics_listener = match &config.metrics {
-        Some(m) => match env.net.bind(m.listen).await {
-            Ok(l) => Some(l),
-            Err(source) => {
-                cancel.cancel();
-                return Err(StartError::MetricsBind {
-                    addr: m.listen,
-                    source,
-                });
-            }
-        },
+        Some(m) => Some(bind(m.listen, "metrics").await?),
         None => None,
     };
-    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
 
     let (writes_tx, writes_rx) = mpsc::channel(1024);
-    let selector = SelectorConfig {
-        source_timeout: config.policy.source_timeout,
-        stale_after: config.policy.stale_after,
-        serve_standby: config.policy.serve_standby,
-    };
-    let mut engine = Engine::new(
-        selector,
-        image.clone(),
-        metrics.clone(),
-        catalog_digest,
-        links,
-        board.clone(),
+    let lifecycle = Arc::new(Lifecycle::new(cancel.clone()));
+    let service = Arc::new(
+        ModbusService::new(
+            images.clone(),
+            writes_tx,
+            &config.modbus,
+            config.policy.write_timeout,
+            metrics.clone(),
+        )
+        .with_lifecycle(lifecycle.clone()),
     );
-    spawn(&tracker, &cancel, async move {
-        for (i, msg) in early {
-            engine.on_source_msg(i, msg);
-        }
-        engine.run(events, writes_rx).await
-    });
-    let service = Arc::new(ModbusService::new(
-        image.clone(),
-        writes_tx,
-        &config.modbus,
-        config.policy.write_timeout,
-        metrics.clone(),
-    ));
     let limits = ListenerLimits {
         allow: config.modbus.allow.clone(),
         max_connections: config.modbus.max_connections,
@@ -323,7 +358,7 @@ pub async fn start_in(
                 security,
                 metrics.clone(),
                 board.clone(),
-                cancel.clone(),
+                lifecycle.clone(),
             ));
         }
     }
@@ -331,14 +366,14 @@ pub async fn start_in(
         info: Arc::new(ConnectorInfo {
             name: config.name.clone(),
             modbus_listen: modbus_addr.to_string(),
-            unit_ids: map.banks().iter().map(|b| b.unit_id).collect(),
             max_connections: config.modbus.max_connections,
         }),
         metrics: metrics.clone(),
-        image: image.clone(),
+        images: images.clone(),
         board: board.clone(),
+        liveness: Arc::new(Liveness::new(env.clock.clone())),
     };
-    if let (Some(l), Some(http)) = (metrics_listener, config.metrics.clone()) {
+    if let (Some((l, _)), Some(http)) = (metrics_listener, config.metrics.clone()) {
         tracker.spawn(serve_http(
             l,
             HttpLimits {
@@ -351,28 +386,179 @@ pub async fn start_in(
     }
     match (config.modbus.plain, modbus_tls_addr) {
         (true, None) => {
-            tracing::info!(connector = %config.name, modbus = %modbus_addr, "serving Modbus TCP")
+            tracing::info!(connector = %config.name, modbus = %modbus_addr, "listening for Modbus TCP (status block only until a server delivers the catalogue)")
         }
         (true, Some(tls)) => {
-            tracing::info!(connector = %config.name, modbus = %modbus_addr, modbus_security = %tls, "serving Modbus TCP and Modbus/TCP Security")
+            tracing::info!(connector = %config.name, modbus = %modbus_addr, modbus_security = %tls, "listening for Modbus TCP and Modbus/TCP Security (status block only until a server delivers the catalogue)")
         }
         (false, _) => {
-            tracing::info!(connector = %config.name, modbus_security = %modbus_addr, "serving Modbus/TCP Security only")
+            tracing::info!(connector = %config.name, modbus_security = %modbus_addr, "listening for Modbus/TCP Security only (status block only until a server delivers the catalogue)")
         }
     }
-    Ok(ConnectorHandle {
-        name: config.name.clone(),
-        modbus_addr,
-        modbus_tls_addr,
-        metrics_addr,
-        image,
+
+    let (events_tx, events) = mpsc::channel::<(usize, SourceMsg)>(256);
+    let mut links = Vec::new();
+    for spec in specs {
+        let (tx, rx) = mpsc::channel(1024);
+        links.push((spec.name.clone(), tx));
+        spawn(&tracker, &cancel, run_source(spec, rx, events_tx.clone()));
+    }
+    drop(events_tx);
+    let (pings_tx, pings) = mpsc::channel(1);
+    let control = ConnectorControl {
+        images,
+        lifecycle,
+        engine_pings: pings_tx,
+        write_timeout: config.policy.write_timeout,
+        tracker,
+    };
+    // The liveness probe: asks the engine (or the start-up loop) to answer, once a
+    // second; `/healthz` and the watchdog read the verdict.
+    let (probe, liveness) = (control.clone(), status.liveness.clone());
+    spawn(&control.tracker, &cancel, async move {
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            if probe.engine_answers(PROBE_EVERY).await {
+                liveness.handle_answer();
+            }
+        }
+    });
+    Ok(Starting {
+        config,
+        env,
+        started,
         metrics,
         board,
         status,
         tls,
-        cancel,
-        tracker,
+        control,
+        modbus_addr,
+        modbus_tls_addr,
+        metrics_addr,
+        links,
+        events,
+        writes: writes_rx,
+        pings,
     })
+}
+
+impl Starting {
+    /// Waits for the first catalogue (at most `catalog_wait`), builds the register map
+    /// and starts the engine: from then on every tag is served.
+    pub async fn serve(
+        self,
+        catalog_wait: Option<Duration>,
+    ) -> Result<ConnectorHandle, StartError> {
+        let Starting {
+            config,
+            env,
+            started,
+            metrics,
+            board,
+            status,
+            tls,
+            control,
+            modbus_addr,
+            modbus_tls_addr,
+            metrics_addr,
+            links,
+            mut events,
+            writes,
+            mut pings,
+        } = self;
+        let fail = |e: StartError| {
+            control.lifecycle.abort.cancel();
+            Err(e)
+        };
+        // Until the first catalogue a source can only report that it could not connect:
+        // the board shows why (the status page's "last error"); the engine, which only
+        // ever uses sources that delivered a catalogue, need not see those reports. The
+        // watchdog's pings are answered here meanwhile.
+        let wait = async {
+            loop {
+                tokio::select! {
+                    ev = events.recv() => match ev? {
+                        (i, SourceMsg::Connected { role, epoch, catalog }) => {
+                            return Some((i, role, epoch, catalog));
+                        }
+                        (i, SourceMsg::Lost { reason }) => {
+                            metrics.source_losses.fetch_add(1, Relaxed);
+                            board.handle_lost(i, &reason);
+                        }
+                        (i, other) => {
+                            tracing::debug!(source = i, ?other, "message before any catalogue; dropped")
+                        }
+                    },
+                    Some(ping) = pings.recv() => {
+                        let _ = ping.send(());
+                    }
+                }
+            }
+        };
+        let first = match catalog_wait {
+            Some(d) => tokio::time::timeout(d, wait).await.ok().flatten(),
+            None => wait.await,
+        };
+        let Some((first_source, role, epoch, catalog)) = first else {
+            return fail(StartError::NoCatalog(catalog_wait.unwrap_or_default()));
+        };
+        let catalog_digest = crate::catalog::digest(&catalog);
+        let map = match RegisterMap::build(&catalog, &config.modbus, &config.map) {
+            Ok(m) => Arc::new(m),
+            Err(e) => return fail(e.into()),
+        };
+        let image = Arc::new(RegisterImage::with_clock_since(
+            map.clone(),
+            env.clock.clone(),
+            started,
+        ));
+        tracing::info!(
+            connector = %config.name,
+            tags = catalog.len(),
+            points = map.points().len(),
+            registers = map.register_end(),
+            "register map built; serving every tag"
+        );
+        let selector = SelectorConfig {
+            source_timeout: config.policy.source_timeout,
+            stale_after: config.policy.stale_after,
+            serve_standby: config.policy.serve_standby,
+        };
+        let mut engine = Engine::new(
+            selector,
+            image.clone(),
+            metrics.clone(),
+            catalog_digest,
+            links,
+            board.clone(),
+        );
+        engine.on_source_msg(
+            first_source,
+            SourceMsg::Connected {
+                role,
+                epoch,
+                catalog,
+            },
+        );
+        control.images.set(image.clone());
+        spawn(
+            &control.tracker,
+            &control.lifecycle.abort,
+            engine.run(events, writes, pings),
+        );
+        Ok(ConnectorHandle {
+            name: config.name.clone(),
+            modbus_addr,
+            modbus_tls_addr,
+            metrics_addr,
+            image,
+            metrics,
+            board,
+            status,
+            tls,
+            control,
+        })
+    }
 }
 
 /// A link that crosses the network in plaintext is a choice for labs: say so once.

@@ -26,6 +26,10 @@ pub enum WriteReply {
     TimedOut,
 }
 
+/// A liveness probe: the engine answers it between two events, so an engine stuck in
+/// one event leaves it unanswered (the service manager's watchdog, docs/service.md).
+pub type EnginePing = oneshot::Sender<()>;
+
 /// A write from a Modbus master, on its way to the Primary.
 #[derive(Debug)]
 pub struct WriteRequest {
@@ -131,6 +135,7 @@ impl Engine {
         mut self,
         mut events: mpsc::Receiver<(usize, SourceMsg)>,
         mut writes: mpsc::Receiver<WriteRequest>,
+        mut pings: mpsc::Receiver<EnginePing>,
     ) {
         let mut writes_open = true;
         loop {
@@ -144,6 +149,9 @@ impl Engine {
                     Some(w) => self.on_write(w),
                     None => writes_open = false,
                 },
+                Some(ping) = pings.recv() => {
+                    let _ = ping.send(());
+                }
                 _ = sleep_until(wake) => {}
             }
             let now = self.image.clock().now();
@@ -234,6 +242,10 @@ impl Engine {
                     self.ingest(batch);
                 }
                 (Some(SourceEvent::Data), Trigger::Data(i))
+            }
+            SourceMsg::Resubscribed => {
+                self.metrics.resubscribes.fetch_add(1, Relaxed);
+                return;
             }
             SourceMsg::WriteResult {
                 request_id,

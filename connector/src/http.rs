@@ -10,7 +10,8 @@
 //! the blocking pool: a request for a large site never holds up ingest or Modbus serving.
 
 use crate::api::{ModbusDoc, PointsPage, PointsSummary, StatusDoc};
-use crate::image::{RegisterImage, ServeState};
+use crate::image::ServeState;
+use crate::image_slot::ImageSlot;
 use crate::metrics::Metrics;
 use crate::points_page::{PointsQuery, points_page};
 use crate::status::StatusBoard;
@@ -44,7 +45,6 @@ pub struct HttpLimits {
 pub struct ConnectorInfo {
     pub name: String,
     pub modbus_listen: String,
-    pub unit_ids: Vec<u8>,
     pub max_connections: usize,
 }
 
@@ -53,8 +53,11 @@ pub struct ConnectorInfo {
 pub struct HttpState {
     pub info: Arc<ConnectorInfo>,
     pub metrics: Arc<Metrics>,
-    pub image: Arc<RegisterImage>,
+    /// The image served now (the status block alone until the catalogue arrives).
+    pub images: Arc<ImageSlot>,
     pub board: Arc<StatusBoard>,
+    /// Whether the engine answers its liveness probe (`/healthz`).
+    pub liveness: Arc<crate::liveness::Liveness>,
 }
 
 /// The routes (public so tests can call them without a socket).
@@ -65,10 +68,12 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/points", get(api_points))
         .route("/metrics", get(prometheus))
         .route("/health", get(health))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "not found: try /, /api/status, /api/points, /metrics or /health\n",
+                "not found: try /, /api/status, /api/points, /metrics, /health, /healthz or /readyz\n",
             )
         })
         .with_state(state)
@@ -151,10 +156,37 @@ async fn prometheus(State(s): State<HttpState>) -> Response {
 }
 
 async fn health(State(s): State<HttpState>) -> Response {
-    if s.image.is_stale() {
+    if s.images.current().is_stale() {
         (StatusCode::SERVICE_UNAVAILABLE, "stale\n").into_response()
     } else {
         (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+/// Liveness for a service manager or an orchestrator: the process answers HTTP, and its
+/// engine is not stuck (the same test as the watchdog, docs/service.md).
+async fn healthz(State(s): State<HttpState>) -> Response {
+    match s.liveness.stuck() {
+        None => (StatusCode::OK, "alive\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
+/// Readiness for a load balancer: 200 while data is served (a Primary's or, with
+/// `serve_standby`, a Standby's), else 503 with the reason `/api/status` gives.
+async fn readyz(State(s): State<HttpState>) -> Response {
+    let doc = status_doc(&s);
+    match doc.reason {
+        None => (
+            StatusCode::OK,
+            format!("ready: serving {} data\n", doc.state),
+        )
+            .into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready ({}): {why}\n", doc.state),
+        )
+            .into_response(),
     }
 }
 
@@ -179,7 +211,7 @@ async fn page(State(s): State<HttpState>, Query(q): Query<PointsQuery>) -> Respo
 
 /// Builds a page of points off the runtime's threads (a filter scans every tag name).
 async fn blocking_page(s: &HttpState, q: PointsQuery) -> Result<PointsPage, Response> {
-    let image = s.image.clone();
+    let image = s.images.current().clone();
     match tokio::task::spawn_blocking(move || points_page(&image, &q)).await {
         Ok(Ok(page)) => Ok(page),
         Ok(Err(bad)) => Err((StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()),
@@ -189,14 +221,17 @@ async fn blocking_page(s: &HttpState, q: PointsQuery) -> Result<PointsPage, Resp
 
 /// The `/api/status` document, from the board, the image and the counters.
 pub fn status_doc(s: &HttpState) -> StatusDoc {
-    let image = &s.image;
+    let (image, catalogue_missing) = s.images.current_and_starting();
     let (state, _) = image.serving();
     let state = match state {
         x if x == ServeState::Primary as u8 => "primary",
         x if x == ServeState::Standby as u8 => "standby",
         x if x == ServeState::Stale as u8 => "stale",
+        x if x == ServeState::Draining as u8 => "draining",
         _ => "starting",
     };
+    let sources = s.board.sources();
+    let reason = not_serving_reason(state, catalogue_missing, &sources);
     let switches = s.board.switches();
     let active = image
         .active()
@@ -211,13 +246,14 @@ pub fn status_doc(s: &HttpState) -> StatusDoc {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_ms: s.board.uptime().as_millis() as u64,
         state: state.to_string(),
+        reason,
         active,
         switches_total: s.metrics.source_switches.load(Relaxed),
         switches,
-        sources: s.board.sources(),
+        sources,
         modbus: ModbusDoc {
             listen: s.info.modbus_listen.clone(),
-            unit_ids: s.info.unit_ids.clone(),
+            unit_ids: image.map().banks().iter().map(|b| b.unit_id).collect(),
             max_connections: s.info.max_connections,
             clients: s.board.clients(),
             requests_total: s.metrics.modbus_requests.load(Relaxed),
@@ -235,5 +271,39 @@ pub fn status_doc(s: &HttpState) -> StatusDoc {
                 .data_age(image.clock().wall())
                 .map(|d| d.as_millis() as u64),
         },
+    }
+}
+
+/// Why no data is served, in words a user can act on; `None` while serving.
+fn not_serving_reason(
+    state: &str,
+    catalogue_missing: bool,
+    sources: &[crate::api::SourceDoc],
+) -> Option<String> {
+    let heard = || {
+        let each: Vec<String> = sources
+            .iter()
+            .map(|src| match (&src.last_error, src.connected) {
+                (_, true) => format!("{}: connected", src.name),
+                (Some(e), false) => format!("{}: {e}", src.name),
+                (None, false) => format!("{}: no answer yet", src.name),
+            })
+            .collect();
+        each.join("; ")
+    };
+    match state {
+        "primary" | "standby" => None,
+        "draining" => {
+            Some("shutting down (SIGTERM): third parties should move to the peer connector".into())
+        }
+        _ if catalogue_missing => Some(format!(
+            "no server has delivered a tag catalogue yet ({})",
+            heard()
+        )),
+        "stale" => Some(format!(
+            "no healthy source: serving stale data ({})",
+            heard()
+        )),
+        _ => Some(format!("waiting for the first snapshot ({})", heard())),
     }
 }

@@ -22,6 +22,9 @@ pub enum ServeState {
     Primary = 1,
     Standby = 2,
     Stale = 3,
+    /// Shutting down on SIGTERM: still answering, but a third party should move away
+    /// (docs/service.md "Graceful drain").
+    Draining = 4,
 }
 
 #[derive(Debug)]
@@ -40,6 +43,9 @@ pub struct RegisterImage {
     clock: Arc<dyn Clock>,
     started: Instant,
     state: AtomicU8,
+    /// Set once on SIGTERM; status register 1 then reads `Draining` whatever the engine
+    /// still publishes.
+    draining: AtomicBool,
     active_source: AtomicU8,
     active_role: AtomicU8,
     active_epoch: AtomicU32,
@@ -63,6 +69,17 @@ impl RegisterImage {
 
     /// [`RegisterImage::new`] with the clock given by the caller.
     pub fn with_clock(map: Arc<RegisterMap>, clock: Arc<dyn Clock>) -> RegisterImage {
+        let started = clock.now();
+        RegisterImage::with_clock_since(map, clock, started)
+    }
+
+    /// [`RegisterImage::with_clock`] whose heartbeat (status register 0) counts from
+    /// `started`: the connector's start, which is before its catalogue arrived.
+    pub fn with_clock_since(
+        map: Arc<RegisterMap>,
+        clock: Arc<dyn Clock>,
+        started: Instant,
+    ) -> RegisterImage {
         let n = map.points().len();
         RegisterImage {
             values: (0..n).map(|_| AtomicU32::new(0)).collect(),
@@ -73,9 +90,10 @@ impl RegisterImage {
             not_good: AtomicU32::new(n as u32),
             stale: AtomicBool::new(false),
             newest_sample_us: AtomicU64::new(0),
-            started: clock.now(),
+            started,
             clock,
             state: AtomicU8::new(ServeState::Starting as u8),
+            draining: AtomicBool::new(false),
             active_source: AtomicU8::new(0),
             active_role: AtomicU8::new(0),
             active_epoch: AtomicU32::new(0),
@@ -156,7 +174,26 @@ impl RegisterImage {
 
     /// What the status block says is served: (state as in register 1, active epoch).
     pub fn serving(&self) -> (u8, u32) {
-        (self.state.load(Relaxed), self.active_epoch.load(Relaxed))
+        let state = if self.is_draining() {
+            ServeState::Draining as u8
+        } else {
+            self.state.load(Relaxed)
+        };
+        (state, self.active_epoch.load(Relaxed))
+    }
+
+    /// Says "draining" in status register 1 from now on (SIGTERM).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+
+    /// When the connector started (status register 0 counts seconds from it).
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Whose data is served (status registers 2-5): the 1-based source, its role and
@@ -229,7 +266,7 @@ impl RegisterImage {
                 let up = self.clock.now().saturating_duration_since(self.started);
                 (up.as_secs() & 0xffff) as u32
             }
-            StatusField::State => u32::from(self.state.load(Relaxed)),
+            StatusField::State => u32::from(self.serving().0),
             StatusField::ActiveSource => u32::from(self.active_source.load(Relaxed)),
             StatusField::ActiveRole => u32::from(self.active_role.load(Relaxed)),
             StatusField::ActiveEpoch => self.active_epoch.load(Relaxed),

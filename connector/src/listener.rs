@@ -8,6 +8,7 @@
 //! workspace's one (`po_runtime::accept`).
 
 use crate::authz::{Rights, RoleTable};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::modbus::decode_request;
 use crate::service::ModbusService;
@@ -85,8 +86,9 @@ impl ModbusSecurity {
     }
 }
 
-/// Accepts Modbus masters until `cancel` fires: plain Modbus TCP without `security`,
-/// Modbus/TCP Security with it. Both share every limit.
+/// Accepts Modbus masters until `lifecycle.stop_accepting` fires: plain Modbus TCP
+/// without `security`, Modbus/TCP Security with it. Both share every limit. Masters are
+/// closed between two requests on `close_masters`, at once on `abort`.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_modbus(
     listener: BoxListener,
@@ -95,8 +97,10 @@ pub async fn serve_modbus(
     security: Option<Arc<ModbusSecurity>>,
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
-    cancel: CancellationToken,
+    lifecycle: Arc<Lifecycle>,
 ) {
+    let cancel = lifecycle.abort.clone();
+    let close = lifecycle.close_masters.clone();
     let cap = ConnectionCap::new(limits.max_connections);
     let unproven = Unproven::default();
     let tracker = TaskTracker::new();
@@ -113,7 +117,7 @@ pub async fn serve_modbus(
         &cap,
         &unproven,
         &metrics.modbus_accept,
-        cancel.clone().cancelled_owned(),
+        lifecycle.stop_accepting.clone().cancelled_owned(),
         |stream, peer, permit, ticket| {
             if !limits.allow.is_empty() && !limits.allow.iter().any(|n| n.contains(&peer.ip())) {
                 metrics.modbus_refused_allow_list.fetch_add(1, Relaxed);
@@ -130,6 +134,7 @@ pub async fn serve_modbus(
                 tracing::info!(%peer, "{name} connection accepted");
             }
             let (service, metrics, cancel) = (service.clone(), metrics.clone(), cancel.clone());
+            let close = close.clone();
             let (security, unrestricted) = (security.clone(), unrestricted.clone());
             let idle = limits.idle_timeout;
             let listed = board.handle_client(peer);
@@ -148,7 +153,7 @@ pub async fn serve_modbus(
                             _ = ticket.evicted() => return,
                         },
                     };
-                    connection(stream, peer, &service, &rights, &metrics, &listed.entry, idle, ticket).await;
+                    connection(stream, peer, &service, &rights, &metrics, &listed.entry, idle, ticket, &close).await;
                 };
                 tokio::select! {
                     _ = cancel.cancelled() => {}
@@ -161,6 +166,9 @@ pub async fn serve_modbus(
         },
     )
     .await;
+    // Closed now, not after the last master: a drain lets no one else in, not even
+    // into the kernel's backlog.
+    drop(listener);
     tracker.close();
     tracker.wait().await;
 }
@@ -183,6 +191,7 @@ async fn connection(
     listed: &ClientEntry,
     idle: Duration,
     ticket: UnprovenTicket,
+    close: &CancellationToken,
 ) {
     let mut input = BytesMut::with_capacity(1024);
     let mut output = BytesMut::with_capacity(4096);
@@ -195,6 +204,13 @@ async fn connection(
                 tracing::debug!(%peer, "Modbus connection closed to make room: no request yet");
                 return;
             }
+            // Between two requests: a drain closes the connection here, never while
+            // an answer is being worked out or written.
+            _ = close.cancelled() => {
+                let _ = stream.shutdown().await;
+                tracing::info!(%peer, "Modbus connection closed: connector shutting down");
+                return;
+            }
         };
         match read {
             Err(_) => {
@@ -203,11 +219,11 @@ async fn connection(
                 return;
             }
             Ok(Ok(0)) => {
-                tracing::debug!(%peer, "Modbus connection closed by the master");
+                tracing::info!(%peer, "Modbus connection closed by the master");
                 return;
             }
             Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "Modbus connection failed");
+                tracing::info!(%peer, error = %e, "Modbus connection closed: {e}");
                 return;
             }
             Ok(Ok(_)) => {}

@@ -6,10 +6,12 @@ use crate::authz::{Operation, Rights, Space};
 use crate::config::ModbusConfig;
 use crate::engine::{WriteReply, WriteRequest};
 use crate::image::RegisterImage;
+use crate::image_slot::ImageSlot;
+use crate::lifecycle::Lifecycle;
 use crate::map::{Bank, Cell, RegisterMap};
 use crate::metrics::Metrics;
 use crate::modbus::{ExceptionCode, Request, RequestFrame, encode_exception};
-use crate::registers::decode_write;
+use crate::registers::{STATUS_REGISTERS, decode_write};
 use bytes::BytesMut;
 use po_protocol::{TagId, TagKind, Value};
 use std::sync::Arc;
@@ -19,51 +21,78 @@ use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug)]
 pub struct ModbusService {
-    image: Arc<RegisterImage>,
+    /// The image to answer from: the status block alone until the catalogue arrives.
+    images: Arc<ImageSlot>,
     writes: mpsc::Sender<WriteRequest>,
     read_only: bool,
     write_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// Counts requests in progress for a drain (`None` in benches).
+    lifecycle: Option<Arc<Lifecycle>>,
 }
 
 impl ModbusService {
     pub fn new(
-        image: Arc<RegisterImage>,
+        images: Arc<ImageSlot>,
         writes: mpsc::Sender<WriteRequest>,
         config: &ModbusConfig,
         write_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> ModbusService {
         ModbusService {
-            image,
+            images,
             writes,
             read_only: config.read_only,
             write_timeout,
             metrics,
+            lifecycle: None,
         }
     }
 
+    /// Counts requests in progress in `lifecycle`, so a drain can wait for them.
+    pub fn with_lifecycle(mut self, lifecycle: Arc<Lifecycle>) -> ModbusService {
+        self.lifecycle = Some(lifecycle);
+        self
+    }
+
+    /// The image requests are answered from now.
     pub fn image(&self) -> &Arc<RegisterImage> {
-        &self.image
+        self.images.current()
     }
 
     /// Appends the response to `frame` to `out`; `rights` are the connection's (plain
     /// Modbus: [`Rights::unrestricted`]).
     pub async fn handle(&self, frame: RequestFrame, rights: &Rights, out: &mut BytesMut) {
         self.metrics.modbus_requests.fetch_add(1, Relaxed);
+        let _answering = self.lifecycle.as_ref().map(|l| l.request());
         let tid = frame.transaction_id;
         let unit = frame.unit_id;
         let function = frame.function;
-        let image = self.image.clone();
+        let (image, starting) = self.images.current_and_starting();
+        let image = image.clone();
         let result = match (frame.request, image.map().bank_for(unit)) {
             (Err(code), _) => Err(code),
             (Ok(_), None) => Err(ExceptionCode::GatewayTargetFailedToRespond),
+            // Before the catalogue only the status block exists: any other address is
+            // "the device behind the gateway did not answer (yet)", which masters retry,
+            // not "no such address", which they may take as a configuration error.
+            (Ok(req), Some(_)) if starting && !reads_status_only(&req) => {
+                Err(ExceptionCode::GatewayTargetFailedToRespond)
+            }
+            // Draining: the writes already forwarded finish; a new one is for the peer
+            // connector (the status block says "draining").
+            (Ok(req), Some(_)) if req.writes() && image.is_draining() => {
+                Err(ExceptionCode::GatewayTargetFailedToRespond)
+            }
             (Ok(req), Some(bank)) if !authorized(rights, image.map(), bank, &req) => {
                 self.metrics.modbus_refused_role.fetch_add(1, Relaxed);
                 tracing::debug!(role = %rights.role, unit, function, "Modbus request refused: not allowed for the role");
                 Err(ExceptionCode::IllegalFunction)
             }
-            (Ok(req), Some(bank)) => self.serve(bank, tid, unit, function, req, out).await,
+            (Ok(req), Some(bank)) => {
+                self.serve(&image, bank, tid, unit, function, req, out)
+                    .await
+            }
         };
         if let Err(code) = result {
             self.metrics.count_exception(code as u8);
@@ -71,8 +100,10 @@ impl ModbusService {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn serve(
         &self,
+        image: &RegisterImage,
         bank: &Bank,
         tid: u16,
         unit: u8,
@@ -86,27 +117,27 @@ impl ModbusService {
             | Request::ReadInputRegisters { addr, qty } => {
                 let mut regs = [0u16; 125];
                 let regs = &mut regs[..qty as usize];
-                self.read(bank, addr, regs)?;
+                read(image, bank, addr, regs)?;
                 encode_read_registers(tid, unit, function, regs, out);
             }
             Request::ReadCoils { addr, qty } | Request::ReadDiscreteInputs { addr, qty } => {
                 let mut bits = [false; 2000];
                 let bits = &mut bits[..qty as usize];
-                if !self.image.read_bits(bank, addr, bits) {
+                if !image.read_bits(bank, addr, bits) {
                     return Err(ExceptionCode::IllegalDataAddress);
                 }
                 encode_read_bits(tid, unit, function, bits, out);
             }
             Request::WriteSingleRegister { addr, value } => {
-                self.write_registers(bank, addr, &[value]).await?;
+                self.write_registers(image, bank, addr, &[value]).await?;
                 encode_write_echo(tid, unit, function, addr, value, out);
             }
             Request::WriteMultipleRegisters { addr, values } => {
-                self.write_registers(bank, addr, &values).await?;
+                self.write_registers(image, bank, addr, &values).await?;
                 encode_write_echo(tid, unit, function, addr, values.len() as u16, out);
             }
             Request::WriteSingleCoil { addr, value } => {
-                self.write_coils(bank, addr, &[value]).await?;
+                self.write_coils(image, bank, addr, &[value]).await?;
                 encode_write_echo(
                     tid,
                     unit,
@@ -117,7 +148,7 @@ impl ModbusService {
                 );
             }
             Request::WriteMultipleCoils { addr, values } => {
-                self.write_coils(bank, addr, &values).await?;
+                self.write_coils(image, bank, addr, &values).await?;
                 encode_write_echo(tid, unit, function, addr, values.len() as u16, out);
             }
             Request::ReadWriteMultipleRegisters {
@@ -130,21 +161,13 @@ impl ModbusService {
                 if u32::from(read_addr) + u32::from(read_qty) > bank.register_end() {
                     return Err(ExceptionCode::IllegalDataAddress);
                 }
-                self.write_registers(bank, write_addr, &values).await?;
+                self.write_registers(image, bank, write_addr, &values)
+                    .await?;
                 let mut regs = [0u16; 125];
                 let regs = &mut regs[..read_qty as usize];
-                self.read(bank, read_addr, regs)?;
+                read(image, bank, read_addr, regs)?;
                 encode_read_registers(tid, unit, function, regs, out);
             }
-        }
-        Ok(())
-    }
-
-    fn read(&self, bank: &Bank, addr: u16, regs: &mut [u16]) -> Result<(), ExceptionCode> {
-        if u32::from(addr) + regs.len() as u32 > bank.register_end()
-            || !self.image.read_registers(bank, addr, regs)
-        {
-            return Err(ExceptionCode::IllegalDataAddress);
         }
         Ok(())
     }
@@ -153,6 +176,7 @@ impl ModbusService {
     /// writable tag and every tag must be written whole.
     fn plan_register_write(
         &self,
+        image: &RegisterImage,
         bank: &Bank,
         addr: u16,
         values: &[u16],
@@ -160,7 +184,7 @@ impl ModbusService {
         if self.read_only {
             return Err(ExceptionCode::IllegalFunction);
         }
-        let map = self.image.map();
+        let map = image.map();
         if u32::from(addr) + values.len() as u32 > bank.register_end() {
             return Err(ExceptionCode::IllegalDataAddress);
         }
@@ -185,16 +209,18 @@ impl ModbusService {
 
     async fn write_registers(
         &self,
+        image: &RegisterImage,
         bank: &Bank,
         addr: u16,
         values: &[u16],
     ) -> Result<(), ExceptionCode> {
-        let plan = self.plan_register_write(bank, addr, values)?;
-        self.apply(plan).await
+        let plan = self.plan_register_write(image, bank, addr, values)?;
+        self.apply(image, plan).await
     }
 
     async fn write_coils(
         &self,
+        image: &RegisterImage,
         bank: &Bank,
         addr: u16,
         values: &[bool],
@@ -202,7 +228,7 @@ impl ModbusService {
         if self.read_only {
             return Err(ExceptionCode::IllegalFunction);
         }
-        let map = self.image.map();
+        let map = image.map();
         if u32::from(addr) + values.len() as u32 > bank.coil_end() {
             return Err(ExceptionCode::IllegalDataAddress);
         }
@@ -217,12 +243,16 @@ impl ModbusService {
             }
             plan.push((p.tag, Value::Digital(*v)));
         }
-        self.apply(plan).await
+        self.apply(image, plan).await
     }
 
     /// Sends the writes to the engine in order and waits for every verdict.
-    async fn apply(&self, plan: Vec<(TagId, Value)>) -> Result<(), ExceptionCode> {
-        let deadline = self.image.clock().now() + self.write_timeout;
+    async fn apply(
+        &self,
+        image: &RegisterImage,
+        plan: Vec<(TagId, Value)>,
+    ) -> Result<(), ExceptionCode> {
+        let deadline = image.clock().now() + self.write_timeout;
         let mut replies = Vec::with_capacity(plan.len());
         for (tag, value) in plan {
             let (reply, rx) = oneshot::channel();
@@ -249,6 +279,30 @@ impl ModbusService {
             }
         }
         result
+    }
+}
+
+fn read(
+    image: &RegisterImage,
+    bank: &Bank,
+    addr: u16,
+    regs: &mut [u16],
+) -> Result<(), ExceptionCode> {
+    if u32::from(addr) + regs.len() as u32 > bank.register_end()
+        || !image.read_registers(bank, addr, regs)
+    {
+        return Err(ExceptionCode::IllegalDataAddress);
+    }
+    Ok(())
+}
+
+/// Whether `req` only reads the status block (all a starting connector can answer).
+fn reads_status_only(req: &Request) -> bool {
+    match req {
+        Request::ReadHoldingRegisters { addr, qty } | Request::ReadInputRegisters { addr, qty } => {
+            u32::from(*addr) + u32::from(*qty) <= u32::from(STATUS_REGISTERS)
+        }
+        _ => false,
     }
 }
 

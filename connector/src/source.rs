@@ -8,6 +8,7 @@ use po_protocol::{
     Access, ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, Role, TagId, TagInfo, TagSelection,
     TagValue, Value, WriteOutcome,
 };
+use po_runtime::admission::LogThrottle;
 use po_runtime::{BoxStream, Net};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -90,9 +91,15 @@ pub enum SourceMsg {
         request_id: u64,
         outcome: WriteOutcome,
     },
+    /// Data frames were lost (a sequence gap) and the session subscribed again: counted
+    /// in `sc_resubscribes_total`.
+    Resubscribed,
 }
 
 type Link = Framed<BoxStream, FrameCodec<Frame>>;
+
+/// The same reconnection failure is warned about at most this often.
+const REPEAT_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs a source forever (until the engine goes away).
 pub async fn run_source(
@@ -104,6 +111,7 @@ pub async fn run_source(
     let mut first_attempt = true;
     // How the last reconnection attempt failed (None after a session that was up).
     let mut last_failure: Option<String> = None;
+    let mut repeats = LogThrottle::new(REPEAT_EVERY);
     loop {
         let outcome = session(&spec, &mut commands, &events).await;
         let (reason, established) = match outcome {
@@ -117,13 +125,21 @@ pub async fn run_source(
         if established {
             backoff = spec.reconnect_min;
         }
-        // One warning per loss, and one each time the way reconnecting fails changes
-        // (refused, then timing out: the server's host went silent); repeated failures
-        // of the same kind are debug noise.
-        if established || first_attempt {
-            tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source lost");
-        } else if last_failure.as_deref() != Some(reason.as_str()) {
-            tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source still unreachable");
+        // One warning per loss and each time the way reconnecting fails changes (refused,
+        // then timing out: the server's host went silent); the same failure again is
+        // warned at most once per 10 s with the number of attempts not logged, so a
+        // connector that cannot reach its server keeps saying so (docs/connector.md).
+        let changed = last_failure.as_deref() != Some(reason.as_str());
+        if established || first_attempt || changed {
+            repeats = LogThrottle::new(REPEAT_EVERY);
+            repeats.handle_event(tokio::time::Instant::now());
+            if established || first_attempt {
+                tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source lost");
+            } else {
+                tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source still unreachable");
+            }
+        } else if let Some(not_logged) = repeats.handle_event(tokio::time::Instant::now()) {
+            tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, not_logged, "source still unreachable");
         } else {
             tracing::debug!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source still unreachable");
         }
@@ -290,6 +306,7 @@ async fn session(
                         if seq.handle_heartbeat(announced) == SeqVerdict::Resubscribe {
                             tracing::warn!(source = %spec.name, ?last, announced, "data frames lost; resubscribing");
                             link.send(resubscribe.clone()).await.map_err(|e| established(format!("send: {e}")))?;
+                            events.send((spec.index, SourceMsg::Resubscribed)).await.map_err(|_| SessionError::EngineGone)?;
                         }
                         SourceMsg::Heartbeat { role, epoch }
                     }
@@ -303,6 +320,7 @@ async fn session(
                         SeqVerdict::Resubscribe => {
                             tracing::warn!(source = %spec.name, got = at, part, "snapshot part lost; resubscribing");
                             link.send(resubscribe.clone()).await.map_err(|e| established(format!("send: {e}")))?;
+                            events.send((spec.index, SourceMsg::Resubscribed)).await.map_err(|_| SessionError::EngineGone)?;
                             continue;
                         }
                     },
@@ -314,6 +332,7 @@ async fn session(
                             SeqVerdict::Resubscribe => {
                                 tracing::warn!(source = %spec.name, ?expected, got = at, "sequence gap; resubscribing");
                                 link.send(resubscribe.clone()).await.map_err(|e| established(format!("send: {e}")))?;
+                            events.send((spec.index, SourceMsg::Resubscribed)).await.map_err(|_| SessionError::EngineGone)?;
                                 continue;
                             }
                         }

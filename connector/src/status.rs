@@ -48,6 +48,25 @@ struct SwitchRecord {
     from: Option<(usize, Role, u64)>,
     to: Option<(usize, Role, u64)>,
     reason: String,
+    /// "none → some" after an earlier activation: data resumed, not the first choice.
+    resumed: bool,
+}
+
+/// The kind of a change of the active source, by the rule the selector counts switches
+/// with (only from one server to another).
+fn change_kind(
+    from: Option<(usize, Role, u64)>,
+    to: Option<(usize, Role, u64)>,
+    resumed: bool,
+) -> &'static str {
+    match (from, to) {
+        (Some(a), Some(b)) if a.0 != b.0 => "switch",
+        (Some(_), Some(_)) => "role change",
+        (Some(_), None) => "no source",
+        (None, Some(_)) if resumed => "resumed",
+        (None, Some(_)) => "initial selection",
+        (None, None) => "no source",
+    }
 }
 
 /// A connected Modbus master; the listener counts its requests.
@@ -87,6 +106,8 @@ pub struct StatusBoard {
     switches: Mutex<VecDeque<SwitchRecord>>,
     clients: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
     next_client: AtomicU64,
+    /// Whether any source was ever active (the switch history is bounded).
+    ever_active: std::sync::atomic::AtomicBool,
 }
 
 /// A configured server, as the board first shows it.
@@ -129,6 +150,7 @@ impl StatusBoard {
             switches: Mutex::new(VecDeque::new()),
             clients: Mutex::new(BTreeMap::new()),
             next_client: AtomicU64::new(0),
+            ever_active: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -182,6 +204,10 @@ impl StatusBoard {
         reason: String,
     ) {
         let mut switches = lock(&self.switches);
+        let resumed = from.is_none() && self.ever_active.load(Relaxed);
+        if to.is_some() {
+            self.ever_active.store(true, Relaxed);
+        }
         if switches.len() == SWITCH_HISTORY {
             switches.pop_back();
         }
@@ -191,6 +217,7 @@ impl StatusBoard {
             from,
             to,
             reason,
+            resumed,
         });
     }
 
@@ -286,6 +313,7 @@ impl StatusBoard {
                 from: active(r.from),
                 to: active(r.to),
                 reason: r.reason.clone(),
+                kind: change_kind(r.from, r.to, r.resumed).to_string(),
             })
             .collect()
     }

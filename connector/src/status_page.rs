@@ -116,12 +116,19 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
     let _ = write!(
         h,
         "<section id=\"summary\"><h2>Serving {}</h2><table><tr><th>Active source</th><td>{active}</td>\
-         <th>Uptime</th><td>{}</td><th>Switches</th><td>{}</td></tr>\
+         <th>Uptime</th><td>{}</td><th>Switches between servers</th><td>{}</td></tr>{}\
          <tr><th>Points</th><td>{} ({} not good)</td><th>Data age</th><td>{}</td>\
          <th>Modbus</th><td>{} · unit ids {} · {} requests · {} exceptions</td></tr></table></section>",
         badge(&s.state),
         duration(s.uptime_ms),
         s.switches_total,
+        match &s.reason {
+            Some(why) => format!(
+                "<tr><th>Not serving</th><td colspan=\"5\" id=\"reason\">{}</td></tr>",
+                text(why)
+            ),
+            None => String::new(),
+        },
         s.points.total,
         s.points.not_good,
         ms(s.points.data_age_ms),
@@ -166,13 +173,18 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
     // Switches.
     let _ = write!(
         h,
-        "<section id=\"switches\"><h2>Recent switches ({} in all)</h2>",
-        s.switches_total
+        "<section id=\"switches\"><h2>Changes of the active source ({} {} between servers in all)</h2>",
+        s.switches_total,
+        if s.switches_total == 1 {
+            "switch"
+        } else {
+            "switches"
+        }
     );
     if s.switches.is_empty() {
         h.push_str("<p class=\"muted\">none yet</p>");
     } else {
-        h.push_str("<table><tr><th>At uptime</th><th>From</th><th>To</th><th>Reason</th></tr>");
+        h.push_str("<table><tr><th>At uptime</th><th>Kind</th><th>From</th><th>To</th><th>Reason</th></tr>");
         let side = |a: &Option<crate::api::ActiveDoc>| match a {
             Some(a) => format!("{} ({}, epoch {})", text(&a.source), text(&a.role), a.epoch),
             None => "none".to_string(),
@@ -180,8 +192,9 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
         for sw in &s.switches {
             let _ = write!(
                 h,
-                "<tr><td>{:.1} s</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{:.1} s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 sw.uptime_ms as f64 / 1000.0,
+                text(&sw.kind),
                 side(&sw.from),
                 side(&sw.to),
                 text(&sw.reason)

@@ -401,28 +401,74 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .enable_all()
                     .build()?
             };
-            rt.block_on(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let mut term = signal(SignalKind::terminate())?;
-                let mut int = signal(SignalKind::interrupt())?;
-                let handle = tokio::select! {
-                    h = smart_connector::connector::start(c, None) => h?,
-                    _ = term.recv() => return Ok(ExitCode::SUCCESS),
-                    _ = int.recv() => return Ok(ExitCode::SUCCESS),
-                };
-                // SIGHUP: read the certificate files again (rotation without a restart).
-                let mut hup = signal(SignalKind::hangup())?;
-                loop {
-                    tokio::select! {
-                        _ = term.recv() => break,
-                        _ = int.recv() => break,
-                        _ = hup.recv() => handle.tls.handle_reload_signal(&handle.name),
-                    }
+            rt.block_on(serve(c))
+        }
+    }
+}
+
+/// Runs a configured connector until SIGTERM or SIGINT, then drains it
+/// (docs/service.md): exit 0 once drained; a second signal exits at once with 1.
+async fn serve(c: ConnectorConfig) -> Result<ExitCode> {
+    use smart_connector::service_manager::{self as sm, Notices};
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let starting = smart_connector::connector::listen(c, po_runtime::Env::tokio()).await?;
+    let control = starting.control().clone();
+    let status = starting.status_state();
+    // The service manager hears from a task of its own, from the first moment on.
+    let manager = sm::tick_interval().map(|(every, watchdog)| {
+        let (control, status) = (control.clone(), status.clone());
+        tokio::spawn(async move {
+            let mut notices = Notices::default();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if control.is_draining() {
+                    return;
                 }
-                tracing::info!("shutting down");
-                handle.shutdown().await;
-                Ok(ExitCode::SUCCESS)
-            })
+                let doc = smart_connector::http::status_doc(&status);
+                let alive = status.liveness.stuck().is_none();
+                sm::send(&notices.handle_tick(&doc, alive, watchdog));
+            }
+        })
+    });
+    let serving = starting.serve(None);
+    tokio::pin!(serving);
+    let mut handle = None;
+    loop {
+        tokio::select! {
+            h = &mut serving, if handle.is_none() => handle = Some(h?),
+            _ = hup.recv() => match &handle {
+                Some(h) => h.tls.handle_reload_signal(&h.name),
+                None => tracing::info!("SIGHUP before the catalogue: certificates are read when it arrives"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: draining (a second SIGTERM or SIGINT stops at once)");
+    sm::send(&Notices::default().handle_stop());
+    if let Some(m) = manager {
+        m.abort();
+    }
+    let drain = control.drain();
+    tokio::select! {
+        left = drain => {
+            if left > 0 {
+                tracing::warn!(requests = left, "drain ended with requests still unanswered");
+            }
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ = term.recv() => {
+            tracing::warn!("second signal: stopping at once");
+            Ok(ExitCode::from(1))
+        }
+        _ = int.recv() => {
+            tracing::warn!("second signal: stopping at once");
+            Ok(ExitCode::from(1))
         }
     }
 }

@@ -95,6 +95,19 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the request writes anything (FC5, 6, 15, 16, 23).
+    pub fn writes(&self) -> bool {
+        !matches!(
+            self,
+            Request::ReadCoils { .. }
+                | Request::ReadDiscreteInputs { .. }
+                | Request::ReadHoldingRegisters { .. }
+                | Request::ReadInputRegisters { .. }
+        )
+    }
+}
+
 /// A request as framed: the header fields needed to answer, and either the request or the
 /// exception to answer with.
 #[derive(Debug, Clone, PartialEq, Eq)]
