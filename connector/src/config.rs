@@ -113,7 +113,9 @@ pub struct ModbusConfig {
     pub listen: SocketAddr,
     /// Unit ids answered; requests for others get exception 0B. Empty: any.
     pub unit_ids: Vec<u8>,
-    /// Client networks allowed to connect (CIDR). Empty: any.
+    /// Client networks allowed to connect (CIDR; a bare address is that one host, /32
+    /// or /128). Empty: any.
+    #[serde(deserialize_with = "allow_list")]
     pub allow: Vec<IpNet>,
     /// Connections beyond this are refused (closed at once).
     pub max_connections: usize,
@@ -494,6 +496,27 @@ impl ConnectorConfig {
                 _ => {}
             }
         }
+        // Two entries for one server would count it twice in every rule that counts
+        // reachable sources (and a name twice makes the status page ambiguous).
+        for (i, s) in self.sources.iter().enumerate() {
+            for (j, t) in self.sources[..i].iter().enumerate() {
+                if !s.name.trim().is_empty() && s.name == t.name {
+                    bad(
+                        &format!("source[{i}].name"),
+                        format!("'{}' is also the name of source[{j}]", s.name),
+                    );
+                }
+                if s.address != unset_addr() && s.address == t.address {
+                    bad(
+                        &format!("source[{i}].address"),
+                        format!(
+                            "{} is also the address of source[{j}] ('{}'): one server would count twice",
+                            s.address, t.name
+                        ),
+                    );
+                }
+            }
+        }
         let p = &self.policy;
         if p.source_timeout.is_zero() {
             bad("policy.source_timeout", "must be longer than 0".into());
@@ -544,6 +567,40 @@ impl ConnectorConfig {
                 "modbus.role",
                 "roles apply only to Modbus/TCP Security: add [modbus.tls]".into(),
             );
+        }
+        // Every listener needs an address of its own (port 0, chosen by the OS, never
+        // clashes); a clash would only show when `run` fails to bind.
+        let mut listeners: Vec<(&str, SocketAddr)> = Vec::new();
+        if m.plain {
+            listeners.push(("modbus.listen", m.listen));
+        }
+        if let Some(t) = &m.tls {
+            listeners.push(("modbus.tls.listen", t.listen_on(m.listen)));
+        }
+        if let Some(h) = &self.metrics {
+            listeners.push(("metrics.listen", h.listen));
+        }
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            if addr.port() == 0 {
+                continue;
+            }
+            let clash = listeners[..i].iter().find(|(_, other)| {
+                other.port() == addr.port()
+                    && (other.ip() == addr.ip()
+                        || other.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            });
+            // modbus.tls.listen on modbus.listen has its own message above.
+            if let Some((other_key, other)) = clash
+                && !(*key == "modbus.tls.listen" && *other_key == "modbus.listen")
+            {
+                bad(
+                    key,
+                    format!(
+                        "{addr} is also {other_key} ({other}): each listener needs its own port"
+                    ),
+                );
+            }
         }
         let mut role_names = std::collections::HashSet::new();
         for (i, r) in m.roles.iter().enumerate() {
@@ -858,4 +915,26 @@ name = "viewer"
         assert_eq!(t.key, Path::new("/abs/sc.key"));
         assert_eq!(t.ca, Path::new("/etc/sc/certs/ca.crt"));
     }
+}
+
+/// `allow` entries: a network (`127.0.1.0/24`) or one address (`127.0.1.1`, taken as
+/// /32 or /128); a wrong entry is named in the error.
+fn allow_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    entries
+        .iter()
+        .map(|e| parse_allow_entry(e).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// One `allow` entry (see [`allow_list`]).
+pub fn parse_allow_entry(entry: &str) -> Result<IpNet, String> {
+    let e = entry.trim();
+    e.parse::<IpNet>()
+        .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!(
+                "\"{entry}\" is neither an address (e.g. \"127.0.1.1\") nor a network (e.g. \"127.0.1.0/24\")"
+            )
+        })
 }

@@ -12,7 +12,8 @@ pub struct PointRow {
     pub unit_id: u8,
     /// Protocol (0-based) address of the first holding/input register.
     pub address: u16,
-    /// The same register in 1-based "4xxxx" reference notation.
+    /// The same register in 1-based six-digit "4xxxxx" reference notation (five
+    /// digits stop at 49999; a unit has 65 536 registers).
     pub reference: String,
     #[serde(rename = "type")]
     pub data_type: String,

@@ -367,3 +367,107 @@ async fn session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::sync::Mutex;
+
+    /// A network on which every server refuses at once.
+    #[derive(Debug)]
+    struct Refusing;
+
+    impl Net for Refusing {
+        fn bind(
+            &self,
+            _: SocketAddr,
+        ) -> futures::future::BoxFuture<'static, std::io::Result<po_runtime::BoxListener>> {
+            unreachable!("a source never listens")
+        }
+        fn connect(
+            &self,
+            _: Option<IpAddr>,
+            _: SocketAddr,
+        ) -> futures::future::BoxFuture<'static, std::io::Result<BoxStream>> {
+            Box::pin(async { Err(std::io::ErrorKind::ConnectionRefused.into()) })
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().write(b)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// docs/connector.md: a server that keeps refusing is warned about at once, then at
+    /// most once per 10 s with the number of attempts not logged (virtual time: exact).
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_keeps_refusing_is_warned_about_once_per_10_s() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let spec = SourceSpec {
+            index: 0,
+            name: "po-down".into(),
+            address: "127.0.0.1:9".parse().unwrap(),
+            access: Access::Local,
+            host_address: None,
+            client_name: "sc".into(),
+            connect_timeout: Duration::from_secs(1),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(1),
+            silence_timeout: Duration::from_secs(2),
+            net: Arc::new(Refusing),
+            tls: None,
+        };
+        let (_commands_tx, commands) = mpsc::channel(4);
+        let (events_tx, mut events) = mpsc::channel(1024);
+        let source = tokio::spawn(run_source(spec, commands, events_tx));
+        let start = tokio::time::Instant::now();
+        let mut attempts = 0;
+        // 35 s of refusals: about 35 attempts once the backoff reaches 1 s.
+        while start.elapsed() < Duration::from_secs(35) {
+            match events.recv().await.unwrap() {
+                (0, SourceMsg::Lost { .. }) => attempts += 1,
+                (_, other) => panic!("unexpected {other:?}"),
+            }
+        }
+        source.abort();
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let warned: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+        // At 0 s ("source lost"), then at 10, 20 and 30 s ("still unreachable").
+        assert_eq!(warned.len(), 4, "{text}");
+        assert!(warned[0].contains("source lost"), "{text}");
+        let not_logged: u64 = warned[1..]
+            .iter()
+            .map(|l| {
+                assert!(l.contains("source still unreachable"), "{l}");
+                let n = l
+                    .split("not_logged=")
+                    .nth(1)
+                    .expect("the count of quiet attempts");
+                n.split_whitespace().next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum();
+        // Every attempt is either warned about or counted in a later warning, except the
+        // quiet ones since the last warning.
+        assert!(attempts > 20, "{attempts} attempts");
+        assert!(
+            not_logged + 4 <= attempts && attempts - (not_logged + 4) <= 10,
+            "{attempts} attempts, {not_logged} not logged"
+        );
+    }
+}

@@ -187,7 +187,31 @@ async fn points_asks_the_server_for_the_catalogue() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
+    let csv = String::from_utf8(out.stdout).unwrap();
+    insta::assert_snapshot!(csv);
+    // docs/register-map.md shows the same list and the same notation as the tool.
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/register-map.md"
+    ))
+    .unwrap();
+    let shown: Vec<&str> = doc
+        .lines()
+        .filter(|l| l.starts_with("Feeder01.Meter1.") || l.starts_with("tag,unit_id"))
+        .collect();
+    assert!(shown.len() >= 3, "the doc shows the points list");
+    for line in shown {
+        assert!(
+            csv.lines().any(|l| l == line),
+            "docs/register-map.md: {line}"
+        );
+    }
+    let first = csv.lines().nth(1).unwrap().split(',').collect::<Vec<_>>();
+    let (address, reference) = (first[2], first[3]);
+    assert!(
+        doc.contains(&format!("register {address} is \"{reference}\"")),
+        "docs/register-map.md must say register {address} is \"{reference}\""
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,4 +283,113 @@ async fn run_serves_modbus_and_stops_on_sigterm() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "listener closed"
     );
+}
+
+/// Writes `text` as a configuration file of its own and runs `check` on it.
+fn check_text(name: &str, text: &str) -> (Option<i32>, String, String) {
+    let dir = std::env::temp_dir().join(format!("sc-check-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let clean = |b: Vec<u8>| {
+        String::from_utf8(b)
+            .unwrap()
+            .replace(&*dir.to_string_lossy(), "<dir>")
+    };
+    (out.status.code(), clean(out.stdout), clean(out.stderr))
+}
+
+#[test]
+fn check_refuses_two_listeners_on_one_port_and_a_server_listed_twice() {
+    let (code, _, stderr) = check_text(
+        "clash",
+        r#"name = "sc"
+[[source]]
+name = "po-a"
+address = "127.0.1.1:23500"
+[[source]]
+name = "po-a"
+address = "127.0.1.1:23500"
+[modbus]
+listen = "127.0.3.1:1502"
+[metrics]
+listen = "127.0.3.1:1502"
+"#,
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn check_takes_a_bare_address_in_allow_and_names_a_bad_entry() {
+    let base = "name = \"sc\"\n[[source]]\nname = \"po-a\"\naddress = \"127.0.1.1:23500\"\n[modbus]\nlisten = \"127.0.3.1:1502\"\n";
+    let (code, stdout, stderr) = check_text(
+        "allow-ok",
+        &format!("{base}allow = [\"127.0.1.1\", \"::1\", \"127.0.2.0/24\"]\n"),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    // No unit ids listed: the summary says what will be served, as /api/status does.
+    assert!(
+        stdout.contains("unit ids automatic (1, then 2, 3, … as the site needs)"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = check_text(
+        "allow-bad",
+        &format!("{base}allow = [\"127.0.1.1\", \"127.0.1.300\"]\n"),
+    );
+    assert_eq!(code, Some(2));
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn points_without_a_catalogue_source_names_both_ways() {
+    let out = bin().arg("points").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("--config") && stderr.contains("--from"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn example_mbpoll_commands_poll_once() {
+    // mbpoll polls for ever unless told `-1`: a README line a user pastes must end.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut seen = 0;
+    for dir in [
+        "examples/arch1",
+        "examples/arch2",
+        "examples/arch3",
+        "examples/arch3-tls",
+        "docs",
+    ] {
+        let Ok(entries) = std::fs::read_dir(format!("{root}/{dir}")) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "md") {
+                continue;
+            }
+            for (n, line) in std::fs::read_to_string(&path).unwrap().lines().enumerate() {
+                if line.trim_start().starts_with("mbpoll ") {
+                    seen += 1;
+                    assert!(
+                        line.split_whitespace().any(|w| w == "-1"),
+                        "{}:{}: mbpoll without -1 polls for ever: {line}",
+                        path.display(),
+                        n + 1
+                    );
+                }
+            }
+        }
+    }
+    assert!(seen >= 3, "the examples show mbpoll");
 }

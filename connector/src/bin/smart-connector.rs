@@ -47,9 +47,10 @@ enum Command {
     /// Print the points list (tag, register, type, word order, unit) a SCADA engineer
     /// enters in the third-party system. Needs the catalogue: asks the configured servers
     /// (`--config`), or reads it from a running connector's status API (`--from`).
+    #[command(group(clap::ArgGroup::new("catalogue").required(true).args(["config", "from"])))]
     Points {
         /// The connector's TOML configuration.
-        #[arg(long, short, required_unless_present = "from", conflicts_with = "from")]
+        #[arg(long, short)]
         config: Option<PathBuf>,
         /// A running connector's metrics address, e.g. `http://127.0.0.1:9100`: reads
         /// `/api/points` page by page (needs no licence, works while the connector runs).
@@ -214,13 +215,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let m = &c.modbus;
             println!(
-                "  modbus: {} unit ids {:?}, {} max connections, idle {}, {}, word order {:?}, data from {}",
+                "  modbus: {} unit ids {}, {} max connections, idle {}, {}, word order {:?}, data from {}",
                 if m.plain {
                     m.listen.to_string()
                 } else {
                     "plain Modbus off,".to_string()
                 },
-                m.unit_ids,
+                if m.unit_ids.is_empty() {
+                    // What `/api/status` will list: 1, and more banks for a large site.
+                    "automatic (1, then 2, 3, … as the site needs)".to_string()
+                } else {
+                    format!("{:?}", m.unit_ids)
+                },
                 m.max_connections,
                 humantime::format_duration(m.idle_timeout),
                 if m.read_only {
