@@ -848,6 +848,28 @@ fn remove_key(doc: &mut toml::Table, path: &[String]) -> bool {
     }
 }
 
+/// `allow` entries: a network (`127.0.1.0/24`) or one address (`127.0.1.1`, taken as
+/// /32 or /128); a wrong entry is named in the error.
+fn allow_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    entries
+        .iter()
+        .map(|e| parse_allow_entry(e).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// One `allow` entry (see [`allow_list`]).
+pub fn parse_allow_entry(entry: &str) -> Result<IpNet, String> {
+    let e = entry.trim();
+    e.parse::<IpNet>()
+        .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!(
+                "\"{entry}\" is neither an address (e.g. \"127.0.1.1\") nor a network (e.g. \"127.0.1.0/24\")"
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -915,26 +937,4 @@ name = "viewer"
         assert_eq!(t.key, Path::new("/abs/sc.key"));
         assert_eq!(t.ca, Path::new("/etc/sc/certs/ca.crt"));
     }
-}
-
-/// `allow` entries: a network (`127.0.1.0/24`) or one address (`127.0.1.1`, taken as
-/// /32 or /128); a wrong entry is named in the error.
-fn allow_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    let entries = Vec::<String>::deserialize(d)?;
-    entries
-        .iter()
-        .map(|e| parse_allow_entry(e).map_err(serde::de::Error::custom))
-        .collect()
-}
-
-/// One `allow` entry (see [`allow_list`]).
-pub fn parse_allow_entry(entry: &str) -> Result<IpNet, String> {
-    let e = entry.trim();
-    e.parse::<IpNet>()
-        .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| {
-            format!(
-                "\"{entry}\" is neither an address (e.g. \"127.0.1.1\") nor a network (e.g. \"127.0.1.0/24\")"
-            )
-        })
 }

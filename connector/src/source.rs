@@ -371,7 +371,6 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
     use std::sync::Mutex;
 
     /// A network on which every server refuses at once.
