@@ -384,6 +384,9 @@ impl Deployment {
                     let mut child =
                         connector_child(b, &path, &d.run_dir, &c.name, d.connector_threads, None);
                     child.spawn().await?;
+                    probe::wait_serving(&TokioNet, None, metrics)
+                        .await
+                        .with_context(|| format!("waiting for {}", c.name))?;
                     d.modbus_direct.push(modbus);
                     d.listeners
                         .insert((c.name.clone(), ListenerKind::Modbus), modbus);

@@ -28,6 +28,32 @@ pub async fn wait_listening(
     }
 }
 
+/// Waits until the connector whose HTTP listener is `http` serves data (its
+/// `/api/status` state is no longer `starting`), up to 30 s. A connector listens before
+/// its catalogue arrives (answering the status block only), so an open port alone does
+/// not mean that third parties can read tags yet.
+pub async fn wait_serving(net: &dyn Net, from: Option<IpAddr>, http: SocketAddr) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = String::from("no answer");
+    loop {
+        if let Some((_, body)) =
+            http_get(net, from, http, "/api/status", Duration::from_secs(1)).await
+        {
+            match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(doc) if doc["state"] != "starting" => return Ok(()),
+                Ok(doc) => last = doc["reason"].as_str().unwrap_or("starting").to_string(),
+                Err(e) => last = format!("not a status document: {e}"),
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the connector at {http} is not serving after 30 s: {last} (see its log in the run directory)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Reads one counter from a connector's Prometheus endpoint (`None` when it does not
 /// answer within a second).
 pub async fn scrape(

@@ -15,7 +15,7 @@ pub mod sockets;
 
 use crate::backend::{connector_config, server_config};
 use crate::child::{ManagedChild, binaries, connector_child, server_child};
-use crate::probe::{scrape, wait_listening};
+use crate::probe::{scrape, wait_listening, wait_serving};
 use crate::proxy::FaultProxy;
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::seam::Backend;
@@ -236,9 +236,12 @@ impl NetnsDeployment {
         }
 
         // 3. Modbus links from the third-party host.
-        for (i, (name, _, _)) in d.connectors.iter().enumerate() {
+        for (i, (name, _, metrics)) in d.connectors.iter().enumerate() {
             let direct = d.modbus_direct[i];
             wait_listening(&d.tp_net, Some(third_party_ip), direct)
+                .await
+                .with_context(|| format!("waiting for {name}"))?;
+            wait_serving(&d.tp_net, Some(third_party_ip), *metrics)
                 .await
                 .with_context(|| format!("waiting for {name}"))?;
         }
