@@ -324,3 +324,44 @@ async fn sigterm_drains_a_write_in_flight_then_exits_0() {
     assert!(watcher.read_holding_registers(1, 1).await.is_err());
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modbus_connections_opening_and_closing_are_logged() {
+    use tokio::io::AsyncBufReadExt;
+    let down: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = std::env::temp_dir().join(format!("sc-svc-log-{}", std::process::id()));
+    let (path, ports) = config(&dir, down, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smart-connector"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SMART_CONNECTOR_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut wait_for = async |what: &str| {
+        let found = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains(what) {
+                    return line;
+                }
+            }
+            panic!("the log ended before: {what}");
+        };
+        tokio::time::timeout(Duration::from_secs(15), found)
+            .await
+            .unwrap_or_else(|_| panic!("never logged: {what}"))
+    };
+    wait_for("listening for Modbus TCP").await;
+    let ctx = tcp::connect_slave(ports.modbus, Slave(1)).await.unwrap();
+    wait_for("Modbus connection accepted").await;
+    drop(ctx);
+    let closed = wait_for("Modbus connection closed").await;
+    assert!(
+        closed.contains("INFO") && closed.contains("by the master"),
+        "{closed}"
+    );
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    assert!(child.wait().await.unwrap().success());
+}
