@@ -207,6 +207,10 @@ async fn next_frame(
 }
 
 fn refusal(code: ErrorCode, message: &str) -> String {
+    // A graceful stop is no refusal: the log should say the server is going away.
+    if code == ErrorCode::ShuttingDown {
+        return format!("server shutting down ({code}): {message}");
+    }
     format!("server refused ({code}): {message}")
 }
 
@@ -346,5 +350,18 @@ async fn session(
                 link.send(frame).await.map_err(|e| established(format!("send: {e}")))?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_shutting_down_server_is_logged_as_such_not_as_a_refusal() {
+        use po_protocol::ErrorCode;
+        let msg = super::refusal(ErrorCode::ShuttingDown, "server po-a is shutting down");
+        assert_eq!(
+            msg,
+            "server shutting down (ShuttingDown): server po-a is shutting down"
+        );
     }
 }
