@@ -459,6 +459,31 @@ failover_timeout = "500ms"
     }
 
     #[test]
+    fn state_dir_and_drain_timeout_read_and_write_as_the_file_has_them() {
+        let text = GOOD.replace(
+            "seed = 7\n",
+            "seed = 7\nstate_dir = \"/var/lib/po-sim\"\n[limits]\ndrain_timeout = \"2s\"\n",
+        );
+        let c = ServerConfig::parse(&text, "a.toml").unwrap();
+        assert_eq!(c.limits.state_dir, Some(PathBuf::from("/var/lib/po-sim")));
+        assert_eq!(c.limits.drain_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.state_file().unwrap().path(),
+            Path::new("/var/lib/po-sim/po-a.epoch")
+        );
+        // Written back (the harness writes the files its processes read), it is the same.
+        let written = toml::to_string(&c).unwrap();
+        assert!(
+            written.contains("state_dir = \"/var/lib/po-sim\""),
+            "{written}"
+        );
+        assert_eq!(ServerConfig::parse(&written, "b.toml").unwrap(), c);
+        let without = ServerConfig::parse(GOOD, "a.toml").unwrap();
+        assert_eq!(without.state_file(), None);
+        assert_eq!(without.limits.drain_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
     fn errors_name_file_line_and_key() {
         let typo = GOOD.replace("seed = 7", "sed = 7");
         insta::assert_snapshot!(
