@@ -84,6 +84,7 @@ fn bad_config_files_are_refused_with_file_and_line() {
         String::from_utf8_lossy(&out.stderr),
         "po-sim: error: /nonexistent/po.toml: cannot read: No such file or directory (os error 2)\n"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
