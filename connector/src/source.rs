@@ -223,6 +223,10 @@ async fn next_frame(
 }
 
 fn refusal(code: ErrorCode, message: &str) -> String {
+    // A graceful stop is no refusal: the log should say the server is going away.
+    if code == ErrorCode::ShuttingDown {
+        return format!("server shutting down ({code}): {message}");
+    }
     format!("server refused ({code}): {message}")
 }
 
@@ -467,6 +471,16 @@ mod tests {
         assert!(
             not_logged + 4 <= attempts && attempts - (not_logged + 4) <= 10,
             "{attempts} attempts, {not_logged} not logged"
+        );
+    }
+
+    #[test]
+    fn a_shutting_down_server_is_logged_as_such_not_as_a_refusal() {
+        use po_protocol::ErrorCode;
+        let msg = super::refusal(ErrorCode::ShuttingDown, "server po-a is shutting down");
+        assert_eq!(
+            msg,
+            "server shutting down (ShuttingDown): server po-a is shutting down"
         );
     }
 }

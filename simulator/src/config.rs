@@ -16,8 +16,11 @@ pub const DEFAULT_CLIENT_PORT: u16 = 23500;
 pub const DEFAULT_SYNC_PORT: u16 = 23501;
 
 /// One simulated Power Operation server.
+///
+/// Read and written through [`ServerConfigFile`], which has the top-level `state_dir`
+/// key: in memory it lives in [`LimitsSection::state_dir`] (see there why).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "ServerConfigFile", into = "ServerConfigFile")]
 pub struct ServerConfig {
     /// Name announced in `Welcome` and used in logs (`po-a`).
     pub name: String,
@@ -98,6 +101,18 @@ pub struct LimitsSection {
     /// connection replaces the current one only once it has said Hello.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// How long a graceful stop (SIGTERM, `shutdown()`) waits for told clients to close
+    /// their connections before it closes them itself.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// The top-level `state_dir` key of the file: where this server keeps its highest
+    /// known epoch (`None`: in memory only, a process restart forgets it). It lives here,
+    /// not on [`ServerConfig`], because code across the workspace builds a
+    /// `ServerConfig` literally with `limits: Default::default()`: a new top-level field
+    /// would break every such literal. Relative paths are read from the directory of the
+    /// configuration file.
+    #[serde(skip)]
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for LimitsSection {
@@ -106,6 +121,8 @@ impl Default for LimitsSection {
             max_clients: 64,
             max_sync_connections: 4,
             handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+            state_dir: None,
         }
     }
 }
@@ -125,6 +142,76 @@ pub struct RedundancySection {
     /// Whether a returning preferred Primary takes the role back.
     #[serde(default)]
     pub failback: bool,
+}
+
+/// The configuration file's shape: [`ServerConfig`] plus its top-level `state_dir`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerConfigFile {
+    name: String,
+    listen: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host_address: Option<IpAddr>,
+    #[serde(default)]
+    licences: Vec<String>,
+    seed: u64,
+    #[serde(default)]
+    field_epoch_us: u64,
+    #[serde(with = "humantime_serde", default = "default_heartbeat")]
+    heartbeat: Duration,
+    #[serde(default = "default_client_queue")]
+    client_queue: usize,
+    /// Where the server keeps its highest known epoch (docs/simulator.md, "State").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state_dir: Option<PathBuf>,
+    site: SiteSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redundancy: Option<RedundancySection>,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<ServerTlsSection>,
+}
+
+impl From<ServerConfigFile> for ServerConfig {
+    fn from(f: ServerConfigFile) -> ServerConfig {
+        let mut limits = f.limits;
+        limits.state_dir = f.state_dir;
+        ServerConfig {
+            name: f.name,
+            listen: f.listen,
+            host_address: f.host_address,
+            licences: f.licences,
+            seed: f.seed,
+            field_epoch_us: f.field_epoch_us,
+            heartbeat: f.heartbeat,
+            client_queue: f.client_queue,
+            site: f.site,
+            redundancy: f.redundancy,
+            limits,
+            tls: f.tls,
+        }
+    }
+}
+
+impl From<ServerConfig> for ServerConfigFile {
+    fn from(c: ServerConfig) -> ServerConfigFile {
+        ServerConfigFile {
+            name: c.name,
+            listen: c.listen,
+            host_address: c.host_address,
+            licences: c.licences,
+            seed: c.seed,
+            field_epoch_us: c.field_epoch_us,
+            heartbeat: c.heartbeat,
+            client_queue: c.client_queue,
+            state_dir: c.limits.state_dir.clone(),
+            site: c.site,
+            redundancy: c.redundancy,
+            limits: c.limits,
+            tls: c.tls,
+        }
+    }
 }
 
 fn default_heartbeat() -> Duration {
@@ -163,10 +250,15 @@ impl ServerConfig {
             source,
         })?;
         let mut config = Self::parse(&text, &path.display().to_string())?;
-        // Certificate paths are relative to the file that names them.
+        // Certificate and state paths are relative to the file that names them.
         if let (Some(tls), Some(dir)) = (config.tls.as_mut(), path.parent()) {
             let files = tls.files().relative_to(dir);
             (tls.cert, tls.key, tls.ca) = (files.cert, files.key, files.ca);
+        }
+        if let (Some(state), Some(dir)) = (config.limits.state_dir.as_mut(), path.parent())
+            && state.is_relative()
+        {
+            *state = dir.join(&*state);
         }
         Ok(config)
     }
@@ -219,6 +311,14 @@ impl ServerConfig {
         }
         if self.limits.handshake_timeout.is_zero() {
             return Err("limits.handshake_timeout must be longer than 0".into());
+        }
+        if self.limits.state_dir.is_some()
+            && crate::state::EpochFile::name_for(&self.name).is_none()
+        {
+            return Err(format!(
+                "name '{}' cannot name a state file in state_dir: use letters, digits, '-', '_' and '.'",
+                self.name
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for l in &self.licences {
@@ -286,6 +386,13 @@ impl ServerConfig {
         }
     }
 
+    /// Where this server keeps its highest known epoch, when `state_dir` is set.
+    pub fn state_file(&self) -> Option<crate::state::EpochFile> {
+        let dir = self.limits.state_dir.as_ref()?;
+        crate::state::EpochFile::name_for(&self.name)
+            .map(|f| crate::state::EpochFile::new(dir.join(f)))
+    }
+
     pub fn redundancy_config(&self) -> Option<(ServerIndex, RedundancyConfig)> {
         let r = self.redundancy.as_ref()?;
         Some((
@@ -349,6 +456,31 @@ failover_timeout = "500ms"
                 .to_string(),
             "a.toml: tls.licence_holders: 'CA-9' is not one of the installed licences"
         );
+    }
+
+    #[test]
+    fn state_dir_and_drain_timeout_read_and_write_as_the_file_has_them() {
+        let text = GOOD.replace(
+            "seed = 7\n",
+            "seed = 7\nstate_dir = \"/var/lib/po-sim\"\n[limits]\ndrain_timeout = \"2s\"\n",
+        );
+        let c = ServerConfig::parse(&text, "a.toml").unwrap();
+        assert_eq!(c.limits.state_dir, Some(PathBuf::from("/var/lib/po-sim")));
+        assert_eq!(c.limits.drain_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.state_file().unwrap().path(),
+            Path::new("/var/lib/po-sim/po-a.epoch")
+        );
+        // Written back (the harness writes the files its processes read), it is the same.
+        let written = toml::to_string(&c).unwrap();
+        assert!(
+            written.contains("state_dir = \"/var/lib/po-sim\""),
+            "{written}"
+        );
+        assert_eq!(ServerConfig::parse(&written, "b.toml").unwrap(), c);
+        let without = ServerConfig::parse(GOOD, "a.toml").unwrap();
+        assert_eq!(without.state_file(), None);
+        assert_eq!(without.limits.drain_timeout, Duration::from_secs(5));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! - [`redundancy`]: the sans-IO Primary/Standby role state machine.
 //! - [`server`]: one Power Operation server speaking the client-access protocol, with
 //!   its sync link to the peer and its fault controls; [`pair`]: two of them wired up.
-//! - [`config`]: the `po-sim` configuration file.
+//! - [`config`]: the `po-sim` configuration file; [`state`]: what a server keeps on disk.
 
 pub mod config;
 pub mod field;
@@ -15,6 +15,7 @@ pub mod server;
 mod session;
 pub mod setpoints;
 mod shared;
+pub mod state;
 pub mod sync;
 pub mod write_rules;
 

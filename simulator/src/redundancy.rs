@@ -4,8 +4,11 @@
 //! of them through crashes, pauses and partitions.
 //!
 //! Rules, and why:
-//! - A server starts (and restarts: nothing is persisted) as **Standby, epoch 0**, so a
+//! - A server starts (and restarts: its role is never kept) as **Standby, epoch 0**, so a
 //!   returning server never claims Primary over one that took over while it was gone.
+//!   Only its highest known epoch may be kept ([`RedundancyRole::with_known_epoch`]): the
+//!   server keeps it in memory across in-process restarts, and in `state_dir` across
+//!   process restarts when one is configured (`crate::state`).
 //! - **Startup**: when both are Standby and hear each other, the preferred server
 //!   (index 0) promotes at once, so a healthy pair settles in one heartbeat. The same rule
 //!   means a pair never sits with two Standbys.

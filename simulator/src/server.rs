@@ -2,9 +2,12 @@
 //! redundancy driver, the sync link, and the fault controls of [`ServerHandle`].
 //!
 //! All tasks of a running server belong to one *incarnation*: a crash cancels the
-//! incarnation (every socket closes at once), a restart starts a fresh one with fresh
-//! redundancy state. What survives a restart is what a real server keeps on disk:
-//! its configuration and its setpoint store.
+//! incarnation (every socket closes at once), a graceful stop first drains it (no new
+//! clients, connected ones told `ShuttingDown`), a restart starts a fresh one with fresh
+//! redundancy state. What survives an in-process restart is kept in the [`ServerHandle`]:
+//! the configuration, the setpoint store and the highest known epoch. What survives a
+//! process restart is only what is on disk: the highest known epoch, in `state_dir` when
+//! one is configured (`crate::state`); the setpoints come back from the peer.
 
 use crate::config::ServerConfig;
 use crate::field::FieldModel;
@@ -17,7 +20,7 @@ use crate::sync;
 use po_protocol::{ErrorCode, Frame, Role, TagId, Value};
 use po_runtime::{BoxListener, Env};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
@@ -40,10 +43,12 @@ pub enum ServerError {
     AlreadyRunning(String),
     #[error("tls: {0}")]
     Tls(#[from] po_runtime::tls::TlsSetupError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
-/// State that lives across restarts: what a real server keeps on disk, plus the
-/// network-level fault flag of its sync link.
+/// State that lives across in-process restarts, plus the network-level fault flag of its
+/// sync link. Of it only `known_epoch` outlives the process, and only with `state_dir`.
 #[derive(Debug)]
 struct Durable {
     config: ServerConfig,
@@ -56,8 +61,9 @@ struct Durable {
     status: watch::Sender<Option<PeerStatus>>,
     /// The network and clocks the server was started with (kept for restarts).
     env: Env,
-    /// The highest epoch held or heard: kept "on disk" so a restart never reuses one.
-    known_epoch: Arc<AtomicU64>,
+    /// The highest epoch held or heard, so a restart never reuses one: in memory across
+    /// in-process restarts, and in `state_dir` (when set) across process restarts.
+    known_epoch: Arc<crate::state::KnownEpoch>,
     /// Both ends of TLS, loaded once at start (a restart keeps them, as a real server
     /// keeps the files it read at start-up); `None`: plaintext.
     tls: Option<Arc<ServerTls>>,
@@ -101,6 +107,16 @@ impl ServerHandle {
             Some(t) => Some(Arc::new(ServerTls::load(&t.files())?)),
             None => None,
         };
+        // Read before binding: a bad state file stops the start with nothing half-open.
+        let known_epoch = match config.state_file() {
+            Some(file) => {
+                file.create_dir()?;
+                let epoch = file.read()?;
+                tracing::info!(server = %config.name, file = %file.path().display(), epoch, "highest known epoch read");
+                crate::state::KnownEpoch::new(epoch, Some(file))
+            }
+            None => crate::state::KnownEpoch::default(),
+        };
         let client = bind(&env, config.listen, "client access").await?;
         let client_addr = client.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
@@ -134,7 +150,7 @@ impl ServerHandle {
             sync_addr,
             status: watch::channel(None).0,
             env,
-            known_epoch: Arc::default(),
+            known_epoch: Arc::new(known_epoch),
             tls,
         };
         if d_plaintext_on_network(&durable) {
@@ -153,7 +169,7 @@ impl ServerHandle {
     fn launch(&self, client: BoxListener, sync_listener: Option<BoxListener>) {
         let d = &self.inner.durable;
         let redundancy = d.config.redundancy_config().map(|(index, cfg)| {
-            let known = d.known_epoch.load(Ordering::Relaxed);
+            let known = d.known_epoch.get();
             Mutex::new(RedundancyRole::new(index, cfg, d.env.clock.now()).with_known_epoch(known))
         });
         let initial = match &redundancy {
@@ -180,6 +196,9 @@ impl ServerHandle {
             next_session: AtomicU64::new(1),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            draining: CancellationToken::new(),
+            accepting: TaskTracker::new(),
+            sessions: TaskTracker::new(),
             env: d.env.clone(),
             known_epoch: d.known_epoch.clone(),
             peer_heard: Mutex::new(d.env.clock.now()),
@@ -196,7 +215,11 @@ impl ServerHandle {
 
         shared.spawn(run_ticker(shared.clone(), tick, values, previous));
         shared.spawn(run_heartbeats(shared.clone()));
-        shared.spawn(session::run_listener(shared.clone(), client));
+        shared.spawn(
+            shared
+                .accepting
+                .track_future(session::run_listener(shared.clone(), client)),
+        );
         if let Some(l) = sync_listener {
             shared.spawn(run_redundancy(shared.clone()));
             shared.spawn(sync::run_inbound(shared.clone(), l));
@@ -286,8 +309,14 @@ impl ServerHandle {
 
     /// Crash: every socket closes now, nothing is said to anyone.
     pub fn crash(&self) {
+        self.end_incarnation("crash");
+    }
+
+    /// Ends the running incarnation: every task is cancelled, every socket closes.
+    /// `what` is logged: a crash, or the end of a graceful stop.
+    fn end_incarnation(&self, what: &'static str) {
         if let Some(inc) = self.inner.running.lock().unwrap().take() {
-            tracing::info!(server = %self.name(), "crash");
+            tracing::info!(server = %self.name(), "{what}");
             inc.shared.cancel.cancel();
             inc.shared.tracker.close();
             self.inner.durable.status.send_replace(None);
@@ -357,14 +386,22 @@ impl ServerHandle {
         self.inner.durable.sync_cut.send_replace(false);
     }
 
-    /// Graceful stop: clients are told `ShuttingDown`, then everything closes.
+    /// Graceful stop (a drain): the client-access listener closes, so new clients are
+    /// refused; every connected client is sent `Error{ShuttingDown}` and its connection
+    /// closed on our side; then the stop waits up to `limits.drain_timeout` for the
+    /// clients to close theirs (so each reads the goodbye, and no unread bytes turn our
+    /// close into a reset) before everything else stops. Logged as `stopped`, not as a
+    /// crash.
     pub async fn shutdown(&self) {
         let Some(shared) = self.shared() else { return };
-        {
+        shared.draining.cancel();
+        shared.accepting.close();
+        shared.accepting.wait().await;
+        let told = {
             let mut reg = shared.registry.lock().unwrap();
             let ids: Vec<u64> = reg.sessions.keys().copied().collect();
-            for id in ids {
-                if let Some(mut e) = reg.sessions.remove(&id)
+            for id in &ids {
+                if let Some(mut e) = reg.sessions.remove(id)
                     && let Some(kill) = e.kill.take()
                 {
                     let _ = kill.send(Frame::Error {
@@ -373,15 +410,19 @@ impl ServerHandle {
                     });
                 }
             }
+            ids.len()
+        };
+        let drain = shared.config.limits.drain_timeout;
+        tracing::info!(server = %self.name(), clients = told, drain_timeout = %humantime::format_duration(drain), "stopping: no new clients; connected ones told ShuttingDown");
+        shared.sessions.close();
+        if tokio::time::timeout(drain, shared.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(server = %self.name(), clients = shared.sessions.len(), "clients still connected after limits.drain_timeout ({}); closing their connections", humantime::format_duration(drain));
         }
-        // Give writers a moment to deliver the goodbye, bounded.
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while shared.tracker.len() > 4 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
-        self.crash_and_wait().await;
+        self.end_incarnation("stopped");
+        self.wait_stopped(&shared).await;
     }
 }
 

@@ -31,16 +31,18 @@ pub(crate) async fn run_listener(shared: Arc<Shared>, listener: BoxListener) {
     let unproven = Unproven::default();
     let counters = AcceptCounters::default();
     let name = format!("{} client access", shared.name());
+    // A graceful stop ends the loop; the listener closes as this task returns.
+    let draining = shared.draining.clone();
     accept_loop(
         &*listener,
         &name,
         &cap,
         &unproven,
         &counters,
-        std::future::pending(),
+        async move { draining.cancelled().await },
         |stream, from, permit, ticket| {
             let s = shared.clone();
-            shared.spawn(async move {
+            shared.spawn_session(async move {
                 run_session(s, stream, from, ticket).await;
                 drop(permit);
             });
@@ -84,6 +86,7 @@ async fn run_session(
             let accepted = tokio::select! {
                 r = tls.server.accept(stream, hello_timeout) => r,
                 _ = unproven.evicted() => return,
+                _ = shared.draining.cancelled() => return,
             };
             match accepted {
                 Ok((s, identity)) => (s, Some(identity)),
@@ -98,6 +101,9 @@ async fn run_session(
     let hello = tokio::select! {
         h = tokio::time::timeout_at(deadline, frames.next()) => h,
         _ = unproven.evicted() => return,
+        _ = shared.draining.cancelled() => {
+            return refuse(&mut write, ErrorCode::ShuttingDown, shutting_down(&shared)).await;
+        }
     };
     drop(unproven);
     let first = match hello {
@@ -141,9 +147,24 @@ async fn run_session(
     let (kill_tx, kill_rx) = oneshot::channel();
     let admitted = {
         let mut reg = shared.registry.lock().unwrap();
-        take_over_own_licence(&mut reg, &client_name, &access, from);
-        match admit(&shared, &reg.licences_in_use, &client_name, &access, from) {
+        // Checked under the registry lock that a graceful stop takes to tell every
+        // session: a client is either told by the stop or refused here, never missed.
+        let admission = if shared.is_draining() {
+            Err((ErrorCode::ShuttingDown, shutting_down(&shared)))
+        } else {
+            take_over_own_licence(&mut reg, &client_name, &access, from);
+            admit(&shared, &reg.licences_in_use, &client_name, &access, from)
+        };
+        match admission {
             Ok(licence) => {
+                // Queued before the session is visible to the publisher: `Welcome` is
+                // the first frame, never a heartbeat broadcast in between.
+                let status = shared.status();
+                let _ = tx.try_send(Outgoing::Frame(Frame::Welcome {
+                    server_name: shared.name().to_string(),
+                    role: status.role,
+                    epoch: status.epoch,
+                }));
                 if let Some(l) = &licence {
                     reg.licences_in_use
                         .insert(l.clone(), (client_name.clone(), from));
@@ -175,12 +196,6 @@ async fn run_session(
         id,
     };
     tracing::info!(server = %shared.name(), client = %client_name, %from, licence = ?licence, "client connected");
-    let status = shared.status();
-    let _ = tx.try_send(Outgoing::Frame(Frame::Welcome {
-        server_name: shared.name().to_string(),
-        role: status.role,
-        epoch: status.epoch,
-    }));
 
     let writer = run_writer(&shared, write, rx, kill_rx);
     let reader = run_reader(&shared, &mut frames, tx, id);
@@ -188,7 +203,14 @@ async fn run_session(
     // drops its queue handle so the writer finishes what is queued.
     tokio::pin!(writer);
     tokio::select! {
-        _ = &mut writer => {}
+        _ = &mut writer => {
+            if shared.is_draining() {
+                // The goodbye and our FIN are out: read (and drop) until the client
+                // closes its end, so it reads the goodbye and our close is no reset. The
+                // stop bounds this wait with `limits.drain_timeout`.
+                while let Some(Ok(_)) = frames.next().await {}
+            }
+        }
         _ = reader => {
             // The session is gone from the registry once the guard drops; the writer
             // flushes what the reader queued (an Error, say) and stops.
@@ -197,6 +219,10 @@ async fn run_session(
         }
     }
     tracing::info!(server = %shared.name(), client = %client_name, %from, "client disconnected");
+}
+
+fn shutting_down(shared: &Shared) -> String {
+    format!("server {} is shutting down", shared.name())
 }
 
 /// Over TLS, a licence serves only the client whose certificate's common name is its

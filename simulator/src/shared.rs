@@ -105,8 +105,17 @@ pub(crate) struct Shared {
     pub(crate) next_session: AtomicU64,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Cancelled when a graceful stop begins: the client-access listener stops accepting
+    /// and connections that have not said `Hello` are told `ShuttingDown`.
+    pub(crate) draining: CancellationToken,
+    /// The client-access listener task: a graceful stop waits for it to have closed the
+    /// listening socket before it tells clients, so none can come in after.
+    pub(crate) accepting: TaskTracker,
+    /// The client sessions: a graceful stop waits (up to `limits.drain_timeout`) for each
+    /// to have said goodbye and seen its client close.
+    pub(crate) sessions: TaskTracker,
     pub(crate) env: Env,
-    pub(crate) known_epoch: Arc<AtomicU64>,
+    pub(crate) known_epoch: Arc<crate::state::KnownEpoch>,
     /// When the peer was last heard on the sync link (any frame).
     pub(crate) peer_heard: Mutex<Instant>,
     /// TLS on both links, when configured.
@@ -234,6 +243,19 @@ impl Shared {
         });
     }
 
+    /// Spawns a client session: a task of this incarnation that a graceful stop waits for.
+    pub(crate) fn spawn_session<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn(self.sessions.track_future(fut));
+    }
+
+    /// Whether a graceful stop has begun.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
     /// Blocks while the server is paused: the in-process equivalent of SIGSTOP.
     pub(crate) async fn wait_unpaused(&self) {
         let mut rx = self.paused.subscribe();
@@ -270,7 +292,7 @@ impl Shared {
 
     pub(crate) fn on_peer_status(&self, peer: PeerStatus) {
         let Some(red) = &self.redundancy else { return };
-        self.known_epoch.fetch_max(peer.epoch, Ordering::Relaxed);
+        self.known_epoch.raise(peer.epoch);
         let t = red.lock().unwrap().on_peer_status(self.clock().now(), peer);
         if let Some(t) = t {
             self.apply_transition(t);
@@ -280,7 +302,7 @@ impl Shared {
 
     pub(crate) fn on_peer_known_epoch(&self, known: u64) {
         let Some(red) = &self.redundancy else { return };
-        self.known_epoch.fetch_max(known, Ordering::Relaxed);
+        self.known_epoch.raise(known);
         let t = red
             .lock()
             .unwrap()
@@ -292,7 +314,7 @@ impl Shared {
 
     /// The highest epoch this server has held or heard (across restarts).
     pub(crate) fn known_epoch(&self) -> u64 {
-        self.known_epoch.load(Ordering::Relaxed)
+        self.known_epoch.get()
     }
 
     pub(crate) fn link_down(&self) {
@@ -303,7 +325,8 @@ impl Shared {
     }
 
     pub(crate) fn apply_transition(&self, t: Transition) {
-        self.known_epoch.fetch_max(t.to.epoch, Ordering::Relaxed);
+        // On disk (with `state_dir`) before anyone hears of it.
+        self.known_epoch.raise(t.to.epoch);
         tracing::info!(
             server = %self.name(),
             from = %format!("{} epoch {}", t.from.role, t.from.epoch),

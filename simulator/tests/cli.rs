@@ -79,7 +79,58 @@ fn bad_config_files_are_refused_with_file_and_line() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/po.toml: cannot read"));
+    // The cause is said once, not once from the message and again from `source()`.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "po-sim: error: /nonexistent/po.toml: cannot read: No such file or directory (os error 2)\n"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn value_takes_a_tag_name_or_id_and_names_an_unknown_one() {
+    let by_name = po_sim()
+        .args(["value", "--tag", "Feeder01.Meter1.Va", "--tick", "1000"])
+        .output()
+        .unwrap();
+    let by_id = po_sim()
+        .args(["value", "--tag", "1", "--tick", "1000"])
+        .output()
+        .unwrap();
+    assert!(
+        by_name.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_name.stderr)
+    );
+    assert_eq!(by_name.stdout, by_id.stdout);
+    assert!(String::from_utf8_lossy(&by_name.stdout).starts_with("Feeder01.Meter1.Va tick 1000 "));
+    for tag in ["Feeder01.Meter1.Vx", "Nothing.Like.It", "320"] {
+        let out = po_sim().args(["value", "--tag", tag]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{tag}: a usage error");
+        insta::assert_snapshot!(
+            format!("value_unknown_tag_{tag}"),
+            String::from_utf8(out.stderr).unwrap()
+        );
+    }
+}
+
+#[test]
+fn value_at_a_time_is_the_tick_in_force_then() {
+    // Tick 1000 of a 100 ms scan starts 100 s after the field epoch (the Unix epoch).
+    let at = po_sim()
+        .args(["value", "--tag", "7", "--at", "1970-01-01T00:01:40.05Z"])
+        .output()
+        .unwrap();
+    let tick = po_sim()
+        .args(["value", "--tag", "7", "--tick", "1000"])
+        .output()
+        .unwrap();
+    assert!(
+        at.status.success(),
+        "{}",
+        String::from_utf8_lossy(&at.stderr)
+    );
+    assert_eq!(at.stdout, tick.stdout);
 }
 
 #[test]

@@ -779,3 +779,51 @@ async fn a_large_site_sends_its_catalogue_and_snapshot_in_parts() {
     );
     assert_matches_model(&model, &values[tags as usize - 1]);
 }
+
+#[tokio::test]
+async fn a_graceful_stop_tells_every_client_and_waits_for_them_to_close() {
+    init_tracing();
+    let mut config = standalone(site());
+    // Only the clients closing can end this stop.
+    config.limits.drain_timeout = Duration::from_secs(3600);
+    let server = ServerHandle::start(config).await.unwrap();
+    let addr = server.client_addr();
+    let mut admitted = TestClient::connect(addr).await;
+    let hello = admitted
+        .hello(
+            "sc-a",
+            Access::ClientAccess {
+                licence: "CA-1".into(),
+            },
+        )
+        .await;
+    assert!(matches!(hello, Frame::Welcome { .. }), "{hello:?}");
+    // Connected, but not past Hello yet: told as well, not left to its handshake timeout.
+    let mut greeting = TestClient::connect(addr).await;
+    let stop = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown().await }
+    });
+    for client in [&mut admitted, &mut greeting] {
+        match client.recv_non_heartbeat().await {
+            Some(Frame::Error {
+                code: ErrorCode::ShuttingDown,
+                message,
+            }) => assert_eq!(message, "server po-solo is shutting down"),
+            other => panic!("expected Error{{ShuttingDown}}, got {other:?}"),
+        }
+        assert_eq!(client.recv().await, None, "closed after the goodbye");
+    }
+    assert!(
+        !stop.is_finished(),
+        "the admitted client has not closed yet"
+    );
+    drop(admitted);
+    drop(greeting);
+    tokio::time::timeout(PATIENCE, stop)
+        .await
+        .expect("the stop ends once the clients closed")
+        .unwrap();
+    assert!(!server.is_running());
+    assert_eq!(server.status(), None);
+}

@@ -29,9 +29,14 @@ struct Cli {
 enum Command {
     /// Run one server from a configuration file.
     ///
-    /// Signals: SIGINT/SIGTERM stop gracefully (clients are told), SIGKILL is a crash,
-    /// SIGSTOP/SIGCONT pause and resume (a silent failure), SIGUSR1 cuts this server's
-    /// sync link and SIGUSR2 heals it.
+    /// Signals: SIGINT/SIGTERM stop gracefully (a drain: no new clients, connected ones
+    /// are told ShuttingDown, exit 0 once they closed or `limits.drain_timeout` passed;
+    /// a second one stops at once, exit 1), SIGKILL is a crash, SIGSTOP/SIGCONT pause and
+    /// resume (a silent failure), SIGUSR1 cuts this server's sync link and SIGUSR2 heals
+    /// it, SIGHUP reads the `[tls]` files again.
+    ///
+    /// Exit codes: 0 stopped gracefully, 1 a failure while running (a port in use, say),
+    /// 2 bad usage or configuration.
     Serve {
         /// The server's TOML configuration (see docs/simulator.md).
         #[arg(long, short)]
@@ -44,6 +49,7 @@ enum Command {
     Pair(PairArgs),
     /// Check a configuration file and print what it would run.
     Check {
+        /// The server's TOML configuration to check (see docs/simulator.md).
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -51,6 +57,7 @@ enum Command {
     Tags {
         #[command(flatten)]
         site: SiteArgs,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -58,12 +65,16 @@ enum Command {
     Value {
         #[command(flatten)]
         site: SiteArgs,
-        /// Tag id.
+        /// Tag id (`7`) or name (`Feeder01.Meter1.kW`), as `po-sim tags` lists them.
         #[arg(long)]
-        tag: u32,
-        /// Tick number; defaults to the tick in force now.
-        #[arg(long)]
+        tag: String,
+        /// Tick number; defaults to the tick in force now (or at `--at`).
+        #[arg(long, conflicts_with = "at")]
         tick: Option<u64>,
+        /// A time instead of a tick: the tick in force then (RFC 3339, e.g.
+        /// `2026-12-04T15:00:00Z`).
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        at: Option<std::time::SystemTime>,
     },
 }
 
@@ -72,12 +83,16 @@ struct SiteArgs {
     /// Take seed and site from this server configuration instead.
     #[arg(long, short, conflicts_with_all = ["seed", "devices", "tags_per_device", "scan_period"])]
     config: Option<PathBuf>,
+    /// Seed of the field model.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Number of field devices (power meters).
     #[arg(long, default_value_t = 20)]
     devices: u32,
+    /// Tags per device.
     #[arg(long, default_value_t = 16)]
     tags_per_device: u32,
+    /// Scan period: one update batch per period.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     scan_period: Duration,
 }
@@ -85,17 +100,18 @@ struct SiteArgs {
 impl SiteArgs {
     fn model(&self) -> Result<FieldModel> {
         if let Some(path) = &self.config {
-            let config = ServerConfig::load(path)?;
-            return Ok(config.field_model()?);
+            let config = ServerConfig::load(path).map_err(bad_input)?;
+            return config.field_model().map_err(bad_input);
         }
-        Ok(FieldModel::new(
+        FieldModel::new(
             self.seed,
             SiteSpec {
                 devices: self.devices,
                 tags_per_device: self.tags_per_device,
                 scan_period: self.scan_period,
             },
-        )?)
+        )
+        .map_err(bad_input)
     }
 }
 
@@ -154,22 +170,106 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("po-sim: error: {e:#}");
-            std::process::ExitCode::from(2)
+            eprintln!("po-sim: error: {}", report(&e));
+            // As `smart-connector`: 2 for what the user must fix in the command line or
+            // the configuration, 1 for everything that went wrong while running.
+            let usage = e.chain().any(|c| c.is::<BadInput>());
+            std::process::ExitCode::from(if usage { 2 } else { 1 })
         }
     }
+}
+
+/// A bad command line or configuration (exit code 2, as clap's usage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(String);
+
+fn bad_input(e: impl std::fmt::Display) -> anyhow::Error {
+    BadInput(e.to_string()).into()
+}
+
+/// An error and its causes on one line, each said once: many errors (ours and our
+/// dependencies') put their source in their own message as well as in `source()`, and
+/// `{:#}` would print it twice.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// The catalogue entry named by `--tag`: an id, or a name (with close names suggested
+/// when there is no such tag).
+fn find_tag(model: &FieldModel, tag: &str) -> Result<TagId> {
+    if let Ok(id) = tag.parse::<u32>() {
+        if (id as usize) < model.tag_count() {
+            return Ok(TagId(id));
+        }
+        return Err(bad_input(format!(
+            "--tag {id}: no tag with this id; ids run from 0 to {} (`po-sim tags` lists them)",
+            model.tag_count().saturating_sub(1)
+        )));
+    }
+    if let Some(t) = model.catalog().iter().find(|t| t.name == tag) {
+        return Ok(t.id);
+    }
+    let mut near: Vec<(usize, &str)> = model
+        .catalog()
+        .iter()
+        .map(|t| (strsim::levenshtein(tag, &t.name), t.name.as_str()))
+        .filter(|(d, _)| *d <= 3)
+        .collect();
+    near.sort();
+    let hint = match &near[..] {
+        [] => " (`po-sim tags` lists them)".to_string(),
+        some => format!(
+            "; did you mean {}?",
+            some.iter()
+                .take(3)
+                .map(|(_, n)| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(bad_input(format!(
+        "--tag {tag}: no tag of this name among the {} tags{hint}",
+        model.tag_count()
+    )))
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tags { site, format } => print_tags(&site.model()?, format),
-        Command::Value { site, tag, tick } => {
+        Command::Value {
+            site,
+            tag,
+            tick,
+            at,
+        } => {
             let model = site.model()?;
-            let tick = tick.unwrap_or_else(|| model.tick_at(Timestamp::now()));
-            let value = model.value(TagId(tag), tick).with_context(|| {
-                format!("tag {tag} does not exist ({} tags)", model.tag_count())
-            })?;
-            let info = &model.catalog()[tag as usize];
+            let id = find_tag(&model, &tag)?;
+            let tick = match (tick, at) {
+                (Some(t), _) => t,
+                (None, Some(at)) => {
+                    let since = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_err(|_| bad_input("--at: a time before 1970 has no tick"))?;
+                    model.tick_at(Timestamp(since.as_micros() as u64))
+                }
+                (None, None) => model.tick_at(Timestamp::now()),
+            };
+            let value = model
+                .value(id, tick)
+                .with_context(|| format!("tag {} has no value", id.0))?;
+            let info = &model.catalog()[id.0 as usize];
             println!(
                 "{} tick {tick} ({} µs): {value} {}",
                 info.name,
@@ -179,7 +279,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Check { config } => {
-            let c = ServerConfig::load(&config)?;
+            let c = ServerConfig::load(&config).map_err(bad_input)?;
             println!(
                 "{}: server {} on {}, {} tags ({} devices x {}), scan {}, {} licence(s), {}",
                 config.display(),
@@ -197,7 +297,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             if let Some(t) = &c.tls {
                 // Read as start-up would: a missing or mismatched file fails the check.
-                po_simulator::server::check_tls_files(&t.files())?;
+                po_simulator::server::check_tls_files(&t.files()).map_err(bad_input)?;
                 println!(
                     "  TLS 1.3 on client access and sync link: certificate {}, peers verified against {}, licences bound to {}",
                     t.cert.display(),
@@ -221,17 +321,25 @@ fn run(cli: Cli) -> Result<()> {
             );
             budget
                 .fits(hard)
-                .map_err(|why| anyhow::anyhow!("{}: {why}", config.display()))?;
+                .map_err(|why| bad_input(format!("{}: {why}", config.display())))?;
+            if let Some(file) = c.state_file() {
+                // Read as start-up would: a bad state file fails the check.
+                let epoch = file.read().map_err(bad_input)?;
+                println!(
+                    "  state in {}: highest known epoch {epoch}",
+                    file.path().display()
+                );
+            }
             Ok(())
         }
         Command::Serve { config: path } => {
-            let config = ServerConfig::load(&path)?;
+            let config = ServerConfig::load(&path).map_err(bad_input)?;
             // Every descriptor the hard limit allows, and a configuration that fits.
             let (soft, _) = po_runtime::descriptors::raise_nofile_limit()?;
             config
                 .descriptor_budget()
                 .fits(soft)
-                .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
+                .map_err(|why| bad_input(format!("{}: {why}", path.display())))?;
             runtime()?.block_on(serve(config))
         }
         Command::Pair(args) => runtime()?.block_on(pair(args)),
@@ -246,14 +354,23 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config: ServerConfig) -> Result<()> {
+    use po_simulator::ServerError;
     use tokio::signal::unix::{SignalKind, signal};
-    let server = ServerHandle::start(config).await?;
+    // Handlers first: a signal that comes once the server is up (its `server started`
+    // line) must find them, not the default action that kills the process.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
     // SIGHUP: read the certificate files again (rotation without a restart).
     let mut hup = signal(SignalKind::hangup())?;
+    let server = ServerHandle::start(config).await.map_err(|e| match e {
+        // What the configuration names is wrong (bad state or certificate files): the
+        // user's to fix, as a bad configuration file is. A port in use is a runtime
+        // failure, as it is for `smart-connector`.
+        ServerError::Config(_) | ServerError::Tls(_) | ServerError::State(_) => bad_input(e),
+        other => other.into(),
+    })?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -263,8 +380,13 @@ async fn serve(config: ServerConfig) -> Result<()> {
             _ = usr2.recv() => server.heal_sync(),
         }
     }
-    server.shutdown().await;
-    Ok(())
+    // A drain waits for clients (up to `limits.drain_timeout`); whoever sends a second
+    // signal does not want to wait.
+    tokio::select! {
+        _ = server.shutdown() => Ok(()),
+        _ = term.recv() => bail!("second signal: stopped at once, without waiting for the clients to close"),
+        _ = int.recv() => bail!("second signal: stopped at once, without waiting for the clients to close"),
+    }
 }
 
 async fn pair(args: PairArgs) -> Result<()> {
@@ -416,4 +538,43 @@ fn catalog_json(model: &FieldModel) -> serde_json::Value {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand says what it is for (`--help` shows no bare
+    /// flags).
+    #[test]
+    fn every_argument_has_help() {
+        fn visit(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                visit(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cmd = Cli::command();
+        cmd.build();
+        visit(&cmd, "po-sim", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(po_simulator::config::ConfigError::Read {
+            path: "po.toml".into(),
+            source: io,
+        });
+        assert_eq!(report(&e), "po.toml: cannot read: entity not found");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(report(&e), "outer: inner");
+    }
 }
