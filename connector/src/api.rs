@@ -18,6 +18,11 @@ pub struct StatusDoc {
     /// connector that cannot reach its servers says why from its first second.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The service level (status register 14; OPC UA `ServiceLevel`): 0 maintenance
+    /// (draining), 1 no data, 100 Standby data, 200 Primary data with a source lost, 255
+    /// Primary data with every source reachable.
+    #[serde(default)]
+    pub service_level: u8,
     /// Whose data is served; `None` before the first snapshot and while stale.
     pub active: Option<ActiveDoc>,
     pub switches_total: u64,

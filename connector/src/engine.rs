@@ -7,6 +7,7 @@
 use crate::image::{RegisterImage, ServeState};
 use crate::metrics::Metrics;
 use crate::selector::{SelectorConfig, SourceEvent, SourceSelector, Switch};
+use crate::service_level::{LevelInputs, Serving, service_level};
 use crate::source::{SourceCommand, SourceMsg};
 use crate::status::StatusBoard;
 use crate::write_queue::{Deadline, Resolution, WriteQueue};
@@ -356,8 +357,14 @@ impl Engine {
     /// only once its snapshot has landed (until then the image still holds the previous
     /// source's values, and says so).
     fn publish_status(&self) {
-        match self.selector.active() {
-            Some(_) if !self.synced => {}
+        let serving = match self.selector.active() {
+            // The previous source's data is still served until the snapshot lands.
+            Some(_) if !self.synced => match self.image.serving().0 {
+                x if x == ServeState::Primary as u8 => Serving::Primary,
+                x if x == ServeState::Standby as u8 => Serving::Standby,
+                x if x == ServeState::Stale as u8 => Serving::Stale,
+                _ => Serving::NotYet,
+            },
             Some(a) => {
                 let (state, role) = match a.role {
                     Role::Primary => (ServeState::Primary, 1),
@@ -368,6 +375,10 @@ impl Engine {
                 self.metrics
                     .active_source
                     .store(a.source as i64 + 1, Relaxed);
+                match a.role {
+                    Role::Primary => Serving::Primary,
+                    Role::Standby => Serving::Standby,
+                }
             }
             None => {
                 let state = if self.selector.is_stale() {
@@ -377,8 +388,24 @@ impl Engine {
                 };
                 self.image.set_active(state, 0, 0, 0);
                 self.metrics.active_source.store(0, Relaxed);
+                match state {
+                    ServeState::Stale => Serving::Stale,
+                    _ => Serving::NotYet,
+                }
             }
-        }
+        };
+        let level = service_level(&LevelInputs {
+            draining: self.image.is_draining(),
+            serving,
+            sources_configured: self.sources.len(),
+            sources_reachable: self
+                .sources
+                .iter()
+                .filter(|s| s.connected && s.catalog_ok)
+                .count(),
+        });
+        self.image.set_service_level(level);
+        self.metrics.service_level.store(i64::from(level), Relaxed);
     }
 
     fn on_write(&mut self, w: WriteRequest) {

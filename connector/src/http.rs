@@ -247,6 +247,7 @@ pub fn status_doc(s: &HttpState) -> StatusDoc {
         uptime_ms: s.board.uptime().as_millis() as u64,
         state: state.to_string(),
         reason,
+        service_level: image.service_level(),
         active,
         switches_total: s.metrics.source_switches.load(Relaxed),
         switches,

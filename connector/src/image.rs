@@ -46,6 +46,8 @@ pub struct RegisterImage {
     /// Set once on SIGTERM; status register 1 then reads `Draining` whatever the engine
     /// still publishes.
     draining: AtomicBool,
+    /// Published by the engine (`service_level`); 0 while draining, whatever it says.
+    service_level: AtomicU8,
     active_source: AtomicU8,
     active_role: AtomicU8,
     active_epoch: AtomicU32,
@@ -94,6 +96,7 @@ impl RegisterImage {
             clock,
             state: AtomicU8::new(ServeState::Starting as u8),
             draining: AtomicBool::new(false),
+            service_level: AtomicU8::new(crate::service_level::NO_DATA),
             active_source: AtomicU8::new(0),
             active_role: AtomicU8::new(0),
             active_epoch: AtomicU32::new(0),
@@ -180,6 +183,20 @@ impl RegisterImage {
             self.state.load(Relaxed)
         };
         (state, self.active_epoch.load(Relaxed))
+    }
+
+    /// The service level a third party is told (status register 14): 0 while draining.
+    pub fn service_level(&self) -> u8 {
+        if self.is_draining() {
+            crate::service_level::MAINTENANCE
+        } else {
+            self.service_level.load(Relaxed)
+        }
+    }
+
+    /// Publishes the service level (the engine, on every change of its inputs).
+    pub fn set_service_level(&self, level: u8) {
+        self.service_level.store(level, Relaxed);
     }
 
     /// Says "draining" in status register 1 from now on (SIGTERM).
@@ -281,6 +298,7 @@ impl RegisterImage {
             StatusField::TagsNotGood => self.tags_not_good(),
             StatusField::TagCount => self.values.len() as u32,
             StatusField::Switches => self.switches.load(Relaxed),
+            StatusField::ServiceLevel => u32::from(self.service_level()),
         }
     }
 
@@ -328,6 +346,7 @@ impl RegisterImage {
                             | StatusField::State
                             | StatusField::ActiveSource
                             | StatusField::ActiveRole
+                            | StatusField::ServiceLevel
                     );
                     match (two_words, word) {
                         (false, _) => v as u16,

@@ -24,6 +24,7 @@ pub mod registers;
 pub mod selector;
 pub mod sequence;
 pub mod service;
+pub mod service_level;
 pub mod service_manager;
 pub mod source;
 pub mod status;

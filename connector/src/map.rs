@@ -23,6 +23,8 @@ pub enum StatusField {
     TagsNotGood,
     TagCount,
     Switches,
+    /// The service level (`service_level`), the same byte as OPC UA's `ServiceLevel`.
+    ServiceLevel,
 }
 
 impl StatusField {
@@ -44,6 +46,7 @@ impl StatusField {
             11 => (TagCount, 1),
             12 => (Switches, 0),
             13 => (Switches, 1),
+            14 => (ServiceLevel, 0),
             _ => return None,
         })
     }

@@ -12,6 +12,9 @@ pub struct Metrics {
     pub source_switches: AtomicU64,
     /// 0 none, 1 first source, 2 second.
     pub active_source: AtomicI64,
+    /// The service level (`service_level`: 0 maintenance, 1 no data, 100 Standby data,
+    /// 200 a source lost, 255 full), as status register 14 shows it.
+    pub service_level: AtomicI64,
     pub source_connects: AtomicU64,
     pub source_losses: AtomicU64,
     pub resubscribes: AtomicU64,
@@ -162,6 +165,11 @@ impl Metrics {
             "# HELP sc_active_source Active server: 0 none, 1 first, 2 second.\n# TYPE sc_active_source gauge\nsc_active_source {}\n# HELP sc_modbus_connections Open Modbus connections.\n# TYPE sc_modbus_connections gauge\nsc_modbus_connections {}",
             self.active_source.load(Relaxed),
             self.modbus_connections.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP sc_service_level Service level told to redundancy-aware clients (status register 14, OPC UA ServiceLevel): 0 maintenance, 1 no data, 100 Standby data, 200 a source lost, 255 full.\n# TYPE sc_service_level gauge\nsc_service_level {}",
+            self.service_level.load(Relaxed)
         );
         s
     }

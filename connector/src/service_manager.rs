@@ -134,6 +134,7 @@ mod tests {
             uptime_ms: 0,
             state: state.into(),
             reason: reason.map(str::to_string),
+            service_level: if reason.is_none() { 255 } else { 1 },
             active: reason.is_none().then(|| ActiveDoc {
                 index: 1,
                 source: "po-a".into(),

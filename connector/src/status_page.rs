@@ -116,12 +116,14 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
     let _ = write!(
         h,
         "<section id=\"summary\"><h2>Serving {}</h2><table><tr><th>Active source</th><td>{active}</td>\
-         <th>Uptime</th><td>{}</td><th>Switches between servers</th><td>{}</td></tr>{}\
+         <th>Uptime</th><td>{}</td><th>Switches between servers</th><td>{}</td></tr>\
+         <tr><th>Service level</th><td id=\"service-level\">{}</td><td colspan=\"4\"></td></tr>{}\
          <tr><th>Points</th><td>{} ({} not good)</td><th>Data age</th><td>{}</td>\
          <th>Modbus</th><td>{} · unit ids {} · {} requests · {} exceptions</td></tr></table></section>",
         badge(&s.state),
         duration(s.uptime_ms),
         s.switches_total,
+        s.service_level,
         match &s.reason {
             Some(why) => format!(
                 "<tr><th>Not serving</th><td colspan=\"5\" id=\"reason\">{}</td></tr>",

@@ -282,8 +282,14 @@ async fn sigterm_drains_a_write_in_flight_then_exits_0() {
     // The watcher sees "draining" (4) while the write is still in flight...
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let block = watcher.read_holding_registers(1, 1).await.unwrap().unwrap();
+        let block = watcher
+            .read_holding_registers(1, 14)
+            .await
+            .unwrap()
+            .unwrap();
         if block[0] == 4 {
+            // Register 14: the service level says "maintenance" (0) at the same time.
+            assert_eq!(block[13], 0, "service level while draining");
             break;
         }
         assert!(Instant::now() < deadline, "never said draining");

@@ -1,0 +1,151 @@
+//! The service level in each state of architectures 1, 2 and 3 (docs/register-map.md
+//! "Service level"): read from status register 14 by a Modbus master, it equals
+//! `/api/status`'s `service_level` and the `sc_service_level` gauge.
+
+mod common;
+
+use po_simulator::pair::{PairHandle, PairSpec};
+use po_simulator::{ServerHandle, SiteSpec};
+use smart_connector::config::{AccessKind, ConnectorConfig, SourceConfig};
+use smart_connector::connector::{ConnectorHandle, start};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio_modbus::client::Context;
+use tokio_modbus::prelude::*;
+
+const PATIENCE: Duration = Duration::from_secs(15);
+
+fn config(name: &str, sources: Vec<SourceConfig>) -> ConnectorConfig {
+    let mut c: ConnectorConfig = toml::from_str(&format!(
+        "name = \"{name}\"\n[policy]\nsource_timeout = \"300ms\"\nstale_after = \"1s\"\n\
+         [modbus]\nlisten = \"127.0.0.1:0\"\n"
+    ))
+    .unwrap();
+    c.sources = sources;
+    c
+}
+
+fn source(s: &ServerHandle, licence: Option<&str>) -> SourceConfig {
+    SourceConfig {
+        name: s.name().to_string(),
+        address: s.client_addr(),
+        access: if licence.is_some() {
+            AccessKind::ClientAccess
+        } else {
+            AccessKind::Local
+        },
+        licence: licence.map(str::to_string),
+        server_name: None,
+    }
+}
+
+async fn pair() -> PairHandle {
+    let site = SiteSpec {
+        devices: 2,
+        tags_per_device: 16,
+        scan_period: Duration::from_millis(50),
+    };
+    let pair = PairHandle::start(&PairSpec::loopback(33, site))
+        .await
+        .unwrap();
+    assert!(pair.a_is_primary(PATIENCE).await, "po-a never Primary");
+    pair
+}
+
+/// Waits until register 14 reads `want`, then checks that the API and the gauge agree.
+async fn level_is(sc: &ConnectorHandle, ctx: &mut Context, want: u16, state: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r14 = ctx.read_holding_registers(14, 1).await.unwrap().unwrap()[0];
+        if r14 == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {state}: register 14 is {r14}, expected {want}",
+            sc.name
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The state has settled: the API and the gauge show the same publication.
+    let doc = sc.status_doc();
+    assert_eq!(u16::from(doc.service_level), want, "{state}: /api/status");
+    assert_eq!(
+        sc.metrics.service_level.load(Relaxed),
+        i64::from(want),
+        "{state}: sc_service_level"
+    );
+    assert!(
+        sc.metrics
+            .render()
+            .contains(&format!("\nsc_service_level {want}\n")),
+        "{state}"
+    );
+}
+
+async fn master(sc: &ConnectorHandle) -> Context {
+    tcp::connect_slave(sc.modbus_addr, Slave(1)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn architecture_1() {
+    let server = common::solo_server(1).await;
+    let sc = start(config("sc", vec![source(&server, None)]), Some(PATIENCE))
+        .await
+        .unwrap();
+    let mut ctx = master(&sc).await;
+    level_is(&sc, &mut ctx, 255, "serving its server's data").await;
+    server.crash_and_wait().await;
+    level_is(&sc, &mut ctx, 1, "its server is down").await;
+    sc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn architecture_2() {
+    let pair = pair().await;
+    // Each connector on its own server (Client Access here: the pair's servers share
+    // one loopback address, which is not what Local access checks).
+    let sc_a = start(
+        config("sc-a", vec![source(&pair.a, Some("CA-1"))]),
+        Some(PATIENCE),
+    )
+    .await
+    .unwrap();
+    let sc_b = start(
+        config("sc-b", vec![source(&pair.b, Some("CA-2"))]),
+        Some(PATIENCE),
+    )
+    .await
+    .unwrap();
+    let (mut a, mut b) = (master(&sc_a).await, master(&sc_b).await);
+    level_is(&sc_a, &mut a, 255, "on the Primary").await;
+    level_is(&sc_b, &mut b, 100, "on the Standby (serve_standby)").await;
+    pair.a.crash_and_wait().await;
+    level_is(&sc_b, &mut b, 255, "on the new Primary").await;
+    level_is(&sc_a, &mut a, 1, "its server crashed").await;
+    sc_a.shutdown().await;
+    sc_b.shutdown().await;
+    pair.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn architecture_3() {
+    let pair = pair().await;
+    let sc = start(
+        config(
+            "sc-a",
+            vec![source(&pair.a, Some("CA-1")), source(&pair.b, Some("CA-1"))],
+        ),
+        Some(PATIENCE),
+    )
+    .await
+    .unwrap();
+    let mut ctx = master(&sc).await;
+    level_is(&sc, &mut ctx, 255, "both servers reachable").await;
+    pair.b.crash_and_wait().await;
+    level_is(&sc, &mut ctx, 200, "the Standby lost: one more fault").await;
+    pair.a.crash_and_wait().await;
+    level_is(&sc, &mut ctx, 1, "both servers lost").await;
+    sc.shutdown().await;
+    pair.shutdown().await;
+}
