@@ -144,7 +144,11 @@ async fn architecture_3() {
     level_is(&sc, &mut ctx, 255, "both servers reachable").await;
     pair.b.crash_and_wait().await;
     level_is(&sc, &mut ctx, 200, "the Standby lost: one more fault").await;
+    pair.b.restart().await.unwrap();
+    level_is(&sc, &mut ctx, 255, "the Standby back").await;
     pair.a.crash_and_wait().await;
+    level_is(&sc, &mut ctx, 200, "the Primary lost, the Standby promoted").await;
+    pair.b.crash_and_wait().await;
     level_is(&sc, &mut ctx, 1, "both servers lost").await;
     sc.shutdown().await;
     pair.shutdown().await;
