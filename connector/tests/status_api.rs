@@ -122,6 +122,11 @@ async fn the_status_api_shows_sources_masters_and_a_primary_crash() {
     assert_eq!(a.licence.as_deref(), Some("CA-1"));
     assert_eq!(before.sources[1].role.as_deref(), Some("standby"));
     assert_eq!(before.points.total, 64);
+    // The first choice is listed, but it is not a switch between servers: the count and
+    // the list agree on what a switch is.
+    assert_eq!(before.switches_total, 0);
+    assert_eq!(before.switches.len(), 1, "{:#?}", before.switches);
+    assert_eq!(before.switches[0].kind, "initial selection");
 
     // A master polling shows up with its address and request count.
     let mut master = tcp::connect_slave(sc.modbus_addr, Slave(1)).await.unwrap();
@@ -156,12 +161,27 @@ async fn the_status_api_shows_sources_masters_and_a_primary_crash() {
         "the reason names what happened to po-a: {}",
         switch.reason
     );
+    assert_eq!(switch.kind, "switch");
+    assert_eq!(
+        after.switches.iter().filter(|w| w.kind == "switch").count() as u64,
+        after.switches_total,
+        "switches_total counts the listed switches: {:#?}",
+        after.switches
+    );
     let a = &after.sources[0];
     assert_ne!(a.health, "healthy");
 
     // The human page carries the same facts and refreshes itself.
     let (code, page) = get(http, "/").await;
     assert_eq!(code, 200);
+    assert!(
+        page.contains(&format!(
+            "({} switch{} between servers in all)",
+            after.switches_total,
+            if after.switches_total == 1 { "" } else { "es" }
+        )),
+        "the page counts switches as the API does"
+    );
     for want in [
         "id=\"sources\"",
         "id=\"switches\"",
