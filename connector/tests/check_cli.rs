@@ -61,6 +61,8 @@ fn check_accepts_the_shipped_examples() {
         "arch2/connector-b.toml",
         "arch3/connector-a.toml",
         "arch3/connector-b.toml",
+        // What the Debian package installs as /etc/smart-connector/connector.toml.
+        "../deploy/debian/connector.toml",
     ] {
         let out = bin()
             .arg("check")
@@ -392,4 +394,70 @@ fn example_mbpoll_commands_poll_once() {
         }
     }
     assert!(seen >= 3, "the examples show mbpoll");
+}
+
+/// The short hash of the checkout's HEAD, or "unknown" outside a git checkout: what
+/// `--version` must name (cargo rebuilds the binaries when HEAD moves).
+fn expected_commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".into(), |o| {
+            String::from_utf8(o.stdout).unwrap().trim().to_string()
+        })
+}
+
+#[test]
+fn version_names_the_version_and_the_commit() {
+    let commit = expected_commit();
+    for args in [&["--version"][..], &["run", "--version"]] {
+        let out = bin().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        // A subcommand's `--version` names it too (`smart-connector-run 0.1.0 …`).
+        let text = String::from_utf8(out.stdout).unwrap();
+        let want = format!(" {} (commit {commit})\n", env!("CARGO_PKG_VERSION"));
+        assert!(
+            text.starts_with("smart-connector") && text.ends_with(&want),
+            "{args:?}: {text:?}"
+        );
+    }
+}
+
+/// The command reference the Debian package installs as documentation
+/// (/usr/share/doc/smart-connector/usage.txt): every command's `--help`, as the binary
+/// prints it. `SC_UPDATE_USAGE=1` rewrites the file after a deliberate CLI change.
+#[test]
+fn the_packaged_usage_text_is_the_binarys_help() {
+    let mut text =
+        String::from("smart-connector: command reference (the output of each command's --help)\n");
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["points", "--help"],
+        &["certs", "--help"],
+        &["certs", "init", "--help"],
+        &["certs", "client", "--help"],
+        &["certs", "server", "--help"],
+    ] {
+        let out = bin().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        text.push_str(&format!(
+            "\n$ smart-connector {}\n\n{}",
+            args.join(" "),
+            String::from_utf8(out.stdout).unwrap()
+        ));
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/debian/usage.txt");
+    if std::env::var_os("SC_UPDATE_USAGE").is_some() {
+        std::fs::write(path, &text).unwrap();
+    }
+    let packaged = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        packaged == text,
+        "{path} is not the binary's help: rerun with SC_UPDATE_USAGE=1 and review the diff"
+    );
 }

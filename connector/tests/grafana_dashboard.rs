@@ -1,31 +1,11 @@
 //! The Grafana dashboard in deploy/grafana/ names only metrics the connector exports,
 //! and is a dashboard Grafana can import (panels with a place, a title and queries).
 
+mod dashboard;
+
+use dashboard::{dashboard, metric_names, queries};
 use smart_connector::metrics::Metrics;
 use std::collections::BTreeSet;
-
-fn dashboard() -> serde_json::Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/grafana/smart-connector.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Every `sc_…` name in a PromQL expression.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = expr;
-    while let Some(i) = rest.find("sc_") {
-        let name: String = rest[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        rest = &rest[i + name.len()..];
-        out.push(name);
-    }
-    out
-}
 
 #[test]
 fn every_metric_the_dashboard_queries_is_exported() {
@@ -46,14 +26,14 @@ fn every_metric_the_dashboard_queries_is_exported() {
         assert!(p["gridPos"]["w"].as_u64().unwrap() > 0, "{title}");
         let targets = p["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "{title} has no query");
-        for t in targets {
-            for name in metric_names(t["expr"].as_str().unwrap()) {
-                assert!(
-                    exported.contains(&name),
-                    "panel '{title}' queries {name}, which the connector does not export"
-                );
-                queried.insert(name);
-            }
+    }
+    for (title, expr) in queries(&d) {
+        for name in metric_names(&expr) {
+            assert!(
+                exported.contains(&name),
+                "panel '{title}' queries {name}, which the connector does not export"
+            );
+            queried.insert(name);
         }
     }
     // What the issue asks the dashboard to show: sources, switches, ingest, Modbus

@@ -6,6 +6,7 @@ use harness::launch::{Interrupted, RunOptions, run_scenario};
 use harness::load::{LoadSpec, run_load, serve_bare};
 use harness::report::{Report, junit};
 use harness::scenario::{BackendKind, Scenario};
+use po_runtime::cli::LogFormat;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 /// Scenario runner for the three Smart Connector architectures.
 #[derive(Debug, Parser)]
-#[command(name = "harness", version, propagate_version = true)]
+#[command(name = "harness", version = po_runtime::cli::VERSION, propagate_version = true)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax). In-process servers and connectors log
     /// through it too, e.g. `harness=info,smart_connector=info`.
@@ -25,6 +26,15 @@ struct Cli {
         env = "HARNESS_LOG"
     )]
     log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "HARNESS_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -251,16 +261,12 @@ fn main() -> ExitCode {
     // Floods, loads and many third parties hold many sockets: every descriptor the hard
     // limit allows.
     let _ = po_runtime::descriptors::raise_nofile_limit();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: a log file (or a pipe) gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_timer(harness::sim::LogTimer)
-        .init();
+    po_runtime::cli::init_logging_with_timer(
+        cli.log_format,
+        &cli.log,
+        "warn",
+        harness::sim::LogTimer,
+    );
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -421,3 +421,33 @@ fn a_flood_against_a_closed_port_counts_failed_connects_and_ends_by_itself() {
         "{summary}"
     );
 }
+
+/// The short hash of the checkout's HEAD, or "unknown" outside a git checkout: what
+/// `--version` must name (cargo rebuilds the binaries when HEAD moves).
+fn expected_commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".into(), |o| {
+            String::from_utf8(o.stdout).unwrap().trim().to_string()
+        })
+}
+
+#[test]
+fn version_names_the_version_and_the_commit() {
+    let commit = expected_commit();
+    for args in [&["--version"][..], &["run", "--version"]] {
+        let out = harness().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        // A subcommand's `--version` names it too (`harness-run 0.1.0 …`).
+        let text = String::from_utf8(out.stdout).unwrap();
+        let want = format!(" {} (commit {commit})\n", env!("CARGO_PKG_VERSION"));
+        assert!(
+            text.starts_with("harness") && text.ends_with(&want),
+            "{args:?}: {text:?}"
+        );
+    }
+}

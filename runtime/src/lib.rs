@@ -8,6 +8,7 @@
 
 pub mod accept;
 pub mod admission;
+pub mod cli;
 mod clock;
 pub mod descriptors;
 mod net;

@@ -156,3 +156,82 @@ fn shipped_example_configs_are_valid() {
         );
     }
 }
+
+/// The short hash of the checkout's HEAD, or "unknown" outside a git checkout: what
+/// `--version` must name (cargo rebuilds the binaries when HEAD moves).
+fn expected_commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".into(), |o| {
+            String::from_utf8(o.stdout).unwrap().trim().to_string()
+        })
+}
+
+#[test]
+fn version_names_the_version_and_the_commit() {
+    let commit = expected_commit();
+    for args in [&["--version"][..], &["serve", "--version"]] {
+        let out = po_sim().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        // A subcommand's `--version` names it too (`po-sim-run 0.1.0 …`).
+        let text = String::from_utf8(out.stdout).unwrap();
+        let want = format!(" {} (commit {commit})\n", env!("CARGO_PKG_VERSION"));
+        assert!(
+            text.starts_with("po-sim") && text.ends_with(&want),
+            "{args:?}: {text:?}"
+        );
+    }
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    use std::io::BufRead as _;
+    let dir = std::env::temp_dir().join(format!("po-sim-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("po.toml");
+    std::fs::write(
+        &path,
+        "name = \"po-json\"\nlisten = \"127.0.0.1:0\"\nseed = 7\nheartbeat = \"100ms\"\n[site]\ndevices = 1\ntags_per_device = 4\nscan_period = \"100ms\"\n",
+    )
+    .unwrap();
+    let mut child = po_sim()
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    // Read until the server says it started (an event, not a delay), then stop it.
+    let mut started = false;
+    while !started {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        started = line.contains("server started");
+        lines.push(line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    lines.extend(rest.lines().map(str::to_string));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(started, "no 'server started' line: {lines:?}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line.trim_end())
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line:?}"));
+        assert!(v.is_object(), "{line:?}");
+        assert!(v["timestamp"].is_string(), "{line:?}");
+        assert!(v["level"].is_string(), "{line:?}");
+    }
+    let start: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(start["fields"]["message"], "server started", "{start}");
+    assert_eq!(start["fields"]["server"], "po-json", "{start}");
+    assert_eq!(start["level"], "INFO", "{start}");
+}

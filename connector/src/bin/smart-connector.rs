@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use po_runtime::cli::LogFormat;
 use smart_connector::config::{ConnectorConfig, MapMode};
 use smart_connector::map::RegisterMap;
 use smart_connector::points;
@@ -11,7 +12,11 @@ use std::time::Duration;
 
 /// Streams a redundant Power Operation server pair to third parties over Modbus TCP.
 #[derive(Debug, Parser)]
-#[command(name = "smart-connector", version, propagate_version = true)]
+#[command(
+    name = "smart-connector",
+    version = po_runtime::cli::VERSION,
+    propagate_version = true
+)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `smart_connector=debug`.
     #[arg(
@@ -21,6 +26,15 @@ struct Cli {
         env = "SMART_CONNECTOR_LOG"
     )]
     log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "SMART_CONNECTOR_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -134,15 +148,7 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: a log file (or a pipe) gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    po_runtime::cli::init_logging(cli.log_format, &cli.log, "info");
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

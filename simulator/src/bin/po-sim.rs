@@ -3,6 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use po_protocol::{TagId, Timestamp};
+use po_runtime::cli::LogFormat;
 use po_simulator::config::{DEFAULT_CLIENT_PORT, DEFAULT_SYNC_PORT};
 use po_simulator::pair::{PairHandle, PairSpec};
 use po_simulator::{FieldModel, ServerConfig, ServerHandle, SiteSpec};
@@ -16,11 +17,20 @@ use tokio::io::AsyncBufReadExt;
 /// Every value a simulated server publishes is a pure function of the seed, the tag and
 /// the tick, so any value can be recomputed (see `po-sim value`).
 #[derive(Debug, Parser)]
-#[command(name = "po-sim", version, propagate_version = true)]
+#[command(name = "po-sim", version = po_runtime::cli::VERSION, propagate_version = true)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `po_simulator=debug`.
     #[arg(long, global = true, default_value = "info", env = "PO_SIM_LOG")]
     log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "PO_SIM_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -158,15 +168,7 @@ struct PairArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: a log file (or a pipe) gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    po_runtime::cli::init_logging(cli.log_format, &cli.log, "info");
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
