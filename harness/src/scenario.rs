@@ -817,6 +817,12 @@ mod tests {
             e.to_string(),
             "t.toml:3: duration: \"3\" has no unit: write e.g. \"3s\" or \"3ms\""
         );
+        let text = "name = \"t\"\narchitecture = 3\nduration = \"3 parsecs\"\n";
+        let e = Scenario::parse(text, "t.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:3: duration: \"3 parsecs\" is not a duration: write e.g. \"3s\" or \"500ms\""
+        );
     }
 
     #[test]
@@ -838,6 +844,7 @@ mod tests {
             ),
             "{refusal:?}"
         );
+        assert_eq!(backend_list(&[]), "none");
         let tls = Scenario::parse(&format!("{MINIMAL}[security]\ntls = true\n"), "t.toml").unwrap();
         assert_eq!(
             tls.runnable_on(),
