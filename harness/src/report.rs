@@ -464,12 +464,25 @@ pub struct Skipped {
 }
 
 impl Skipped {
-    /// One line: the scenario, its file, why and who can run it.
+    /// Why, in one line (the keys that share a reason, such as four `loss` faults, under
+    /// one reason), and who can run it.
     pub fn message(&self) -> String {
+        let mut reasons: Vec<(Vec<&str>, &str)> = Vec::new();
+        for r in &self.skipped {
+            let (key, why) = r.split_once(": ").unwrap_or(("", r));
+            match reasons.iter_mut().find(|(_, w)| *w == why) {
+                Some((keys, _)) => keys.push(key),
+                None => reasons.push((vec![key], why)),
+            }
+        }
+        let reasons: Vec<String> = reasons
+            .iter()
+            .map(|(keys, why)| format!("{}: {why}", keys.join(", ")))
+            .collect();
         format!(
-            "the {} backend cannot run it ({}); backends that can: {}",
+            "the {} backend cannot run it: {}; backends that can run it: {}",
             self.backend,
-            self.skipped.join("; "),
+            reasons.join("; "),
             if self.runnable_on.is_empty() {
                 "none".to_string()
             } else {
@@ -583,6 +596,28 @@ pub fn load_baseline(path: &std::path::Path) -> Result<Vec<Report>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skipped_scenario_names_each_reason_once() {
+        let why = "`loss` cannot be applied by the process backend (it needs a network that can lose packets: --backend netns or sim)";
+        let s = Skipped {
+            scenario: "lossy".into(),
+            file: "scenarios/lossy.toml".into(),
+            backend: "process".into(),
+            skipped: vec![
+                format!("fault[0].action: {why}"),
+                format!("fault[1].action: {why}"),
+                "security.tls: another reason".into(),
+            ],
+            runnable_on: vec!["sim".into(), "netns".into()],
+        };
+        assert_eq!(
+            s.render(),
+            format!(
+                "lossy (scenarios/lossy.toml) — SKIPPED: the process backend cannot run it: fault[0].action, fault[1].action: {why}; security.tls: another reason; backends that can run it: sim, netns\n"
+            )
+        );
+    }
 
     #[test]
     fn margins_parse() {

@@ -475,8 +475,8 @@ fn a_glob_runs_what_the_backend_can_and_skips_the_rest_by_name() {
         "{skip}"
     );
     assert!(
-        skip.contains("the inprocess backend cannot run it (fault[0].action: `loss`")
-            && skip.ends_with("backends that can: sim, netns"),
+        skip.contains("SKIPPED: the inprocess backend cannot run it: fault[0].action: `loss`")
+            && skip.ends_with("backends that can run it: sim, netns"),
         "{skip}"
     );
     assert!(
