@@ -97,6 +97,24 @@ mod tests {
         assert_eq!(w.poll_stuck(t0 + Duration::from_secs(5)), None);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_shared_watch_reads_the_clock_it_was_given() {
+        // SystemClock follows tokio's clock, which this test drives by hand.
+        let live = Liveness::new(Arc::new(po_runtime::SystemClock));
+        assert_eq!(live.stuck(), None);
+        tokio::time::advance(Duration::from_millis(2500)).await;
+        live.handle_answer();
+        tokio::time::advance(Duration::from_millis(2999)).await;
+        assert_eq!(live.stuck(), None, "answered 2.999 s ago");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            live.stuck().as_deref(),
+            Some("engine stuck: no answer to the liveness probe for 3s")
+        );
+        live.handle_answer();
+        assert_eq!(live.stuck(), None);
+    }
+
     proptest! {
         /// Model: stuck iff the newest answer (or the start) is at least `bound` old.
         #[test]

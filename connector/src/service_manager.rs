@@ -3,8 +3,9 @@
 //! STATUS lines a person reads in `systemctl status`, STOPPING on SIGTERM. Without a
 //! service manager (`NOTIFY_SOCKET` unset) nothing is sent and nothing changes.
 //!
-//! What to say is decided by [`Notices`] (sans-IO: the status and the liveness verdict
-//! in, notices out); [`send`] is the one place that writes to the socket.
+//! What to say and when is decided here (sans-IO: the status, the liveness verdict and
+//! the manager's environment in; notices and a tick interval out); the binary reads the
+//! environment and writes the notices to the socket.
 
 use crate::api::StatusDoc;
 use std::time::Duration;
@@ -74,20 +75,21 @@ pub fn status_line(status: &StatusDoc) -> String {
     }
 }
 
-/// How often to tick: half the watchdog interval the manager asked for (its rule), at
-/// most every 500 ms so READY follows the first data closely; `None` without a manager.
-pub fn tick_interval() -> Option<(Duration, bool)> {
-    std::env::var_os("NOTIFY_SOCKET")?;
-    let usec = watchdog_usec(
-        std::env::var("WATCHDOG_USEC").ok().as_deref(),
-        std::env::var("WATCHDOG_PID").ok().as_deref(),
-        std::process::id(),
-    );
-    let every = match usec {
+/// How often to tick, and whether to send WATCHDOG: `None` without a service manager
+/// (no `NOTIFY_SOCKET`); else half the watchdog interval it asked for (its rule), at most
+/// every 500 ms so READY follows the first data closely.
+pub fn tick_plan(notify_socket: bool, watchdog_usec: Option<u64>) -> Option<(Duration, bool)> {
+    if !notify_socket {
+        return None;
+    }
+    let every = match watchdog_usec {
         Some(u) => Duration::from_micros(u / 2).min(Duration::from_millis(500)),
         None => Duration::from_millis(500),
     };
-    Some((every.max(Duration::from_millis(10)), usec.is_some()))
+    Some((
+        every.max(Duration::from_millis(10)),
+        watchdog_usec.is_some(),
+    ))
 }
 
 /// The watchdog interval the manager asked for, by `sd_watchdog_enabled(3)`'s rule:
@@ -99,26 +101,6 @@ pub fn watchdog_usec(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<u
         None => Some(usec),
         Some(Ok(p)) if p == me => Some(usec),
         Some(_) => None,
-    }
-}
-
-/// Sends notices; a manager that went away is logged, not fatal.
-pub fn send(notices: &[Notice]) {
-    use sd_notify::NotifyState;
-    if notices.is_empty() {
-        return;
-    }
-    let states: Vec<NotifyState<'_>> = notices
-        .iter()
-        .map(|n| match n {
-            Notice::Ready => NotifyState::Ready,
-            Notice::Watchdog => NotifyState::Watchdog,
-            Notice::Stopping => NotifyState::Stopping,
-            Notice::Status(s) => NotifyState::Status(s),
-        })
-        .collect();
-    if let Err(e) = sd_notify::notify(false, &states) {
-        tracing::warn!(error = %e, "cannot notify the service manager");
     }
 }
 
@@ -158,6 +140,27 @@ mod tests {
                 data_age_ms: None,
             },
         }
+    }
+
+    #[test]
+    fn ticks_at_half_the_watchdog_interval_at_most_every_500_ms() {
+        assert_eq!(tick_plan(false, Some(200_000)), None);
+        assert_eq!(
+            tick_plan(true, None),
+            Some((Duration::from_millis(500), false))
+        );
+        assert_eq!(
+            tick_plan(true, Some(200_000)),
+            Some((Duration::from_millis(100), true))
+        );
+        assert_eq!(
+            tick_plan(true, Some(30_000_000)),
+            Some((Duration::from_millis(500), true))
+        );
+        assert_eq!(
+            tick_plan(true, Some(4_000)),
+            Some((Duration::from_millis(10), true))
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use harness::launch::{Interrupted, RunOptions, run_scenario};
 use harness::load::{LoadSpec, run_load, serve_bare};
-use harness::report::{Report, junit};
+use harness::report::{Report, Skipped, junit};
 use harness::scenario::{BackendKind, Scenario};
 use po_runtime::cli::LogFormat;
 use std::io::IsTerminal;
@@ -76,9 +76,14 @@ enum Command {
         /// process and netns backends) also when it passed.
         #[arg(long)]
         keep_logs: bool,
-        /// Tolerated regression against `--baseline`, e.g. `10%`.
+        /// Tolerated regression against `--baseline`, in percent: `10%` (a bare `10` is
+        /// read as 10% too).
         #[arg(long, default_value = "10%", value_parser = harness::report::parse_margin)]
         max_regression: f64,
+        /// Refuse (exit 2, nothing run) when the backend cannot run one of several
+        /// files, instead of skipping it. A single file is always refused.
+        #[arg(long)]
+        strict: bool,
     },
     /// Random fault schedules in the simulation backend, one per seed, with the
     /// invariants of DESIGN §11 checked on every run. A failing seed is shrunk to the
@@ -95,7 +100,7 @@ enum Command {
         #[arg(long, default_value = "1/1", value_parser = harness::explore::parse_shard)]
         shard: (u64, u64),
         /// Virtual length of each run.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = harness::cli::parse_duration)]
         duration: Duration,
         /// Write the summary (seeds run, held, failing seeds with replay commands) as JSON.
         #[arg(long)]
@@ -110,8 +115,10 @@ enum Command {
     /// Validate a scenario and print its hosts, components, addresses, links, licences,
     /// faults and expectations, without running it.
     Plan {
+        /// The scenario file to validate and show (see docs/scenarios.md).
         file: PathBuf,
-        /// Show the plan for this backend instead of the scenario's.
+        /// Validate and show the plan for this backend instead of the scenario's own
+        /// (default: the file's `backend`, else inprocess).
         #[arg(long, value_enum)]
         backend: Option<BackendKind>,
     },
@@ -124,7 +131,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "process")]
         backend: BackendKind,
         /// Length of each step.
-        #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "6s", value_parser = harness::cli::parse_duration)]
         duration: Duration,
         /// Architectures to sweep.
         #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
@@ -145,7 +152,7 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
         sizes: Vec<u32>,
         /// Length of each Modbus load measurement (connector, then bare server).
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = harness::cli::parse_duration)]
         modbus_duration: Duration,
         /// Nominal samples/s of the TLS ingest comparison (architecture 3, plaintext then
         /// TLS on every link, same run); the Modbus/TCP Security comparison runs with it.
@@ -186,7 +193,8 @@ enum Command {
         /// Unit id to address.
         #[arg(long, default_value_t = 1)]
         unit: u8,
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        /// How long to load the server.
+        #[arg(long, default_value = "10s", value_parser = harness::cli::parse_duration)]
         duration: Duration,
         /// Worker threads of the load generator's runtime.
         #[arg(long, default_value_t = 1)]
@@ -220,13 +228,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = harness::flood::FloodMode::Idle)]
         mode: harness::flood::FloodMode,
         /// How long to flood; the flood always ends by itself.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = harness::cli::parse_duration)]
         duration: Duration,
         /// Source address of the connections (bind before connect).
         #[arg(long)]
         from: Option<std::net::IpAddr>,
         /// Wait this long before reopening a connection the listener closed or refused.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = harness::cli::parse_duration)]
         reconnect_delay: Duration,
         /// No progress lines on stderr.
         #[arg(long, short)]
@@ -235,6 +243,7 @@ enum Command {
     /// Serve a static slice with the stock tokio-modbus server: the reference the
     /// connector's Modbus throughput is compared with.
     BareModbus {
+        /// Address to serve Modbus TCP on (host:port).
         #[arg(long, default_value = "127.0.0.1:1503")]
         listen: SocketAddr,
         /// Worker threads of the server's runtime.
@@ -386,6 +395,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let backend = backend.or(s.backend).unwrap_or(BackendKind::Inprocess);
+            // The same refusal as `run`: a plan is only approved where it would run.
+            let refusal = s.refusal(&file.display().to_string(), backend);
+            if !refusal.is_empty() {
+                for line in refusal {
+                    eprintln!("{line}");
+                }
+                return Ok(ExitCode::from(2));
+            }
             print!("{}", harness::plan::render_plan(&s.topology(), &s, backend));
             Ok(ExitCode::SUCCESS)
         }
@@ -400,6 +417,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             baseline,
             max_regression,
             keep_logs,
+            strict,
         } => {
             let scenarios = match load_all(&files) {
                 Ok(v) => v,
@@ -420,17 +438,56 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            let mut unsupported = false;
+            // A scenario the backend cannot run: with several files (a glob) it is
+            // skipped and reported, so `scenarios/*.toml` runs everything it can; with one
+            // file, or --strict, the whole run is refused as invalid input.
+            let refuse = strict || files.len() == 1;
+            let mut refused = false;
+            let mut skipped: Vec<Skipped> = Vec::new();
+            let mut runnable: Vec<&Scenario> = Vec::new();
             for (file, s) in files.iter().zip(&scenarios) {
                 let b = backend.or(s.backend).unwrap_or(BackendKind::Inprocess);
-                for (key, why) in s.unsupported_by(b) {
-                    eprintln!("{}: {key}: {why}", file.display());
-                    unsupported = true;
+                let reasons = s.unsupported_by(b);
+                if reasons.is_empty() {
+                    runnable.push(s);
+                } else if refuse {
+                    for line in s.refusal(&file.display().to_string(), b) {
+                        eprintln!("{line}");
+                    }
+                    refused = true;
+                } else {
+                    skipped.push(Skipped {
+                        scenario: s.name.clone(),
+                        file: file.display().to_string(),
+                        backend: b.as_str().to_string(),
+                        skipped: reasons
+                            .into_iter()
+                            .map(|(key, why)| format!("{key}: {why}"))
+                            .collect(),
+                        runnable_on: s
+                            .runnable_on()
+                            .into_iter()
+                            .map(|b| b.as_str().to_string())
+                            .collect(),
+                    });
                 }
             }
-            if unsupported {
+            if refused {
+                if files.len() > 1 {
+                    eprintln!(
+                        "harness: --strict: nothing was run (without --strict these scenarios are skipped)"
+                    );
+                }
                 return Ok(ExitCode::from(2));
             }
+            if runnable.is_empty() {
+                for sk in &skipped {
+                    eprint!("{}", sk.render());
+                }
+                eprintln!("harness: no scenario given can run on the chosen backend");
+                return Ok(ExitCode::from(2));
+            }
+            let scenarios = runnable;
             let needs_netns = scenarios
                 .iter()
                 .any(|s| backend.or(s.backend) == Some(BackendKind::Netns));
@@ -441,7 +498,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let quiet = quiet || !std::io::stderr().is_terminal();
             let rt = runtime(threads)?;
             let mut reports: Vec<Report> = Vec::new();
-            for s in &scenarios {
+            for s in scenarios {
                 let b = backend.or(s.backend).unwrap_or(BackendKind::Inprocess);
                 if !quiet {
                     eprintln!(
@@ -486,23 +543,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Err(e) => return Err(e),
                 }
             }
+            for sk in &skipped {
+                print!("{}", sk.render());
+            }
+            let failed = reports.iter().filter(|r| !r.passed).count();
+            if files.len() > 1 {
+                println!(
+                    "{} scenarios: {} passed, {failed} failed, {} skipped",
+                    reports.len() + skipped.len(),
+                    reports.len() - failed,
+                    skipped.len()
+                );
+            }
             if let Some(path) = json {
-                let text = if reports.len() == 1 {
-                    serde_json::to_string_pretty(&reports[0])?
+                // One object for one scenario; otherwise an array with the skipped
+                // scenarios as objects of their own (`"skipped": [reasons]`).
+                let mut items: Vec<serde_json::Value> = reports
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<_, _>>()?;
+                for sk in &skipped {
+                    items.push(serde_json::to_value(sk)?);
+                }
+                let text = if items.len() == 1 {
+                    serde_json::to_string_pretty(&items[0])?
                 } else {
-                    serde_json::to_string_pretty(&reports)?
+                    serde_json::to_string_pretty(&items)?
                 };
                 std::fs::write(&path, text + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;
+                println!("JSON report written to {}", path.display());
             }
             if let Some(path) = junit_path {
-                std::fs::write(&path, junit(&reports))
+                std::fs::write(&path, junit(&reports, &skipped))
                     .with_context(|| format!("writing {}", path.display()))?;
+                println!("JUnit report written to {}", path.display());
             }
             if let Some(path) = html {
                 harness::html::write(&path, &harness::html::run_page(&reports)?)?;
+                println!("HTML report written to {}", path.display());
             }
-            Ok(if reports.iter().all(|r| r.passed) {
+            Ok(if failed == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -582,12 +663,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;
+                println!("JSON report written to {}", path.display());
             }
             if let Some(path) = html {
                 harness::html::write(
                     &path,
                     &harness::html::bench_page(&report, baseline.as_ref())?,
                 )?;
+                println!("HTML report written to {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }

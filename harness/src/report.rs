@@ -387,17 +387,34 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// JUnit XML: a test suite per scenario, a test case per expectation.
-pub fn junit(reports: &[Report]) -> String {
+pub fn junit(reports: &[Report], skipped: &[Skipped]) -> String {
     let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let tests: usize = reports.iter().map(|r| r.expectations.len()).sum();
+    let tests: usize = reports.iter().map(|r| r.expectations.len()).sum::<usize>() + skipped.len();
     let failures: usize = reports
         .iter()
         .map(|r| r.expectations.iter().filter(|e| !e.passed).count())
         .sum();
     let _ = writeln!(
         o,
-        "<testsuites name=\"harness\" tests=\"{tests}\" failures=\"{failures}\">"
+        "<testsuites name=\"harness\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{}\">",
+        skipped.len()
     );
+    // A skipped scenario is one test case (it has no expectations judged) marked
+    // <skipped/>, so CI shows it rather than losing it.
+    for s in skipped {
+        let _ = writeln!(
+            o,
+            "  <testsuite name=\"{}\" tests=\"1\" failures=\"0\" skipped=\"1\" time=\"0.000\">",
+            xml_escape(&format!("{} [{}]", s.scenario, s.backend))
+        );
+        let _ = writeln!(
+            o,
+            "    <testcase classname=\"{}\" name=\"run\">\n      <skipped message=\"{}\"/>\n    </testcase>",
+            xml_escape(&s.scenario),
+            xml_escape(&s.message())
+        );
+        let _ = writeln!(o, "  </testsuite>");
+    }
     for r in reports {
         let f = r.expectations.iter().filter(|e| !e.passed).count();
         let _ = writeln!(
@@ -430,6 +447,59 @@ pub fn junit(reports: &[Report]) -> String {
     }
     let _ = writeln!(o, "</testsuites>");
     o
+}
+
+/// A scenario of a several-file run that the chosen backend cannot run: reported, not
+/// run (`harness run` without `--strict`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub scenario: String,
+    pub file: String,
+    /// The backend that would have run it.
+    pub backend: String,
+    /// Why not: `KEY: WHY`, one per reason.
+    pub skipped: Vec<String>,
+    /// The backends that can run it.
+    pub runnable_on: Vec<String>,
+}
+
+impl Skipped {
+    /// Why, in one line (the keys that share a reason, such as four `loss` faults, under
+    /// one reason), and who can run it.
+    pub fn message(&self) -> String {
+        let mut reasons: Vec<(Vec<&str>, &str)> = Vec::new();
+        for r in &self.skipped {
+            let (key, why) = r.split_once(": ").unwrap_or(("", r));
+            match reasons.iter_mut().find(|(_, w)| *w == why) {
+                Some((keys, _)) => keys.push(key),
+                None => reasons.push((vec![key], why)),
+            }
+        }
+        let reasons: Vec<String> = reasons
+            .iter()
+            .map(|(keys, why)| format!("{}: {why}", keys.join(", ")))
+            .collect();
+        format!(
+            "the {} backend cannot run it: {}; backends that can run it: {}",
+            self.backend,
+            reasons.join("; "),
+            if self.runnable_on.is_empty() {
+                "none".to_string()
+            } else {
+                self.runnable_on.join(", ")
+            }
+        )
+    }
+
+    /// The terminal summary line.
+    pub fn render(&self) -> String {
+        format!(
+            "{} ({}) — SKIPPED: {}\n",
+            self.scenario,
+            self.file,
+            self.message()
+        )
+    }
 }
 
 /// Figures compared with a baseline: (name, higher is better, value).
@@ -486,17 +556,19 @@ pub fn check_regression(r: &mut Report, baseline: &Report, margin: f64) {
     r.passed = r.expectations.iter().all(|e| e.passed);
 }
 
-/// Parses `10%` or `0.1` into a fraction.
+/// Parses a percentage, `10%` or `10` (the same: the flag is in percent, so a bare
+/// number is read as one), into a fraction.
 pub fn parse_margin(s: &str) -> Result<f64, String> {
-    let v = match s.trim().strip_suffix('%') {
-        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
-        None => s.trim().parse::<f64>(),
-    }
-    .map_err(|_| format!("`{s}` is not a margin: write e.g. `10%` or `0.1`"))?;
-    if (0.0..1.0).contains(&v) {
-        Ok(v)
+    let number = s.trim().strip_suffix('%').unwrap_or(s.trim()).trim();
+    let percent = number
+        .parse::<f64>()
+        .map_err(|_| format!("`{s}` is not a percentage: write e.g. `10%`"))?;
+    if (0.0..100.0).contains(&percent) {
+        Ok(percent / 100.0)
     } else {
-        Err(format!("`{s}`: the margin must be between 0% and 100%"))
+        Err(format!(
+            "`{s}`: the margin is a percentage from 0% up to (not including) 100%, e.g. `10%`"
+        ))
     }
 }
 
@@ -511,7 +583,12 @@ pub fn load_baseline(path: &std::path::Path) -> Result<Vec<Report>, String> {
             .map_err(|e| format!("{}: not a harness report: {e}", path.display()))
     };
     match value {
-        serde_json::Value::Array(items) => items.into_iter().map(parse).collect(),
+        // Scenarios the backend skipped have no figures to compare with.
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .filter(|v| v.get("skipped").is_none())
+            .map(parse)
+            .collect(),
         v => Ok(vec![parse(v)?]),
     }
 }
@@ -521,10 +598,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_skipped_scenario_names_each_reason_once() {
+        let why = "`loss` cannot be applied by the process backend (it needs a network that can lose packets: --backend netns or sim)";
+        let s = Skipped {
+            scenario: "lossy".into(),
+            file: "scenarios/lossy.toml".into(),
+            backend: "process".into(),
+            skipped: vec![
+                format!("fault[0].action: {why}"),
+                format!("fault[1].action: {why}"),
+                "security.tls: another reason".into(),
+            ],
+            runnable_on: vec!["sim".into(), "netns".into()],
+        };
+        assert_eq!(
+            s.render(),
+            format!(
+                "lossy (scenarios/lossy.toml) — SKIPPED: the process backend cannot run it: fault[0].action, fault[1].action: {why}; security.tls: another reason; backends that can run it: sim, netns\n"
+            )
+        );
+    }
+
+    #[test]
     fn margins_parse() {
         assert_eq!(parse_margin("10%"), Ok(0.1));
-        assert_eq!(parse_margin("0.25"), Ok(0.25));
+        assert_eq!(parse_margin(" 25 % "), Ok(0.25));
+        // A bare number is a percentage, like the default `10%` (not a fraction).
+        assert_eq!(parse_margin("10"), Ok(0.1));
+        assert_eq!(parse_margin("0.5"), Ok(0.005));
         assert!(parse_margin("150%").is_err());
+        assert!(parse_margin("100").is_err());
+        assert!(parse_margin("-1%").is_err());
         assert!(parse_margin("ten").is_err());
     }
 }

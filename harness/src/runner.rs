@@ -64,13 +64,44 @@ fn progress(s: &Scenario, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(s.duration.as_millis() as u64);
+    // The times are in the message, from the runner's clock: indicatif's `{duration}` is
+    // an estimate (0s before the first step) and its clock is wall time, which the sim
+    // backend's virtual run does not follow.
     pb.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {elapsed}/{duration} {msg}")
+        ProgressStyle::with_template("{prefix} [{bar:30}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     pb.set_prefix(s.name.clone());
+    pb.set_message(progress_message(Duration::ZERO, s.duration, None));
     pb
+}
+
+/// What the progress bar says at `elapsed` of `total`: the figures so far (ingest per
+/// second of the busiest connector, values delivered per second, wrong values, errors),
+/// or "starting" while nothing has been measured over a whole sample interval yet (a rate
+/// over no time would read 0/s).
+pub fn progress_message(
+    elapsed: Duration,
+    total: Duration,
+    figures: Option<(u64, u64, u64, u64)>,
+) -> String {
+    let times = format!(
+        "{}/{}",
+        humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+        humantime::format_duration(total)
+    );
+    match figures {
+        Some((ingest, values, wrong, errors)) if elapsed >= SAMPLE_INTERVAL => {
+            let secs = elapsed.as_secs_f64();
+            format!(
+                "{times} · ingest {:.0}/s · delivered {:.0} values/s · wrong {wrong} · errors {errors}",
+                ingest as f64 / secs,
+                values as f64 / secs
+            )
+        }
+        _ => format!("{times} · starting: first figures after {SAMPLE_INTERVAL:?}"),
+    }
 }
 
 pub(crate) async fn drive<B: Backend>(
@@ -262,14 +293,16 @@ pub(crate) async fn drive<B: Backend>(
                 &rec,
             );
         }
-        let secs = elapsed.as_secs_f64().max(0.001);
         pb.set_position(elapsed.as_millis() as u64);
-        pb.set_message(format!(
-            "ingest {:.0}/s · delivered {:.0} values/s · wrong {} · errors {}",
-            ingest_total.iter().copied().max().unwrap_or(0) as f64 / secs,
-            rec.values.load(Relaxed) as f64 / secs,
-            rec.values_wrong.load(Relaxed),
-            rec.errors.load(Relaxed)
+        pb.set_message(progress_message(
+            elapsed,
+            s.duration,
+            Some((
+                ingest_total.iter().copied().max().unwrap_or(0),
+                rec.values.load(Relaxed),
+                rec.values_wrong.load(Relaxed),
+                rec.errors.load(Relaxed),
+            )),
         ));
         if now >= end {
             break;
@@ -400,4 +433,26 @@ pub(crate) async fn drive<B: Backend>(
     };
     report.judge(&s.expect);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_bar_says_starting_before_the_first_measurement() {
+        let total = Duration::from_secs(15);
+        let first = progress_message(Duration::ZERO, total, Some((0, 0, 0, 0)));
+        assert_eq!(first, "0s/15s · starting: first figures after 250ms");
+        assert!(!first.contains("0/s"), "{first}");
+        assert_eq!(progress_message(Duration::ZERO, total, None), first);
+        assert_eq!(
+            progress_message(
+                Duration::from_millis(2500),
+                total,
+                Some((25_000, 5_000, 0, 1))
+            ),
+            "2s/15s · ingest 10000/s · delivered 2000 values/s · wrong 0 · errors 1"
+        );
+    }
 }

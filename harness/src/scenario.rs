@@ -30,6 +30,36 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// Every backend, in the order they are listed to users.
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Inprocess,
+        BackendKind::Process,
+        BackendKind::Sim,
+        BackendKind::Netns,
+    ];
+
+    /// Whether this backend can apply `action`; if not, why, naming the backends that can.
+    /// The one table of fault support: `run`, `plan` and the skip list all ask it.
+    pub fn supports(self, action: FaultAction) -> Result<(), &'static str> {
+        use BackendKind::*;
+        use FaultAction::*;
+        match (self, action) {
+            (Inprocess | Process, Loss) => {
+                Err("it needs a network that can lose packets: --backend netns or sim")
+            }
+            (Inprocess | Process, Isolate) => Err(
+                "its fault proxies close connections; a pulled cable is silent: --backend netns or sim",
+            ),
+            (Inprocess | Process | Sim, Reject) => {
+                Err("it needs a kernel that answers with TCP resets: --backend netns")
+            }
+            (Inprocess | Process | Sim, Bandwidth) => {
+                Err("it needs a kernel traffic shaper: --backend netns")
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Inprocess => "inprocess",
@@ -599,7 +629,7 @@ impl Scenario {
             .iter()
             .enumerate()
             .filter_map(|(i, f)| {
-                let needs = backend_needed(backend, f.action)?;
+                let needs = backend.supports(f.action).err()?;
                 Some((
                     format!("fault[{i}].action"),
                     format!(
@@ -646,6 +676,32 @@ impl Scenario {
         out
     }
 
+    /// The backends that can run this scenario (none of [`Scenario::unsupported_by`]).
+    pub fn runnable_on(&self) -> Vec<BackendKind> {
+        BackendKind::ALL
+            .into_iter()
+            .filter(|b| self.unsupported_by(*b).is_empty())
+            .collect()
+    }
+
+    /// Why `backend` cannot run this scenario, one line per reason as `run` and `plan`
+    /// print them (`FILE: KEY: WHY`), then the backends that can; empty when it can.
+    pub fn refusal(&self, file: &str, backend: BackendKind) -> Vec<String> {
+        let reasons = self.unsupported_by(backend);
+        if reasons.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<String> = reasons
+            .iter()
+            .map(|(key, why)| format!("{file}: {key}: {why}"))
+            .collect();
+        out.push(format!(
+            "{file}: backends that can run it: {}",
+            backend_list(&self.runnable_on())
+        ));
+        out
+    }
+
     /// The hosts, components and links this scenario runs on.
     pub fn topology(&self) -> Topology {
         Topology::build(self.architecture, self.third_party.kind)
@@ -656,6 +712,18 @@ impl Scenario {
             .word_order
             .unwrap_or(self.connector.word_order)
     }
+}
+
+/// `sim, netns`, or `none` (a scenario no backend runs cannot be valid, but say so).
+pub fn backend_list(backends: &[BackendKind]) -> String {
+    if backends.is_empty() {
+        return "none".into();
+    }
+    backends
+        .iter()
+        .map(|b| b.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
@@ -677,6 +745,17 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
         })
         .unwrap_or_else(|| "file".into());
     let message = smart_connector::config::explain_serde_message(&message);
+    // serde's "expected a duration" does not say how one is written.
+    let message = match message
+        .strip_prefix("invalid value: string \"")
+        .and_then(|rest| rest.strip_suffix("\", expected a duration"))
+    {
+        Some(n) if n.trim().parse::<f64>().is_ok() => {
+            format!("\"{n}\" has no unit: write e.g. \"{n}s\" or \"{n}ms\"")
+        }
+        Some(n) => format!("\"{n}\" is not a duration: write e.g. \"3s\" or \"500ms\""),
+        None => message,
+    };
     Problem { line, key, message }
 }
 
@@ -688,27 +767,6 @@ fn find_line(text: &str, table: Option<(&str, usize)>, key: &str) -> Option<usiz
         None => key.split('.').map(str::to_string).collect(),
     };
     toml_locate::find_line(text, &path)
-}
-
-/// Why `backend` cannot apply `action`, naming the backends that can; `None` when it can.
-fn backend_needed(backend: BackendKind, action: FaultAction) -> Option<&'static str> {
-    use BackendKind::*;
-    use FaultAction::*;
-    match (backend, action) {
-        (Inprocess | Process, Loss) => {
-            Some("it needs a network that can lose packets: --backend netns or sim")
-        }
-        (Inprocess | Process, Isolate) => Some(
-            "its fault proxies close connections; a pulled cable is silent: --backend netns or sim",
-        ),
-        (Inprocess | Process | Sim, Reject) => {
-            Some("it needs a kernel that answers with TCP resets: --backend netns")
-        }
-        (Inprocess | Process | Sim, Bandwidth) => {
-            Some("it needs a kernel traffic shaper: --backend netns")
-        }
-        _ => None,
-    }
 }
 
 /// Checks a tc rate ("2mbit", "500kbit", "1gbit", "100000bit"): a positive number and a
@@ -749,6 +807,53 @@ mod tests {
         assert_eq!(s.seed, 7);
         assert_eq!(s.third_party.clients, 1);
         assert_eq!(s.third_party_word_order(), WordOrder::Big);
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_is_told_to_write_s() {
+        let text = "name = \"t\"\narchitecture = 3\nduration = \"3\"\n";
+        let e = Scenario::parse(text, "t.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:3: duration: \"3\" has no unit: write e.g. \"3s\" or \"3ms\""
+        );
+        let text = "name = \"t\"\narchitecture = 3\nduration = \"3 parsecs\"\n";
+        let e = Scenario::parse(text, "t.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:3: duration: \"3 parsecs\" is not a duration: write e.g. \"3s\" or \"500ms\""
+        );
+    }
+
+    #[test]
+    fn backends_that_can_run_a_scenario_are_named() {
+        let loss = format!(
+            "{MINIMAL}[[fault]]\nat = \"1s\"\naction = \"loss\"\ntarget = \"tp->sc-a\"\nfraction = 0.05\n"
+        );
+        let s = Scenario::parse(&loss, "t.toml").unwrap();
+        assert_eq!(s.runnable_on(), vec![BackendKind::Sim, BackendKind::Netns]);
+        assert!(s.refusal("t.toml", BackendKind::Sim).is_empty());
+        let refusal = s.refusal("t.toml", BackendKind::Inprocess);
+        assert_eq!(
+            refusal.last().map(String::as_str),
+            Some("t.toml: backends that can run it: sim, netns")
+        );
+        assert!(
+            refusal[0].starts_with(
+                "t.toml: fault[0].action: `loss` cannot be applied by the inprocess backend"
+            ),
+            "{refusal:?}"
+        );
+        assert_eq!(backend_list(&[]), "none");
+        let tls = Scenario::parse(&format!("{MINIMAL}[security]\ntls = true\n"), "t.toml").unwrap();
+        assert_eq!(
+            tls.runnable_on(),
+            vec![
+                BackendKind::Inprocess,
+                BackendKind::Process,
+                BackendKind::Netns
+            ]
+        );
     }
 
     #[test]

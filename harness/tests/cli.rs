@@ -175,6 +175,12 @@ fn an_expectation_that_cannot_hold_exits_1_with_reports() {
     assert!(report["ingest"]["updates_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["modbus"]["values_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(report["integrity"]["values_wrong"], 0);
+    for line in [
+        format!("JSON report written to {}", json.display()),
+        format!("JUnit report written to {}", junit.display()),
+    ] {
+        assert!(stdout.contains(&line), "no `{line}` in:\n{stdout}");
+    }
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
     assert!(
@@ -192,6 +198,8 @@ fn help_text() {
         vec!["explore", "--help"],
         vec!["flood", "--help"],
         vec!["bench", "--help"],
+        vec!["load", "--help"],
+        vec!["bare-modbus", "--help"],
     ] {
         let out = harness().args(&args).output().unwrap();
         assert!(out.status.success());
@@ -450,4 +458,195 @@ fn version_names_the_version_and_the_commit() {
             "{args:?}: {text:?}"
         );
     }
+}
+
+/// The test-only glob: one scenario every backend runs, one that needs packet loss.
+fn mixed_glob() -> Vec<PathBuf> {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mixed"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_glob_runs_what_the_backend_can_and_skips_the_rest_by_name() {
+    let dir = temp_dir("glob-skip");
+    let (json, junit) = (dir.join("r.json"), dir.join("r.xml"));
+    let out = harness()
+        .args(["run", "-q"])
+        .args(mixed_glob())
+        .arg("--json")
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("runs-everywhere — architecture 1, inprocess backend"),
+        "{stdout}"
+    );
+    let skip = stdout
+        .lines()
+        .find(|l| l.contains("SKIPPED"))
+        .unwrap_or_else(|| panic!("no SKIPPED line:\n{stdout}"));
+    assert!(
+        skip.starts_with("needs-loss (") && skip.contains("b-needs-loss.toml"),
+        "{skip}"
+    );
+    assert!(
+        skip.contains("SKIPPED: the inprocess backend cannot run it: fault[0].action: `loss`")
+            && skip.ends_with("backends that can run it: sim, netns"),
+        "{skip}"
+    );
+    assert!(
+        stdout.contains("2 scenarios: 1 passed, 0 failed, 1 skipped"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let items = report.as_array().expect("an array for two scenarios");
+    assert_eq!(items.len(), 2, "{report}");
+    assert_eq!(items[0]["scenario"], "runs-everywhere");
+    assert_eq!(items[0]["passed"], true);
+    assert_eq!(items[1]["scenario"], "needs-loss");
+    assert_eq!(items[1]["backend"], "inprocess");
+    assert_eq!(items[1]["runnable_on"], serde_json::json!(["sim", "netns"]));
+    assert!(items[1]["skipped"][0].as_str().unwrap().contains("loss"));
+    // A report with skipped scenarios still serves as a baseline.
+    let out = harness()
+        .args(["run", "-q"])
+        .args(mixed_glob())
+        .arg("--baseline")
+        .arg(&json)
+        .args(["--max-regression", "99%"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("skipped=\"1\""), "{xml}");
+    assert!(
+        xml.contains("<testcase classname=\"needs-loss\" name=\"run\">\n      <skipped message=\"the inprocess backend cannot run it"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn strict_or_a_single_file_refuses_what_the_backend_cannot_run() {
+    let out = harness()
+        .args(["run", "-q", "--strict"])
+        .args(mixed_glob())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "something ran");
+    let err = String::from_utf8(out.stderr)
+        .unwrap()
+        .replace(concat!(env!("CARGO_MANIFEST_DIR"), "/"), "harness/");
+    insta::assert_snapshot!(err);
+    // Every file skipped: nothing ran, which is no success.
+    let lossy = mixed_glob().pop().unwrap();
+    let out = harness()
+        .args(["run", "-q", "--backend", "process"])
+        .args([&lossy, &lossy])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no scenario given can run"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn plan_refuses_what_its_backend_cannot_run_and_names_the_backends_that_can() {
+    let mut all = String::new();
+    for (file, backend) in [
+        ("arch3-lossy-links", None),
+        ("arch3-primary-isolated", Some("process")),
+        ("arch3-million", Some("sim")),
+        ("arch3-tls-roles", Some("sim")),
+    ] {
+        let mut cmd = harness();
+        cmd.args(["plan", &format!("scenarios/{file}.toml")]);
+        if let Some(b) = backend {
+            cmd.args(["--backend", b]);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{file} on {backend:?}");
+        assert!(out.stdout.is_empty(), "{file}: a plan was printed");
+        all.push_str(&String::from_utf8(out.stderr).unwrap());
+    }
+    insta::assert_snapshot!(all);
+    // The backend that can run it gets its plan.
+    let out = harness()
+        .args([
+            "plan",
+            "scenarios/arch3-lossy-links.toml",
+            "--backend",
+            "sim",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backend sim"));
+}
+
+#[test]
+fn values_are_read_as_users_write_them() {
+    let mut all = String::new();
+    for args in [
+        // A bare number of seconds: the hint is "3s", as every file writes it.
+        vec!["load", "--target", "127.0.0.1:9", "--duration", "3"],
+        vec![
+            "flood",
+            "--target",
+            "127.0.0.1:9",
+            "--duration",
+            "5 parsecs",
+        ],
+        // A margin beyond the range is refused saying what the range is.
+        vec!["run", "scenarios/ci-smoke.toml", "--max-regression", "150"],
+    ] {
+        let out = harness().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        all.push_str(&format!("$ harness {}\n", args.join(" ")));
+        all.push_str(&String::from_utf8(out.stderr).unwrap());
+    }
+    insta::assert_snapshot!(all);
+    // `--max-regression 10` means 10%: accepted (the run then stops at the missing
+    // baseline file, not at the margin).
+    let out = harness()
+        .args([
+            "run",
+            "-q",
+            "scenarios/ci-smoke.toml",
+            "--max-regression",
+            "10",
+        ])
+        .args(["--baseline", "no-such-baseline.json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no-such-baseline.json: cannot read") && !err.contains("max-regression"),
+        "{err}"
+    );
 }

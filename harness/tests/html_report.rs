@@ -42,6 +42,12 @@ fn run(backend: &str) -> (String, Value) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The summary names every report it wrote.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for (kind, path) in [("HTML", &html), ("JSON", &json)] {
+        let line = format!("{kind} report written to {}", path.display());
+        assert!(stdout.contains(&line), "no `{line}` in:\n{stdout}");
+    }
     let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let html = std::fs::read_to_string(&html).unwrap();
     let _ = std::fs::remove_dir_all(&dir);

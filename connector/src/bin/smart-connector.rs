@@ -430,7 +430,15 @@ async fn serve(c: ConnectorConfig) -> Result<ExitCode> {
     let control = starting.control().clone();
     let status = starting.status_state();
     // The service manager hears from a task of its own, from the first moment on.
-    let manager = sm::tick_interval().map(|(every, watchdog)| {
+    let manager = sm::tick_plan(
+        std::env::var_os("NOTIFY_SOCKET").is_some(),
+        sm::watchdog_usec(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        ),
+    )
+    .map(|(every, watchdog)| {
         let (control, status) = (control.clone(), status.clone());
         tokio::spawn(async move {
             let mut notices = Notices::default();
@@ -442,7 +450,7 @@ async fn serve(c: ConnectorConfig) -> Result<ExitCode> {
                 }
                 let doc = smart_connector::http::status_doc(&status);
                 let alive = status.liveness.stuck().is_none();
-                sm::send(&notices.handle_tick(&doc, alive, watchdog));
+                notify(&notices.handle_tick(&doc, alive, watchdog));
             }
         })
     });
@@ -461,7 +469,7 @@ async fn serve(c: ConnectorConfig) -> Result<ExitCode> {
         }
     }
     tracing::info!("shutting down: draining (a second SIGTERM or SIGINT stops at once)");
-    sm::send(&Notices::default().handle_stop());
+    notify(&Notices::default().handle_stop());
     if let Some(m) = manager {
         m.abort();
     }
@@ -482,6 +490,28 @@ async fn serve(c: ConnectorConfig) -> Result<ExitCode> {
             tracing::warn!("second signal: stopping at once");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// Sends notices to the service manager (`NOTIFY_SOCKET`); a manager that went away is
+/// logged, not fatal.
+fn notify(notices: &[smart_connector::service_manager::Notice]) {
+    use sd_notify::NotifyState;
+    use smart_connector::service_manager::Notice;
+    if notices.is_empty() {
+        return;
+    }
+    let states: Vec<NotifyState<'_>> = notices
+        .iter()
+        .map(|n| match n {
+            Notice::Ready => NotifyState::Ready,
+            Notice::Watchdog => NotifyState::Watchdog,
+            Notice::Stopping => NotifyState::Stopping,
+            Notice::Status(s) => NotifyState::Status(s),
+        })
+        .collect();
+    if let Err(e) = sd_notify::notify(false, &states) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
     }
 }
 
