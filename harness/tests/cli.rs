@@ -532,12 +532,12 @@ fn a_glob_runs_what_the_backend_can_and_skips_the_rest_by_name() {
         .args(["--max-regression", "99%"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Read and compared (exit 0, or 1 if a loaded machine made a figure regress: the
+    // comparison itself is wall-clock and not this test's business), never refused (2).
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{err}");
+    assert!(!err.contains(&*json.to_string_lossy()), "{err}");
+    assert!(!err.contains("no baseline for"), "{err}");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("skipped=\"1\""), "{xml}");
     assert!(
