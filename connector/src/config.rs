@@ -749,6 +749,13 @@ pub fn explain_serde_message(message: &str) -> String {
     if message == "invalid IP address syntax" {
         return "not an IP address (e.g. \"127.0.1.1\")".into();
     }
+    // serde's "expected a duration" does not say how one is written.
+    if let Some(text) = message
+        .strip_prefix("invalid value: string \"")
+        .and_then(|rest| rest.strip_suffix("\", expected a duration"))
+    {
+        return po_runtime::cli::explain_duration_error(text, message);
+    }
     message.to_string()
 }
 

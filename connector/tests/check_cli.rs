@@ -461,3 +461,26 @@ fn the_packaged_usage_text_is_the_binarys_help() {
         "{path} is not the binary's help: rerun with SC_UPDATE_USAGE=1 and review the diff"
     );
 }
+
+#[test]
+fn durations_without_a_unit_are_told_to_write_s() {
+    // On the command line: clap's message carries the project's spelling, not `3sec`.
+    let out = bin()
+        .args(["points", "--from", "http://127.0.0.1:9", "--timeout", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("\"3\" has no unit: write e.g. \"3s\" or \"3ms\"")
+            && !stderr.contains("3sec"),
+        "{stderr}"
+    );
+    // In a configuration file: the same hint, with the file, line and key.
+    let (code, _, stderr) = check_text(
+        "duration",
+        "name = \"sc\"\n[[source]]\nname = \"po-a\"\naddress = \"127.0.1.1:23500\"\n[modbus]\nlisten = \"127.0.3.1:1502\"\n[policy]\nsource_timeout = \"3\"\n",
+    );
+    assert_eq!(code, Some(2));
+    insta::assert_snapshot!(stderr);
+}

@@ -4,7 +4,6 @@
 pub mod backend;
 pub mod bench;
 pub mod child;
-pub mod cli;
 pub mod explore;
 pub mod fault;
 pub mod flood;

@@ -100,7 +100,7 @@ enum Command {
         #[arg(long, default_value = "1/1", value_parser = harness::explore::parse_shard)]
         shard: (u64, u64),
         /// Virtual length of each run.
-        #[arg(long, default_value = "60s", value_parser = harness::cli::parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = po_runtime::cli::parse_duration)]
         duration: Duration,
         /// Write the summary (seeds run, held, failing seeds with replay commands) as JSON.
         #[arg(long)]
@@ -131,7 +131,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "process")]
         backend: BackendKind,
         /// Length of each step.
-        #[arg(long, default_value = "6s", value_parser = harness::cli::parse_duration)]
+        #[arg(long, default_value = "6s", value_parser = po_runtime::cli::parse_duration)]
         duration: Duration,
         /// Architectures to sweep.
         #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
@@ -152,7 +152,7 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
         sizes: Vec<u32>,
         /// Length of each Modbus load measurement (connector, then bare server).
-        #[arg(long, default_value = "5s", value_parser = harness::cli::parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = po_runtime::cli::parse_duration)]
         modbus_duration: Duration,
         /// Nominal samples/s of the TLS ingest comparison (architecture 3, plaintext then
         /// TLS on every link, same run); the Modbus/TCP Security comparison runs with it.
@@ -194,7 +194,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         unit: u8,
         /// How long to load the server.
-        #[arg(long, default_value = "10s", value_parser = harness::cli::parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = po_runtime::cli::parse_duration)]
         duration: Duration,
         /// Worker threads of the load generator's runtime.
         #[arg(long, default_value_t = 1)]
@@ -228,13 +228,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = harness::flood::FloodMode::Idle)]
         mode: harness::flood::FloodMode,
         /// How long to flood; the flood always ends by itself.
-        #[arg(long, default_value = "30s", value_parser = harness::cli::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = po_runtime::cli::parse_duration)]
         duration: Duration,
         /// Source address of the connections (bind before connect).
         #[arg(long)]
         from: Option<std::net::IpAddr>,
         /// Wait this long before reopening a connection the listener closed or refused.
-        #[arg(long, default_value = "1s", value_parser = harness::cli::parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = po_runtime::cli::parse_duration)]
         reconnect_delay: Duration,
         /// No progress lines on stderr.
         #[arg(long, short)]

@@ -745,17 +745,6 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
         })
         .unwrap_or_else(|| "file".into());
     let message = smart_connector::config::explain_serde_message(&message);
-    // serde's "expected a duration" does not say how one is written.
-    let message = match message
-        .strip_prefix("invalid value: string \"")
-        .and_then(|rest| rest.strip_suffix("\", expected a duration"))
-    {
-        Some(n) if n.trim().parse::<f64>().is_ok() => {
-            format!("\"{n}\" has no unit: write e.g. \"{n}s\" or \"{n}ms\"")
-        }
-        Some(n) => format!("\"{n}\" is not a duration: write e.g. \"3s\" or \"500ms\""),
-        None => message,
-    };
     Problem { line, key, message }
 }
 

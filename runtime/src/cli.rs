@@ -16,6 +16,27 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+/// A duration on a command line, as every file and example writes it (`3s`, `500ms`,
+/// `1m`). humantime alone answers a bare number with "for example 3sec": a spelling no
+/// file of the project uses, so a number without a unit gets the project's own hint.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| explain_duration_error(s, &e.to_string()))
+}
+
+/// A duration that did not parse (`text`, with the parser's `message`), explained in the
+/// spelling the project writes: a bare number is told to write `3s`; anything else gets
+/// an example. Used for command lines and configuration files alike.
+pub fn explain_duration_error(text: &str, message: &str) -> String {
+    let number = text.trim().trim_matches('"');
+    if !number.is_empty() && number.parse::<f64>().is_ok() {
+        return format!("\"{number}\" has no unit: write e.g. \"{number}s\" or \"{number}ms\"");
+    }
+    if message.contains("expected a duration") {
+        return format!("\"{number}\" is not a duration: write e.g. \"3s\" or \"500ms\"");
+    }
+    message.replace("sec or ", "s or ")
+}
+
 /// How log lines are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -51,5 +72,26 @@ where
             .init(),
         // No colour codes inside JSON strings, whatever stderr is.
         LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_number_is_told_to_write_s() {
+        let e = parse_duration("3").unwrap_err();
+        assert_eq!(e, "\"3\" has no unit: write e.g. \"3s\" or \"3ms\"");
+        assert_eq!(parse_duration("3s"), Ok(std::time::Duration::from_secs(3)));
+        let e = parse_duration("5 parsecs").unwrap_err();
+        assert!(!e.contains("sec or"), "{e}");
+        assert_eq!(
+            explain_duration_error(
+                "soon",
+                "invalid value: string \"soon\", expected a duration"
+            ),
+            "\"soon\" is not a duration: write e.g. \"3s\" or \"500ms\""
+        );
     }
 }

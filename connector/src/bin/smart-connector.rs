@@ -74,7 +74,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
         /// How long to try the servers for the catalogue (with `--from`: each request).
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = po_runtime::cli::parse_duration)]
         timeout: Duration,
     },
     /// Make lab certificates for TLS and Modbus/TCP Security (docs/security.md).

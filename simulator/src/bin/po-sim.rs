@@ -103,7 +103,7 @@ struct SiteArgs {
     #[arg(long, default_value_t = 16)]
     tags_per_device: u32,
     /// Scan period: one update batch per period.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = po_runtime::cli::parse_duration)]
     scan_period: Duration,
 }
 
@@ -144,7 +144,7 @@ struct PairArgs {
     #[arg(long, default_value_t = 16)]
     tags_per_device: u32,
     /// Scan period: one update batch per period.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = po_runtime::cli::parse_duration)]
     scan_period: Duration,
     /// Host address of server a (client access on port 23500, sync link on 23501).
     #[arg(long, default_value = "127.0.1.1")]
@@ -153,10 +153,10 @@ struct PairArgs {
     #[arg(long, default_value = "127.0.2.1")]
     b: IpAddr,
     /// Heartbeat period towards clients and the peer.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = po_runtime::cli::parse_duration)]
     heartbeat: Duration,
     /// Silence after which the Standby promotes itself.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = po_runtime::cli::parse_duration)]
     failover_timeout: Duration,
     /// Let a returning preferred Primary (a) take the role back.
     #[arg(long)]
