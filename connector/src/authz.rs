@@ -79,7 +79,7 @@ impl Rights {
                 ranges: config
                     .registers
                     .iter()
-                    .filter_map(|r| parse_range(r).ok())
+                    .filter_map(|r| crate::config::parse_range(r).ok())
                     .collect(),
             }),
         }
@@ -132,26 +132,6 @@ impl Rights {
             })
         })
     }
-}
-
-/// Parses `"100"` or `"100-199"` (inclusive).
-pub fn parse_range(text: &str) -> Result<(u16, u16), String> {
-    let num = |s: &str| {
-        s.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("'{text}' is not an address or a range like \"100-199\""))
-    };
-    let (lo, hi) = match text.split_once('-') {
-        Some((a, b)) => (num(a)?, num(b)?),
-        None => {
-            let n = num(text)?;
-            (n, n)
-        }
-    };
-    if lo > hi {
-        return Err(format!("'{text}': the range ends before it starts"));
-    }
-    Ok((lo, hi))
 }
 
 /// The `[[modbus.role]]` table with its default.
@@ -369,15 +349,6 @@ mod tests {
         assert!(r.read && !r.write);
         assert_eq!(r.role, "viewer");
         assert!(why.unwrap().contains("default role 'viewer'"));
-    }
-
-    #[test]
-    fn ranges_parse_single_addresses_and_inclusive_spans() {
-        assert_eq!(parse_range("100"), Ok((100, 100)));
-        assert_eq!(parse_range(" 100 - 199 "), Ok((100, 199)));
-        assert!(parse_range("199-100").unwrap_err().contains("ends before"));
-        assert!(parse_range("x").unwrap_err().contains("not an address"));
-        assert!(parse_range("70000").is_err());
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //! that tells whether two servers have the same catalogue without keeping either.
 
 use crate::config::ConnectorConfig;
-use crate::connector::source_specs;
-use crate::source::run_source;
+use crate::source::{run_source, source_specs};
 use po_protocol::TagInfo;
 use std::time::Duration;
 use tokio::sync::mpsc;

@@ -613,7 +613,7 @@ impl ConnectorConfig {
                 );
             }
             for range in &r.registers {
-                if let Err(e) = crate::authz::parse_range(range) {
+                if let Err(e) = parse_range(range) {
                     bad(&format!("modbus.role[{i}].registers"), e);
                 }
             }
@@ -877,8 +877,37 @@ pub fn parse_allow_entry(entry: &str) -> Result<IpNet, String> {
         })
 }
 
+/// A `[[modbus.role]]` register range: parses `"100"` or `"100-199"` (inclusive).
+pub fn parse_range(text: &str) -> Result<(u16, u16), String> {
+    let num = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("'{text}' is not an address or a range like \"100-199\""))
+    };
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => {
+            let n = num(text)?;
+            (n, n)
+        }
+    };
+    if lo > hi {
+        return Err(format!("'{text}': the range ends before it starts"));
+    }
+    Ok((lo, hi))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ranges_parse_single_addresses_and_inclusive_spans() {
+        assert_eq!(parse_range("100"), Ok((100, 100)));
+        assert_eq!(parse_range(" 100 - 199 "), Ok((100, 199)));
+        assert!(parse_range("199-100").unwrap_err().contains("ends before"));
+        assert!(parse_range("x").unwrap_err().contains("not an address"));
+        assert!(parse_range("70000").is_err());
+    }
+
     use super::*;
 
     #[test]

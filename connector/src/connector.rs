@@ -16,11 +16,10 @@ use crate::map::{MapError, RegisterMap};
 use crate::metrics::Metrics;
 use crate::selector::SelectorConfig;
 use crate::service::ModbusService;
-use crate::source::{SourceMsg, SourceSpec, SourceTls, run_source};
+use crate::source::{SourceMsg, run_source, source_specs};
 use crate::status::{SourceInfo, StatusBoard};
-use po_protocol::Access;
-use po_runtime::tls::{TlsClient, TlsServer, TlsSetupError, TlsVersions};
-use po_runtime::{Env, Net};
+use po_runtime::Env;
+use po_runtime::tls::{TlsServer, TlsSetupError, TlsVersions};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -143,48 +142,6 @@ impl ConnectorHandle {
     pub fn stopped(&self) -> impl Future<Output = ()> + use<> {
         self.control.stopped()
     }
-}
-
-/// How each source is dialled. With `[tls]` the certificate files are read here, so a
-/// bad file stops the start with an error naming it.
-pub fn source_specs(
-    config: &ConnectorConfig,
-    net: &Arc<dyn Net>,
-) -> Result<Vec<SourceSpec>, TlsSetupError> {
-    let tls = match &config.tls {
-        Some(files) => Some(TlsClient::load(files, TlsVersions::Tls13)?),
-        None => None,
-    };
-    Ok(config
-        .sources
-        .iter()
-        .enumerate()
-        .map(|(index, s)| SourceSpec {
-            index,
-            name: s.name.clone(),
-            address: s.address,
-            access: match s.access {
-                AccessKind::Local => Access::Local,
-                AccessKind::ClientAccess => Access::ClientAccess {
-                    licence: s.licence.clone().unwrap_or_default(),
-                },
-            },
-            host_address: config.host_address,
-            client_name: config.name.clone(),
-            connect_timeout: config.policy.source_timeout.max(Duration::from_millis(500)),
-            reconnect_min: config.policy.reconnect_min,
-            reconnect_max: config.policy.reconnect_max,
-            silence_timeout: (config.policy.source_timeout * 2).max(Duration::from_secs(1)),
-            net: net.clone(),
-            tls: tls.clone().map(|client| SourceTls {
-                client,
-                server_name: s
-                    .server_name
-                    .clone()
-                    .unwrap_or_else(|| s.address.ip().to_string()),
-            }),
-        })
-        .collect())
 }
 
 /// Starts the connector and returns once it serves every tag. The register map needs

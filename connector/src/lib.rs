@@ -19,6 +19,7 @@ pub mod map;
 pub mod metrics;
 pub mod modbus;
 pub mod points;
+pub mod points_client;
 pub mod points_page;
 pub mod registers;
 pub mod selector;

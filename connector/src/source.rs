@@ -2,6 +2,7 @@
 //! `Hello`, browse, then relay frames to the engine and commands to the server.
 //! Reconnects with capped exponential backoff, forever.
 
+use crate::config::{AccessKind, ConnectorConfig};
 use crate::sequence::{SeqVerdict, SequenceTracker};
 use futures::{SinkExt, StreamExt};
 use po_protocol::{
@@ -9,6 +10,7 @@ use po_protocol::{
     TagValue, Value, WriteOutcome,
 };
 use po_runtime::admission::LogThrottle;
+use po_runtime::tls::{TlsClient, TlsSetupError, TlsVersions};
 use po_runtime::{BoxStream, Net};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -97,6 +99,48 @@ pub enum SourceMsg {
 }
 
 type Link = Framed<BoxStream, FrameCodec<Frame>>;
+
+/// How each source is dialled. With `[tls]` the certificate files are read here, so a
+/// bad file stops the start with an error naming it.
+pub fn source_specs(
+    config: &ConnectorConfig,
+    net: &Arc<dyn Net>,
+) -> Result<Vec<SourceSpec>, TlsSetupError> {
+    let tls = match &config.tls {
+        Some(files) => Some(TlsClient::load(files, TlsVersions::Tls13)?),
+        None => None,
+    };
+    Ok(config
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(index, s)| SourceSpec {
+            index,
+            name: s.name.clone(),
+            address: s.address,
+            access: match s.access {
+                AccessKind::Local => Access::Local,
+                AccessKind::ClientAccess => Access::ClientAccess {
+                    licence: s.licence.clone().unwrap_or_default(),
+                },
+            },
+            host_address: config.host_address,
+            client_name: config.name.clone(),
+            connect_timeout: config.policy.source_timeout.max(Duration::from_millis(500)),
+            reconnect_min: config.policy.reconnect_min,
+            reconnect_max: config.policy.reconnect_max,
+            silence_timeout: (config.policy.source_timeout * 2).max(Duration::from_secs(1)),
+            net: net.clone(),
+            tls: tls.clone().map(|client| SourceTls {
+                client,
+                server_name: s
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| s.address.ip().to_string()),
+            }),
+        })
+        .collect())
+}
 
 /// The same reconnection failure is warned about at most this often.
 const REPEAT_EVERY: Duration = Duration::from_secs(10);

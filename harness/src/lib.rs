@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod bench;
 pub mod child;
+pub mod escape;
 pub mod explore;
 pub mod fault;
 pub mod flood;

@@ -383,7 +383,7 @@ impl Report {
 
 /// XML needs the same escapes as an HTML attribute: one helper for both.
 fn xml_escape(s: &str) -> String {
-    crate::html::esc(s)
+    crate::escape::esc(s)
 }
 
 /// JUnit XML: a test suite per scenario, a test case per expectation.

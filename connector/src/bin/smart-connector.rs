@@ -312,7 +312,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             timeout,
         } => {
             let rows = match (config, from) {
-                (_, Some(url)) => points::fetch_rows(&url, timeout)?,
+                (_, Some(url)) => smart_connector::points_client::fetch_rows(&url, timeout)?,
                 (Some(config), None) => {
                     let c = match load(&config) {
                         Ok(c) => c,

@@ -12,18 +12,13 @@ pub mod charts;
 
 pub use bench::bench_page;
 
+pub use crate::escape::esc;
 use crate::report::Report;
 use crate::timeline::Timeline;
 use anyhow::{Context as _, Result};
 use charts::{Axes, Line, PALETTE};
 use std::fmt::Write as _;
 use std::path::Path;
-
-/// Escapes text for HTML element content and attribute values (the `html-escape` crate,
-/// as the connector's status page does).
-pub fn esc(s: &str) -> String {
-    html_escape::encode_quoted_attribute(s).into_owned()
-}
 
 const CSS: &str = r#"
 body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1000px; padding: 1em; color: #212121; }
