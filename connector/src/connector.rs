@@ -547,3 +547,56 @@ where
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModbusConfig;
+
+    fn control(engine_pings: mpsc::Sender<EnginePing>) -> ConnectorControl {
+        let map = RegisterMap::build(&[], &ModbusConfig::default(), &MapConfig::default())
+            .expect("an empty catalogue maps");
+        ConnectorControl {
+            images: Arc::new(ImageSlot::starting(Arc::new(RegisterImage::new(Arc::new(
+                map,
+            ))))),
+            lifecycle: Arc::new(Lifecycle::new(CancellationToken::new())),
+            engine_pings,
+            write_timeout: Duration::from_secs(1),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// The probe behind `/healthz` and the watchdog: an engine that answers between two
+    /// events is alive; one stuck inside an event (its channel never read) is not, and
+    /// the probe itself never hangs.
+    #[tokio::test(start_paused = true)]
+    async fn the_liveness_probe_tells_an_answering_engine_from_a_stuck_one() {
+        let (tx, mut rx) = mpsc::channel::<EnginePing>(1);
+        let answering = tokio::spawn(async move {
+            for _ in 0..2 {
+                let ping = rx.recv().await.unwrap();
+                ping.send(()).unwrap();
+            }
+            // Stuck: keeps the channel open, never reads it again.
+            std::future::pending::<()>().await;
+        });
+        let c = control(tx);
+        assert!(c.engine_answers(Duration::from_secs(1)).await);
+        assert!(c.engine_answers(Duration::from_secs(1)).await);
+        let start = tokio::time::Instant::now();
+        assert!(!c.engine_answers(Duration::from_secs(1)).await);
+        // The ping is queued, unread; the next one cannot even be queued.
+        assert!(!c.engine_answers(Duration::from_secs(1)).await);
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(2),
+            "each probe gives up on time"
+        );
+        answering.abort();
+        // An engine that is gone is not alive either.
+        let (tx, rx) = mpsc::channel::<EnginePing>(1);
+        drop(rx);
+        assert!(!control(tx).engine_answers(Duration::from_secs(1)).await);
+    }
+}
