@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzing (DESIGN §13): runs every cargo-fuzz target for a bounded time, starting from the
+# Fuzzing (docs/design.md §13): runs every cargo-fuzz target for a bounded time, starting from the
 # committed seed corpus in fuzz/corpus/<target>/ (never modified: what the fuzzer finds
 # goes to a scratch corpus under the target directory).
 #

@@ -1,4 +1,4 @@
-//! The JSON documents of `/api/status` and `/api/points` (a contract, DESIGN §14; the
+//! The JSON documents of `/api/status` and `/api/points` (a contract, docs/design.md §14; the
 //! fields are described in docs/connector.md "Status page and API"). They deserialize too,
 //! so `smart-connector points --from` and tests read them with the same types.
 
@@ -83,7 +83,7 @@ pub struct SourceDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModbusDoc {
     pub listen: String,
-    /// The unit id of each bank (one per 65 536 registers of data, DESIGN §15).
+    /// The unit id of each bank (one per 65 536 registers of data, docs/design.md §15).
     pub unit_ids: Vec<u8>,
     pub max_connections: usize,
     pub clients: Vec<ClientDoc>,

@@ -1,4 +1,4 @@
-//! Modbus/TCP Security authorization (DESIGN §13, docs/security.md): what a master's role
+//! Modbus/TCP Security authorization (docs/design.md §13, docs/security.md): what a master's role
 //! may do. Sans-IO: built from the configuration's `[[modbus.role]]` table, asked per
 //! request with the registers or coils it touches.
 //!

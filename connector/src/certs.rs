@@ -1,4 +1,4 @@
-//! `smart-connector certs` (DESIGN §13, a contract): a lab certificate authority, a server
+//! `smart-connector certs` (docs/design.md §13, a contract): a lab certificate authority, a server
 //! certificate, and client certificates with an optional Modbus/TCP Security role, made
 //! with rcgen. For labs and tests: a production site uses its own PKI.
 //!

@@ -1,4 +1,4 @@
-//! The HTTP listener on the metrics address (DESIGN §14): the status page `/`, JSON at
+//! The HTTP listener on the metrics address (docs/design.md §14): the status page `/`, JSON at
 //! `/api/status` and `/api/points`, Prometheus text at `/metrics`, and `/health` (200
 //! while data is fresh, 503 when stale). Read-only; nothing secret is in any answer.
 //!

@@ -1,6 +1,6 @@
 //! The Smart Connector: subscribes to one or two Power Operation servers over the
 //! client-access protocol, follows whichever is Primary, and serves every tag to
-//! third-party systems as a Modbus TCP server (DESIGN §6, docs/connector.md).
+//! third-party systems as a Modbus TCP server (docs/design.md §6, docs/connector.md).
 
 pub mod api;
 pub mod authz;

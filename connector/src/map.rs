@@ -62,7 +62,7 @@ pub struct Point {
     pub unit_index: u16,
     pub kind: TagKind,
     pub writable: bool,
-    /// The Modbus unit (bank) the point is served at (DESIGN §15).
+    /// The Modbus unit (bank) the point is served at (docs/design.md §15).
     pub unit_id: u8,
     /// First holding/input register.
     pub address: u16,
@@ -210,7 +210,7 @@ impl RegisterMap {
         let mut bank_units: Vec<u8> = Vec::new();
         match map.mode {
             MapMode::Auto => {
-                // Fill a bank, then spill over into the next unit (DESIGN §15).
+                // Fill a bank, then spill over into the next unit (docs/design.md §15).
                 let (value_end, quality) = auto_limits(modbus);
                 let mut bank = 0;
                 let mut next = u32::from(modbus.data_base);

@@ -6,7 +6,7 @@
 use po_protocol::{TagKind, Value};
 use serde::{Deserialize, Serialize};
 
-/// Registers 0..32 are the status block (DESIGN §6); mapped tags start above it.
+/// Registers 0..32 are the status block (docs/design.md §6); mapped tags start above it.
 pub const STATUS_REGISTERS: u16 = 32;
 
 /// Order of the two 16-bit words of a 32-bit value. Bytes inside a word are always

@@ -4,7 +4,7 @@
 //! sockets, no clocks. The connector's engine task drives it, and property tests drive it
 //! with arbitrary event sequences.
 //!
-//! Rules (DESIGN §6):
+//! Rules (docs/design.md §6):
 //! - a source is *healthy* while connected and its last heartbeat or data frame is
 //!   younger than `source_timeout`;
 //! - the active source is the healthy source claiming Primary with the highest epoch;

@@ -1,4 +1,4 @@
-//! Sequence tracking of one client-access session (DESIGN §4: "`seq` counts data frames
+//! Sequence tracking of one client-access session (docs/design.md §4: "`seq` counts data frames
 //! per session; a gap means loss, and the client must resubscribe").
 //!
 //! Sans-IO: the source task feeds it the frames' sequence numbers and its own

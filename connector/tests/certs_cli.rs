@@ -1,4 +1,4 @@
-//! `smart-connector certs` (DESIGN §13 contract): the real binary writes a lab CA, a server
+//! `smart-connector certs` (docs/design.md §13 contract): the real binary writes a lab CA, a server
 //! certificate and role-bearing client certificates; x509-parser reads them back.
 
 use std::os::unix::fs::PermissionsExt as _;

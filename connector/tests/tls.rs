@@ -1,4 +1,4 @@
-//! TLS on the client-access link and Modbus/TCP Security (DESIGN §13, docs/security.md):
+//! TLS on the client-access link and Modbus/TCP Security (docs/design.md §13, docs/security.md):
 //! real sockets, real rustls handshakes, certificates from `smart-connector certs`' library.
 //! Every refusal is checked twice: what the client sees, and the server's log line.
 

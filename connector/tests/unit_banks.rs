@@ -1,4 +1,4 @@
-//! A site larger than one Modbus unit (DESIGN §15): automatic mapping spills over into
+//! A site larger than one Modbus unit (docs/design.md §15): automatic mapping spills over into
 //! units 2 and 3, a standard Modbus master (tokio-modbus) reads field values there, and
 //! the status block is the same at every unit id.
 

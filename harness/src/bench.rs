@@ -41,7 +41,7 @@ pub struct BenchOptions {
     pub tls_rate: u32,
 }
 
-/// What TLS costs, each figure measured against plaintext in the same run (DESIGN §8).
+/// What TLS costs, each figure measured against plaintext in the same run (docs/design.md §8).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TlsComparison {
     /// One connector serving 8 masters flat out (125-register reads) on its plain Modbus
@@ -203,7 +203,7 @@ fn scenario(
     (s, expected_ingest)
 }
 
-/// Scan period of the size sweep (DESIGN §8 "scale": a million tags scanned every second).
+/// Scan period of the size sweep (docs/design.md §8 "scale": a million tags scanned every second).
 const SIZE_SCAN: Duration = Duration::from_secs(1);
 
 /// Architecture 3 at `tags` tags scanned every second, one redundant third party reading

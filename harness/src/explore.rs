@@ -1,4 +1,4 @@
-//! `harness explore` (DESIGN §11): a random fault schedule per seed, run in the
+//! `harness explore` (docs/design.md §11): a random fault schedule per seed, run in the
 //! simulation with the invariants checked; a failing seed is shrunk to the fewest fault
 //! episodes that still fail and written as a scenario file that replays it.
 

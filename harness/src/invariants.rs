@@ -1,4 +1,4 @@
-//! The invariants of DESIGN §11, checked on every simulated run that asks for them
+//! The invariants of docs/design.md §11, checked on every simulated run that asks for them
 //! (`[expect] invariants = true`, and every run of `harness explore`).
 //!
 //! During the run, after every simulation step: never two Primaries with the same epoch;

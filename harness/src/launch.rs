@@ -1,5 +1,5 @@
 //! Running a scenario on the backend it asks for: the one place that chooses a backend
-//! (DESIGN §10). The runner itself (`runner::drive`) only knows the `Backend` seam.
+//! (docs/design.md §10). The runner itself (`runner::drive`) only knows the `Backend` seam.
 
 use crate::backend::Deployment;
 use crate::netns::NetnsDeployment;

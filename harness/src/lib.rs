@@ -1,4 +1,4 @@
-//! The scenario runner (DESIGN §7): builds any of the three architectures, drives
+//! The scenario runner (docs/design.md §7): builds any of the three architectures, drives
 //! third-party Modbus masters against it, injects faults, measures and reports.
 
 pub mod backend;

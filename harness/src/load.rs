@@ -1,5 +1,5 @@
 //! Modbus load: many masters reading one block as fast as the server answers, and the
-//! bare tokio-modbus server that load is compared with (DESIGN §8: the connector's Modbus
+//! bare tokio-modbus server that load is compared with (docs/design.md §8: the connector's Modbus
 //! throughput is reported as a ratio of a server that does nothing but return a slice).
 
 use anyhow::{Context as _, Result};

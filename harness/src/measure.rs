@@ -1,4 +1,4 @@
-//! Measurements exactly as DESIGN §7 defines them, shared by every third party of a run.
+//! Measurements exactly as docs/design.md §7 defines them, shared by every third party of a run.
 //!
 //! - *integrity*: every value read is compared, register for register, with what the
 //!   field model gives for that tag at some tick of the allowed window (written setpoints
@@ -384,7 +384,7 @@ impl Recorder {
 /// A block of registers a master reads in one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBlock {
-    /// The Modbus unit (bank) holding it (DESIGN §15).
+    /// The Modbus unit (bank) holding it (docs/design.md §15).
     pub unit: u8,
     pub first: u16,
     pub count: u16,

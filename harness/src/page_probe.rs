@@ -1,6 +1,6 @@
 //! How long a web page takes while something else runs: `harness load --probe-http`
 //! fetches a connector's status page on a fixed period during the Modbus load and reports
-//! the latency distribution (DESIGN §14: the page must answer within its own limits
+//! the latency distribution (docs/design.md §14: the page must answer within its own limits
 //! under load, and never stall Modbus serving; the load's own figures show the latter).
 
 use crate::probe::http_get;

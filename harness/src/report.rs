@@ -1,4 +1,4 @@
-//! Reports: the JSON of DESIGN §7 (`schema_version = 1`), a terminal summary table and
+//! Reports: the JSON of docs/design.md §7 (`schema_version = 1`), a terminal summary table and
 //! JUnit XML (one test case per expectation).
 
 use crate::scenario::Expect;
@@ -30,7 +30,7 @@ pub struct Report {
     /// Simulation backend only: the seed and the virtual and wall time of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sim: Option<SimInfo>,
-    /// What happened when during the run, sampled per interval (DESIGN §14; the HTML
+    /// What happened when during the run, sampled per interval (docs/design.md §14; the HTML
     /// report draws it). Absent in reports of older harness versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<crate::timeline::Timeline>,

@@ -1,4 +1,4 @@
-//! Scenario files (DESIGN §7, every key documented in docs/scenarios.md).
+//! Scenario files (docs/design.md §7, every key documented in docs/scenarios.md).
 //!
 //! Everything that can be wrong with a file is found before anything starts: TOML syntax,
 //! unknown keys, wrong types, and the rules serde cannot express (architecture, fault
@@ -78,7 +78,7 @@ pub const SIM_MAX_TAGS: u64 = 200_000;
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub name: String,
-    /// 1, 2 or 3 (DESIGN §1).
+    /// 1, 2 or 3 (docs/design.md §1).
     pub architecture: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendKind>,
@@ -354,7 +354,7 @@ pub struct Expect {
     pub min_writes_refused: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_modbus_errors: Option<u64>,
-    /// Check the invariants of DESIGN §11 during and after the run (sim backend only).
+    /// Check the invariants of docs/design.md §11 during and after the run (sim backend only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invariants: Option<bool>,
 }

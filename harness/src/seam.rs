@@ -1,4 +1,4 @@
-//! The one interface every backend implements (DESIGN §10). The runner (fault timeline,
+//! The one interface every backend implements (docs/design.md §10). The runner (fault timeline,
 //! sampling, measurements, verdicts, reports) is written once against it.
 
 use crate::scenario::Fault;

@@ -1,4 +1,4 @@
-//! Third-party systems: Modbus TCP masters on the tokio-modbus client (DESIGN §7).
+//! Third-party systems: Modbus TCP masters on the tokio-modbus client (docs/design.md §7).
 //!
 //! A `plain` master polls the first connector. A `redundant` master reads both
 //! connectors' status blocks each poll and takes data from the one serving Primary data

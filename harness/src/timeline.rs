@@ -1,4 +1,4 @@
-//! The timeline of a run (DESIGN §14): what happened when, sampled once per
+//! The timeline of a run (docs/design.md §14): what happened when, sampled once per
 //! [`SAMPLE_INTERVAL`] of the runner's clock (virtual in the simulation backend), for the
 //! HTML report and the JSON key `timeline` (docs/scenarios.md, "Reports").
 //!

@@ -1,5 +1,5 @@
 //! What an architecture is made of: hosts (one loopback address 127.0.H.1 each),
-//! components, links, fault proxies and the licence bill of materials (DESIGN §1).
+//! components, links, fault proxies and the licence bill of materials (docs/design.md §1).
 
 use crate::fault::FaultAction;
 use crate::third_party::ThirdPartyKind;
@@ -140,7 +140,7 @@ impl ListenerKind {
 pub const CA_LICENCES: [&str; 2] = ["CA-1", "CA-2"];
 
 impl Topology {
-    /// The topology of `architecture` (DESIGN §1) with third parties of `kind`.
+    /// The topology of `architecture` (docs/design.md §1) with third parties of `kind`.
     pub fn build(architecture: u8, third_parties: ThirdPartyKind) -> Topology {
         let host = |name: &str, h: u8| Host {
             name: name.to_string(),

@@ -1,4 +1,4 @@
-//! `harness run … --html PATH` (DESIGN §14): a short scenario with a Primary crash
+//! `harness run … --html PATH` (docs/design.md §14): a short scenario with a Primary crash
 //! renders a self-contained page with one chart per series, and its timeline shows the
 //! connectors switching to the promoted Standby at the fault.
 

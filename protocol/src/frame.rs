@@ -142,7 +142,7 @@ pub enum Frame {
     /// Stop sending data frames on this session (heartbeats continue). A connector keeps
     /// its Standby connection warm this way: connected and watched, but not streaming.
     Unsubscribe,
-    // Appended for large sites (DESIGN §15); server -> client.
+    // Appended for large sites (docs/design.md §15); server -> client.
     /// Part of a catalogue too large for one frame: more parts or the final `Catalog`
     /// follow; the client concatenates them in order.
     CatalogPart {

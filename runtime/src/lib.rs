@@ -1,4 +1,4 @@
-//! The network and the clocks a component is given (DESIGN §10).
+//! The network and the clocks a component is given (docs/design.md §10).
 //!
 //! The simulator server and the connector never open a socket or read a clock on their
 //! own: they are started with an [`Env`], whose [`Net`] binds listeners and dials peers

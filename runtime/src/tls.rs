@@ -1,4 +1,4 @@
-//! TLS on any [`Stream`](crate::Stream) (DESIGN §13): the one place the workspace loads
+//! TLS on any [`Stream`](crate::Stream) (docs/design.md §13): the one place the workspace loads
 //! certificates, builds rustls configurations, runs handshakes and reads what a peer's
 //! certificate says about it (its common name, its Modbus/TCP Security role).
 //!

@@ -1,4 +1,4 @@
-//! Whether and how a server takes a client's write: the rules of DESIGN §5 ("only the
+//! Whether and how a server takes a client's write: the rules of docs/design.md §5 ("only the
 //! Primary accepts a write; … replicates it to its peer before it acknowledges it") as a
 //! pure function, so every combination is tested without a socket.
 

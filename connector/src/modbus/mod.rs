@@ -1,7 +1,7 @@
 //! Our own Modbus TCP framing (MBAP + PDU), in front of everything else.
 //!
 //! tokio-modbus 0.17's server keeps its framing private, has no connection limit and
-//! panics in debug builds on FC16/FC23 quantities ≥ 0x8000 (DESIGN §9). Owning this small,
+//! panics in debug builds on FC16/FC23 quantities ≥ 0x8000 (docs/design.md §9). Owning this small,
 //! sans-IO layer lets us validate lengths and quantities before any other code sees a
 //! request, and answer many pipelined requests with one write.
 

@@ -1,4 +1,4 @@
-//! Self-contained HTML reports (DESIGN §14): `harness run … --html PATH` and `harness
+//! Self-contained HTML reports (docs/design.md §14): `harness run … --html PATH` and `harness
 //! bench … --html PATH` write one file per invocation, with inline CSS and inline SVG
 //! charts (drawn by plotters), no script and nothing fetched from anywhere.
 //!

@@ -1,4 +1,4 @@
-//! Link and host faults in the kernel (DESIGN §12): nftables rules and tc shaping inside
+//! Link and host faults in the kernel (docs/design.md §12): nftables rules and tc shaping inside
 //! the hosts' namespaces. The wanted state is kept here and each namespace's ruleset is
 //! rewritten whole on every change (`nft -f`, one atomic transaction), so healing never
 //! depends on finding the rule that was added.

@@ -1,4 +1,4 @@
-//! The network-namespace backend (DESIGN §12): every host a Linux network namespace on a
+//! The network-namespace backend (docs/design.md §12): every host a Linux network namespace on a
 //! private bridge, addresses 198.18.H.1/15 reachable only inside the run's namespaces,
 //! the real `po-sim` / `smart-connector` binaries inside their host's namespace with the
 //! same generated configuration files as the process backend, and the harness's own

@@ -1,5 +1,5 @@
 //! The run's network namespaces: one per host plus a switch namespace holding the bridge
-//! that joins them, created with iproute2 and removed however the run ends (DESIGN §12).
+//! that joins them, created with iproute2 and removed however the run ends (docs/design.md §12).
 //!
 //! Names are `harness-<pid>-<run>-<host>`: the pid tells a later run whether the run
 //! that made them is still alive, so what a killed run left behind is removed at the

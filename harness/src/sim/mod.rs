@@ -1,4 +1,4 @@
-//! The simulation backend (DESIGN §11): every host of the topology is a turmoil host,
+//! The simulation backend (docs/design.md §11): every host of the topology is a turmoil host,
 //! the third parties and the runner itself run on the third-party host as a turmoil
 //! client, time is virtual and everything runs on one thread. The same seed gives the
 //! same run, byte for byte.
