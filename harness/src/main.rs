@@ -86,7 +86,7 @@ enum Command {
         strict: bool,
     },
     /// Random fault schedules in the simulation backend, one per seed, with the
-    /// invariants of DESIGN §11 checked on every run. A failing seed is shrunk to the
+    /// invariants of docs/design.md §11 checked on every run. A failing seed is shrunk to the
     /// fewest fault episodes that still fail and written as a scenario file; the command
     /// that replays it is printed. Exit 0 when every seed held, 1 when one failed.
     Explore {

@@ -22,10 +22,10 @@ pub enum BackendKind {
     /// Every component as the real `po-sim` / `smart-connector` binary.
     Process,
     /// Every host a turmoil host: simulated network, virtual time, one thread,
-    /// deterministic for a seed (DESIGN §11).
+    /// deterministic for a seed (docs/design.md §11).
     Sim,
     /// Every host a Linux network namespace on a private bridge, the real binaries in
-    /// them, network faults in the kernel (nftables, tc); needs root (DESIGN §12).
+    /// them, network faults in the kernel (nftables, tc); needs root (docs/design.md §12).
     Netns,
 }
 

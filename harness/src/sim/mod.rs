@@ -352,7 +352,7 @@ pub fn run_scenario(s: &Scenario, quiet: bool) -> Result<Report> {
         let held = invariants.violations.is_empty();
         report.expectations.push(Expectation {
             name: "invariants".into(),
-            limit: "hold (DESIGN §11)".into(),
+            limit: "hold (docs/design.md §11)".into(),
             actual: if held {
                 "held".into()
             } else {
