@@ -305,6 +305,8 @@ fn not_serving_reason(
             "no healthy source: serving stale data ({})",
             heard()
         )),
-        _ => Some(format!("waiting for the first snapshot ({})", heard())),
+        // Catalogue in hand but no source chosen: at start before the first snapshot,
+        // or after losing every source until `stale_after` marks the data stale.
+        _ => Some(format!("no healthy source serving data ({})", heard())),
     }
 }

@@ -371,3 +371,40 @@ async fn modbus_connections_opening_and_closing_are_logged() {
     signal(&child, nix::sys::signal::Signal::SIGTERM);
     assert!(child.wait().await.unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_200_while_serving_and_503_once_every_source_is_lost() {
+    let server = common::solo_server(1).await;
+    let dir = std::env::temp_dir().join(format!("sc-svc-ready-{}", std::process::id()));
+    let (path, ports) = config(
+        &dir,
+        server.client_addr(),
+        "[policy]\nsource_timeout = \"300ms\"\nstale_after = \"1s\"\n",
+    );
+    let mut child = spawn(&path, &[]);
+    status_until(ports.http, "serving", |v| v["state"] == "primary").await;
+    let (code, body) = get(ports.http, "/readyz").await.unwrap();
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "ready: serving primary data\n")
+    );
+    server.crash_and_wait().await;
+    // Lost: not ready at once, then stale; the reason names what the source said.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (code, body) = get(ports.http, "/readyz").await.unwrap();
+        if code == 503 && body.starts_with("not ready (stale)") {
+            break body;
+        }
+        assert!(
+            code == 200
+                || (code == 503 && body.starts_with("not ready (starting): no healthy source")),
+            "{code} {body}"
+        );
+        assert!(Instant::now() < deadline, "never stale: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(body.contains("po-solo"), "{body}");
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    assert!(child.wait().await.unwrap().success());
+}
