@@ -25,7 +25,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
@@ -103,7 +102,8 @@ pub async fn serve_modbus(
     let close = lifecycle.close_masters.clone();
     let cap = ConnectionCap::new(limits.max_connections);
     let unproven = Unproven::default();
-    let tracker = TaskTracker::new();
+    // Shared with the other Modbus listener: a drain waits for every master to end.
+    let tracker = lifecycle.masters.clone();
     let mut refused = LogThrottle::new(Duration::from_secs(10));
     let name = if security.is_some() {
         "Modbus/TCP Security"

@@ -27,7 +27,7 @@ pub struct ModbusService {
     read_only: bool,
     write_timeout: Duration,
     metrics: Arc<Metrics>,
-    /// Counts requests in progress for a drain (`None` in benches).
+    /// Counts writes in progress for a drain (`None` in benches and tests).
     lifecycle: Option<Arc<Lifecycle>>,
 }
 
@@ -49,7 +49,7 @@ impl ModbusService {
         }
     }
 
-    /// Counts requests in progress in `lifecycle`, so a drain can wait for them.
+    /// Counts writes in progress in `lifecycle`, so a drain can wait for them.
     pub fn with_lifecycle(mut self, lifecycle: Arc<Lifecycle>) -> ModbusService {
         self.lifecycle = Some(lifecycle);
         self
@@ -64,7 +64,6 @@ impl ModbusService {
     /// Modbus: [`Rights::unrestricted`]).
     pub async fn handle(&self, frame: RequestFrame, rights: &Rights, out: &mut BytesMut) {
         self.metrics.modbus_requests.fetch_add(1, Relaxed);
-        let _answering = self.lifecycle.as_ref().map(|l| l.request());
         let tid = frame.transaction_id;
         let unit = frame.unit_id;
         let function = frame.function;
@@ -252,6 +251,8 @@ impl ModbusService {
         image: &RegisterImage,
         plan: Vec<(TagId, Value)>,
     ) -> Result<(), ExceptionCode> {
+        // Counted until answered: a drain waits for it (writes only; reads need no count).
+        let _answering = self.lifecycle.as_ref().map(|l| l.write());
         let deadline = image.clock().now() + self.write_timeout;
         let mut replies = Vec::with_capacity(plan.len());
         for (tag, value) in plan {
