@@ -208,11 +208,6 @@ impl RegisterImage {
         self.draining.load(Relaxed)
     }
 
-    /// When the connector started (status register 0 counts seconds from it).
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
     /// Whose data is served (status registers 2-5): the 1-based source, its role and
     /// epoch; `None` while starting or stale.
     pub fn active(&self) -> Option<(usize, po_protocol::Role, u64)> {

@@ -66,16 +66,6 @@ impl ImageSlot {
             None => (&self.placeholder, true),
         }
     }
-
-    /// The real image, once the catalogue has arrived.
-    pub fn real(&self) -> Option<&Arc<RegisterImage>> {
-        self.real.get()
-    }
-
-    /// True until the catalogue has arrived.
-    pub fn is_starting(&self) -> bool {
-        self.real.get().is_none()
-    }
 }
 
 #[cfg(test)]
@@ -94,20 +84,17 @@ mod tests {
     fn the_placeholder_is_served_until_the_real_image_is_set_once() {
         let placeholder = empty_image();
         let slot = ImageSlot::starting(placeholder.clone());
-        assert!(slot.is_starting());
         assert!(Arc::ptr_eq(slot.current(), &placeholder));
         assert!(slot.current_and_starting().1);
-        assert!(slot.real().is_none());
         let real = empty_image();
         slot.set(real.clone());
-        assert!(!slot.is_starting());
         assert!(Arc::ptr_eq(slot.current(), &real));
         assert!(!slot.current_and_starting().1);
         // A second image never replaces the first.
         slot.set(empty_image());
         assert!(Arc::ptr_eq(slot.current(), &real));
         let ready = ImageSlot::ready(real.clone());
-        assert!(!ready.is_starting());
+        assert!(!ready.current_and_starting().1);
         assert!(Arc::ptr_eq(ready.current(), &real));
     }
 }
