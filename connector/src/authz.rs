@@ -68,6 +68,30 @@ impl Rights {
         }
     }
 
+    /// Reads everything, writes nothing (anonymous OPC UA sessions without a role).
+    pub fn read_only(role: impl Into<String>) -> Rights {
+        Rights {
+            role: role.into(),
+            read: true,
+            write: false,
+            scope: None,
+        }
+    }
+
+    /// Whether this user may `op` the tag `name`: the question every face but Modbus asks
+    /// (a role's register ranges are Modbus addresses and grant no tag by name).
+    pub fn permits_tag(&self, op: Operation, name: &str) -> bool {
+        let granted = match op {
+            Operation::Read => self.read,
+            Operation::Write => self.write,
+        };
+        granted
+            && self
+                .scope
+                .as_ref()
+                .is_none_or(|s| s.tags.iter().any(|t| t.matches(name)))
+    }
+
     fn of(config: &RoleConfig) -> Rights {
         let limited = !config.tags.is_empty() || !config.registers.is_empty();
         Rights {

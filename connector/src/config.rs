@@ -39,6 +39,9 @@ pub struct ConnectorConfig {
     pub map: MapConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// The OPC UA server (docs/opcua.md); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opcua: Option<OpcUaConfig>,
     /// TLS on the client-access links to the servers (docs/security.md): this
     /// connector's certificate (its common name is the identity its licences are bound
     /// to), key, and the CA that signs the servers. Absent: plaintext.
@@ -229,6 +232,113 @@ impl Default for ModbusConfig {
     }
 }
 
+/// The OPC UA server (docs/opcua.md): a second face over the same point image, with the
+/// standard's non-transparent redundancy (`ServiceLevel`, `ServerRedundancy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpcUaConfig {
+    pub listen: SocketAddr,
+    /// This connector's application URI (its certificate's SAN URI). Default:
+    /// `urn:smart-connector:<name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_uri: Option<String>,
+    /// The namespace of the site's tags: the same on every connector of a site, so one
+    /// NodeId names one tag everywhere (a client that fails over keeps its items).
+    pub namespace_uri: String,
+    /// Endpoints offered: `none`, or `POLICY/MODE` with POLICY one of `basic256sha256`,
+    /// `aes128-sha256-rsaoaep`, `aes256-sha256-rsapss` and MODE `sign` or
+    /// `sign-and-encrypt`.
+    pub security: Vec<String>,
+    /// Allow the `none` endpoint on a non-loopback listen address (labs only).
+    pub allow_insecure: bool,
+    /// Accept anonymous sessions (they may read everything and write nothing unless
+    /// `anonymous_role` names a `[[modbus.role]]`).
+    pub anonymous: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_role: Option<String>,
+    /// The application instance certificate, its key and the trust list
+    /// (`own/cert.der`, `private/private.pem`, `trusted/`, `rejected/`), as
+    /// `smart-connector certs opcua` makes them. Needed by every endpoint but `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pki_dir: Option<PathBuf>,
+    /// Client networks allowed to connect (as `modbus.allow`). Empty: any.
+    #[serde(deserialize_with = "allow_list")]
+    pub allow: Vec<IpNet>,
+    /// TCP connections at once; more are refused.
+    pub max_connections: usize,
+    pub max_sessions: usize,
+    pub max_subscriptions_per_session: usize,
+    pub max_monitored_items_per_subscription: usize,
+    /// The largest request (bytes) a client may send.
+    pub max_message_size: usize,
+    /// UserName users (`[[opcua.user]]`).
+    #[serde(rename = "user", skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<OpcUaUser>,
+    pub redundancy: OpcUaRedundancy,
+}
+
+impl Default for OpcUaConfig {
+    fn default() -> Self {
+        OpcUaConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4840)),
+            application_uri: None,
+            namespace_uri: "urn:smart-connector:tags".into(),
+            security: vec!["none".into()],
+            allow_insecure: false,
+            anonymous: false,
+            anonymous_role: None,
+            pki_dir: None,
+            allow: vec![],
+            max_connections: 64,
+            max_sessions: 32,
+            max_subscriptions_per_session: 16,
+            max_monitored_items_per_subscription: 200_000,
+            max_message_size: 16 << 20,
+            users: vec![],
+            redundancy: OpcUaRedundancy::default(),
+        }
+    }
+}
+
+impl OpcUaConfig {
+    /// The application URI: configured, or `urn:smart-connector:<name>`.
+    pub fn application_uri(&self, connector_name: &str) -> String {
+        self.application_uri
+            .clone()
+            .unwrap_or_else(|| format!("urn:smart-connector:{connector_name}"))
+    }
+}
+
+/// A UserName user: its password is stored as a hash only
+/// (`smart-connector opcua-password` makes one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpcUaUser {
+    pub name: String,
+    /// An Argon2 PHC string (`$argon2id$...`).
+    pub password_hash: String,
+    /// A `[[modbus.role]]` name: what this user may read and write.
+    pub role: String,
+}
+
+/// `[opcua.redundancy]`: what the server announces in `ServerRedundancy`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpcUaRedundancy {
+    pub support: RedundancySupportKind,
+    /// The other connectors' application URIs (`ServerUriArray` lists this one first).
+    pub peers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedundancySupportKind {
+    #[default]
+    None,
+    Warm,
+    Hot,
+}
+
 /// Which tags are served where.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -365,6 +475,12 @@ impl ConnectorConfig {
         if let Some(t) = &mut self.modbus.tls {
             let files = t.files().relative_to(dir);
             (t.cert, t.key, t.ca) = (files.cert, files.key, files.ca);
+        }
+        if let Some(o) = &mut self.opcua
+            && let Some(pki) = &o.pki_dir
+            && pki.is_relative()
+        {
+            o.pki_dir = Some(dir.join(pki));
         }
     }
 
@@ -529,6 +645,9 @@ impl ConnectorConfig {
                 "policy.reconnect_max",
                 "reconnect_min must be > 0 and reconnect_max at least reconnect_min".into(),
             );
+        }
+        if let Some(o) = &self.opcua {
+            validate_opcua(o, &self.modbus.roles, &mut bad);
         }
         let m = &self.modbus;
         if !m.plain && m.tls.is_none() {
@@ -863,6 +982,109 @@ fn allow_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::E
         .iter()
         .map(|e| parse_allow_entry(e).map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// The endpoints `[opcua] security` may list.
+pub const OPCUA_SECURITY: [&str; 7] = [
+    "none",
+    "basic256sha256/sign",
+    "basic256sha256/sign-and-encrypt",
+    "aes128-sha256-rsaoaep/sign",
+    "aes128-sha256-rsaoaep/sign-and-encrypt",
+    "aes256-sha256-rsapss/sign",
+    "aes256-sha256-rsapss/sign-and-encrypt",
+];
+
+fn validate_opcua(o: &OpcUaConfig, roles: &[RoleConfig], bad: &mut impl FnMut(&str, String)) {
+    if o.security.is_empty() {
+        bad("opcua.security", "lists no endpoint".into());
+    }
+    for e in &o.security {
+        if !OPCUA_SECURITY.contains(&e.as_str()) {
+            bad(
+                "opcua.security",
+                format!("\"{e}\" is not one of {}", OPCUA_SECURITY.join(", ")),
+            );
+        }
+    }
+    let insecure = o.security.iter().any(|e| e == "none");
+    if insecure && !o.listen.ip().is_loopback() && !o.allow_insecure {
+        bad(
+            "opcua.security",
+            format!(
+                "\"none\" on {} (not loopback) lets anyone on the network read and write in clear; \
+                 use a secure endpoint or set opcua.allow_insecure = true",
+                o.listen
+            ),
+        );
+    }
+    if o.security.iter().any(|e| e != "none") && o.pki_dir.is_none() {
+        bad(
+            "opcua.pki_dir",
+            "is missing: secure endpoints need the certificate `smart-connector certs opcua` makes"
+                .into(),
+        );
+    }
+    if !o.anonymous && o.users.is_empty() {
+        bad(
+            "opcua.anonymous",
+            "is false and there is no [[opcua.user]]: nobody could open a session".into(),
+        );
+    }
+    let known = |r: &str| roles.iter().any(|x| x.name == r);
+    if let Some(r) = &o.anonymous_role
+        && !known(r)
+    {
+        bad(
+            "opcua.anonymous_role",
+            format!("'{r}' is not a [[modbus.role]]"),
+        );
+    }
+    for (i, u) in o.users.iter().enumerate() {
+        if u.name.trim().is_empty() {
+            bad(&format!("opcua.user[{i}].name"), "must not be empty".into());
+        }
+        if !u.password_hash.starts_with("$argon2") {
+            bad(
+                &format!("opcua.user[{i}].password_hash"),
+                "is not an Argon2 hash (`smart-connector opcua-password` makes one; plaintext passwords are never stored)".into(),
+            );
+        }
+        if !known(&u.role) {
+            bad(
+                &format!("opcua.user[{i}].role"),
+                format!("'{}' is not a [[modbus.role]]", u.role),
+            );
+        }
+        if o.users[..i].iter().any(|v| v.name == u.name) {
+            bad(
+                &format!("opcua.user[{i}].name"),
+                format!("'{}' is listed twice", u.name),
+            );
+        }
+    }
+    for (key, n) in [
+        ("opcua.max_connections", o.max_connections),
+        ("opcua.max_sessions", o.max_sessions),
+        ("opcua.max_subscriptions_per_session", o.max_subscriptions_per_session),
+        (
+            "opcua.max_monitored_items_per_subscription",
+            o.max_monitored_items_per_subscription,
+        ),
+    ] {
+        if n == 0 {
+            bad(key, "must be at least 1".into());
+        }
+    }
+    if o.max_message_size < 8192 {
+        bad(
+            "opcua.max_message_size",
+            "must be at least 8192 (the smallest buffer OPC UA allows)".into(),
+        );
+    }
+    if o.namespace_uri.trim().is_empty() {
+        bad("opcua.namespace_uri", "must not be empty".into());
+    }
 }
 
 /// One `allow` entry (see [`allow_list`]).

@@ -49,6 +49,14 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen for OPC UA on {addr}")]
+    OpcUaBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    OpcUa(#[from] crate::opcua::OpcUaError),
 }
 
 /// A running connector.
@@ -60,6 +68,8 @@ pub struct ConnectorHandle {
     /// Modbus/TCP Security, when configured.
     pub modbus_tls_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    /// The OPC UA server, when configured.
+    pub opcua: Option<crate::opcua::OpcUaFace>,
     pub image: Arc<RegisterImage>,
     pub metrics: Arc<Metrics>,
     /// What the status page shows.
@@ -180,6 +190,9 @@ pub struct Starting {
     modbus_addr: SocketAddr,
     modbus_tls_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    opcua: Option<crate::opcua::OpcUaFace>,
+    /// Wakes the faces that follow the image's changes (OPC UA); `None` without them.
+    feed_wake: Option<Arc<tokio::sync::Notify>>,
     links: Vec<(String, mpsc::Sender<crate::source::SourceCommand>)>,
     events: mpsc::Receiver<(usize, SourceMsg)>,
     writes: mpsc::Receiver<WriteRequest>,
@@ -251,9 +264,16 @@ pub async fn listen(config: ConnectorConfig, env: Env) -> Result<Starting, Start
     // (docs/connector.md "Before the catalogue"). A port in use fails the start at once.
     let started = env.clock.now();
     let placeholder_map = RegisterMap::build(&[], &config.modbus, &MapConfig::default())?;
-    let images = Arc::new(ImageSlot::starting(Arc::new(
-        RegisterImage::with_clock_since(Arc::new(placeholder_map), env.clock.clone(), started),
-    )));
+    let feed_wake = config
+        .opcua
+        .as_ref()
+        .map(|_| Arc::new(tokio::sync::Notify::new()));
+    let mut placeholder =
+        RegisterImage::with_clock_since(Arc::new(placeholder_map), env.clock.clone(), started);
+    if let Some(wake) = &feed_wake {
+        placeholder = placeholder.with_feed(wake.clone());
+    }
+    let images = Arc::new(ImageSlot::starting(Arc::new(placeholder)));
     let bind = |addr: SocketAddr, what: &'static str| {
         let net = env.net.clone();
         async move {
@@ -264,6 +284,7 @@ pub async fn listen(config: ConnectorConfig, env: Env) -> Result<Starting, Start
                 }
                 Err(source) => Err(match what {
                     "metrics" => StartError::MetricsBind { addr, source },
+                    "opcua" => StartError::OpcUaBind { addr, source },
                     _ => StartError::ModbusBind { addr, source },
                 }),
             }
@@ -288,9 +309,31 @@ pub async fn listen(config: ConnectorConfig, env: Env) -> Result<Starting, Start
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
+    let opcua_listener = match &config.opcua {
+        Some(o) => Some(bind(o.listen, "opcua").await?),
+        None => None,
+    };
 
     let (writes_tx, writes_rx) = mpsc::channel(1024);
     let lifecycle = Arc::new(Lifecycle::new(cancel.clone()));
+    let opcua = match (&config.opcua, opcua_listener, &feed_wake) {
+        (Some(o), Some((listener, _)), Some(wake)) => Some(
+            crate::opcua::start(crate::opcua::OpcUaStart {
+                config: &config,
+                opcua: o,
+                listener,
+                images: images.clone(),
+                wake: wake.clone(),
+                writes: writes_tx.clone(),
+                lifecycle: lifecycle.clone(),
+                metrics: metrics.clone(),
+                tracker: &tracker,
+                cancel: cancel.clone(),
+            })
+            .await?,
+        ),
+        _ => None,
+    };
     let service = Arc::new(
         ModbusService::new(
             images.clone(),
@@ -392,6 +435,8 @@ pub async fn listen(config: ConnectorConfig, env: Env) -> Result<Starting, Start
         modbus_addr,
         modbus_tls_addr,
         metrics_addr,
+        opcua,
+        feed_wake,
         links,
         events,
         writes: writes_rx,
@@ -418,6 +463,8 @@ impl Starting {
             modbus_addr,
             modbus_tls_addr,
             metrics_addr,
+            opcua,
+            feed_wake,
             links,
             mut events,
             writes,
@@ -464,11 +511,11 @@ impl Starting {
             Ok(m) => Arc::new(m),
             Err(e) => return fail(e.into()),
         };
-        let image = Arc::new(RegisterImage::with_clock_since(
-            map.clone(),
-            env.clock.clone(),
-            started,
-        ));
+        let mut image = RegisterImage::with_clock_since(map.clone(), env.clock.clone(), started);
+        if let Some(wake) = &feed_wake {
+            image = image.with_feed(wake.clone());
+        }
+        let image = Arc::new(image);
         tracing::info!(
             connector = %config.name,
             tags = catalog.len(),
@@ -498,6 +545,10 @@ impl Starting {
             },
         );
         control.images.set(image.clone());
+        if let Some(wake) = &feed_wake {
+            // The faces now serve the real image (its service level, its tags).
+            wake.notify_one();
+        }
         spawn(
             &control.tracker,
             &control.lifecycle.abort,
@@ -508,6 +559,7 @@ impl Starting {
             modbus_addr,
             modbus_tls_addr,
             metrics_addr,
+            opcua,
             image,
             metrics,
             board,

@@ -14,6 +14,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+/// One point as the image holds it, at full precision (see [`RegisterImage::point_value`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointValue {
+    pub value: Value,
+    pub quality: Quality,
+    /// The server's sample time, µs since the Unix epoch (0: no sample yet).
+    pub sampled_us: u64,
+    /// This connector's receipt time, µs since the Unix epoch (0: no sample yet).
+    pub received_us: u64,
+}
+
+/// A value as 64 bits, so one atomic holds any kind at full precision.
+pub(crate) fn raw_bits(v: Value) -> u64 {
+    match v {
+        Value::Analog(x) => x.to_bits(),
+        Value::Counter(c) => c,
+        Value::Digital(b) => u64::from(b),
+    }
+}
+
+/// The inverse of [`raw_bits`] for a tag of `kind`.
+pub(crate) fn from_raw_bits(kind: po_protocol::TagKind, bits: u64) -> Value {
+    match kind {
+        po_protocol::TagKind::Analog => Value::Analog(f64::from_bits(bits)),
+        po_protocol::TagKind::Counter => Value::Counter(bits),
+        po_protocol::TagKind::Digital => Value::Digital(bits != 0),
+    }
+}
+
 /// Connector state shown in status register 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -36,6 +65,17 @@ pub struct RegisterImage {
     /// Per point: the server's timestamp of the sample served (µs since the Unix epoch;
     /// 0 before the first), for the status page's ages.
     sampled_us: Vec<AtomicU64>,
+    /// Per point: the value at full precision (`f64` bits, the `u64` counter, 0/1), which
+    /// the registers cannot hold (an f32, the low 32 bits of a counter): OPC UA serves it.
+    raw: Vec<AtomicU64>,
+    /// Per point: when this connector received the sample (µs since the Unix epoch), the
+    /// OPC UA `ServerTimestamp`.
+    received_us: Vec<AtomicU64>,
+    /// When the whole image went stale (µs since the Unix epoch; 0: not stale): OPC UA
+    /// says `BadNoCommunication` once it has been stale for `stale_after` more.
+    stale_since_us: AtomicU64,
+    /// Wakes the faces that follow changes (OPC UA); `None`: nobody follows them.
+    feed: Option<crate::change_feed::ChangeFeed>,
     not_good: AtomicU32,
     stale: AtomicBool,
     newest_sample_us: AtomicU64,
@@ -89,6 +129,10 @@ impl RegisterImage {
                 .map(|_| AtomicU8::new(Quality::Stale.code() as u8))
                 .collect(),
             sampled_us: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            raw: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            received_us: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            stale_since_us: AtomicU64::new(0),
+            feed: None,
             not_good: AtomicU32::new(n as u32),
             stale: AtomicBool::new(false),
             newest_sample_us: AtomicU64::new(0),
@@ -103,6 +147,17 @@ impl RegisterImage {
             switches: AtomicU32::new(0),
             map,
         }
+    }
+
+    /// Follows every change with a [`crate::change_feed::ChangeFeed`] that wakes `wake`.
+    pub fn with_feed(mut self, wake: Arc<tokio::sync::Notify>) -> RegisterImage {
+        self.feed = Some(crate::change_feed::ChangeFeed::new(self.values.len(), wake));
+        self
+    }
+
+    /// The change feed, if the image has one.
+    pub fn feed(&self) -> Option<&crate::change_feed::ChangeFeed> {
+        self.feed.as_ref()
     }
 
     /// The clock every part of the connector reads.
@@ -120,6 +175,8 @@ impl RegisterImage {
         let order = self.map.word_order();
         let mut newest = 0;
         let mut stored = 0;
+        let received = self.clock.wall().0;
+        let mut changes = self.feed.as_ref().and_then(|f| f.collector());
         for tv in batch {
             let Some(p) = self.map.point_of(tv.tag) else {
                 continue;
@@ -133,11 +190,44 @@ impl RegisterImage {
             self.values[p as usize].store(packed, Relaxed);
             self.set_quality(p, tv.quality);
             self.sampled_us[p as usize].store(tv.sampled_at.0, Relaxed);
+            self.raw[p as usize].store(raw_bits(tv.value), Relaxed);
+            self.received_us[p as usize].store(received, Relaxed);
+            if let Some(c) = changes.as_mut() {
+                c.push(p, tv, received);
+            }
             newest = newest.max(tv.sampled_at.0);
             stored += 1;
         }
         self.newest_sample_us.fetch_max(newest, Relaxed);
+        if let (Some(c), Some(f)) = (changes, &self.feed) {
+            f.publish(c);
+        }
         stored
+    }
+
+    /// A point's value at full precision, its quality as served, the server's sample
+    /// time and this connector's receipt time (µs since the Unix epoch; 0 before the
+    /// first sample).
+    pub fn point_value(&self, point: u32) -> PointValue {
+        let kind = self.map.point(point).kind;
+        PointValue {
+            value: from_raw_bits(kind, self.raw[point as usize].load(Relaxed)),
+            quality: self.quality(point),
+            sampled_us: self.sampled_us[point as usize].load(Relaxed),
+            received_us: self.received_us[point as usize].load(Relaxed),
+        }
+    }
+
+    /// Since when the whole image is stale (µs since the Unix epoch); `None`: it is not.
+    pub fn stale_since_us(&self) -> Option<u64> {
+        let since = self.stale_since_us.load(Relaxed);
+        (self.is_stale() && since > 0).then_some(since)
+    }
+
+    fn poke_feed(&self) {
+        if let Some(f) = &self.feed {
+            f.status_changed();
+        }
     }
 
     fn set_quality(&self, point: u32, q: Quality) {
@@ -154,9 +244,17 @@ impl RegisterImage {
 
     /// Marks every tag `Stale` (no healthy source for `stale_after`), or lifts it.
     pub fn set_stale(&self, stale: bool) {
-        self.stale.store(stale, Relaxed);
+        let was = self.stale.swap(stale, Relaxed);
         if stale {
             self.state.store(ServeState::Stale as u8, Relaxed);
+        }
+        if was != stale {
+            let since = if stale { self.clock.wall().0.max(1) } else { 0 };
+            self.stale_since_us.store(since, Relaxed);
+            // Every value's status changes with it: the faces re-announce them.
+            if let Some(f) = &self.feed {
+                f.everything_changed();
+            }
         }
     }
 
@@ -196,12 +294,15 @@ impl RegisterImage {
 
     /// Publishes the service level (the engine, on every change of its inputs).
     pub fn set_service_level(&self, level: u8) {
-        self.service_level.store(level, Relaxed);
+        if self.service_level.swap(level, Relaxed) != level {
+            self.poke_feed();
+        }
     }
 
     /// Says "draining" in status register 1 from now on (SIGTERM).
     pub fn set_draining(&self) {
         self.draining.store(true, Relaxed);
+        self.poke_feed();
     }
 
     pub fn is_draining(&self) -> bool {

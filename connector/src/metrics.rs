@@ -34,6 +34,16 @@ pub struct Metrics {
     pub http_accept: AcceptCounters,
     pub modbus_idle_closed: AtomicU64,
     pub modbus_framing_errors: AtomicU64,
+    /// The OPC UA listener's accept counters, open connections and allow-list refusals.
+    pub opcua_accept: AcceptCounters,
+    pub opcua_connections: AtomicI64,
+    pub opcua_refused_allow_list: AtomicU64,
+    /// OPC UA sessions, subscriptions and monitored items now, and notifications sent
+    /// (sampled from the stack by the status poll).
+    pub opcua_sessions: AtomicI64,
+    pub opcua_subscriptions: AtomicI64,
+    pub opcua_monitored_items: AtomicI64,
+    pub opcua_notifications: AtomicU64,
     pub writes_applied: AtomicU64,
     pub writes_refused: AtomicU64,
     pub writes_timed_out: AtomicU64,
@@ -122,7 +132,11 @@ impl Metrics {
             "# HELP sc_accept_failures_total Failed accept() calls by listener and reason (fd_exhausted: EMFILE/ENFILE, backed off).
 # TYPE sc_accept_failures_total counter"
         );
-        for (listener, c) in [("modbus", &self.modbus_accept), ("http", &self.http_accept)] {
+        for (listener, c) in [
+            ("modbus", &self.modbus_accept),
+            ("http", &self.http_accept),
+            ("opcua", &self.opcua_accept),
+        ] {
             let _ = writeln!(
                 s,
                 "sc_accept_failures_total{{listener=\"{listener}\",reason=\"fd_exhausted\"}} {}\nsc_accept_failures_total{{listener=\"{listener}\",reason=\"other\"}} {}",
@@ -136,6 +150,17 @@ impl Metrics {
             self.http_accept.accepted.load(Relaxed),
             self.http_accept.refused_cap.load(Relaxed),
             self.http_accept.evicted.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP sc_opcua_connections OPC UA TCP connections open.\n# TYPE sc_opcua_connections gauge\nsc_opcua_connections {}\n# HELP sc_opcua_refused_total OPC UA connections refused.\n# TYPE sc_opcua_refused_total counter\nsc_opcua_refused_total{{reason=\"allow_list\"}} {}\nsc_opcua_refused_total{{reason=\"max_connections\"}} {}\n# HELP sc_opcua_sessions OPC UA sessions open.\n# TYPE sc_opcua_sessions gauge\nsc_opcua_sessions {}\n# HELP sc_opcua_subscriptions OPC UA subscriptions.\n# TYPE sc_opcua_subscriptions gauge\nsc_opcua_subscriptions {}\n# HELP sc_opcua_monitored_items OPC UA monitored items.\n# TYPE sc_opcua_monitored_items gauge\nsc_opcua_monitored_items {}\n# HELP sc_opcua_notifications_total Data-change notifications handed to OPC UA subscriptions.\n# TYPE sc_opcua_notifications_total counter\nsc_opcua_notifications_total {}",
+            self.opcua_connections.load(Relaxed),
+            self.opcua_refused_allow_list.load(Relaxed),
+            self.opcua_accept.refused_cap.load(Relaxed),
+            self.opcua_sessions.load(Relaxed),
+            self.opcua_subscriptions.load(Relaxed),
+            self.opcua_monitored_items.load(Relaxed),
+            self.opcua_notifications.load(Relaxed),
         );
         let _ = writeln!(
             s,
