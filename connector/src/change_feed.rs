@@ -180,7 +180,10 @@ mod tests {
     #[test]
     fn only_watched_points_are_queued_in_order_and_every_sample_is_kept() {
         let feed = ChangeFeed::new(3, Arc::new(Notify::new()));
-        assert!(feed.collector().is_none(), "nobody watches: ingest skips the feed");
+        assert!(
+            feed.collector().is_none(),
+            "nobody watches: ingest skips the feed"
+        );
         feed.watch(1, 1);
         let mut c = feed.collector().expect("a point is watched");
         c.push(0, &sample(1.0), 10);

@@ -558,6 +558,13 @@ impl ConnectorConfig {
         let mut b = po_runtime::descriptors::DescriptorBudget::new()
             .add("sources (2 each)", 2 * self.sources.len() as u64)
             .add("modbus.max_connections", self.modbus.max_connections as u64);
+        if let Some(o) = &self.opcua {
+            // Each OPC UA connection is two sockets: the client's and its relay to the stack.
+            b = b.add(
+                "opcua.max_connections (2 each)",
+                2 * o.max_connections as u64,
+            );
+        }
         // Each Modbus listener has its own cap.
         if self.modbus.plain && self.modbus.tls.is_some() {
             b = b.add(
@@ -1066,7 +1073,10 @@ fn validate_opcua(o: &OpcUaConfig, roles: &[RoleConfig], bad: &mut impl FnMut(&s
     for (key, n) in [
         ("opcua.max_connections", o.max_connections),
         ("opcua.max_sessions", o.max_sessions),
-        ("opcua.max_subscriptions_per_session", o.max_subscriptions_per_session),
+        (
+            "opcua.max_subscriptions_per_session",
+            o.max_subscriptions_per_session,
+        ),
         (
             "opcua.max_monitored_items_per_subscription",
             o.max_monitored_items_per_subscription,

@@ -6,6 +6,7 @@ pub mod api;
 pub mod authz;
 pub mod catalog;
 pub mod certs;
+pub mod certs_opcua;
 pub mod change_feed;
 pub mod config;
 pub mod connector;

@@ -77,7 +77,11 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = po_runtime::cli::parse_duration)]
         timeout: Duration,
     },
-    /// Make lab certificates for TLS and Modbus/TCP Security (docs/security.md).
+    /// Print the Argon2 hash of a password for `[[opcua.user]] password_hash`: reads the
+    /// password from standard input (one line), so it never appears in the shell history.
+    OpcuaPassword,
+    /// Make lab certificates for TLS and Modbus/TCP Security (docs/security.md), and the
+    /// OPC UA application instance certificate (docs/opcua.md).
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
@@ -86,6 +90,41 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
+    /// Write the OPC UA application instance certificate and trust list into DIR (the
+    /// `[opcua] pki_dir`): own/cert.der, private/private.pem (mode 0600), trusted/,
+    /// rejected/. RSA 2048; the application URI is the certificate's SAN URI.
+    Opcua {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The connector's application URI (`[opcua] application_uri`, default
+        /// `urn:smart-connector:<name>`).
+        #[arg(long)]
+        uri: String,
+        /// A DNS name clients reach the server by (repeatable; `localhost` is added).
+        #[arg(long = "dns", value_name = "NAME")]
+        names: Vec<String>,
+        /// An IP address clients reach the server at (repeatable).
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<std::net::IpAddr>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write an OPC UA client certificate and key (DIR/clients/NAME.der, NAME.pem) for a
+    /// client that cannot make its own, and trust it (DIR/trusted/NAME.der).
+    OpcuaClient {
+        /// The server's `pki_dir` (`certs opcua --dir`).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// The client's application URI (it must send the same one).
+        #[arg(long)]
+        uri: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Write a lab CA and a server certificate: DIR/ca.crt, ca.key, server.crt, server.key
     /// (keys mode 0600). For labs and tests; a production site uses its own PKI.
     Init {
@@ -292,6 +331,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     humantime::format_duration(h.read_timeout)
                 );
             }
+            if let Some(o) = &c.opcua {
+                println!(
+                    "  opcua: opc.tcp://{}/ as {}, endpoints {}, users {}{}, redundancy {:?} with {} peer(s), {} max sessions",
+                    o.listen,
+                    o.application_uri(&c.name),
+                    o.security.join(", "),
+                    o.users.len(),
+                    if o.anonymous { " + anonymous" } else { "" },
+                    o.redundancy.support,
+                    o.redundancy.peers.len(),
+                    o.max_sessions
+                );
+            }
             let budget = c.descriptor_budget();
             let (_, hard) =
                 po_runtime::descriptors::raise_nofile_limit().context("reading RLIMIT_NOFILE")?;
@@ -336,6 +388,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
             write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::OpcuaPassword => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                eprintln!(
+                    "smart-connector: opcua-password: the password on standard input is empty"
+                );
+                return Ok(ExitCode::from(2));
+            }
+            let hash = smart_connector::opcua::auth::hash_password(password)
+                .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+            println!("{hash}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs {
+            command:
+                CertsCommand::Opcua {
+                    dir,
+                    uri,
+                    names,
+                    ips,
+                    force,
+                },
+        } => opcua_written(smart_connector::certs_opcua::server(
+            &dir, &uri, &names, &ips, force,
+        )),
+        Command::Certs {
+            command:
+                CertsCommand::OpcuaClient {
+                    dir,
+                    name,
+                    uri,
+                    force,
+                },
+        } => opcua_written(smart_connector::certs_opcua::client(
+            &dir, &name, &uri, force,
+        )),
         Command::Certs { command } => {
             let written = match command {
                 CertsCommand::Init {
@@ -362,6 +452,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ips,
                     force,
                 } => smart_connector::certs::server(&dir, &name, &names, &ips, force),
+                CertsCommand::Opcua { .. } | CertsCommand::OpcuaClient { .. } => {
+                    unreachable!("handled above")
+                }
             };
             match written {
                 Ok(files) => {
@@ -523,5 +616,24 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
+    }
+}
+
+/// What `certs opcua` and `certs opcua-client` print: each file written, or the error
+/// (exit 2).
+fn opcua_written(
+    written: Result<Vec<PathBuf>, smart_connector::certs_opcua::OpcUaCertsError>,
+) -> anyhow::Result<ExitCode> {
+    match written {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("smart-connector: certs: {e}");
+            Ok(ExitCode::from(2))
+        }
     }
 }

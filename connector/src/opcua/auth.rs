@@ -9,10 +9,10 @@ use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use async_trait::async_trait;
 /// The policy id the stack gives anonymous tokens (its constant is private).
 const POLICY_ID_ANONYMOUS: &str = "anonymous";
+use opcua::server::ServerEndpoint;
 use opcua::server::authenticator::{
     AuthManager, Password, UserToken, user_pass_security_policy_id, user_pass_security_policy_uri,
 };
-use opcua::server::ServerEndpoint;
 use opcua::types::{Error, StatusCode, UAString, UserTokenPolicy, UserTokenType};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -122,14 +122,21 @@ impl AuthManager for Authenticator {
             ));
         }
         // Argon2 is deliberately slow: off the IO threads.
-        let (access, user, pass) = (self.0.clone(), username.to_owned(), password.get().to_owned());
+        let (access, user, pass) = (
+            self.0.clone(),
+            username.to_owned(),
+            password.get().to_owned(),
+        );
         let ok = tokio::task::spawn_blocking(move || access.verify(&user, &pass))
             .await
             .unwrap_or(false);
         if ok {
             Ok(UserToken(username.to_owned()))
         } else {
-            tracing::warn!(user = username, "OPC UA session refused: wrong user name or password");
+            tracing::warn!(
+                user = username,
+                "OPC UA session refused: wrong user name or password"
+            );
             Err(Error::new(
                 StatusCode::BadUserAccessDenied,
                 format!("cannot authenticate \"{username}\""),

@@ -14,18 +14,18 @@ use crate::lifecycle::Lifecycle;
 use crate::map::RegisterMap;
 use async_trait::async_trait;
 use opcua::nodes::{AccessLevel, DefaultTypeTree};
+use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::{
     AddReferenceResult, BrowseNode, BrowsePathItem, ExternalReferenceRequest, MonitoredItemRef,
     NodeManager, NodeMetadata, ReadNode, RequestContext, ServerContext, WriteNode,
     impl_translate_browse_paths_using_browse,
 };
 use opcua::server::{CreateMonitoredItem, MonitoredItemHandle};
-use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::types::{
-    AttributeId, BrowseDirection, DataTypeId, DataValue, ExpandedNodeId,
-    ExtensionObject, Identifier, LocalizedText, NodeClass, NodeId, NumericRange, ObjectId,
-    ObjectTypeId, QualifiedName, ReferenceDescription, ReferenceTypeId, StatusCode,
-    TimestampsToReturn, VariableTypeId, Variant,
+    AttributeId, BrowseDirection, DataTypeId, DataValue, ExpandedNodeId, ExtensionObject,
+    Identifier, LocalizedText, NodeClass, NodeId, NumericRange, ObjectId, ObjectTypeId,
+    QualifiedName, ReferenceDescription, ReferenceTypeId, StatusCode, TimestampsToReturn,
+    VariableTypeId, Variant,
 };
 use po_protocol::{TagKind, WriteOutcome};
 use std::collections::{HashMap, VecDeque};
@@ -58,7 +58,9 @@ pub struct TagNodes {
 
 impl std::fmt::Debug for TagNodes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TagNodes").field("ns", &self.ns).finish_non_exhaustive()
+        f.debug_struct("TagNodes")
+            .field("ns", &self.ns)
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,7 +131,11 @@ impl TagNodes {
             ),
             TreeNode::Units(_) => (NodeClass::Variable, VariableTypeId::PropertyType.into()),
         };
-        let browse_ns = if matches!(node, TreeNode::Units(_)) { 0 } else { self.ns };
+        let browse_ns = if matches!(node, TreeNode::Units(_)) {
+            0
+        } else {
+            self.ns
+        };
         NodeMetadata {
             node_id: self.node_id(tree, map, node).into(),
             type_definition: type_def.into(),
@@ -202,7 +208,11 @@ impl TagNodes {
         }
     }
 
-    fn add_all(node: &mut BrowseNode, type_tree: &DefaultTypeTree, refs: Vec<ReferenceDescription>) {
+    fn add_all(
+        node: &mut BrowseNode,
+        type_tree: &DefaultTypeTree,
+        refs: Vec<ReferenceDescription>,
+    ) {
         let mut rest = Remaining::default();
         for r in refs {
             if let AddReferenceResult::Full(r) = node.add(type_tree, r) {
@@ -239,9 +249,9 @@ impl TagNodes {
                 TreeNode::Folder(_) => Err(StatusCode::BadAttributeIdInvalid),
                 TreeNode::Tag(p) => self.read_tag(image, context, p, attribute),
                 TreeNode::Units(p) => match attribute {
-                    AttributeId::Value => constant(
-                        ExtensionObject::from_message(eu_information(map.unit(p))).into(),
-                    ),
+                    AttributeId::Value => {
+                        constant(ExtensionObject::from_message(eu_information(map.unit(p))).into())
+                    }
                     AttributeId::DataType => {
                         constant(NodeId::from(DataTypeId::EUInformation).into())
                     }
@@ -311,7 +321,12 @@ impl TagNodes {
         let now = image.clock().wall().0;
         data_value(
             &v,
-            status_of(v.quality, image.stale_since_us(), now, self.config.stale_after),
+            status_of(
+                v.quality,
+                image.stale_since_us(),
+                now,
+                self.config.stale_after,
+            ),
         )
     }
 
@@ -377,7 +392,9 @@ impl NodeManager for TagNodes {
         for node in nodes_to_browse {
             if let Some(mut rest) = node.take_continuation_point::<Remaining>() {
                 while node.remaining() > 0 {
-                    let Some(r) = rest.refs.pop_front() else { break };
+                    let Some(r) = rest.refs.pop_front() else {
+                        break;
+                    };
                     node.add_unchecked(r);
                 }
                 if !rest.refs.is_empty() {

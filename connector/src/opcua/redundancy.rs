@@ -9,7 +9,7 @@ use opcua::nodes::{ReferenceDirection, VariableBuilder};
 use opcua::server::ServerHandle;
 use opcua::server::node_manager::memory::CoreNodeManager;
 use opcua::types::{
-    DataTypeId, DataValue, NodeId, ObjectId, ObjectTypeId, ReferenceTypeId, RedundancySupport,
+    DataTypeId, DataValue, NodeId, ObjectId, ObjectTypeId, RedundancySupport, ReferenceTypeId,
     VariableId, VariableTypeId, Variant,
 };
 
@@ -26,7 +26,14 @@ pub fn support_of(kind: RedundancySupportKind) -> RedundancySupport {
 /// configuration slip, not a second server: left out).
 pub fn server_uris(config: &OpcUaConfig, own: &str) -> Vec<String> {
     std::iter::once(own.to_owned())
-        .chain(config.redundancy.peers.iter().filter(|p| *p != own).cloned())
+        .chain(
+            config
+                .redundancy
+                .peers
+                .iter()
+                .filter(|p| *p != own)
+                .cloned(),
+        )
         .collect()
 }
 
@@ -78,7 +85,11 @@ pub fn announce_redundancy(handle: &ServerHandle, config: &OpcUaConfig, own_uri:
             .array_dimensions(&[0])
             .value(uris)
             .has_type_definition(VariableTypeId::PropertyType)
-            .reference(redundancy, ReferenceTypeId::HasProperty, ReferenceDirection::Inverse)
+            .reference(
+                redundancy,
+                ReferenceTypeId::HasProperty,
+                ReferenceDirection::Inverse,
+            )
             .insert(&mut *space);
     }
 }
@@ -98,7 +109,10 @@ mod tests {
             ..OpcUaConfig::default()
         };
         assert_eq!(server_uris(&config, "urn:a"), ["urn:a", "urn:b", "urn:c"]);
-        assert_eq!(support_of(RedundancySupportKind::Hot), RedundancySupport::Hot);
+        assert_eq!(
+            support_of(RedundancySupportKind::Hot),
+            RedundancySupport::Hot
+        );
         assert_eq!(server_uris(&OpcUaConfig::default(), "urn:a"), ["urn:a"]);
     }
 }

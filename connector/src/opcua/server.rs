@@ -6,12 +6,12 @@
 use super::auth::{Access, Authenticator};
 use super::nodes::{TagNodes, TagNodesConfig};
 use super::redundancy::announce_redundancy;
+use crate::authz::RoleTable;
 use crate::config::{ConnectorConfig, OpcUaConfig};
 use crate::engine::WriteRequest;
 use crate::image_slot::ImageSlot;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-use crate::authz::RoleTable;
 use opcua::crypto::SecurityPolicy;
 use opcua::server::{ServerBuilder, ServerEndpoint, ServerHandle};
 use opcua::types::{AttributeId, MessageSecurityMode};
@@ -45,7 +45,9 @@ pub struct OpcUaFace {
 
 impl std::fmt::Debug for OpcUaFace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpcUaFace").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("OpcUaFace")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,10 +124,10 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
             // per connection without one): a throwaway one in a private temporary
             // directory, made at start.
             b = b
-                .pki_dir(std::env::temp_dir().join(format!(
-                    "smart-connector-opcua-{}",
-                    std::process::id()
-                )))
+                .pki_dir(
+                    std::env::temp_dir()
+                        .join(format!("smart-connector-opcua-{}", std::process::id())),
+                )
                 .certificate_path("own/cert.der")
                 .private_key_path("private/private.pem")
                 .create_sample_keypair(true);
@@ -144,7 +146,8 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         l.subscriptions.min_sampling_interval_ms = 0.0;
         l.subscriptions.min_publishing_interval_ms = 10.0;
         l.subscriptions.max_queued_notifications = 1 << 20;
-        l.operational.max_monitored_items_per_call = o.max_monitored_items_per_subscription.min(100_000);
+        l.operational.max_monitored_items_per_call =
+            o.max_monitored_items_per_subscription.min(100_000);
     }
     let nodes_config = TagNodesConfig {
         namespace_uri: o.namespace_uri.clone(),
@@ -330,7 +333,8 @@ async fn notify_changes(
             .changes
             .iter()
             .map(|c| {
-                let status = super::values::status_of(c.value.quality, stale_since, now, stale_after);
+                let status =
+                    super::values::status_of(c.value.quality, stale_since, now, stale_after);
                 (
                     super::values::data_value(&c.value, status),
                     nodes.tag_node_id(&image, &tree, c.point),
@@ -338,7 +342,9 @@ async fn notify_changes(
             })
             .collect();
         handle.subscriptions().notify_data_change(
-            items.iter().map(|(dv, id)| (dv.clone(), id, AttributeId::Value)),
+            items
+                .iter()
+                .map(|(dv, id)| (dv.clone(), id, AttributeId::Value)),
         );
     }
 }
@@ -349,9 +355,16 @@ fn renotify_all(handle: &ServerHandle, nodes: &TagNodes) {
     let Some(feed) = image.feed() else { return };
     let items: Vec<_> = (0..image.map().points().len() as u32)
         .filter(|&p| feed.interest(p) > 0)
-        .map(|p| (nodes.value_of(&image, p), nodes.tag_node_id(&image, &tree, p)))
+        .map(|p| {
+            (
+                nodes.value_of(&image, p),
+                nodes.tag_node_id(&image, &tree, p),
+            )
+        })
         .collect();
     handle.subscriptions().notify_data_change(
-        items.iter().map(|(dv, id)| (dv.clone(), id, AttributeId::Value)),
+        items
+            .iter()
+            .map(|(dv, id)| (dv.clone(), id, AttributeId::Value)),
     );
 }

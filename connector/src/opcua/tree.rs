@@ -182,8 +182,7 @@ mod tests {
                 writable: false,
             })
             .collect();
-        RegisterMap::build(&catalog, &ModbusConfig::default(), &MapConfig::default())
-            .expect("maps")
+        RegisterMap::build(&catalog, &ModbusConfig::default(), &MapConfig::default()).expect("maps")
     }
 
     #[test]
@@ -203,10 +202,7 @@ mod tests {
         let Some(TreeNode::Folder(f)) = t.resolve(&m, "Feeder03.Meter2/") else {
             panic!("folder resolves");
         };
-        let names: Vec<_> = t
-            .children(f)
-            .map(|n| t.id(&m, n))
-            .collect();
+        let names: Vec<_> = t.children(f).map(|n| t.id(&m, n)).collect();
         assert_eq!(names, ["Feeder03.Meter2.PF", "Feeder03.Meter2.kW"]);
         // Every node's id resolves to the node, and its parent chain ends at the root.
         let mut stack = vec![TreeNode::Folder(0)];

@@ -173,7 +173,10 @@ mod tests {
     fn the_quality_table_of_the_design() {
         let s = Duration::from_secs(3);
         assert_eq!(status_of(Quality::Good, None, 0, s), StatusCode::Good);
-        assert_eq!(status_of(Quality::Uncertain, None, 0, s), StatusCode::Uncertain);
+        assert_eq!(
+            status_of(Quality::Uncertain, None, 0, s),
+            StatusCode::Uncertain
+        );
         assert_eq!(status_of(Quality::Bad, None, 0, s), StatusCode::Bad);
         assert_eq!(
             status_of(Quality::Stale, Some(1_000_000), 3_999_999, s),

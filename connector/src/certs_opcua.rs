@@ -1,0 +1,194 @@
+//! `smart-connector certs opcua` and `certs opcua-client` (docs/opcua.md "Security"): the
+//! OPC UA application instance certificate and the trust list, in the layout the stack
+//! reads (`own/cert.der`, `private/private.pem`, `trusted/`, `rejected/`). OPC UA's
+//! security policies sign and encrypt with RSA, so these are RSA 2048 keys, made by the
+//! OPC UA stack's own certificate code; the application URI is the certificate's SAN URI
+//! (a client checks it against the server's `ApplicationUri`).
+
+use opcua::crypto::{CertificateStore, X509Data};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+/// How long the certificates are valid.
+const VALIDITY_DAYS: u32 = 825;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpcUaCertsError {
+    #[error("{0} exists; pass --force to replace it")]
+    Exists(PathBuf),
+    #[error("--uri `{0}` is not a URI (e.g. urn:smart-connector:sc-a)")]
+    BadUri(String),
+    #[error("--name `{0}` cannot be a file name: use letters, digits, '.', '-' and '_'")]
+    BadName(String),
+    #[error("{0}")]
+    Stack(String),
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn data(common_name: &str, uri: &str, names: &[String], ips: &[IpAddr]) -> X509Data {
+    // The URI first (the stack and most clients take the first URI SAN), then the DNS
+    // names and addresses; nothing guessed from this host.
+    let addresses = names
+        .iter()
+        .cloned()
+        .chain(ips.iter().map(|ip| ip.to_string()))
+        .collect();
+    let alt = X509Data::alt_host_names(uri, Some(addresses), false, false, false);
+    X509Data {
+        key_size: 2048,
+        common_name: common_name.to_owned(),
+        organization: "Smart Connector".into(),
+        organizational_unit: "OPC UA".into(),
+        country: "".into(),
+        state: "".into(),
+        alt_host_names: alt,
+        certificate_duration_days: VALIDITY_DAYS,
+    }
+}
+
+fn check_uri(uri: &str) -> Result<(), OpcUaCertsError> {
+    match uri.split_once(':') {
+        Some((scheme, rest))
+            if !scheme.is_empty()
+                && !rest.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            Ok(())
+        }
+        _ => Err(OpcUaCertsError::BadUri(uri.to_owned())),
+    }
+}
+
+fn private(path: &Path) -> Result<(), OpcUaCertsError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        OpcUaCertsError::Write {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+/// `certs opcua --dir D --uri U`: `D/own/cert.der`, `D/private/private.pem` (mode 0600)
+/// and the empty `D/trusted/`, `D/rejected/` the server's `pki_dir` points at.
+pub fn server(
+    dir: &Path,
+    uri: &str,
+    names: &[String],
+    ips: &[IpAddr],
+    force: bool,
+) -> Result<Vec<PathBuf>, OpcUaCertsError> {
+    check_uri(uri)?;
+    let store = CertificateStore::new(dir);
+    let (cert, key) = (store.own_certificate_path(), store.own_private_key_path());
+    for f in [&cert, &key] {
+        if f.exists() && !force {
+            return Err(OpcUaCertsError::Exists(f.clone()));
+        }
+    }
+    store.ensure_pki_path().map_err(OpcUaCertsError::Stack)?;
+    let mut names = names.to_vec();
+    if !names.iter().any(|n| n == "localhost") {
+        names.push("localhost".into());
+    }
+    let cn = uri.rsplit(':').next().unwrap_or(uri);
+    CertificateStore::create_certificate_and_key(&data(cn, uri, &names, ips), true, &cert, &key)
+        .map_err(OpcUaCertsError::Stack)?;
+    private(&key)?;
+    Ok(vec![
+        cert,
+        key,
+        store.trusted_certs_dir(),
+        store.rejected_certs_dir(),
+    ])
+}
+
+/// `certs opcua-client --dir D --name N --uri U`: a client's certificate and key
+/// (`D/clients/N.der`, `D/clients/N.pem`) for clients that cannot make their own, and the
+/// certificate trusted by the server (`D/trusted/N.der`).
+pub fn client(
+    dir: &Path,
+    name: &str,
+    uri: &str,
+    force: bool,
+) -> Result<Vec<PathBuf>, OpcUaCertsError> {
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(OpcUaCertsError::BadName(name.to_owned()));
+    }
+    check_uri(uri)?;
+    let clients = dir.join("clients");
+    let cert = clients.join(format!("{name}.der"));
+    let key = clients.join(format!("{name}.pem"));
+    let trusted = dir.join("trusted").join(format!("{name}.der"));
+    for f in [&cert, &key, &trusted] {
+        if f.exists() && !force {
+            return Err(OpcUaCertsError::Exists(f.clone()));
+        }
+    }
+    for d in [&clients, &dir.join("trusted")] {
+        std::fs::create_dir_all(d).map_err(|source| OpcUaCertsError::Write {
+            path: d.clone(),
+            source,
+        })?;
+    }
+    CertificateStore::create_certificate_and_key(&data(name, uri, &[], &[]), true, &cert, &key)
+        .map_err(OpcUaCertsError::Stack)?;
+    private(&key)?;
+    std::fs::copy(&cert, &trusted).map_err(|source| OpcUaCertsError::Write {
+        path: trusted.clone(),
+        source,
+    })?;
+    Ok(vec![cert, key, trusted])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_certificate_names_its_uri_and_addresses_and_is_not_overwritten() {
+        let dir = std::env::temp_dir().join(format!("sc-opcua-certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ip: IpAddr = "127.0.3.1".parse().unwrap();
+        let files = server(&dir, "urn:smart-connector:sc-a", &[], &[ip], false).unwrap();
+        assert!(files.iter().all(|f| f.exists()));
+        let cert = CertificateStore::read_cert(&dir.join("own/cert.der")).unwrap();
+        assert!(
+            cert.is_application_uri_valid("urn:smart-connector:sc-a")
+                .is_ok()
+        );
+        assert!(
+            cert.is_application_uri_valid("urn:smart-connector:sc-b")
+                .is_err()
+        );
+        let mode = std::fs::metadata(dir.join("private/private.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(
+            server(&dir, "urn:smart-connector:sc-a", &[], &[], false),
+            Err(OpcUaCertsError::Exists(_))
+        ));
+        assert!(matches!(
+            server(&dir, "not a uri", &[], &[], true),
+            Err(OpcUaCertsError::BadUri(_))
+        ));
+        let c = client(&dir, "hmi", "urn:example:hmi", false).unwrap();
+        assert!(c.iter().all(|f| f.exists()));
+        assert!(dir.join("trusted/hmi.der").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
