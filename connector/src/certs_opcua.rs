@@ -112,7 +112,7 @@ pub fn server(
 
 /// `certs opcua-client --dir D --name N --uri U`: a client's certificate and key
 /// (`D/clients/N.der`, `D/clients/N.pem`) for clients that cannot make their own, and the
-/// certificate trusted by the server (`D/trusted/N.der`).
+/// certificate trusted by the server (`D/trusted/N [thumbprint].der`).
 pub fn client(
     dir: &Path,
     name: &str,
@@ -131,8 +131,7 @@ pub fn client(
     let clients = dir.join("clients");
     let cert = clients.join(format!("{name}.der"));
     let key = clients.join(format!("{name}.pem"));
-    let trusted = dir.join("trusted").join(format!("{name}.der"));
-    for f in [&cert, &key, &trusted] {
+    for f in [&cert, &key] {
         if f.exists() && !force {
             return Err(OpcUaCertsError::Exists(f.clone()));
         }
@@ -143,9 +142,15 @@ pub fn client(
             source,
         })?;
     }
-    CertificateStore::create_certificate_and_key(&data(name, uri, &[], &[]), true, &cert, &key)
-        .map_err(OpcUaCertsError::Stack)?;
+    let (made, _) =
+        CertificateStore::create_certificate_and_key(&data(name, uri, &[], &[]), true, &cert, &key)
+            .map_err(OpcUaCertsError::Stack)?;
     private(&key)?;
+    // The stack finds a trusted certificate by this name ("CN [thumbprint].der"), the
+    // name it gives a rejected one too: moving a file from rejected/ to trusted/ trusts it.
+    let trusted = dir
+        .join("trusted")
+        .join(CertificateStore::cert_file_name(&made));
     std::fs::copy(&cert, &trusted).map_err(|source| OpcUaCertsError::Write {
         path: trusted.clone(),
         source,
@@ -188,7 +193,8 @@ mod tests {
         ));
         let c = client(&dir, "hmi", "urn:example:hmi", false).unwrap();
         assert!(c.iter().all(|f| f.exists()));
-        assert!(dir.join("trusted/hmi.der").exists());
+        assert!(c[2].starts_with(dir.join("trusted")));
+        assert!(c[2].to_str().unwrap().contains("hmi ["));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -688,10 +688,10 @@ impl ConnectorConfig {
                     format!("'{d}' is not a [[modbus.role]]"),
                 );
             }
-        } else if !m.roles.is_empty() {
+        } else if !m.roles.is_empty() && self.opcua.is_none() {
             bad(
                 "modbus.role",
-                "roles apply only to Modbus/TCP Security: add [modbus.tls]".into(),
+                "roles apply only to Modbus/TCP Security and OPC UA users: add [modbus.tls] or [opcua]".into(),
             );
         }
         // Every listener needs an address of its own (port 0, chosen by the OS, never
@@ -1190,7 +1190,7 @@ name = "viewer"
             "{shown}"
         );
         assert!(
-            shown.contains("modbus.role: roles apply only to Modbus/TCP Security"),
+            shown.contains("modbus.role: roles apply only to Modbus/TCP Security and OPC UA"),
             "{shown}"
         );
     }

@@ -111,7 +111,7 @@ enum CertsCommand {
         force: bool,
     },
     /// Write an OPC UA client certificate and key (DIR/clients/NAME.der, NAME.pem) for a
-    /// client that cannot make its own, and trust it (DIR/trusted/NAME.der).
+    /// client that cannot make its own, and trust it (DIR/trusted/"NAME [thumbprint].der", the name under which the server files an unknown certificate in DIR/rejected/: moving one from rejected/ to trusted/ trusts it).
     OpcuaClient {
         /// The server's `pki_dir` (`certs opcua --dir`).
         #[arg(long)]

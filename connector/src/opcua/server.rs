@@ -107,6 +107,8 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         .max_message_size(o.max_message_size)
         .receive_buffer_size(65_535)
         .send_buffer_size(65_535)
+        // Enough chunks for the largest message allowed, no more.
+        .max_chunk_count(o.max_message_size / 65_535 + 1)
         .diagnostics_enabled(false)
         // A client's certificate is trusted once it is in `pki_dir/trusted`.
         .trust_client_certs(false);

@@ -1,0 +1,430 @@
+//! The OPC UA face with a client nobody here wrote (python asyncua, pinned in .ci/run):
+//! browse, read, subscribe and write without security and over Basic256Sha256
+//! SignAndEncrypt with UserName users whose roles are Modbus/TCP Security's; writes
+//! applied by the Primary before `Good`; a write with no Primary refused; hostile input on
+//! the OPC UA port refused while an OPC UA client and a Modbus master keep being served
+//! (docs/opcua.md).
+
+mod common;
+
+use po_simulator::ServerHandle;
+use serde_json::Value as Json;
+use smart_connector::config::{AccessKind, ConnectorConfig, SourceConfig};
+use smart_connector::connector::{ConnectorHandle, start};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_modbus::prelude::*;
+
+const PATIENCE: Duration = Duration::from_secs(15);
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/opcua_asyncua_client.py"
+);
+
+/// Whether asyncua is installed; under CI (`.ci/run` installs it) a missing one fails.
+fn asyncua_ready() -> bool {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import asyncua"])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "asyncua is missing: .ci/run installs it (pip install asyncua==1.1.8)"
+    );
+    eprintln!("skipped: asyncua is not installed (pip install asyncua==1.1.8)");
+    false
+}
+
+fn source(s: &ServerHandle) -> SourceConfig {
+    SourceConfig {
+        name: s.name().to_string(),
+        address: s.client_addr(),
+        access: AccessKind::Local,
+        licence: None,
+        server_name: None,
+    }
+}
+
+fn config(server: &ServerHandle, opcua: &str) -> ConnectorConfig {
+    let mut c: ConnectorConfig = toml::from_str(&format!(
+        "name = \"sc-ua\"\n[policy]\nsource_timeout = \"300ms\"\nstale_after = \"1s\"\nwrite_timeout = \"1s\"\n\
+         [modbus]\nlisten = \"127.0.0.1:0\"\n\
+         [[modbus.role]]\nname = \"operator\"\nread = true\nwrite = true\n\
+         [[modbus.role]]\nname = \"viewer\"\nread = true\nwrite = false\n\
+         [opcua]\nlisten = \"127.0.0.1:0\"\n{opcua}"
+    ))
+    .unwrap();
+    c.sources = vec![source(server)];
+    let problems = c.validate();
+    assert!(problems.is_empty(), "{problems:?}");
+    c
+}
+
+fn url(sc: &ConnectorHandle) -> String {
+    format!(
+        "opc.tcp://{}/",
+        sc.opcua.as_ref().expect("OPC UA is on").addr
+    )
+}
+
+/// Runs the asyncua client with `args`; its JSON answer.
+async fn asyncua(url: &str, args: &[&str]) -> Json {
+    let out = tokio::process::Command::new("python3")
+        .arg(SCRIPT)
+        .args(["--url", url])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "asyncua {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The tag id (for the server's setpoint) of a tag name.
+fn tag_id(sc: &ConnectorHandle, name: &str) -> po_protocol::TagId {
+    let map = sc.image.map();
+    let p = (0..map.points().len() as u32)
+        .find(|&p| map.name(p) == name)
+        .unwrap_or_else(|| panic!("{name} is served"));
+    map.point(p).tag
+}
+
+async fn serving(sc: &ConnectorHandle) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while sc.image.service_level() != 255 {
+        assert!(std::time::Instant::now() < deadline, "never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const BREAKER: &str = "Feeder01.Meter1.BreakerCmd";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncua_browses_reads_subscribes_and_writes_without_security() {
+    if !asyncua_ready() {
+        return;
+    }
+    let server = common::solo_server(2).await;
+    let sc = start(
+        config(&server, "anonymous = true\nanonymous_role = \"operator\"\n"),
+        Some(PATIENCE),
+    )
+    .await
+    .unwrap();
+    serving(&sc).await;
+    let got = asyncua(
+        &url(&sc),
+        &[
+            "--browse",
+            "--service-level",
+            "--read",
+            "Feeder01.Meter1.kW",
+            "--read",
+            "Feeder01.Meter1.kWh",
+            "--read",
+            "Feeder01.Meter1.BreakerClosed",
+            "--subscribe",
+            "Feeder01.Meter1.kW:3",
+            "--write",
+            &format!("{BREAKER}=true"),
+        ],
+    )
+    .await;
+    // Folders follow the dotted names, under Objects.
+    assert_eq!(got["browse"]["path"][0], "Tags", "{got}");
+    assert_eq!(got["browse"]["path"][1], "Feeder01", "{got}");
+    assert_eq!(got["browse"]["path"][2], "Meter1", "{got}");
+    assert_eq!(got["service_level"], 255, "{got}");
+    // Types of the design: Double, UInt64 (i=9), Boolean (i=1); Good and timestamped.
+    let r = &got["read"];
+    assert_eq!(r["Feeder01.Meter1.kW"]["data_type"], "i=11", "{got}");
+    assert_eq!(r["Feeder01.Meter1.kWh"]["data_type"], "i=9", "{got}");
+    assert_eq!(
+        r["Feeder01.Meter1.BreakerClosed"]["data_type"], "i=1",
+        "{got}"
+    );
+    for tag in ["Feeder01.Meter1.kW", "Feeder01.Meter1.kWh"] {
+        assert_eq!(r[tag]["status"], "Good", "{got}");
+        assert!(r[tag]["source_timestamp"].as_f64().is_some(), "{got}");
+    }
+    // Every change the connector ingests, in order.
+    let changes = got["subscribe"].as_array().unwrap();
+    assert!(changes.len() >= 3, "{got}");
+    let stamps: Vec<f64> = changes
+        .iter()
+        .map(|c| c["source_timestamp"].as_f64().unwrap())
+        .collect();
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+    // The write is `Good` only once the Primary applied it.
+    assert_eq!(got["write"][BREAKER]["status"], "Good", "{got}");
+    assert_eq!(
+        server.setpoint(tag_id(&sc, BREAKER)),
+        Some(po_protocol::Value::Digital(true))
+    );
+    sc.shutdown().await;
+    server.shutdown().await;
+}
+
+fn connector_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_smart-connector"))
+}
+
+fn run_bin(args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(connector_bin())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn pki(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let d = dir.to_str().unwrap();
+    run_bin(
+        &[
+            "certs",
+            "opcua",
+            "--dir",
+            d,
+            "--uri",
+            "urn:smart-connector:sc-ua",
+            "--ip",
+            "127.0.0.1",
+        ],
+        None,
+    );
+    run_bin(
+        &[
+            "certs",
+            "opcua-client",
+            "--dir",
+            d,
+            "--name",
+            "hmi",
+            "--uri",
+            "urn:example:hmi",
+        ],
+        None,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic256sha256_sign_and_encrypt_with_usernames_an_operator_writes_a_viewer_may_not() {
+    if !asyncua_ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sc-opcua-pki-{}", std::process::id()));
+    pki(&dir);
+    // Hashes made by the shipped command, as an engineer would.
+    let operator = run_bin(&["opcua-password"], Some("op-secret\n"));
+    let viewer = run_bin(&["opcua-password"], Some("view-secret\n"));
+    let server = common::solo_server(2).await;
+    let sc = start(
+        config(
+            &server,
+            &format!(
+                "security = [\"basic256sha256/sign-and-encrypt\"]\npki_dir = \"{}\"\n\
+                 [[opcua.user]]\nname = \"olga\"\npassword_hash = \"{}\"\nrole = \"operator\"\n\
+                 [[opcua.user]]\nname = \"vic\"\npassword_hash = \"{}\"\nrole = \"viewer\"\n",
+                dir.display(),
+                operator.trim(),
+                viewer.trim()
+            ),
+        ),
+        Some(PATIENCE),
+    )
+    .await
+    .unwrap();
+    serving(&sc).await;
+    let secure = |user: &'static str, password: &'static str| {
+        let cert = dir.join("clients/hmi.der");
+        let key = dir.join("clients/hmi.pem");
+        let url = url(&sc);
+        async move {
+            let (cert, key) = (
+                cert.to_str().unwrap().to_string(),
+                key.to_str().unwrap().to_string(),
+            );
+            asyncua(
+                &url,
+                &[
+                    "--policy",
+                    "basic256sha256",
+                    "--mode",
+                    "sign-and-encrypt",
+                    "--cert",
+                    &cert,
+                    "--key",
+                    &key,
+                    "--uri",
+                    "urn:example:hmi",
+                    "--user",
+                    user,
+                    "--password",
+                    password,
+                    "--read",
+                    "Feeder01.Meter1.kW",
+                    "--write",
+                    &format!("{BREAKER}=true"),
+                ],
+            )
+            .await
+        }
+    };
+    let v = secure("vic", "view-secret").await;
+    assert_eq!(v["read"]["Feeder01.Meter1.kW"]["status"], "Good", "{v}");
+    assert_eq!(v["write"][BREAKER]["status"], "BadUserAccessDenied", "{v}");
+    assert_eq!(
+        server.setpoint(tag_id(&sc, BREAKER)),
+        None,
+        "nothing written"
+    );
+    let o = secure("olga", "op-secret").await;
+    assert_eq!(o["write"][BREAKER]["status"], "Good", "{o}");
+    assert_eq!(
+        server.setpoint(tag_id(&sc, BREAKER)),
+        Some(po_protocol::Value::Digital(true)),
+        "applied by the Primary before Good came back"
+    );
+    sc.shutdown().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_with_no_primary_gets_a_bad_code() {
+    if !asyncua_ready() {
+        return;
+    }
+    let server = common::solo_server(1).await;
+    let sc = start(
+        config(&server, "anonymous = true\nanonymous_role = \"operator\"\n"),
+        Some(PATIENCE),
+    )
+    .await
+    .unwrap();
+    serving(&sc).await;
+    server.crash_and_wait().await;
+    let got = asyncua(&url(&sc), &["--write", &format!("{BREAKER}=true")]).await;
+    let status = got["write"][BREAKER]["status"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        status == "BadNoCommunication" || status == "BadTimeout",
+        "{got}"
+    );
+    // The time it took (write_timeout is 1 s), for the record.
+    eprintln!(
+        "write with no Primary: {status} after {} s",
+        got["write"][BREAKER]["seconds"]
+    );
+    sc.shutdown().await;
+}
+
+/// One read of the status block: the Modbus master is still served.
+async fn modbus_serves(sc: &ConnectorHandle) {
+    let mut ctx = tcp::connect_slave(sc.modbus_addr, Slave(1)).await.unwrap();
+    let r = ctx.read_holding_registers(14, 1).await.unwrap().unwrap();
+    assert_eq!(r, vec![255]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_on_the_opcua_port_is_refused_and_everyone_else_keeps_being_served() {
+    if !asyncua_ready() {
+        return;
+    }
+    let server = common::solo_server(2).await;
+    let sc = start(
+        config(
+            &server,
+            "anonymous = true\nmax_monitored_items_per_subscription = 1000\nmax_connections = 8\n",
+        ),
+        Some(PATIENCE),
+    )
+    .await
+    .unwrap();
+    serving(&sc).await;
+    let addr = sc.opcua.as_ref().unwrap().addr;
+    // Garbage: closed, not served.
+    let mut garbage = tokio::net::TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(&[0xde; 4096]).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(PATIENCE, garbage.read(&mut buf)).await;
+    assert!(
+        matches!(n, Ok(Ok(_)) | Ok(Err(_))),
+        "garbage gets an error message or a close, not silence"
+    );
+    // A Hello asking for absurd buffer sizes and message size.
+    let mut hello = Vec::new();
+    let url = format!("opc.tcp://{addr}/");
+    hello.extend_from_slice(b"HELF");
+    let body_len = 4 * 5 + 4 + url.len();
+    hello.extend_from_slice(&((8 + body_len) as u32).to_le_bytes());
+    for v in [0u32, u32::MAX, u32::MAX, u32::MAX, u32::MAX] {
+        hello.extend_from_slice(&v.to_le_bytes());
+    }
+    hello.extend_from_slice(&(url.len() as i32).to_le_bytes());
+    hello.extend_from_slice(url.as_bytes());
+    let mut absurd = tokio::net::TcpStream::connect(addr).await.unwrap();
+    absurd.write_all(&hello).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, absurd.read_to_end(&mut answer)).await;
+    // The stack answers ACK with its own (revised) limits or an ERR; either way it never
+    // took the client's sizes.
+    if answer.len() >= 28 && &answer[..4] == b"ACKF" {
+        let recv = u32::from_le_bytes(answer[12..16].try_into().unwrap());
+        assert!(recv < 1 << 24, "revised receive buffer {recv}");
+    }
+    // Slowloris: half a header, then nothing, on more connections than the cap.
+    let mut slow = Vec::new();
+    for _ in 0..12 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            let _ = s.write_all(b"HEL").await;
+            slow.push(s);
+        }
+    }
+    // With the slow ones still open: a well-behaved client and a Modbus master are served.
+    modbus_serves(&sc).await;
+    let ok = asyncua(&url, &["--service-level", "--many-items", "10000"]).await;
+    assert_eq!(ok["service_level"], 255, "{ok}");
+    // Over the cap: refused per item or as a whole, never 10 000 created.
+    let counts = ok["many_items"].as_object().unwrap();
+    let good = counts.get("Good").and_then(Json::as_u64).unwrap_or(0);
+    assert!(good <= 1000, "{ok}");
+    assert!(counts.keys().any(|k| k.starts_with("Bad")), "{ok}");
+    let again = asyncua(&url, &["--read", "Feeder01.Meter1.kW"]).await;
+    assert_eq!(
+        again["read"]["Feeder01.Meter1.kW"]["status"], "Good",
+        "{again}"
+    );
+    modbus_serves(&sc).await;
+    drop(slow);
+    sc.shutdown().await;
+    server.shutdown().await;
+}
