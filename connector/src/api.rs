@@ -30,7 +30,40 @@ pub struct StatusDoc {
     pub switches: Vec<SwitchDoc>,
     pub sources: Vec<SourceDoc>,
     pub modbus: ModbusDoc,
+    /// The OPC UA server, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opcua: Option<OpcUaDoc>,
     pub points: PointsSummary,
+}
+
+/// The OPC UA face as `/api/status` shows it (docs/opcua.md "Seen").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpcUaDoc {
+    pub listen: String,
+    pub application_uri: String,
+    /// `Server.ServiceLevel` (equal to `service_level` and status register 14).
+    pub service_level: u8,
+    pub sessions: Vec<OpcUaSessionDoc>,
+    pub subscriptions: usize,
+    pub monitored_items: usize,
+    /// Data-change notifications handed to subscriptions since the start.
+    pub notifications_total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpcUaSessionDoc {
+    pub id: u32,
+    pub application: String,
+    pub application_uri: String,
+    /// `None`, `Sign` or `SignAndEncrypt`.
+    pub security_mode: String,
+    pub security_policy: String,
+    /// The UserName user, or `(anonymous)`.
+    pub user: String,
+    /// The role whose rights the session has.
+    pub role: String,
+    pub subscriptions: usize,
+    pub monitored_items: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

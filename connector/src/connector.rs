@@ -372,6 +372,7 @@ pub async fn listen(config: ConnectorConfig, env: Env) -> Result<Starting, Start
         images: images.clone(),
         board: board.clone(),
         liveness: Arc::new(Liveness::new(env.clock.clone())),
+        opcua: opcua.clone(),
     };
     if let (Some((l, _)), Some(http)) = (metrics_listener, config.metrics.clone()) {
         tracker.spawn(serve_http(

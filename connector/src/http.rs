@@ -58,6 +58,8 @@ pub struct HttpState {
     pub board: Arc<StatusBoard>,
     /// Whether the engine answers its liveness probe (`/healthz`).
     pub liveness: Arc<crate::liveness::Liveness>,
+    /// The OPC UA face, when configured.
+    pub opcua: Option<crate::opcua::OpcUaFace>,
 }
 
 /// The routes (public so tests can call them without a socket).
@@ -265,6 +267,7 @@ pub fn status_doc(s: &HttpState) -> StatusDoc {
                 .map(|c| c.load(Relaxed))
                 .sum(),
         },
+        opcua: s.opcua.as_ref().map(|o| o.doc(image.service_level())),
         points: PointsSummary {
             total: image.map().points().len(),
             not_good: image.tags_not_good(),

@@ -134,6 +134,7 @@ mod tests {
                 requests_total: 0,
                 exceptions_total: 0,
             },
+            opcua: None,
             points: PointsSummary {
                 total: 0,
                 not_good: 0,

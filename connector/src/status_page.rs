@@ -227,7 +227,11 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
         }
         h.push_str("</table>");
     }
-    h.push_str("</section></div>");
+    h.push_str("</section>");
+    if let Some(ua) = &s.opcua {
+        opcua_section(&mut h, ua);
+    }
+    h.push_str("</div>");
     // Points: the filter form stays outside the refreshed part, so typing is not undone.
     let _ = write!(
         h,
@@ -291,4 +295,40 @@ pub fn render_page(s: &StatusDoc, points: &PointsPage, q: &PointsQuery) -> Strin
     h.push_str("</table></div></section></main>");
     let _ = write!(h, "<script>{SCRIPT}</script></body></html>");
     h
+}
+
+/// The OPC UA server: its ServiceLevel and who is connected (docs/opcua.md "Seen").
+fn opcua_section(h: &mut String, ua: &crate::api::OpcUaDoc) {
+    let _ = write!(
+        h,
+        "<section id=\"opcua\"><h2>OPC UA clients ({} sessions, {} subscriptions, {} monitored items)</h2>\
+         <p>opc.tcp://{}/ as {} &mdash; ServiceLevel <b>{}</b>, {} notifications sent</p>",
+        ua.sessions.len(),
+        ua.subscriptions,
+        ua.monitored_items,
+        text(&ua.listen),
+        text(&ua.application_uri),
+        ua.service_level,
+        ua.notifications_total
+    );
+    if ua.sessions.is_empty() {
+        h.push_str("<p class=\"muted\">no session open</p>");
+    } else {
+        h.push_str("<table><tr><th>Application</th><th>Security</th><th>User</th><th>Role</th><th>Subscriptions</th><th>Monitored items</th></tr>");
+        for c in &ua.sessions {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                text(&c.application),
+                text(&c.security_policy),
+                text(&c.security_mode),
+                text(&c.user),
+                text(&c.role),
+                c.subscriptions,
+                c.monitored_items
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</section>");
 }

@@ -428,3 +428,75 @@ async fn hostile_input_on_the_opcua_port_is_refused_and_everyone_else_keeps_bein
     sc.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_subscriptions_and_the_service_level_are_seen_in_the_api_page_and_metrics() {
+    if !asyncua_ready() {
+        return;
+    }
+    let server = common::solo_server(1).await;
+    let sc = start(
+        config(&server, "anonymous = true\nanonymous_role = \"viewer\"\n"),
+        Some(PATIENCE),
+    )
+    .await
+    .unwrap();
+    serving(&sc).await;
+    // A client that stays: subscribed until it is killed.
+    let mut client = tokio::process::Command::new("python3")
+        .arg(SCRIPT)
+        .args([
+            "--url",
+            &url(&sc),
+            "--subscribe",
+            "Feeder01.Meter1.kW:1000000",
+        ])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let ua = loop {
+        let doc = sc.status_doc();
+        let ua = doc.opcua.clone().expect("OPC UA is on");
+        let gauge = sc
+            .metrics
+            .render()
+            .contains("\nsc_opcua_monitored_items 1\n");
+        if ua.monitored_items == 1 && gauge && ua.notifications_total > 0 {
+            break ua;
+        }
+        assert!(std::time::Instant::now() < deadline, "{ua:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ua.sessions.len(), 1, "{ua:?}");
+    let s = &ua.sessions[0];
+    assert_eq!(
+        (s.user.as_str(), s.role.as_str()),
+        ("(anonymous)", "viewer"),
+        "{ua:?}"
+    );
+    assert_eq!(s.security_mode, "None");
+    assert_eq!(s.subscriptions, 1);
+    assert_eq!(ua.service_level, 255);
+    assert!(sc.metrics.render().contains("\nsc_opcua_sessions 1\n"));
+    let page = smart_connector::status_page::render_page(
+        &sc.status_doc(),
+        &smart_connector::api::PointsPage {
+            total: 0,
+            offset: 0,
+            limit: 0,
+            next_offset: None,
+            points: vec![],
+        },
+        &Default::default(),
+    );
+    assert!(
+        page.contains("OPC UA clients (1 sessions, 1 subscriptions, 1 monitored items)"),
+        "{page}"
+    );
+    client.kill().await.unwrap();
+    sc.shutdown().await;
+    server.shutdown().await;
+}

@@ -1,6 +1,8 @@
 //! The service level in each state of architectures 1, 2 and 3 (docs/register-map.md
-//! "Service level"): read from status register 14 by a Modbus master, it equals
-//! `/api/status`'s `service_level` and the `sc_service_level` gauge.
+//! "Service level", docs/opcua.md "ServiceLevel"): read from status register 14 by a
+//! Modbus master, it equals `/api/status`'s `service_level`, the `sc_service_level` gauge
+//! and OPC UA's `Server.ServiceLevel` as a client from another project (python asyncua)
+//! reads it.
 
 mod common;
 
@@ -18,7 +20,7 @@ const PATIENCE: Duration = Duration::from_secs(15);
 fn config(name: &str, sources: Vec<SourceConfig>) -> ConnectorConfig {
     let mut c: ConnectorConfig = toml::from_str(&format!(
         "name = \"{name}\"\n[policy]\nsource_timeout = \"300ms\"\nstale_after = \"1s\"\n\
-         [modbus]\nlisten = \"127.0.0.1:0\"\n"
+         [modbus]\nlisten = \"127.0.0.1:0\"\n[opcua]\nlisten = \"127.0.0.1:0\"\nanonymous = true\n"
     ))
     .unwrap();
     c.sources = sources;
@@ -81,6 +83,45 @@ async fn level_is(sc: &ConnectorHandle, ctx: &mut Context, want: u16, state: &st
             .contains(&format!("\nsc_service_level {want}\n")),
         "{state}"
     );
+    if let Some(ua) = opcua_service_level(sc).await {
+        assert_eq!(ua, want, "{state}: OPC UA Server.ServiceLevel");
+    }
+}
+
+/// `Server.ServiceLevel` read by python asyncua (`None`: asyncua is not installed, which
+/// only outside CI is allowed).
+async fn opcua_service_level(sc: &ConnectorHandle) -> Option<u16> {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import asyncua"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "asyncua is missing: .ci/run installs it (pip install asyncua==1.1.8)"
+        );
+        eprintln!("OPC UA not checked: asyncua is not installed");
+        return None;
+    }
+    let url = format!(
+        "opc.tcp://{}/",
+        sc.opcua.as_ref().expect("OPC UA is on").addr
+    );
+    let out = tokio::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/opcua_asyncua_client.py"
+        ))
+        .args(["--url", &url, "--service-level"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(doc["service_level"].as_u64().expect("a number") as u16)
 }
 
 async fn master(sc: &ConnectorHandle) -> Context {

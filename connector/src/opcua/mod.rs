@@ -7,6 +7,7 @@ pub mod auth;
 pub mod nodes;
 pub mod redundancy;
 pub mod server;
+pub mod sessions;
 pub mod tree;
 pub mod values;
 

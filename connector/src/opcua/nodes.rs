@@ -43,6 +43,7 @@ pub struct TagNodesConfig {
     pub lifecycle: Arc<Lifecycle>,
     pub write_timeout: Duration,
     pub stale_after: Duration,
+    pub sessions: Arc<super::sessions::SessionRegistry>,
 }
 
 pub struct TagNodes {
@@ -386,6 +387,7 @@ impl NodeManager for TagNodes {
         context: &RequestContext,
         nodes_to_browse: &mut [BrowseNode],
     ) -> Result<(), StatusCode> {
+        self.config.sessions.handle_request(context);
         let (image, tree) = self.view();
         let map = image.map();
         let type_tree = context.type_tree.read();
@@ -436,6 +438,7 @@ impl NodeManager for TagNodes {
         timestamps_to_return: TimestampsToReturn,
         nodes_to_read: &mut [&mut ReadNode],
     ) -> Result<(), StatusCode> {
+        self.config.sessions.handle_request(context);
         let (image, tree) = self.view();
         for node in nodes_to_read {
             let Some(n) = self.resolve(&tree, image.map(), &node.node().node_id) else {
@@ -462,6 +465,7 @@ impl NodeManager for TagNodes {
         context: &RequestContext,
         nodes_to_write: &mut [&mut WriteNode],
     ) -> Result<(), StatusCode> {
+        self.config.sessions.handle_request(context);
         let (image, tree) = self.view();
         let map = image.map();
         let rights = self.config.access.rights(context.user_token());
@@ -554,6 +558,7 @@ impl NodeManager for TagNodes {
         context: &RequestContext,
         items: &mut [&mut CreateMonitoredItem],
     ) -> Result<(), StatusCode> {
+        self.config.sessions.handle_request(context);
         let (image, tree) = self.view();
         let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         for item in items {

@@ -6,6 +6,7 @@
 use super::auth::{Access, Authenticator};
 use super::nodes::{TagNodes, TagNodesConfig};
 use super::redundancy::announce_redundancy;
+use super::sessions::SessionRegistry;
 use crate::authz::RoleTable;
 use crate::config::{ConnectorConfig, OpcUaConfig};
 use crate::engine::WriteRequest;
@@ -41,6 +42,22 @@ pub struct OpcUaFace {
     pub handle: ServerHandle,
     pub nodes: Arc<TagNodes>,
     pub addr: SocketAddr,
+    pub application_uri: String,
+    sessions: Arc<SessionRegistry>,
+    metrics: Arc<Metrics>,
+}
+
+impl OpcUaFace {
+    /// What `/api/status` and the status page show of the face now.
+    pub fn doc(&self, service_level: u8) -> crate::api::OpcUaDoc {
+        super::sessions::doc(
+            self.addr.to_string(),
+            self.application_uri.clone(),
+            service_level,
+            self.sessions.sessions(self.handle.subscriptions()),
+            self.metrics.opcua_notifications.load(Relaxed),
+        )
+    }
 }
 
 impl std::fmt::Debug for OpcUaFace {
@@ -94,6 +111,7 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
     let inner_addr = inner.local_addr().map_err(OpcUaError::Inner)?;
     let roles = RoleTable::from_config(&s.config.modbus);
     let access = Arc::new(Access::new(o, &roles));
+    let sessions = Arc::new(SessionRegistry::new(access.clone()));
     let app_uri = o.application_uri(&s.config.name);
     let mut b = ServerBuilder::new()
         .application_name(format!("Smart Connector {}", s.config.name))
@@ -159,6 +177,7 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         lifecycle: s.lifecycle.clone(),
         write_timeout: s.config.policy.write_timeout,
         stale_after: s.config.policy.stale_after,
+        sessions: sessions.clone(),
     };
     b = b.with_node_manager(move |ctx: opcua::server::node_manager::ServerContext| {
         TagNodes::new(nodes_config, &ctx)
@@ -196,20 +215,23 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         s.lifecycle.clone(),
         s.cancel.clone(),
     ));
+    let face = OpcUaFace {
+        handle,
+        nodes,
+        addr: public,
+        application_uri: app_uri.clone(),
+        sessions,
+        metrics: s.metrics.clone(),
+    };
     s.tracker.spawn(notify_changes(
-        handle.clone(),
-        nodes.clone(),
+        face.clone(),
         s.images.clone(),
         s.wake,
         s.config.policy.stale_after,
         s.cancel.clone(),
     ));
     tracing::info!(opcua = %public, application_uri = %app_uri, endpoints = ?o.security, "listening for OPC UA");
-    Ok(OpcUaFace {
-        handle,
-        nodes,
-        addr: public,
-    })
+    Ok(face)
 }
 
 /// The admission in front of the stack: the allow-list and the connection cap of every
@@ -282,14 +304,16 @@ async fn front(
 /// Turns the image's change feed into notifications, and keeps `ServiceLevel` equal to
 /// status register 14 (published at once on every change).
 async fn notify_changes(
-    handle: ServerHandle,
-    nodes: Arc<TagNodes>,
+    face: OpcUaFace,
     images: Arc<ImageSlot>,
     wake: Arc<Notify>,
     stale_after: Duration,
     cancel: CancellationToken,
 ) {
+    let (handle, nodes, metrics) = (&face.handle, &face.nodes, &face.metrics);
     let mut level = images.current().service_level();
+    // The session gauges are sampled once a second.
+    let mut gauges = tokio::time::interval(Duration::from_secs(1));
     // Values of a stale image turn `BadNoCommunication` after `stale_after` more with no
     // event to say so: a timer does.
     let mut stale_deadline: Option<u64> = None;
@@ -304,10 +328,16 @@ async fn notify_changes(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = wake.notified() => {}
+            _ = gauges.tick() => {
+                let sessions = face.sessions.sessions(handle.subscriptions());
+                metrics.opcua_sessions.store(sessions.len() as i64, Relaxed);
+                metrics.opcua_subscriptions.store(sessions.iter().map(|s| s.subscriptions).sum::<usize>() as i64, Relaxed);
+                metrics.opcua_monitored_items.store(sessions.iter().map(|s| s.monitored_items).sum::<usize>() as i64, Relaxed);
+            }
             _ = tokio::time::sleep(sleep) => {
                 if stale_deadline.is_some() {
                     stale_deadline = None;
-                    renotify_all(&handle, &nodes);
+                    renotify_all(handle, nodes, metrics);
                 }
             }
         }
@@ -323,7 +353,7 @@ async fn notify_changes(
             stale_deadline = image
                 .stale_since_us()
                 .map(|since| since + stale_after.as_micros() as u64);
-            renotify_all(&handle, &nodes);
+            renotify_all(handle, nodes, metrics);
         }
         if drained.changes.is_empty() {
             continue;
@@ -343,6 +373,9 @@ async fn notify_changes(
                 )
             })
             .collect();
+        metrics
+            .opcua_notifications
+            .fetch_add(items.len() as u64, Relaxed);
         handle.subscriptions().notify_data_change(
             items
                 .iter()
@@ -352,7 +385,7 @@ async fn notify_changes(
 }
 
 /// Every watched point again (the image's status changed for all of them).
-fn renotify_all(handle: &ServerHandle, nodes: &TagNodes) {
+fn renotify_all(handle: &ServerHandle, nodes: &TagNodes, metrics: &Metrics) {
     let (image, tree) = nodes.view();
     let Some(feed) = image.feed() else { return };
     let items: Vec<_> = (0..image.map().points().len() as u32)
@@ -364,6 +397,9 @@ fn renotify_all(handle: &ServerHandle, nodes: &TagNodes) {
             )
         })
         .collect();
+    metrics
+        .opcua_notifications
+        .fetch_add(items.len() as u64, Relaxed);
     handle.subscriptions().notify_data_change(
         items
             .iter()
