@@ -46,6 +46,10 @@ fn every_metric_the_dashboard_queries_is_exported() {
         "sc_modbus_exceptions_total",
         "sc_modbus_connections",
         "sc_writes_total",
+        "sc_service_level",
+        "sc_opcua_sessions",
+        "sc_opcua_monitored_items",
+        "sc_opcua_notifications_total",
     ] {
         assert!(queried.contains(must), "no panel shows {must}");
     }

@@ -8,6 +8,8 @@
 #   certs/sc-?-modbus.*           each connector's Modbus/TCP Security port (its host's address)
 #   certs/sc-a.*, certs/sc-b.*    the connectors' client certificates (licences CA-1, CA-2)
 #   certs/operator.*, viewer.*    Modbus/TCP Security masters with roles operator and viewer
+#   certs/opcua-sc-?/             each connector's OPC UA application instance certificate and
+#                                 trust list (own/, private/, trusted/, rejected/)
 # Run it again with --force to replace every file.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -25,4 +27,6 @@ smart-connector certs client --dir "$dir" --name sc-a "${force[@]}"
 smart-connector certs client --dir "$dir" --name sc-b "${force[@]}"
 smart-connector certs client --dir "$dir" --name operator --role operator "${force[@]}"
 smart-connector certs client --dir "$dir" --name viewer --role viewer "${force[@]}"
+smart-connector certs opcua --dir "$dir/opcua-sc-a" --uri urn:smart-connector:sc-a --ip 127.0.3.1 "${force[@]}"
+smart-connector certs opcua --dir "$dir/opcua-sc-b" --uri urn:smart-connector:sc-b --ip 127.0.4.1 "${force[@]}"
 echo "certs.sh: lab PKI in $dir"

@@ -34,6 +34,10 @@ pub enum OpcUaError {
     Inner(std::io::Error),
     #[error("opcua: the server configuration is refused: {0}")]
     Config(String),
+    #[error(
+        "opcua: cannot read {0} (make it with `smart-connector certs opcua --dir <pki_dir> --uri <application uri>`)"
+    )]
+    Certificate(std::path::PathBuf),
 }
 
 /// A running OPC UA face.
@@ -132,6 +136,13 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         .trust_client_certs(false);
     match &o.pki_dir {
         Some(dir) => {
+            // The stack would start without them and fail every secure channel: refuse
+            // to start instead, saying what is missing.
+            for f in ["own/cert.der", "private/private.pem"] {
+                if std::fs::metadata(dir.join(f)).is_err() {
+                    return Err(OpcUaError::Certificate(dir.join(f)));
+                }
+            }
             b = b
                 .pki_dir(dir.clone())
                 .certificate_path("own/cert.der")
