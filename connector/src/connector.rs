@@ -93,7 +93,14 @@ pub struct ConnectorControl {
     engine_pings: mpsc::Sender<EnginePing>,
     write_timeout: Duration,
     tracker: TaskTracker,
+    /// The OPC UA face, told of a drain so its clients hear `ServiceLevel` 0 in time.
+    opcua: Option<crate::opcua::OpcUaFace>,
 }
+
+/// How long OPC UA clients have, once a drain begins, to hear `ServiceLevel` 0 and move
+/// before their sessions close (`SecondsTillShutdown` counts it down): a subscription
+/// publishes within its publishing interval, and a warm client moves on that.
+pub const OPCUA_DRAIN_NOTICE: Duration = Duration::from_secs(1);
 
 impl ConnectorControl {
     /// Stops everything and waits until every socket is closed.
@@ -109,11 +116,21 @@ impl ConnectorControl {
     /// unanswered when the grace period ended.
     pub async fn drain(&self) -> usize {
         self.images.set_draining();
+        // OPC UA sessions get their notice while writes finish.
+        let notice = async {
+            if let Some(face) = &self.opcua
+                && face.has_sessions()
+            {
+                face.handle.shutdown_after(OPCUA_DRAIN_NOTICE, "draining");
+                tokio::time::sleep(OPCUA_DRAIN_NOTICE).await;
+            }
+        };
         // A write forwarded just now may take `write_timeout`; its answer must go out.
-        let left = self
-            .lifecycle
-            .drain(self.write_timeout + Duration::from_millis(500))
-            .await;
+        let (left, ()) = tokio::join!(
+            self.lifecycle
+                .drain(self.write_timeout + Duration::from_millis(500)),
+            notice
+        );
         self.shutdown().await;
         left
     }
@@ -412,6 +429,7 @@ pub async fn listen(config: ConnectorConfig, env: Env) -> Result<Starting, Start
         engine_pings: pings_tx,
         write_timeout: config.policy.write_timeout,
         tracker,
+        opcua: opcua.clone(),
     };
     // The liveness probe: asks the engine (or the start-up loop) to answer, once a
     // second; `/healthz` and the watchdog read the verdict.
@@ -617,6 +635,7 @@ mod tests {
             engine_pings,
             write_timeout: Duration::from_secs(1),
             tracker: TaskTracker::new(),
+            opcua: None,
         }
     }
 

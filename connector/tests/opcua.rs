@@ -500,3 +500,47 @@ async fn sessions_subscriptions_and_the_service_level_are_seen_in_the_api_page_a
     sc.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_of_service_level_is_told_0_at_once_when_the_connector_drains() {
+    if !asyncua_ready() {
+        return;
+    }
+    use tokio::io::AsyncBufReadExt;
+    let server = common::solo_server(1).await;
+    let sc = start(config(&server, "anonymous = true\n"), Some(PATIENCE))
+        .await
+        .unwrap();
+    serving(&sc).await;
+    let mut watcher = tokio::process::Command::new("python3")
+        .arg(SCRIPT)
+        .args(["--url", &url(&sc), "--watch-service-level"])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let mut next = async || -> u64 {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("a ServiceLevel notification")
+            .unwrap()
+            .expect("the watcher runs");
+        let v: Json = serde_json::from_str(&line).unwrap();
+        v["service_level"].as_u64().unwrap()
+    };
+    assert_eq!(next().await, 255, "the first notification: serving");
+    // SIGTERM's drain, as the binary does it.
+    let control = sc.control.clone();
+    let drain = tokio::spawn(async move { control.drain().await });
+    assert_eq!(
+        next().await,
+        0,
+        "draining: maintenance, published to subscribers"
+    );
+    drain.await.unwrap();
+    watcher.kill().await.unwrap();
+    sc.shutdown().await;
+    server.shutdown().await;
+}

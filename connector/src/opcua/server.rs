@@ -52,6 +52,14 @@ pub struct OpcUaFace {
 }
 
 impl OpcUaFace {
+    /// Whether any session is open (a drain then gives it notice).
+    pub fn has_sessions(&self) -> bool {
+        !self
+            .sessions
+            .sessions(self.handle.subscriptions())
+            .is_empty()
+    }
+
     /// What `/api/status` and the status page show of the face now.
     pub fn doc(&self, service_level: u8) -> crate::api::OpcUaDoc {
         super::sessions::doc(

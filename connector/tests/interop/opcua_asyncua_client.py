@@ -77,6 +77,11 @@ async def main():
     p.add_argument("--write", action="append", default=[], help="TAG=JSON value")
     p.add_argument("--subscribe", help="TAG:N, wait for N data changes")
     p.add_argument("--many-items", type=int, help="monitor this many items in one subscription")
+    p.add_argument(
+        "--watch-service-level",
+        action="store_true",
+        help="subscribe to Server.ServiceLevel and print each value as a JSON line, until killed",
+    )
     a = p.parse_args()
 
     client = Client(url=a.url, timeout=10)
@@ -166,6 +171,20 @@ async def main():
                 pass
             await sub.delete()
             out["subscribe"] = got
+        if a.watch_service_level:
+            seen = asyncio.Queue()
+
+            class Levels:
+                def datachange_notification(self, node, val, data):
+                    seen.put_nowait(val)
+
+            sub = await client.create_subscription(20, Levels())
+            await sub.subscribe_data_change(
+                await client.nodes.server.get_child(["0:ServiceLevel"])
+            )
+            while True:
+                v = await seen.get()
+                print(json.dumps({"service_level": v}), flush=True)
         if a.many_items:
             sub = await client.create_subscription(500, None)
             params = ua.CreateMonitoredItemsParameters()
