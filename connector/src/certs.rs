@@ -294,7 +294,7 @@ fn leaf(
 }
 
 /// DER of an ASN.1 UTF8String (tag 12) holding `s`.
-fn utf8_string_der(s: &str) -> Vec<u8> {
+pub fn utf8_string_der(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = vec![0x0c];
     let len = bytes.len();

@@ -23,6 +23,10 @@ pub enum OpcUaCertsError {
     BadName(String),
     #[error("{0}")]
     Stack(String),
+    #[error("--role must not be empty")]
+    EmptyRole,
+    #[error("making the certificate: {0}")]
+    Generate(#[from] rcgen::Error),
     #[error("cannot write {path}")]
     Write {
         path: PathBuf,
@@ -110,15 +114,24 @@ pub fn server(
     ])
 }
 
-/// `certs opcua-client --dir D --name N --uri U`: a client's certificate and key
-/// (`D/clients/N.der`, `D/clients/N.pem`) for clients that cannot make their own, and the
-/// certificate trusted by the server (`D/trusted/N [thumbprint].der`).
+/// `certs opcua-client --dir D --name N --uri U [--role R]`: a client's certificate and
+/// key (`D/clients/N.der`, `D/clients/N.pem`, RSA 2048, the URI as SAN URI) for clients that
+/// cannot make their own, trusted by the server (`D/trusted/N [thumbprint].der`). With a
+/// role, the certificate carries the Modbus/TCP Security role extension
+/// ([`crate::certs::ROLE_OID`]) and also identifies a *user* (an X509 user token) with
+/// that role's rights.
 pub fn client(
     dir: &Path,
     name: &str,
     uri: &str,
+    role: Option<&str>,
     force: bool,
 ) -> Result<Vec<PathBuf>, OpcUaCertsError> {
+    use rcgen::{
+        CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        KeyPair, KeyUsagePurpose, PKCS_RSA_SHA256, SanType,
+    };
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
     if name.is_empty()
         || name.starts_with('.')
         || !name
@@ -126,6 +139,9 @@ pub fn client(
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
     {
         return Err(OpcUaCertsError::BadName(name.to_owned()));
+    }
+    if role.is_some_and(str::is_empty) {
+        return Err(OpcUaCertsError::EmptyRole);
     }
     check_uri(uri)?;
     let clients = dir.join("clients");
@@ -142,19 +158,60 @@ pub fn client(
             source,
         })?;
     }
-    let (made, _) =
-        CertificateStore::create_certificate_and_key(&data(name, uri, &[], &[]), true, &cert, &key)
-            .map_err(OpcUaCertsError::Stack)?;
+    // RSA, as every OPC UA security policy signs and encrypts with it; rcgen signs.
+    let rsa_key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+        .map_err(|e| OpcUaCertsError::Stack(e.to_string()))?;
+    let pkcs8 = rsa_key
+        .to_pkcs8_der()
+        .map_err(|e| OpcUaCertsError::Stack(e.to_string()))?;
+    let pair = KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_bytes()),
+        &PKCS_RSA_SHA256,
+    )?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn.push(DnType::OrganizationName, "Smart Connector");
+    params.distinguished_name = dn;
+    params.subject_alt_names = vec![SanType::URI(uri.try_into()?)];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::ContentCommitment,
+        KeyUsagePurpose::KeyEncipherment,
+        KeyUsagePurpose::DataEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(VALIDITY_DAYS.into());
+    if let Some(role) = role {
+        params
+            .custom_extensions
+            .push(CustomExtension::from_oid_content(
+                crate::certs::ROLE_OID,
+                crate::certs::utf8_string_der(role),
+            ));
+    }
+    let made = params.self_signed(&pair)?;
+    let write = |path: &Path, bytes: &[u8]| {
+        std::fs::write(path, bytes).map_err(|source| OpcUaCertsError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    write(&cert, made.der())?;
+    let pem = rsa_key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| OpcUaCertsError::Stack(e.to_string()))?;
+    write(&key, pem.as_bytes())?;
     private(&key)?;
     // The stack finds a trusted certificate by this name ("CN [thumbprint].der"), the
     // name it gives a rejected one too: moving a file from rejected/ to trusted/ trusts it.
+    let x509 = opcua::crypto::X509::from_der(made.der())
+        .map_err(|e| OpcUaCertsError::Stack(e.to_string()))?;
     let trusted = dir
         .join("trusted")
-        .join(CertificateStore::cert_file_name(&made));
-    std::fs::copy(&cert, &trusted).map_err(|source| OpcUaCertsError::Write {
-        path: trusted.clone(),
-        source,
-    })?;
+        .join(CertificateStore::cert_file_name(&x509));
+    write(&trusted, made.der())?;
     Ok(vec![cert, key, trusted])
 }
 
@@ -191,7 +248,12 @@ mod tests {
             server(&dir, "not a uri", &[], &[], true),
             Err(OpcUaCertsError::BadUri(_))
         ));
-        let c = client(&dir, "hmi", "urn:example:hmi", false).unwrap();
+        let c = client(&dir, "hmi", "urn:example:hmi", Some("operator"), false).unwrap();
+        let identity = po_runtime::tls::PeerIdentity::of(&std::fs::read(&c[0]).unwrap());
+        assert_eq!(identity.role.as_deref(), Some("operator"));
+        assert_eq!(identity.common_name.as_deref(), Some("hmi"));
+        let stack = CertificateStore::read_cert(&c[0]).unwrap();
+        assert!(stack.is_application_uri_valid("urn:example:hmi").is_ok());
         assert!(c.iter().all(|f| f.exists()));
         assert!(c[2].starts_with(dir.join("trusted")));
         assert!(c[2].to_str().unwrap().contains("hmi ["));

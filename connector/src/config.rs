@@ -256,6 +256,9 @@ pub struct OpcUaConfig {
     pub anonymous: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anonymous_role: Option<String>,
+    /// Accept X509 user tokens: a client certificate in `pki_dir/trusted/` whose Modbus/TCP
+    /// Security role extension names a `[[modbus.role]]` (`certs opcua-client --role`).
+    pub x509_users: bool,
     /// The application instance certificate, its key and the trust list
     /// (`own/cert.der`, `private/private.pem`, `trusted/`, `rejected/`), as
     /// `smart-connector certs opcua` makes them. Needed by every endpoint but `none`.
@@ -287,6 +290,7 @@ impl Default for OpcUaConfig {
             allow_insecure: false,
             anonymous: false,
             anonymous_role: None,
+            x509_users: false,
             pki_dir: None,
             allow: vec![],
             max_connections: 64,
@@ -1032,10 +1036,16 @@ fn validate_opcua(o: &OpcUaConfig, roles: &[RoleConfig], bad: &mut impl FnMut(&s
                 .into(),
         );
     }
-    if !o.anonymous && o.users.is_empty() {
+    if !o.anonymous && o.users.is_empty() && !o.x509_users {
         bad(
             "opcua.anonymous",
-            "is false and there is no [[opcua.user]]: nobody could open a session".into(),
+            "is false, there is no [[opcua.user]] and x509_users is false: nobody could open a session".into(),
+        );
+    }
+    if o.x509_users && !o.security.iter().any(|e| e != "none") {
+        bad(
+            "opcua.x509_users",
+            "needs a secure endpoint in opcua.security (an X509 user token is signed with the channel's policy)".into(),
         );
     }
     let known = |r: &str| roles.iter().any(|x| x.name == r);

@@ -1,6 +1,6 @@
 //! The OPC UA face with a client nobody here wrote (python asyncua, pinned in .ci/run):
 //! browse, read, subscribe and write without security and over Basic256Sha256
-//! SignAndEncrypt with UserName users whose roles are Modbus/TCP Security's; writes
+//! SignAndEncrypt with UserName and X509 users whose roles are Modbus/TCP Security's; writes
 //! applied by the Primary before `Good`; a write with no Primary refused; hostile input on
 //! the OPC UA port refused while an OPC UA client and a Modbus master keep being served
 //! (docs/opcua.md).
@@ -231,6 +231,25 @@ fn pki(dir: &Path) {
         ],
         None,
     );
+    // Users identified by their certificate's role (X509 user tokens).
+    for (name, role) in [("hmi-operator", "operator"), ("hmi-viewer", "viewer")] {
+        let uri = format!("urn:example:{name}");
+        run_bin(
+            &[
+                "certs",
+                "opcua-client",
+                "--dir",
+                d,
+                "--name",
+                name,
+                "--uri",
+                &uri,
+                "--role",
+                role,
+            ],
+            None,
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +267,7 @@ async fn basic256sha256_sign_and_encrypt_with_usernames_an_operator_writes_a_vie
         config(
             &server,
             &format!(
-                "security = [\"basic256sha256/sign-and-encrypt\"]\npki_dir = \"{}\"\n\
+                "security = [\"basic256sha256/sign-and-encrypt\"]\npki_dir = \"{}\"\nx509_users = true\n\
                  [[opcua.user]]\nname = \"olga\"\npassword_hash = \"{}\"\nrole = \"operator\"\n\
                  [[opcua.user]]\nname = \"vic\"\npassword_hash = \"{}\"\nrole = \"viewer\"\n",
                 dir.display(),
@@ -310,6 +329,49 @@ async fn basic256sha256_sign_and_encrypt_with_usernames_an_operator_writes_a_vie
         server.setpoint(tag_id(&sc, BREAKER)),
         Some(po_protocol::Value::Digital(true)),
         "applied by the Primary before Good came back"
+    );
+    // X509 user tokens: the role comes from the certificate's role extension.
+    let x509 = |name: &'static str, value: bool| {
+        let cert = dir.join(format!("clients/{name}.der"));
+        let key = dir.join(format!("clients/{name}.pem"));
+        let url = url(&sc);
+        async move {
+            let (cert, key) = (
+                cert.to_str().unwrap().to_string(),
+                key.to_str().unwrap().to_string(),
+            );
+            asyncua(
+                &url,
+                &[
+                    "--policy",
+                    "basic256sha256",
+                    "--mode",
+                    "sign-and-encrypt",
+                    "--cert",
+                    &cert,
+                    "--key",
+                    &key,
+                    "--uri",
+                    &format!("urn:example:{name}"),
+                    "--x509-user",
+                    "--write",
+                    &format!("{BREAKER}={value}"),
+                ],
+            )
+            .await
+        }
+    };
+    let xv = x509("hmi-viewer", false).await;
+    assert_eq!(
+        xv["write"][BREAKER]["status"], "BadUserAccessDenied",
+        "{xv}"
+    );
+    let xo = x509("hmi-operator", false).await;
+    assert_eq!(xo["write"][BREAKER]["status"], "Good", "{xo}");
+    assert_eq!(
+        server.setpoint(tag_id(&sc, BREAKER)),
+        Some(po_protocol::Value::Digital(false)),
+        "the X509 operator's write applied"
     );
     sc.shutdown().await;
     server.shutdown().await;

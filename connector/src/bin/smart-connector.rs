@@ -121,6 +121,11 @@ enum CertsCommand {
         /// The client's application URI (it must send the same one).
         #[arg(long)]
         uri: String,
+        /// A `[[modbus.role]]`: the certificate then also identifies a user (an X509 user
+        /// token, with `[opcua] x509_users = true`) with that role's rights (the
+        /// Modbus/TCP Security role extension).
+        #[arg(long)]
+        role: Option<String>,
         /// Replace existing files.
         #[arg(long)]
         force: bool,
@@ -421,10 +426,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     dir,
                     name,
                     uri,
+                    role,
                     force,
                 },
         } => opcua_written(smart_connector::certs_opcua::client(
-            &dir, &name, &uri, force,
+            &dir,
+            &name,
+            &uri,
+            role.as_deref(),
+            force,
         )),
         Command::Certs { command } => {
             let written = match command {

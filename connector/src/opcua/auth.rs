@@ -9,6 +9,8 @@ use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use async_trait::async_trait;
 /// The policy id the stack gives anonymous tokens (its constant is private).
 const POLICY_ID_ANONYMOUS: &str = "anonymous";
+/// The policy id the stack expects of X509 tokens (also private there).
+const POLICY_ID_X509: &str = "x509";
 use opcua::server::ServerEndpoint;
 use opcua::server::authenticator::{
     AuthManager, Password, UserToken, user_pass_security_policy_id, user_pass_security_policy_uri,
@@ -34,6 +36,12 @@ pub struct Access {
     /// UserName on the `none` endpoint sends the password in clear: offered only on a
     /// loopback listener or with `allow_insecure`.
     username_in_clear: bool,
+    /// X509 user tokens: the trusted certificates' directory (`pki_dir/trusted`), read at
+    /// each authentication, so a certificate moved in or out counts at once.
+    x509_trusted: Option<std::path::PathBuf>,
+    roles: RoleTable,
+    /// The rights of the X509 users authenticated so far, by token.
+    x509_rights: std::sync::Mutex<HashMap<String, Arc<Rights>>>,
 }
 
 impl Access {
@@ -59,7 +67,55 @@ impl Access {
             users,
             anonymous,
             username_in_clear: config.listen.ip().is_loopback() || config.allow_insecure,
+            x509_trusted: config
+                .x509_users
+                .then(|| config.pki_dir.as_ref().map(|d| d.join("trusted")))
+                .flatten(),
+            roles: roles.clone(),
+            x509_rights: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The X509 user whose trusted certificate has `thumbprint`: its token and rights,
+    /// from the certificate's role extension. `None`: not trusted, or without a role
+    /// this table knows.
+    fn x509_user(&self, thumbprint: &opcua::crypto::Thumbprint) -> Result<UserToken, String> {
+        let dir = self
+            .x509_trusted
+            .as_ref()
+            .ok_or("X509 user tokens are not enabled")?;
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for e in entries.flatten() {
+            let Ok(der) = std::fs::read(e.path()) else {
+                continue;
+            };
+            let Ok(cert) = opcua::crypto::X509::from_der(&der) else {
+                continue;
+            };
+            if cert.thumbprint() != *thumbprint {
+                continue;
+            }
+            let identity = po_runtime::tls::PeerIdentity::of(&der);
+            let Some(role) = identity.role else {
+                return Err(format!("{} has no role extension", e.path().display()));
+            };
+            let (rights, why) = self.roles.rights_for(Some(&role));
+            if let Some(why) = why {
+                return Err(why);
+            }
+            let token = format!(
+                "x509:{}",
+                identity
+                    .common_name
+                    .unwrap_or_else(|| thumbprint.as_hex_string())
+            );
+            self.x509_rights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(token.clone(), rights);
+            return Ok(UserToken(token));
+        }
+        Err("the certificate is not in the trusted list".into())
     }
 
     /// The rights of a session's user; nothing for a token this table does not know.
@@ -69,6 +125,14 @@ impl Access {
                 .anonymous
                 .clone()
                 .unwrap_or_else(|| Arc::new(Rights::none("anonymous")));
+        }
+        if let Some(r) = self
+            .x509_rights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&token.0)
+        {
+            return r.clone();
         }
         self.users
             .get(&token.0)
@@ -144,6 +208,23 @@ impl AuthManager for Authenticator {
         }
     }
 
+    async fn authenticate_x509_identity_token(
+        &self,
+        _endpoint: &ServerEndpoint,
+        signing_thumbprint: &opcua::crypto::Thumbprint,
+    ) -> Result<UserToken, Error> {
+        // The stack has checked the token's signature (the client holds the key).
+        let (access, thumbprint) = (self.0.clone(), signing_thumbprint.clone());
+        match tokio::task::spawn_blocking(move || access.x509_user(&thumbprint)).await {
+            Ok(Ok(token)) => Ok(token),
+            Ok(Err(why)) => {
+                tracing::warn!("OPC UA X509 user refused: {why}");
+                Err(Error::new(StatusCode::BadIdentityTokenRejected, why))
+            }
+            Err(e) => Err(Error::new(StatusCode::BadInternalError, e.to_string())),
+        }
+    }
+
     fn user_token_policies(&self, endpoint: &ServerEndpoint) -> Vec<UserTokenPolicy> {
         let mut out = Vec::new();
         if self.0.anonymous.is_some() {
@@ -162,6 +243,16 @@ impl AuthManager for Authenticator {
                 issued_token_type: UAString::null(),
                 issuer_endpoint_url: UAString::null(),
                 security_policy_uri: user_pass_security_policy_uri(endpoint),
+            });
+        }
+        if self.0.x509_trusted.is_some() && !insecure(endpoint) {
+            out.push(UserTokenPolicy {
+                policy_id: UAString::from(POLICY_ID_X509),
+                token_type: UserTokenType::Certificate,
+                issued_token_type: UAString::null(),
+                issuer_endpoint_url: UAString::null(),
+                // The token is signed with the channel's policy.
+                security_policy_uri: UAString::from(endpoint.security_policy().to_uri()),
             });
         }
         out

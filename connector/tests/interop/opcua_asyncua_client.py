@@ -70,6 +70,11 @@ async def main():
     p.add_argument("--uri", default="urn:example:asyncua-test")
     p.add_argument("--user")
     p.add_argument("--password")
+    p.add_argument(
+        "--x509-user",
+        action="store_true",
+        help="identify as the user of the --cert certificate (an X509 user token)",
+    )
     p.add_argument("--browse", action="store_true")
     p.add_argument("--service-level", action="store_true")
     p.add_argument("--redundancy", action="store_true")
@@ -90,6 +95,9 @@ async def main():
         await client.set_security(
             POLICIES[a.policy], a.cert, a.key, mode=MODES[a.mode]
         )
+    if a.x509_user:
+        await client.load_client_certificate(a.cert)
+        await client.load_private_key(a.key)
     if a.user:
         client.set_user(a.user)
         client.set_password(a.password or "")
