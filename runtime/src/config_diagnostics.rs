@@ -162,6 +162,9 @@ impl<'t> TomlFile<'t> {
     /// [`TomlFile::finish`] refuses a file with problems.
     pub fn deserialize<T: DeserializeOwned>(&mut self) -> Option<T> {
         let mut work = self.doc.clone();
+        // Each key is renamed at most once: the search ends even if a rename were refused
+        // again (every other step removes an entry).
+        let mut renamed: Vec<Range<usize>> = Vec::new();
         loop {
             let err = match T::deserialize(toml::de::Deserializer::from(work.clone())) {
                 Ok(v) => return Some(v),
@@ -211,8 +214,10 @@ impl<'t> TomlFile<'t> {
             // rules on it are still checked (its problem is already noted).
             let steps = steps_at(work.get_ref(), &span);
             if let Some((_, intended)) = nearest_key(err.message())
+                && !renamed.contains(&span)
                 && rename(work.get_mut(), &steps, intended)
             {
+                renamed.push(span);
                 continue;
             }
             // Anything else is removed; a missing key by removing its table. At the top
