@@ -6,9 +6,7 @@
 
 use crate::registers::{STATUS_REGISTERS, WordOrder};
 use ipnet::IpNet;
-pub use po_runtime::config_diagnostics::{
-    Diagnostics as ConfigError, Problem as ConfigProblem, explain_serde_message,
-};
+pub use po_runtime::config_diagnostics::{Diagnostics as ConfigError, Problem as ConfigProblem};
 use po_runtime::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -309,10 +307,7 @@ fn default_http_read_timeout() -> Duration {
 
 impl ConnectorConfig {
     pub fn load(path: &Path) -> Result<ConnectorConfig, ConfigError> {
-        let origin = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(&origin, &e))?;
-        let mut config = Self::parse(&text, &origin)?;
+        let mut config = po_runtime::config_diagnostics::load(path, ConnectorConfig::validate)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(config)
     }
