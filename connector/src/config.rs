@@ -5,11 +5,10 @@
 //! the file, the line and the key.
 
 use crate::registers::{STATUS_REGISTERS, WordOrder};
-use crate::toml_locate::{find_line, line_of};
 use ipnet::IpNet;
+pub use po_runtime::config_diagnostics::{Diagnostics as ConfigError, Problem as ConfigProblem};
 use po_runtime::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -420,52 +419,9 @@ fn default_http_read_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-/// One problem in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub line: Option<usize>,
-    pub key: String,
-    pub message: String,
-}
-
-/// Everything wrong with a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    pub path: String,
-    pub problems: Vec<ConfigProblem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        write!(
-            f,
-            "{}: {n} problem{}",
-            self.path,
-            if n == 1 { "" } else { "s" }
-        )?;
-        for p in &self.problems {
-            match p.line {
-                Some(line) => write!(f, "\n  {}:{line}: {}: {}", self.path, p.key, p.message)?,
-                None => write!(f, "\n  {}: {}: {}", self.path, p.key, p.message)?,
-            }
-        }
-        Ok(())
-    }
-}
-
 impl ConnectorConfig {
     pub fn load(path: &Path) -> Result<ConnectorConfig, ConfigError> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: origin.clone(),
-            problems: vec![ConfigProblem {
-                line: None,
-                key: "file".into(),
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
-        let mut config = Self::parse(&text, &origin)?;
+        let mut config = po_runtime::config_diagnostics::load(path, ConnectorConfig::validate)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(config)
     }
@@ -488,71 +444,10 @@ impl ConnectorConfig {
         }
     }
 
-    /// Parses and validates. Syntax and type errors come from the TOML parser one at a
-    /// time (it stops at the first); for those the remaining keys are still checked by
-    /// parsing again with the faulty key removed, so every problem is reported at once.
+    /// Parses and validates, every problem at once (po_runtime::config_diagnostics): a
+    /// key serde refuses is removed and the rest still checked, then [`Self::validate`].
     pub fn parse(text: &str, origin: &str) -> Result<ConnectorConfig, ConfigError> {
-        let mut problems = Vec::new();
-        let mut doc: toml::Table = match text.parse() {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(problem_from_toml(text, &e));
-                return Err(ConfigError {
-                    path: origin.into(),
-                    problems,
-                });
-            }
-        };
-        // Deserialize; on a key error, note it, remove the key, and try again.
-        // Tables that already had a problem: a "missing" key there is almost always the
-        // same mistake (a typo'd or unparsable key), so it is not reported twice.
-        let mut reported_tables: Vec<String> = Vec::new();
-        let config = loop {
-            let rendered = toml::to_string(&doc).unwrap_or_default();
-            match toml::from_str::<ConnectorConfig>(&rendered) {
-                Ok(c) => break Some(c),
-                Err(e) => {
-                    let (key_path, message) = key_error(&rendered, &e);
-                    let message = explain_serde_message(&message);
-                    let line = key_path.as_ref().and_then(|k| find_line(text, k));
-                    if let Some(k) = &key_path {
-                        reported_tables.push(k[..k.len() - 1].join("."));
-                    }
-                    problems.push(ConfigProblem {
-                        line,
-                        key: key_path
-                            .clone()
-                            .map(|k| k.join("."))
-                            .unwrap_or_else(|| "file".into()),
-                        message,
-                    });
-                    match key_path {
-                        Some(k) if remove_key(&mut doc, &k) => continue,
-                        _ => break None,
-                    }
-                }
-            }
-        };
-        if let Some(c) = &config {
-            for (key, message) in c.validate() {
-                let table = key.rsplit_once('.').map(|(t, _)| t).unwrap_or("");
-                if message.starts_with("is missing") && reported_tables.iter().any(|t| t == table) {
-                    continue;
-                }
-                let line = find_line(text, &key.split('.').map(String::from).collect::<Vec<_>>());
-                problems.push(ConfigProblem { line, key, message });
-            }
-        }
-        match config {
-            Some(c) if problems.is_empty() => Ok(c),
-            _ => {
-                problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
-                Err(ConfigError {
-                    path: origin.into(),
-                    problems,
-                })
-            }
-        }
+        po_runtime::config_diagnostics::check(text, origin, ConnectorConfig::validate)
     }
 
     /// The descriptors this configuration may hold open at once (docs/connector.md,
@@ -851,140 +746,6 @@ impl ConnectorConfig {
     }
 }
 
-/// Makes serde's messages say what to do: suggests the nearest key for a typo and shows
-/// the expected form of an address. Shared by every TOML file of the workspace that is
-/// read with `deny_unknown_fields` (the harness's scenario files use it too).
-pub fn explain_serde_message(message: &str) -> String {
-    if let Some(rest) = message.strip_prefix("unknown field `")
-        && let Some((field, expected)) = rest.split_once("`, expected ")
-    {
-        let candidates: Vec<&str> = expected
-            .trim_start_matches("one of ")
-            .split(", ")
-            .map(|c| c.trim_matches('`'))
-            .collect();
-        let nearest = candidates
-            .iter()
-            .map(|c| (strsim::damerau_levenshtein(field, c), *c))
-            .min()
-            .filter(|(d, _)| *d <= 2);
-        return match nearest {
-            Some((_, c)) => format!("unknown key `{field}`; did you mean `{c}`?"),
-            None => format!("unknown key `{field}`; expected {expected}"),
-        };
-    }
-    if message == "invalid socket address syntax" {
-        return "not an IP:port address (e.g. \"127.0.1.1:23500\")".into();
-    }
-    if message == "invalid IP address syntax" {
-        return "not an IP address (e.g. \"127.0.1.1\")".into();
-    }
-    // serde's "expected a duration" does not say how one is written.
-    if let Some(text) = message
-        .strip_prefix("invalid value: string \"")
-        .and_then(|rest| rest.strip_suffix("\", expected a duration"))
-    {
-        return po_runtime::cli::explain_duration_error(text, message);
-    }
-    message.to_string()
-}
-
-/// Turns a TOML syntax error into a problem with a line number.
-fn problem_from_toml(text: &str, e: &toml::de::Error) -> ConfigProblem {
-    let line = e.span().map(|s| line_of(text, s.start));
-    ConfigProblem {
-        line,
-        key: "syntax".into(),
-        message: e.message().trim().to_string(),
-    }
-}
-
-/// Works out which key a deserialization error is about, from its span in `rendered`.
-fn key_error(rendered: &str, e: &toml::de::Error) -> (Option<Vec<String>>, String) {
-    let message = e.message().trim().to_string();
-    let Some(span) = e.span() else {
-        return (None, message);
-    };
-    (key_path_at(rendered, span.start), message)
-}
-
-/// The dotted key path of the entry at `offset` in a TOML document rendered by
-/// `toml::to_string` (tables as `[a.b]` / `[[a]]` headers, one `key = value` a line).
-fn key_path_at(rendered: &str, offset: usize) -> Option<Vec<String>> {
-    let mut table: Vec<String> = Vec::new();
-    let mut counters: std::collections::HashMap<String, usize> = Default::default();
-    let mut pos = 0;
-    for line in rendered.split_inclusive('\n') {
-        let start = pos;
-        pos += line.len();
-        let t = line.trim();
-        if let Some(h) = t.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
-            let n = counters.entry(h.to_string()).or_insert(0);
-            let mut path: Vec<String> = h
-                .split('.')
-                .map(|s| s.trim_matches('"').to_string())
-                .collect();
-            let last = path.pop().unwrap_or_default();
-            path.push(format!("{last}[{}]", *n));
-            *n += 1;
-            table = path;
-        } else if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            table = h
-                .split('.')
-                .map(|s| s.trim_matches('"').to_string())
-                .collect();
-        }
-        if offset >= start && offset < pos {
-            if let Some((k, _)) = t.split_once('=')
-                && !t.starts_with('[')
-            {
-                let mut p = table.clone();
-                p.push(k.trim().trim_matches('"').to_string());
-                return Some(p);
-            }
-            return (!table.is_empty()).then_some(table);
-        }
-    }
-    None
-}
-
-/// Removes a key (path elements like `source[1]` index arrays of tables).
-fn remove_key(doc: &mut toml::Table, path: &[String]) -> bool {
-    fn split(seg: &str) -> (&str, Option<usize>) {
-        match seg.split_once('[') {
-            Some((name, rest)) => (name, rest.trim_end_matches(']').parse().ok()),
-            None => (seg, None),
-        }
-    }
-    let Some((last, parents)) = path.split_last() else {
-        return false;
-    };
-    let mut table = doc;
-    for seg in parents {
-        let (name, idx) = split(seg);
-        let next = match (table.get_mut(name), idx) {
-            (Some(toml::Value::Table(t)), None) => t,
-            (Some(toml::Value::Array(a)), Some(i)) => match a.get_mut(i) {
-                Some(toml::Value::Table(t)) => t,
-                _ => return false,
-            },
-            _ => return false,
-        };
-        table = next;
-    }
-    let (name, idx) = split(last);
-    match idx {
-        None => table.remove(name).is_some(),
-        Some(i) => match table.get_mut(name) {
-            Some(toml::Value::Array(a)) if i < a.len() => {
-                a.remove(i);
-                true
-            }
-            _ => false,
-        },
-    }
-}
-
 /// `allow` entries: a network (`127.0.1.0/24`) or one address (`127.0.1.1`, taken as
 /// /32 or /128); a wrong entry is named in the error.
 fn allow_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
@@ -1186,10 +947,10 @@ name = "viewer"
             .to_string();
         insta::assert_snapshot!(shown, @r"
         c.toml: 4 problems
-          c.toml:7: modbus.tls.listen: 127.0.0.1:802 is also modbus.listen; set modbus.plain = false or another port
-          c.toml:11: modbus.tls.default_role: 'admin' is not a [[modbus.role]]
-          c.toml:15: modbus.role[0].registers: '200-100': the range ends before it starts
-          c.toml:17: modbus.role[1].name: role 'viewer' is listed twice
+          c.toml:7:1: modbus.tls.listen: 127.0.0.1:802 is also modbus.listen; set modbus.plain = false or another port
+          c.toml:11:1: modbus.tls.default_role: 'admin' is not a [[modbus.role]]
+          c.toml:15:1: modbus.role[0].registers: '200-100': the range ends before it starts
+          c.toml:17:1: modbus.role[1].name: role 'viewer' is listed twice
         ");
         let no_tls = "name = \"sc\"\n[[source]]\nname = \"po\"\naddress = \"127.0.0.1:7000\"\n[modbus]\nplain = false\n[[modbus.role]]\nname = \"viewer\"\n";
         let shown = ConnectorConfig::parse(no_tls, "d.toml")

@@ -9,8 +9,6 @@ pub use crate::third_party::ThirdPartyKind;
 use crate::topology::Topology;
 use serde::{Deserialize, Serialize};
 use smart_connector::registers::WordOrder;
-use smart_connector::toml_locate;
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -359,66 +357,22 @@ pub struct Expect {
     pub invariants: Option<bool>,
 }
 
-/// One problem in a scenario file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub line: Option<usize>,
-    pub key: String,
-    pub message: String,
-}
-
-/// Everything wrong with a scenario file (exit code 2).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ScenarioError {
-    pub path: String,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ScenarioError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            match p.line {
-                Some(l) => write!(f, "{}:{l}: {}: {}", self.path, p.key, p.message)?,
-                None => write!(f, "{}: {}: {}", self.path, p.key, p.message)?,
-            }
-        }
-        Ok(())
-    }
-}
+/// Everything wrong with a scenario file (exit code 2): the workspace's one kind of
+/// configuration diagnostics.
+pub use po_runtime::config_diagnostics::{Diagnostics as ScenarioError, Problem};
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-            path: origin.clone(),
-            problems: vec![Problem {
-                line: None,
-                key: "file".into(),
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ScenarioError::unreadable(&origin, &e))?;
         Scenario::parse(&text, &origin)
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
-        let err = |problems| ScenarioError {
-            path: origin.to_string(),
-            problems,
-        };
-        let scenario: Scenario =
-            toml::from_str(text).map_err(|e| err(vec![toml_problem(text, &e)]))?;
-        let problems = scenario.validate(text);
-        if problems.is_empty() {
-            Ok(scenario)
-        } else {
-            Err(err(problems))
-        }
+        po_runtime::config_diagnostics::check(text, origin, |s: &Scenario| s.validate(text))
     }
 
-    /// Rules serde cannot express, each located in `text`.
     /// The links a `delay` fault names: where the netns backend (no netem) puts a fault
     /// proxy from the start.
     pub fn delayed_links(&self) -> std::collections::BTreeSet<&str> {
@@ -440,15 +394,16 @@ impl Scenario {
         })
     }
 
-    fn validate(&self, text: &str) -> Vec<Problem> {
+    /// Rules serde cannot express, as (key path, message) pairs; `text` tells whether a
+    /// table with defaults (`[redundancy]`) was written at all.
+    fn validate(&self, text: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut bad = |table: Option<(&str, usize)>, key: &str, message: String| {
-            let line = find_line(text, table, key);
             let key = match table {
                 Some((t, i)) => format!("{t}[{i}].{key}"),
                 None => key.to_string(),
             };
-            out.push(Problem { line, key, message });
+            out.push((key, message));
         };
         if !(1..=3).contains(&self.architecture) {
             bad(
@@ -726,38 +681,6 @@ pub fn backend_list(backends: &[BackendKind]) -> String {
         .join(", ")
 }
 
-fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
-    let line = e.span().map(|s| toml_locate::line_of(text, s.start));
-    let message = e.message().trim().to_string();
-    // Name the key: the span of a key error starts at the key (unknown field) or at its
-    // value; the text of that line before `=` is the key.
-    let key = line
-        .and_then(|l| text.lines().nth(l - 1).map(|t| (l, t)))
-        .map(|(l, t)| {
-            let t = t.trim();
-            match t.split_once('=') {
-                Some((k, _)) if !t.starts_with('[') => match toml_locate::table_at(text, l) {
-                    Some(table) => format!("{table}.{}", k.trim()),
-                    None => k.trim().to_string(),
-                },
-                _ => t.to_string(),
-            }
-        })
-        .unwrap_or_else(|| "file".into());
-    let message = smart_connector::config::explain_serde_message(&message);
-    Problem { line, key, message }
-}
-
-/// Line of `key` at the top level (`table` None, dotted keys such as
-/// `third_party.clients` looked up in their table) or in the i-th `[[table]]`.
-fn find_line(text: &str, table: Option<(&str, usize)>, key: &str) -> Option<usize> {
-    let path: Vec<String> = match table {
-        Some((t, i)) => vec![format!("{t}[{i}]"), key.to_string()],
-        None => key.split('.').map(str::to_string).collect(),
-    };
-    toml_locate::find_line(text, &path)
-}
-
 /// Checks a tc rate ("2mbit", "500kbit", "1gbit", "100000bit"): a positive number and a
 /// unit tc reads.
 pub fn parse_rate(rate: &str) -> Result<(), String> {
@@ -786,7 +709,7 @@ mod tests {
         let e = Scenario::parse(text, "t.toml").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.toml:5: redundancy: architecture 1 has no redundant pair: remove [redundancy]"
+            "t.toml: 1 problem\n  t.toml:5:1: redundancy: architecture 1 has no redundant pair: remove [redundancy]"
         );
     }
 
@@ -804,13 +727,13 @@ mod tests {
         let e = Scenario::parse(text, "t.toml").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.toml:3: duration: \"3\" has no unit: write e.g. \"3s\" or \"3ms\""
+            "t.toml: 1 problem\n  t.toml:3:12: duration: \"3\" has no unit: write e.g. \"3s\" or \"3ms\""
         );
         let text = "name = \"t\"\narchitecture = 3\nduration = \"3 parsecs\"\n";
         let e = Scenario::parse(text, "t.toml").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.toml:3: duration: \"3 parsecs\" is not a duration: write e.g. \"3s\" or \"500ms\""
+            "t.toml: 1 problem\n  t.toml:3:12: duration: \"3 parsecs\" is not a duration: write e.g. \"3s\" or \"500ms\""
         );
     }
 

@@ -400,17 +400,4 @@ mod tests {
             .collect();
         assert_eq!(spans, [(0.0, 0.5, 1), (0.5, 1.0, 2)]);
     }
-
-    #[test]
-    fn old_reports_without_a_timeline_still_load() {
-        let mut r = crate::report::Report::default();
-        let text = serde_json::to_string(&r).unwrap();
-        assert!(!text.contains("timeline"));
-        let back: crate::report::Report = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, r);
-        r.timeline = Some(Timeline::default());
-        let text = serde_json::to_string(&r).unwrap();
-        let back: crate::report::Report = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.timeline, Some(Timeline::default()));
-    }
 }

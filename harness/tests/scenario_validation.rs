@@ -224,7 +224,10 @@ fn a_key_not_in_the_file_is_located_at_its_table_or_not_at_all() {
         "t.toml",
     )
     .unwrap_err();
-    assert_eq!(e.to_string(), "t.toml:1: name: must not be empty");
+    assert_eq!(
+        e.to_string(),
+        "t.toml: 1 problem\n  t.toml:1:1: name: must not be empty"
+    );
     let e = Scenario::parse(
         "architecture = 1\nname = \"t\"\nduration = \"1s\"\n[third_party]\nkind = \"redundant\"\n",
         "t.toml",
@@ -248,35 +251,35 @@ fn type_errors_name_the_line_and_the_key_with_its_table() {
     assert_eq!(found, vec![(Some(25), "fault[1].at".to_string())]);
     let (found, _) = problems(&with("at = \"1s\"", "at = 1"));
     assert_eq!(found, vec![(Some(20), "fault[0].at".to_string())]);
-    // A top-level key, and an unknown table named by its header line.
+    // A top-level key, and an unknown table named where its header names it.
     let (found, _) = problems(&with("architecture = 3", "architecture = \"3\""));
     assert_eq!(found, vec![(Some(2), "architecture".to_string())]);
     let (found, messages) = problems(&with("[site]", "[sight]"));
-    assert_eq!(
-        found,
-        vec![(Some(5), "[sight]".to_string())],
-        "{messages:?}"
-    );
+    assert_eq!(found, vec![(Some(5), "sight".to_string())], "{messages:?}");
 }
 
 #[test]
 fn every_problem_is_reported_one_per_line() {
+    // Under a count, each as `file:line:column: key: message` (the connector and po-sim
+    // print theirs the same way: po_runtime::config_diagnostics).
     let text = with("name = \"t\"", "name = \"\"").replace("clients = 1", "clients = 0");
     let e = Scenario::parse(&text, "dir/t.toml").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "dir/t.toml:1: name: must not be empty\n\
-         dir/t.toml:15: third_party.clients: at least one third party is needed to measure anything"
+        "dir/t.toml: 2 problems\n  \
+         dir/t.toml:1:1: name: must not be empty\n  \
+         dir/t.toml:15:1: third_party.clients: at least one third party is needed to measure anything"
     );
     let e = ScenarioError {
         path: "p".into(),
         problems: vec![harness::scenario::Problem {
             line: None,
+            column: None,
             key: "file".into(),
             message: "m".into(),
         }],
     };
-    assert_eq!(e.to_string(), "p: file: m");
+    assert_eq!(e.to_string(), "p: 1 problem\n  p: file: m");
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod accept;
 pub mod admission;
 pub mod cli;
 mod clock;
+pub mod config_diagnostics;
 pub mod descriptors;
 mod net;
 pub mod tls;

@@ -3,6 +3,7 @@
 use crate::field::{FieldModel, SiteError, SiteSpec};
 use crate::redundancy::{RedundancyConfig, ServerIndex};
 use po_protocol::Timestamp;
+use po_runtime::config_diagnostics::{self, Diagnostics};
 use po_runtime::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -226,8 +227,7 @@ fn default_client_queue() -> usize {
     256
 }
 
-/// Why a configuration file was refused. Messages name the file and, for syntax and
-/// type errors, the line and key.
+/// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
@@ -236,10 +236,10 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    /// Every problem of the file, each with its line, column and key
+    /// (po_runtime::config_diagnostics, as the connector and the harness report theirs).
+    #[error(transparent)]
+    Invalid(#[from] Diagnostics),
 }
 
 impl ServerConfig {
@@ -263,17 +263,14 @@ impl ServerConfig {
         Ok(config)
     }
 
-    /// Parses and validates configuration text; `origin` names it in errors.
+    /// Parses and validates configuration text; `origin` names it in errors. Every
+    /// problem is reported, not only the first.
     pub fn parse(text: &str, origin: &str) -> Result<ServerConfig, ConfigError> {
-        let config: ServerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_string(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        config.validate().map_err(|message| ConfigError::Invalid {
-            path: origin.to_string(),
-            message,
-        })?;
-        Ok(config)
+        Ok(config_diagnostics::check(
+            text,
+            origin,
+            ServerConfig::problems,
+        )?)
     }
 
     /// The descriptors this configuration may hold open at once: every client-access
@@ -292,81 +289,110 @@ impl ServerConfig {
         }
     }
 
-    /// Checks what serde cannot: cross-field rules and value ranges.
+    /// Checks what serde cannot (cross-field rules and value ranges): every problem, as
+    /// `key: message`, joined by "; " (for configurations built in code, not read from a
+    /// file; a file's problems are listed one a line by [`ServerConfig::parse`]).
     pub fn validate(&self) -> Result<(), String> {
-        if self.name.trim().is_empty() {
-            return Err("name must not be empty".into());
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
         }
-        self.field_model().map_err(|e| e.to_string())?;
+        Err(problems
+            .iter()
+            .map(|(key, message)| format!("{key}: {message}"))
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+
+    /// What serde cannot check, as (key path, message) pairs: every one, not the first.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| out.push((key.to_string(), message));
+        if self.name.trim().is_empty() {
+            bad("name", "must not be empty".into());
+        }
+        for e in self.site.problems() {
+            bad(e.key(), e.requirement());
+        }
         if self.heartbeat < Duration::from_millis(1) {
-            return Err("heartbeat must be at least 1ms".into());
+            bad("heartbeat", "must be at least 1ms".into());
         }
         if self.client_queue < 2 {
-            return Err("client_queue must be at least 2 frames".into());
+            bad("client_queue", "must be at least 2 frames".into());
         }
-        if self.limits.max_clients == 0 || self.limits.max_sync_connections == 0 {
-            return Err(
-                "limits.max_clients and limits.max_sync_connections must be at least 1".into(),
-            );
+        if self.limits.max_clients == 0 {
+            bad("limits.max_clients", "must be at least 1".into());
+        }
+        if self.limits.max_sync_connections == 0 {
+            bad("limits.max_sync_connections", "must be at least 1".into());
         }
         if self.limits.handshake_timeout.is_zero() {
-            return Err("limits.handshake_timeout must be longer than 0".into());
+            bad("limits.handshake_timeout", "must be longer than 0".into());
         }
         if self.limits.state_dir.is_some()
             && crate::state::EpochFile::name_for(&self.name).is_none()
         {
-            return Err(format!(
-                "name '{}' cannot name a state file in state_dir: use letters, digits, '-', '_' and '.'",
-                self.name
-            ));
+            bad(
+                "name",
+                format!(
+                    "'{}' cannot name a state file in state_dir: use letters, digits, '-', '_' and '.'",
+                    self.name
+                ),
+            );
         }
         let mut seen = std::collections::HashSet::new();
-        for l in &self.licences {
+        for (i, l) in self.licences.iter().enumerate() {
+            let key = format!("licences[{i}]");
             if l.trim().is_empty() {
-                return Err("licences: a licence must not be empty".into());
-            }
-            if !seen.insert(l) {
-                return Err(format!("licences: '{l}' is listed twice"));
+                bad(&key, "a licence must not be empty".into());
+            } else if !seen.insert(l) {
+                bad(&key, format!("'{l}' is listed twice"));
             }
         }
         if let Some(tls) = &self.tls {
             for l in &self.licences {
                 if !tls.licence_holders.contains_key(l) {
-                    return Err(format!(
-                        "tls.licence_holders: licence '{l}' has no holder; with TLS each licence is bound to the common name of one client certificate (add \"{l}\" = \"<client name>\")"
-                    ));
+                    bad(
+                        "tls.licence_holders",
+                        format!(
+                            "licence '{l}' has no holder; with TLS each licence is bound to the common name of one client certificate (add \"{l}\" = \"<client name>\")"
+                        ),
+                    );
                 }
             }
             for (l, holder) in &tls.licence_holders {
+                // Quoted: a licence name may hold a dot, which would split the key path.
+                let key = format!("tls.licence_holders.\"{l}\"");
                 if !self.licences.contains(l) {
-                    return Err(format!(
-                        "tls.licence_holders: '{l}' is not one of the installed licences"
-                    ));
+                    bad(&key, format!("'{l}' is not one of the installed licences"));
                 }
                 if holder.trim().is_empty() {
-                    return Err(format!("tls.licence_holders: '{l}' has an empty holder"));
+                    bad(&key, format!("'{l}' has an empty holder"));
                 }
             }
         }
         if let Some(r) = &self.redundancy {
             if ServerIndex::new(r.index).is_none() {
-                return Err(format!(
-                    "redundancy.index must be 0 (preferred Primary) or 1, not {}",
-                    r.index
-                ));
+                bad(
+                    "redundancy.index",
+                    format!("must be 0 (preferred Primary) or 1, not {}", r.index),
+                );
             }
             if r.failover_timeout <= self.heartbeat {
-                return Err(format!(
-                    "redundancy.failover_timeout ({}) must be longer than heartbeat ({})",
-                    humantime::format_duration(r.failover_timeout),
-                    humantime::format_duration(self.heartbeat)
-                ));
+                bad(
+                    "redundancy.failover_timeout",
+                    format!(
+                        "{} must be longer than heartbeat ({})",
+                        humantime::format_duration(r.failover_timeout),
+                        humantime::format_duration(self.heartbeat)
+                    ),
+                );
             }
             if r.sync_listen == self.listen && self.listen.port() != 0 {
-                return Err("redundancy.sync_listen must differ from listen".into());
+                bad("redundancy.sync_listen", "must differ from listen".into());
             }
         }
-        Ok(())
+        out
     }
 
     pub fn field_model(&self) -> Result<FieldModel, SiteError> {
@@ -444,7 +470,7 @@ failover_timeout = "500ms"
         let missing = ServerConfig::parse(&format!("{GOOD}{tls}"), "a.toml").unwrap_err();
         assert_eq!(
             missing.to_string(),
-            "a.toml: tls.licence_holders: licence 'CA-2' has no holder; with TLS each licence is bound to the common name of one client certificate (add \"CA-2\" = \"<client name>\")"
+            "a.toml: 1 problem\n  a.toml:22:1: tls.licence_holders: licence 'CA-2' has no holder; with TLS each licence is bound to the common name of one client certificate (add \"CA-2\" = \"<client name>\")"
         );
         let both = format!("{GOOD}{tls}\"CA-2\" = \"sc-b\"\n");
         let c = ServerConfig::parse(&both, "a.toml").unwrap();
@@ -454,7 +480,7 @@ failover_timeout = "500ms"
             ServerConfig::parse(&stranger, "a.toml")
                 .unwrap_err()
                 .to_string(),
-            "a.toml: tls.licence_holders: 'CA-9' is not one of the installed licences"
+            "a.toml: 1 problem\n  a.toml:25:1: tls.licence_holders.\"CA-9\": 'CA-9' is not one of the installed licences"
         );
     }
 

@@ -44,15 +44,54 @@ pub const MAX_TAGS: u64 = 2_000_000;
 
 /// Why a [`SiteSpec`] cannot be simulated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} {}", self.key(), self.requirement())]
 pub enum SiteError {
-    #[error("site.devices must be at least 1")]
     NoDevices,
-    #[error("site.tags_per_device must be at least 1")]
     NoTags,
-    #[error("site has {0} tags; at most {MAX_TAGS} are supported")]
     TooManyTags(u64),
-    #[error("site.scan_period must be at least 1ms (got {0:?})")]
     ScanTooFast(Duration),
+}
+
+impl SiteError {
+    /// The configuration key it is about (po-sim lists problems by key).
+    pub fn key(&self) -> &'static str {
+        match self {
+            SiteError::NoDevices => "site.devices",
+            SiteError::NoTags => "site.tags_per_device",
+            SiteError::TooManyTags(_) => "site",
+            SiteError::ScanTooFast(_) => "site.scan_period",
+        }
+    }
+
+    /// What is wrong, without the key.
+    pub fn requirement(&self) -> String {
+        match self {
+            SiteError::NoDevices | SiteError::NoTags => "must be at least 1".into(),
+            SiteError::TooManyTags(n) => format!("has {n} tags; at most {MAX_TAGS} are supported"),
+            SiteError::ScanTooFast(d) => format!("must be at least 1ms (got {d:?})"),
+        }
+    }
+}
+
+impl SiteSpec {
+    /// Everything that keeps this site from being simulated (empty: it can be).
+    pub fn problems(&self) -> Vec<SiteError> {
+        let mut out = Vec::new();
+        if self.devices == 0 {
+            out.push(SiteError::NoDevices);
+        }
+        if self.tags_per_device == 0 {
+            out.push(SiteError::NoTags);
+        }
+        let total = u64::from(self.devices) * u64::from(self.tags_per_device);
+        if total > MAX_TAGS {
+            out.push(SiteError::TooManyTags(total));
+        }
+        if self.scan_period < Duration::from_millis(1) {
+            out.push(SiteError::ScanTooFast(self.scan_period));
+        }
+        out
+    }
 }
 
 /// What a template slot measures.
@@ -158,19 +197,10 @@ impl FieldModel {
     /// Builds the site. The field epoch defaults to the Unix epoch, so two processes with
     /// the same seed and spec agree on the tick from their wall clocks alone.
     pub fn new(seed: u64, spec: SiteSpec) -> Result<FieldModel, SiteError> {
-        if spec.devices == 0 {
-            return Err(SiteError::NoDevices);
-        }
-        if spec.tags_per_device == 0 {
-            return Err(SiteError::NoTags);
+        if let Some(e) = spec.problems().into_iter().next() {
+            return Err(e);
         }
         let total = u64::from(spec.devices) * u64::from(spec.tags_per_device);
-        if total > MAX_TAGS {
-            return Err(SiteError::TooManyTags(total));
-        }
-        if spec.scan_period < Duration::from_millis(1) {
-            return Err(SiteError::ScanTooFast(spec.scan_period));
-        }
         let mut catalog = Vec::with_capacity(total as usize);
         let mut shapes = Vec::with_capacity(total as usize);
         for device in 0..spec.devices {

@@ -87,6 +87,52 @@ fn bad_config_files_are_refused_with_file_and_line() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Every problem of a file is listed, each with its line, column and key: a typo'd key
+/// (serde), a bad address in another table (serde, found after the first was removed)
+/// and the rules serde cannot express, each independent of the others.
+#[test]
+fn check_lists_every_problem_of_a_config_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("po-sim-cli-all-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("many.toml");
+    std::fs::write(
+        &path,
+        r#"name = "po-a"
+listen = "127.0.1.1:23500"
+licences = ["CA-1", "CA-1"]
+seed = 7
+client_queue = 1
+
+[site]
+devices = 0
+tags_per_devise = 3
+scan_period = "100ms"
+
+[limits]
+handshake_timeout = "0s"
+drain_timeout = "soon"
+
+[redundancy]
+index = 2
+sync_listen = "127.0.1.1:23501"
+peer = "127.0.2.1:23501"
+"#,
+    )
+    .unwrap();
+    let out = po_sim()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr)
+        .unwrap()
+        .replace(&*dir.to_string_lossy(), "<dir>");
+    insta::assert_snapshot!(err);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn value_takes_a_tag_name_or_id_and_names_an_unknown_one() {
     let by_name = po_sim()
