@@ -9,12 +9,22 @@
 //! woken. The queue is bounded: past [`PENDING_CAP`] samples the oldest are dropped
 //! and counted ([`ChangeFeed::overflowed`]), never silently.
 
-use crate::image::PointValue;
-use po_protocol::TagValue;
+use po_protocol::{Quality, TagValue, Value};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use tokio::sync::Notify;
+
+/// One point as the image holds it, at full precision (see `RegisterImage::point_value`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointValue {
+    pub value: Value,
+    pub quality: Quality,
+    /// The server's sample time, µs since the Unix epoch (0: no sample yet).
+    pub sampled_us: u64,
+    /// This connector's receipt time, µs since the Unix epoch (0: no sample yet).
+    pub received_us: u64,
+}
 
 /// Samples waiting for the face's task at most; a task that falls this far behind is
 /// not keeping up, and the oldest samples give way (counted).
@@ -166,7 +176,7 @@ impl ChangeFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use po_protocol::{Quality, TagId, Timestamp, Value};
+    use po_protocol::{TagId, Timestamp};
 
     fn sample(v: f64) -> TagValue {
         TagValue {

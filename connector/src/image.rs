@@ -6,6 +6,7 @@
 //! ingest is a store per tag, a read is a load per tag. Status fields and qualities are
 //! atomics too.
 
+pub use crate::change_feed::PointValue;
 use crate::map::{Bank, Cell, RegisterMap, StatusField};
 use crate::registers::{WordOrder, decode, encode};
 use po_protocol::{Quality, TagValue, Timestamp, Value};
@@ -13,17 +14,6 @@ use po_runtime::{Clock, SystemClock};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
-
-/// One point as the image holds it, at full precision (see [`RegisterImage::point_value`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PointValue {
-    pub value: Value,
-    pub quality: Quality,
-    /// The server's sample time, µs since the Unix epoch (0: no sample yet).
-    pub sampled_us: u64,
-    /// This connector's receipt time, µs since the Unix epoch (0: no sample yet).
-    pub received_us: u64,
-}
 
 /// A value as 64 bits, so one atomic holds any kind at full precision.
 pub(crate) fn raw_bits(v: Value) -> u64 {

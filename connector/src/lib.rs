@@ -34,5 +34,4 @@ pub mod source;
 pub mod status;
 pub mod status_page;
 pub mod switches;
-pub mod toml_locate;
 pub mod write_queue;

@@ -606,3 +606,27 @@ async fn a_subscriber_of_service_level_is_told_0_at_once_when_the_connector_drai
     sc.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadband_monitoring_mode_and_publishing_mode_are_honoured() {
+    if !asyncua_ready() {
+        return;
+    }
+    let server = common::solo_server(1).await;
+    let sc = start(config(&server, "anonymous = true\n"), Some(PATIENCE))
+        .await
+        .unwrap();
+    serving(&sc).await;
+    // kW changes with every 50 ms scan of the simulated meter.
+    let got = asyncua(&url(&sc), &["--modes", "Feeder01.Meter1.kW"]).await;
+    let m = &got["modes"];
+    let n = |k: &str| m[k].as_u64().unwrap();
+    assert_eq!(n("deadband_1e12"), 0, "no change exceeds the deadband: {got}");
+    assert!(n("reporting") >= 3, "{got}");
+    assert_eq!(n("disabled"), 0, "SetMonitoringMode(Disabled) stops them: {got}");
+    assert!(n("reporting_again") >= 3, "{got}");
+    assert_eq!(n("publishing_off"), 0, "SetPublishingMode(false) holds them: {got}");
+    assert!(n("publishing_on") >= 1, "{got}");
+    sc.shutdown().await;
+    server.shutdown().await;
+}

@@ -83,6 +83,11 @@ async def main():
     p.add_argument("--subscribe", help="TAG:N, wait for N data changes")
     p.add_argument("--many-items", type=int, help="monitor this many items in one subscription")
     p.add_argument(
+        "--modes",
+        help="TAG: count notifications under an absolute deadband, with monitoring "
+        "disabled/re-enabled and publishing disabled/re-enabled",
+    )
+    p.add_argument(
         "--watch-service-level",
         action="store_true",
         help="subscribe to Server.ServiceLevel and print each value as a JSON line, until killed",
@@ -179,6 +184,43 @@ async def main():
                 pass
             await sub.delete()
             out["subscribe"] = got
+        if a.modes:
+            node = client.get_node(ua.NodeId(a.modes, ns))
+
+            class Count:
+                def __init__(self):
+                    self.n = 0
+
+                def datachange_notification(self, node, val, data):
+                    self.n += 1
+
+            async def over(counter, seconds):
+                counter.n = 0
+                await asyncio.sleep(seconds)
+                return counter.n
+
+            wide = Count()
+            sub_wide = await client.create_subscription(50, wide)
+            await sub_wide.deadband_monitor(node, 1e12)
+            await asyncio.sleep(0.3)  # the initial value
+            modes = {"deadband_1e12": await over(wide, 1.0)}
+            await sub_wide.delete()
+            plain_count = Count()
+            sub = await client.create_subscription(50, plain_count)
+            await sub.subscribe_data_change(node)
+            modes["reporting"] = await over(plain_count, 1.0)
+            await sub.set_monitoring_mode(ua.MonitoringMode.Disabled)
+            await asyncio.sleep(0.3)
+            modes["disabled"] = await over(plain_count, 1.0)
+            await sub.set_monitoring_mode(ua.MonitoringMode.Reporting)
+            modes["reporting_again"] = await over(plain_count, 1.0)
+            await sub.set_publishing_mode(False)
+            await asyncio.sleep(0.3)
+            modes["publishing_off"] = await over(plain_count, 1.0)
+            await sub.set_publishing_mode(True)
+            modes["publishing_on"] = await over(plain_count, 1.0)
+            await sub.delete()
+            out["modes"] = modes
         if a.watch_service_level:
             seen = asyncio.Queue()
 
