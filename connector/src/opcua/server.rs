@@ -96,6 +96,9 @@ pub struct OpcUaStart<'a> {
     pub cancel: CancellationToken,
 }
 
+/// The most nodes one request may name (reads, browses, monitored items per call).
+pub const MAX_NODES_PER_CALL: usize = 100_000;
+
 fn endpoint(spec: &str, users: &[String]) -> ServerEndpoint {
     let (policy, mode) = match spec.split_once('/') {
         None => (SecurityPolicy::None, MessageSecurityMode::None),
@@ -139,6 +142,10 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         .send_buffer_size(65_535)
         // Enough chunks for the largest message allowed, no more.
         .max_chunk_count(o.max_message_size / 65_535 + 1)
+        // A request may name many nodes (a client subscribing to a large site); the
+        // message size bounds it anyway. The stack's default, 1 000, refused a
+        // CreateMonitoredItems of 5 000 items as undecodable.
+        .max_array_length(MAX_NODES_PER_CALL)
         .diagnostics_enabled(false)
         // A client's certificate is trusted once it is in `pki_dir/trusted`.
         .trust_client_certs(false);
@@ -184,7 +191,10 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         // Sampling interval 0: every change the connector ingests.
         l.subscriptions.min_sampling_interval_ms = 0.0;
         l.subscriptions.min_publishing_interval_ms = 10.0;
-        l.subscriptions.max_queued_notifications = 1 << 20;
+        // A client that reads slower than the site changes makes notifications wait here;
+        // past this many per subscription the oldest give way (docs/opcua.md), so a slow
+        // client costs bounded memory.
+        l.subscriptions.max_queued_notifications = 100_000;
         l.operational.max_monitored_items_per_call =
             o.max_monitored_items_per_subscription.min(100_000);
     }
