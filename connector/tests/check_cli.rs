@@ -442,6 +442,9 @@ fn the_packaged_usage_text_is_the_binarys_help() {
         &["certs", "init", "--help"],
         &["certs", "client", "--help"],
         &["certs", "server", "--help"],
+        &["certs", "opcua", "--help"],
+        &["certs", "opcua-client", "--help"],
+        &["opcua-password", "--help"],
     ] {
         let out = bin().args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

@@ -621,11 +621,23 @@ async fn deadband_monitoring_mode_and_publishing_mode_are_honoured() {
     let got = asyncua(&url(&sc), &["--modes", "Feeder01.Meter1.kW"]).await;
     let m = &got["modes"];
     let n = |k: &str| m[k].as_u64().unwrap();
-    assert_eq!(n("deadband_1e12"), 0, "no change exceeds the deadband: {got}");
+    assert_eq!(
+        n("deadband_1e12"),
+        0,
+        "no change exceeds the deadband: {got}"
+    );
     assert!(n("reporting") >= 3, "{got}");
-    assert_eq!(n("disabled"), 0, "SetMonitoringMode(Disabled) stops them: {got}");
+    assert_eq!(
+        n("disabled"),
+        0,
+        "SetMonitoringMode(Disabled) stops them: {got}"
+    );
     assert!(n("reporting_again") >= 3, "{got}");
-    assert_eq!(n("publishing_off"), 0, "SetPublishingMode(false) holds them: {got}");
+    assert_eq!(
+        n("publishing_off"),
+        0,
+        "SetPublishingMode(false) holds them: {got}"
+    );
     assert!(n("publishing_on") >= 1, "{got}");
     sc.shutdown().await;
     server.shutdown().await;

@@ -90,46 +90,6 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
-    /// Write the OPC UA application instance certificate and trust list into DIR (the
-    /// `[opcua] pki_dir`): own/cert.der, private/private.pem (mode 0600), trusted/,
-    /// rejected/. RSA 2048; the application URI is the certificate's SAN URI.
-    Opcua {
-        #[arg(long)]
-        dir: PathBuf,
-        /// The connector's application URI (`[opcua] application_uri`, default
-        /// `urn:smart-connector:<name>`).
-        #[arg(long)]
-        uri: String,
-        /// A DNS name clients reach the server by (repeatable; `localhost` is added).
-        #[arg(long = "dns", value_name = "NAME")]
-        names: Vec<String>,
-        /// An IP address clients reach the server at (repeatable).
-        #[arg(long = "ip", value_name = "IP")]
-        ips: Vec<std::net::IpAddr>,
-        /// Replace existing files.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Write an OPC UA client certificate and key (DIR/clients/NAME.der, NAME.pem) for a
-    /// client that cannot make its own, and trust it (DIR/trusted/"NAME [thumbprint].der", the name under which the server files an unknown certificate in DIR/rejected/: moving one from rejected/ to trusted/ trusts it).
-    OpcuaClient {
-        /// The server's `pki_dir` (`certs opcua --dir`).
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        name: String,
-        /// The client's application URI (it must send the same one).
-        #[arg(long)]
-        uri: String,
-        /// A `[[modbus.role]]`: the certificate then also identifies a user (an X509 user
-        /// token, with `[opcua] x509_users = true`) with that role's rights (the
-        /// Modbus/TCP Security role extension).
-        #[arg(long)]
-        role: Option<String>,
-        /// Replace existing files.
-        #[arg(long)]
-        force: bool,
-    },
     /// Write a lab CA and a server certificate: DIR/ca.crt, ca.key, server.crt, server.key
     /// (keys mode 0600). For labs and tests; a production site uses its own PKI.
     Init {
@@ -178,6 +138,46 @@ enum CertsCommand {
         /// An IP address the listener is reached at (repeatable), e.g. 127.0.3.1.
         #[arg(long = "ip", value_name = "IP")]
         ips: Vec<std::net::IpAddr>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write the OPC UA application instance certificate and trust list into DIR (the
+    /// `[opcua] pki_dir`): own/cert.der, private/private.pem (mode 0600), trusted/,
+    /// rejected/. RSA 2048; the application URI is the certificate's SAN URI.
+    Opcua {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The connector's application URI (`[opcua] application_uri`, default
+        /// `urn:smart-connector:<name>`).
+        #[arg(long)]
+        uri: String,
+        /// A DNS name clients reach the server by (repeatable; `localhost` is added).
+        #[arg(long = "dns", value_name = "NAME")]
+        names: Vec<String>,
+        /// An IP address clients reach the server at (repeatable).
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<std::net::IpAddr>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write an OPC UA client certificate and key (DIR/clients/NAME.der, NAME.pem) for a
+    /// client that cannot make its own, and trust it (DIR/trusted/"NAME [thumbprint].der", the name under which the server files an unknown certificate in DIR/rejected/: moving one from rejected/ to trusted/ trusts it).
+    OpcuaClient {
+        /// The server's `pki_dir` (`certs opcua --dir`).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// The client's application URI (it must send the same one).
+        #[arg(long)]
+        uri: String,
+        /// A `[[modbus.role]]`: the certificate then also identifies a user (an X509 user
+        /// token, with `[opcua] x509_users = true`) with that role's rights (the
+        /// Modbus/TCP Security role extension).
+        #[arg(long)]
+        role: Option<String>,
         /// Replace existing files.
         #[arg(long)]
         force: bool,
