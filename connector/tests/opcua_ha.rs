@@ -397,6 +397,22 @@ async fn asyncua_ha_client_follows_server_and_connector_failures() {
     let (g1, n1) = gap_after(&s.log, before);
     let (g2, n2) = gap_after(&s.log, kill);
     eprintln!("{checked} values checked against the field model");
+    // The raw StatusCodes, info bits included (async-opcua 0.19 sets the Overflow bit on a
+    // queue of one, which Part 4 reserves for longer queues: shown, not asserted).
+    let mut codes: Vec<(String, u64, usize)> = vec![];
+    for v in s.log.iter().filter(|v| v["ev"] == "dc") {
+        let (u, c) = (
+            v["url"].as_str().unwrap_or("?"),
+            v["code"].as_u64().unwrap(),
+        );
+        match codes.iter_mut().find(|(cu, cc, _)| cu == u && *cc == c) {
+            Some(e) => e.2 += 1,
+            None => codes.push((u.to_string(), c, 1)),
+        }
+    }
+    for (u, c, n) in &codes {
+        eprintln!("{u}: {n} data changes with StatusCode {c:#010x}");
+    }
     eprintln!(
         "failover gap, Primary server crashed: {:.0} ms without a good data change ({n1} after it)",
         g1 * 1e3

@@ -6,7 +6,8 @@ with `t`, this process's monotonic clock in seconds:
   {"ev": "ready", "ns": N}                     the tags namespace index, before HaClient starts
   {"ev": "level", "url": U, "level": L}        HaClient's view of a server's ServiceLevel changed
   {"ev": "active", "url": U or null}           HaClient's active (reporting) client changed
-  {"ev": "dc", "url": U, "node": TAG, "value": V, "status": S, "good": B, "source_us": T}
+  {"ev": "dc", "url": U, "node": TAG, "value": V, "status": S, "code": C, "good": B,
+   "source_us": T}
                                                a data change HaClient delivered (T: µs since
                                                the Unix epoch, the SourceTimestamp)
   {"ev": "mark", "name": NAME}                 echo of "mark NAME" read on stdin
@@ -21,6 +22,7 @@ import asyncio
 import datetime
 import json
 import logging
+import os
 import sys
 import time
 
@@ -64,6 +66,7 @@ class Handler:
             node=node.nodeid.Identifier,
             value=plain(val),
             status=dv.StatusCode.name,
+            code=dv.StatusCode.value,
             good=dv.StatusCode.is_good(),
             source_us=micros(dv.SourceTimestamp),
         )
@@ -124,7 +127,12 @@ async def main():
     p.add_argument("--namespace-uri", default="urn:smart-connector:tags")
     p.add_argument("--publishing-interval", type=int, default=100)
     args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # HA_CLIENT_LOG=INFO shows HaClient's own view (keepalives, failovers) on stderr.
+    logging.basicConfig(
+        level=os.environ.get("HA_CLIENT_LOG", "WARNING"),
+        stream=sys.stderr,
+        format="%(relativeCreated)d ms %(name)s %(levelname)s %(message)s",
+    )
 
     ns = await namespace_index(args.url, args.namespace_uri)
     emit(ev="ready", ns=ns)
