@@ -23,3 +23,21 @@ pub fn prefer_lowest_epoch() -> bool {
 pub fn set_prefer_lowest_epoch(on: bool) {
     PREFER_LOWEST_EPOCH.store(on, Ordering::Relaxed);
 }
+
+#[cfg(feature = "test-switches")]
+static STANDBY_LEVEL_HEALTHY: AtomicBool = AtomicBool::new(false);
+
+/// Broken service-level core: a Standby's data is announced as healthy (255, the level
+/// of live Primary data), so a redundancy-aware client can be sent to the Standby.
+pub fn standby_level_healthy() -> bool {
+    #[cfg(feature = "test-switches")]
+    return STANDBY_LEVEL_HEALTHY.load(Ordering::Relaxed);
+    #[cfg(not(feature = "test-switches"))]
+    false
+}
+
+/// Turns the broken core of [`standby_level_healthy`] on or off (process-wide).
+#[cfg(feature = "test-switches")]
+pub fn set_standby_level_healthy(on: bool) {
+    STANDBY_LEVEL_HEALTHY.store(on, Ordering::Relaxed);
+}

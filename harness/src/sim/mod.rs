@@ -336,7 +336,7 @@ pub fn run_scenario(s: &Scenario, quiet: bool) -> Result<Report> {
         );
     }
     let check = s.expect.invariants == Some(true);
-    let mut invariants = Invariants::default();
+    let mut invariants = Invariants::new(recovery_window(s));
     let (mut report, observed) = run_with(s, quiet, |at, o| {
         if check {
             invariants.observe(at, o)
