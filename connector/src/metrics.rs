@@ -44,6 +44,9 @@ pub struct Metrics {
     pub opcua_subscriptions: AtomicI64,
     pub opcua_monitored_items: AtomicI64,
     pub opcua_notifications: AtomicU64,
+    /// Samples the change feed dropped because the OPC UA notifier fell behind
+    /// (`change_feed::PENDING_CAP`).
+    pub opcua_feed_dropped: AtomicU64,
     pub writes_applied: AtomicU64,
     pub writes_refused: AtomicU64,
     pub writes_timed_out: AtomicU64,
@@ -161,6 +164,11 @@ impl Metrics {
             self.opcua_subscriptions.load(Relaxed),
             self.opcua_monitored_items.load(Relaxed),
             self.opcua_notifications.load(Relaxed),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP sc_opcua_feed_dropped_total Samples dropped before OPC UA notification because the notifier fell behind.\n# TYPE sc_opcua_feed_dropped_total counter\nsc_opcua_feed_dropped_total {}",
+            self.opcua_feed_dropped.load(Relaxed)
         );
         let _ = writeln!(
             s,

@@ -24,18 +24,7 @@ const SCRIPT: &str = concat!(
 
 /// Whether asyncua is installed; under CI (`.ci/run` installs it) a missing one fails.
 fn asyncua_ready() -> bool {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import asyncua"])
-        .output();
-    if probe.is_ok_and(|o| o.status.success()) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "asyncua is missing: .ci/run installs it (pip install asyncua==1.1.8)"
-    );
-    eprintln!("skipped: asyncua is not installed (pip install asyncua==1.1.8)");
-    false
+    common::python_module_ready("asyncua", "pip install asyncua==1.1.8")
 }
 
 fn source(s: &ServerHandle) -> SourceConfig {
@@ -85,6 +74,29 @@ async fn asyncua(url: &str, args: &[&str]) -> Json {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs the asyncua client over Basic256Sha256 SignAndEncrypt as the client certificate
+/// `name` that `certs opcua-client` wrote into `pki` (application URI
+/// `urn:example:<name>`), with `args`.
+async fn asyncua_as(url: &str, pki: &Path, name: &str, args: Vec<&str>) -> Json {
+    let cert = pki.join(format!("clients/{name}.der"));
+    let key = pki.join(format!("clients/{name}.pem"));
+    let uri = format!("urn:example:{name}");
+    let mut all = vec![
+        "--policy",
+        "basic256sha256",
+        "--mode",
+        "sign-and-encrypt",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--uri",
+        &uri,
+    ];
+    all.extend(args);
+    asyncua(url, &all).await
 }
 
 /// The tag id (for the server's setpoint) of a tag name.
@@ -280,40 +292,22 @@ async fn basic256sha256_sign_and_encrypt_with_usernames_an_operator_writes_a_vie
     .await
     .unwrap();
     serving(&sc).await;
-    let secure = |user: &'static str, password: &'static str| {
-        let cert = dir.join("clients/hmi.der");
-        let key = dir.join("clients/hmi.pem");
-        let url = url(&sc);
-        async move {
-            let (cert, key) = (
-                cert.to_str().unwrap().to_string(),
-                key.to_str().unwrap().to_string(),
-            );
-            asyncua(
-                &url,
-                &[
-                    "--policy",
-                    "basic256sha256",
-                    "--mode",
-                    "sign-and-encrypt",
-                    "--cert",
-                    &cert,
-                    "--key",
-                    &key,
-                    "--uri",
-                    "urn:example:hmi",
-                    "--user",
-                    user,
-                    "--password",
-                    password,
-                    "--read",
-                    "Feeder01.Meter1.kW",
-                    "--write",
-                    &format!("{BREAKER}=true"),
-                ],
-            )
-            .await
-        }
+    let url = url(&sc);
+    let user_args = |user: &'static str, password: &'static str| {
+        [
+            "--user",
+            user,
+            "--password",
+            password,
+            "--read",
+            "Feeder01.Meter1.kW",
+        ]
+    };
+    let write_true = format!("{BREAKER}=true");
+    let secure = |user, password| {
+        let mut args = user_args(user, password).to_vec();
+        args.extend(["--write", write_true.as_str()]);
+        asyncua_as(&url, &dir, "hmi", args)
     };
     let v = secure("vic", "view-secret").await;
     assert_eq!(v["read"]["Feeder01.Meter1.kW"]["status"], "Good", "{v}");
@@ -331,42 +325,21 @@ async fn basic256sha256_sign_and_encrypt_with_usernames_an_operator_writes_a_vie
         "applied by the Primary before Good came back"
     );
     // X509 user tokens: the role comes from the certificate's role extension.
-    let x509 = |name: &'static str, value: bool| {
-        let cert = dir.join(format!("clients/{name}.der"));
-        let key = dir.join(format!("clients/{name}.pem"));
-        let url = url(&sc);
-        async move {
-            let (cert, key) = (
-                cert.to_str().unwrap().to_string(),
-                key.to_str().unwrap().to_string(),
-            );
-            asyncua(
-                &url,
-                &[
-                    "--policy",
-                    "basic256sha256",
-                    "--mode",
-                    "sign-and-encrypt",
-                    "--cert",
-                    &cert,
-                    "--key",
-                    &key,
-                    "--uri",
-                    &format!("urn:example:{name}"),
-                    "--x509-user",
-                    "--write",
-                    &format!("{BREAKER}={value}"),
-                ],
-            )
-            .await
-        }
+    let write_false = format!("{BREAKER}=false");
+    let x509 = |name| {
+        asyncua_as(
+            &url,
+            &dir,
+            name,
+            vec!["--x509-user", "--write", &write_false],
+        )
     };
-    let xv = x509("hmi-viewer", false).await;
+    let xv = x509("hmi-viewer").await;
     assert_eq!(
         xv["write"][BREAKER]["status"], "BadUserAccessDenied",
         "{xv}"
     );
-    let xo = x509("hmi-operator", false).await;
+    let xo = x509("hmi-operator").await;
     assert_eq!(xo["write"][BREAKER]["status"], "Good", "{xo}");
     assert_eq!(
         server.setpoint(tag_id(&sc, BREAKER)),

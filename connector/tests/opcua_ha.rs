@@ -4,6 +4,8 @@
 //! is on is killed. The failover gaps it saw are printed (they are measurements, not
 //! assertions: the machine is shared).
 
+mod common;
+
 use po_protocol::{Role, Timestamp, Value};
 use po_simulator::FieldModel;
 use po_simulator::pair::{PairHandle, PairSpec};
@@ -285,15 +287,7 @@ fn primary(pair: &PairHandle) -> &ServerHandle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncua_ha_client_follows_server_and_connector_failures() {
     // A redundancy-aware client from another project (asyncua, pinned in .ci/run).
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import asyncua.client.ha.ha_client"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "asyncua is missing: .ci/run installs it (pip install asyncua==1.1.8)"
-        );
-        eprintln!("skipped: asyncua is not installed (pip install asyncua==1.1.8)");
+    if !common::python_module_ready("asyncua.client.ha.ha_client", "pip install asyncua==1.1.8") {
         return;
     }
     let site = SiteSpec {

@@ -91,15 +91,7 @@ async fn level_is(sc: &ConnectorHandle, ctx: &mut Context, want: u16, state: &st
 /// `Server.ServiceLevel` read by python asyncua (`None`: asyncua is not installed, which
 /// only outside CI is allowed).
 async fn opcua_service_level(sc: &ConnectorHandle) -> Option<u16> {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import asyncua"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "asyncua is missing: .ci/run installs it (pip install asyncua==1.1.8)"
-        );
-        eprintln!("OPC UA not checked: asyncua is not installed");
+    if !common::python_module_ready("asyncua", "pip install asyncua==1.1.8") {
         return None;
     }
     let url = format!(

@@ -2,6 +2,8 @@
 //! real sockets, real rustls handshakes, certificates from `smart-connector certs`' library.
 //! Every refusal is checked twice: what the client sees, and the server's log line.
 
+mod common;
+
 use futures::{SinkExt, StreamExt};
 use po_protocol::codec::FrameCodec;
 use po_protocol::{Access, ErrorCode, Frame, PROTOCOL_VERSION};
@@ -648,15 +650,7 @@ async fn plaintext_and_stalled_clients_on_the_tls_port_are_dropped_without_distu
 async fn pymodbus_reads_and_writes_over_modbus_tcp_security() {
     log();
     // A standard TLS Modbus client from another project (pymodbus, pinned in .ci/run).
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import pymodbus"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "pymodbus is missing: .ci/run installs it (pip install pymodbus==3.16.1)"
-        );
-        eprintln!("skipped: pymodbus is not installed (pip install pymodbus==3.16.1)");
+    if !common::python_module_ready("pymodbus", "pip install pymodbus==3.16.1") {
         return;
     }
     let dir = pki("pymodbus");

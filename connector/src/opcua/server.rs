@@ -362,6 +362,12 @@ async fn notify_changes(
                 metrics.opcua_sessions.store(sessions.len() as i64, Relaxed);
                 metrics.opcua_subscriptions.store(sessions.iter().map(|s| s.subscriptions).sum::<usize>() as i64, Relaxed);
                 metrics.opcua_monitored_items.store(sessions.iter().map(|s| s.monitored_items).sum::<usize>() as i64, Relaxed);
+                if let Some(feed) = images.current().feed() {
+                    let dropped = feed.overflowed();
+                    if metrics.opcua_feed_dropped.swap(dropped, Relaxed) < dropped {
+                        tracing::warn!(dropped_total = dropped, "OPC UA notifier behind: samples dropped from the change feed");
+                    }
+                }
             }
             _ = tokio::time::sleep(sleep) => {
                 if stale_deadline.is_some() {

@@ -1,5 +1,8 @@
 //! Shared by the connector's integration tests.
 
+// Each test binary includes this module and uses only some of it.
+#![allow(dead_code)]
+
 use po_protocol::Role;
 use po_simulator::{ServerConfig, ServerHandle, SiteSpec};
 use std::time::Duration;
@@ -28,4 +31,22 @@ pub async fn solo_server(devices: u32) -> ServerHandle {
     let s = ServerHandle::start(config).await.unwrap();
     assert_eq!(s.status().unwrap().role, Role::Primary);
     s
+}
+
+/// Whether python3 can import `module` (an interop client from another project, pinned
+/// in .ci/run). Missing outside CI: says so and the caller skips; missing under CI (which
+/// installs it): fails, naming the install command.
+pub fn python_module_ready(module: &str, install: &str) -> bool {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{module} is missing: .ci/run installs it ({install})"
+    );
+    eprintln!("skipped: {module} is not installed ({install})");
+    false
 }
