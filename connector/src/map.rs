@@ -139,6 +139,11 @@ pub struct Bank {
     pub unit_id: u8,
     cells: Vec<Cell>,
     coils: Vec<Option<u32>>,
+    /// At each register: how many registers from there hold two-register values of
+    /// consecutive points (point p's two words, then p+1's, …); 0 where none starts.
+    /// Lets a read copy such a run straight from the value array instead of looking at
+    /// every cell (most of a Modbus read's cost; docs/performance.md).
+    pair_runs: Vec<u16>,
 }
 
 impl Bank {
@@ -154,6 +159,12 @@ impl Bank {
 
     pub fn cell(&self, register: u16) -> Option<Cell> {
         self.cells.get(register as usize).copied()
+    }
+
+    /// See `pair_runs`: the registers from `register` on that hold the two words of
+    /// consecutive points, starting at point `point_at(register)`.
+    pub fn pair_run(&self, register: u16) -> u16 {
+        self.pair_runs.get(register as usize).copied().unwrap_or(0)
     }
 
     pub fn cells(&self, start: u16, count: u16) -> Option<&[Cell]> {
@@ -589,11 +600,37 @@ fn lay_out_bank(
             coils[c as usize] = Some(i);
         }
     }
+    let pair_runs = pair_runs(&cells);
     Ok(Bank {
         unit_id,
         cells,
         coils,
+        pair_runs,
     })
+}
+
+/// `Bank::pair_runs`, from the last register back to the first.
+fn pair_runs(cells: &[Cell]) -> Vec<u16> {
+    let mut runs = vec![0u16; cells.len()];
+    for a in (0..cells.len().saturating_sub(1)).rev() {
+        let (
+            Cell::Value { point, word: 0 },
+            Cell::Value {
+                point: second,
+                word: 1,
+            },
+        ) = (cells[a], cells[a + 1])
+        else {
+            continue;
+        };
+        if second != point {
+            continue;
+        }
+        let continues = matches!(cells.get(a + 2), Some(Cell::Value { point: next, word: 0 }) if *next == point + 1);
+        let rest = if continues { runs[a + 2] } else { 0 };
+        runs[a] = 2u16.saturating_add(rest);
+    }
+    runs
 }
 
 #[cfg(test)]
