@@ -173,6 +173,56 @@ impl Recorder {
         newest_probe
     }
 
+    /// Checks one value a third party received with its sample time (OPC UA: the
+    /// SourceTimestamp, µs since the epoch): a written setpoint of the tag, or the field's
+    /// value at exactly that sample. A probe's freshness is recorded. Returns whether the
+    /// value was right.
+    pub fn check_sample(&self, tag: TagId, writable: bool, value: Value, sample_us: u64) -> bool {
+        let now_ms = self.clock.wall().as_millis();
+        let sample_ms = sample_us / 1000;
+        if self.model.is_probe(tag) {
+            self.latency
+                .lock()
+                .unwrap()
+                .record(now_ms.saturating_sub(sample_ms).max(1));
+        }
+        let same = |a: Value, b: Value| match (a, b) {
+            (Value::Analog(x), Value::Analog(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+            (a, b) => a == b,
+        };
+        let mut right = false;
+        if writable && let Some(list) = self.written.lock().unwrap().get_mut(&tag) {
+            for w in list.iter_mut().filter(|w| same(w.value, value)) {
+                w.seen = true;
+                right = true;
+            }
+        }
+        if !right {
+            let tick = self.model.tick_at(Timestamp(sample_us));
+            right = self.model.tick_time(tick) == Timestamp(sample_us)
+                && self.model.value(tag, tick).is_some_and(|v| same(v, value));
+        }
+        self.values.fetch_add(1, Relaxed);
+        self.values_checked.fetch_add(1, Relaxed);
+        if !right {
+            self.values_wrong.fetch_add(1, Relaxed);
+            let mut ex = self.wrong_examples.lock().unwrap();
+            if ex.len() < 10 {
+                ex.push(format!(
+                    "{} = {value} at SourceTimestamp {sample_us} µs",
+                    self.model.catalog()[tag.index()].name
+                ));
+            }
+        }
+        right
+    }
+
+    /// A value a third party received without a usable quality (not checked: its value
+    /// is the last usable one, or none).
+    pub fn value_unchecked(&self) {
+        self.values.fetch_add(1, Relaxed);
+    }
+
     fn value_is_right(&self, p: &Point, words: &[u16], hint: u64, now_tick: u64) -> bool {
         let n = usize::from(p.words);
         let matches = |v: Value| encode(v, self.order).0[..n] == *words;
