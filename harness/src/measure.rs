@@ -412,18 +412,30 @@ impl Recorder {
         end_ms: u64,
         stale_threshold_ms: u64,
     ) -> Result<u64, u64> {
-        let timelines = self.timelines.lock().unwrap();
+        let clients = self.timelines.lock().unwrap().len();
         let mut worst = 0;
-        for t in timelines.iter() {
-            let fresh = |(read, sample): &&(u64, u64)| {
-                *sample > fault_ms && read.saturating_sub(*sample) < stale_threshold_ms
-            };
-            match t.iter().find(fresh) {
-                Some((read, _)) => worst = worst.max(read.saturating_sub(fault_ms)),
-                None => return Err(end_ms.saturating_sub(fault_ms)),
-            }
+        for c in 0..clients {
+            worst = worst.max(self.gap_of(c, fault_ms, end_ms, stale_threshold_ms)?);
         }
         Ok(worst)
+    }
+
+    /// [`Recorder::gap_after`] of third party `client` alone.
+    pub fn gap_of(
+        &self,
+        client: usize,
+        fault_ms: u64,
+        end_ms: u64,
+        stale_threshold_ms: u64,
+    ) -> Result<u64, u64> {
+        let timelines = self.timelines.lock().unwrap();
+        let fresh = |(read, sample): &&(u64, u64)| {
+            *sample > fault_ms && read.saturating_sub(*sample) < stale_threshold_ms
+        };
+        match timelines.get(client).and_then(|t| t.iter().find(fresh)) {
+            Some((read, _)) => Ok(read.saturating_sub(fault_ms)),
+            None => Err(end_ms.saturating_sub(fault_ms)),
+        }
     }
 
     pub fn wrong_examples(&self) -> Vec<String> {

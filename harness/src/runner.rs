@@ -4,7 +4,7 @@
 use crate::measure::Recorder;
 use crate::opcua::third_party::UaClientSpec;
 use crate::report::{
-    Failover, Ingest, Integrity, Latency, Licences, Modbus, Report, Resource, Writes,
+    Failover, Ingest, Integrity, Latency, Licences, Modbus, Report, Resource, ThirdPartyGap, Writes,
 };
 use crate::scenario::Scenario;
 use crate::seam::Backend;
@@ -442,6 +442,31 @@ pub(crate) async fn drive<B: Backend>(
                     gap_ms,
                     recovered,
                     mechanism: mechanism.clone(),
+                    by_third_party: if opcua_clients == 0 {
+                        vec![]
+                    } else {
+                        (0..s.third_party.clients + opcua_clients)
+                            .map(|c| {
+                                let (gap_ms, recovered) = match rec.gap_of(
+                                    c,
+                                    *at_ms,
+                                    end_ms,
+                                    s.third_party.stale_threshold.as_millis() as u64,
+                                ) {
+                                    Ok(g) => (g, true),
+                                    Err(g) => (g, false),
+                                };
+                                ThirdPartyGap {
+                                    third_party: match c.checked_sub(s.third_party.clients) {
+                                        None => format!("modbus {c}"),
+                                        Some(o) => format!("opcua {o}"),
+                                    },
+                                    gap_ms,
+                                    recovered,
+                                }
+                            })
+                            .collect()
+                    },
                 }
             })
             .collect(),
