@@ -511,19 +511,22 @@ impl Scenario {
                 "devices, tags_per_device and scan_period must all be > 0".into(),
             );
         }
-        let opcua_clients = self.third_party.opcua.as_ref().map_or(0, |o| o.clients);
-        if self.third_party.clients == 0 && opcua_clients == 0 {
+        if self.third_party.clients == 0 && self.third_party.opcua.is_none() {
             bad(
                 None,
-                if self.third_party.opcua.is_some() {
-                    "third_party.opcua.clients"
-                } else {
-                    "third_party.clients"
-                },
+                "third_party.clients",
                 "at least one third party is needed to measure anything".into(),
             );
         }
         if let Some(o) = &self.third_party.opcua {
+            if o.clients == 0 {
+                bad(
+                    None,
+                    "third_party.opcua.clients",
+                    "must be at least 1 (without OPC UA clients, remove [third_party.opcua])"
+                        .into(),
+                );
+            }
             if o.publishing_interval.is_zero() {
                 bad(
                     None,
@@ -718,7 +721,7 @@ impl Scenario {
                     "the sim backend cannot run the OPC UA stack: async-opcua dials and listens on tokio's sockets and clocks, not the simulated network and virtual time"
                 }
                 _ => {
-                    "OPC UA clients need each connector's OPC UA endpoint on an address of its own, which the inprocess backend does not give"
+                    "the inprocess backend starts its connectors without their OPC UA server (an endpoint URL needs its port before the start; in-process connectors learn theirs at the start)"
                 }
             };
             out.push((
