@@ -635,7 +635,8 @@ fn opcua_clients_run_on_the_process_and_netns_backends_only() {
     );
     let refusal = s.refusal("t.toml", BackendKind::Sim);
     assert!(
-        refusal[0].starts_with("t.toml: third_party.opcua: the sim backend cannot run the OPC UA stack"),
+        refusal[0]
+            .starts_with("t.toml: third_party.opcua: the sim backend cannot run the OPC UA stack"),
         "{refusal:?}"
     );
     assert_eq!(
