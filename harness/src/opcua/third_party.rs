@@ -123,7 +123,12 @@ pub async fn run(spec: UaClientSpec, rec: Arc<Recorder>, end: Instant) {
             session_tx.send_replace(None);
             old.ua.close().await;
         }
-        match subscribe(&spec, chosen, &tags, &rec).await {
+        // Bounded by the end of the run: a server that accepts and then never answers
+        // must not hold the run past its end.
+        let subscribed = tokio::time::timeout_at(end, subscribe(&spec, chosen, &tags, &rec))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the run ended first")));
+        match subscribed {
             Ok(d) => {
                 session_tx.send_replace(Some((d.ua.session.clone(), d.ns)));
                 data = Some(d);
