@@ -14,12 +14,9 @@ pub mod namespaces;
 pub mod sockets;
 
 use crate::backend::{connector_config, server_config};
+use crate::child::{ManagedChild, binaries, connector_child, server_child};
 use crate::opcua::client::UaTarget;
 use crate::opcua::setup::UaSetup;
-
-/// Each connector's OPC UA port in its namespace (the IANA port of opc.tcp).
-const OPCUA_PORT: u16 = 4840;
-use crate::child::{ManagedChild, binaries, connector_child, server_child};
 use crate::probe::{scrape, wait_listening, wait_serving};
 use crate::proxy::FaultProxy;
 use crate::scenario::{Fault, FaultAction, Scenario};
@@ -37,6 +34,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Each connector's OPC UA port in its namespace (the IANA port of opc.tcp).
+const OPCUA_PORT: u16 = 4840;
 
 /// Ports inside every host namespace: each host has a network stack of its own, so the
 /// well-known ports can be used as a real installation would.
