@@ -588,6 +588,45 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_is_checked_at_its_source_timestamp() {
+        let model = FieldModel::new(1, po_simulator::SiteSpec::default()).unwrap();
+        let r = recorder(1);
+        let analog = model
+            .catalog()
+            .iter()
+            .find(|t| t.kind == TagKind::Analog && !t.writable)
+            .unwrap()
+            .id;
+        // Ticks whose values differ: a value stamped with the wrong sample is wrong.
+        let (t1, t2) = (1_000u64..)
+            .map(|t| (t, t + 1))
+            .find(|(a, b)| model.value(analog, *a) != model.value(analog, *b))
+            .unwrap();
+        let at = |t: u64| model.tick_time(t).0;
+        let v1 = model.value(analog, t1).unwrap();
+        assert!(r.check_sample(analog, false, v1, at(t1)));
+        assert!(
+            !r.check_sample(analog, false, v1, at(t2)),
+            "another sample's value"
+        );
+        assert!(
+            !r.check_sample(analog, false, v1, at(t1) + 1),
+            "a SourceTimestamp that is no sample time"
+        );
+        assert_eq!(
+            (r.values_checked.load(Relaxed), r.values_wrong.load(Relaxed)),
+            (3, 2)
+        );
+        // A value written to a writable tag is right whatever the sample, and seen.
+        let setpoint = model.catalog().iter().find(|t| t.writable).unwrap().id;
+        r.write_sent(setpoint, Value::Analog(1_000_007.0), 7);
+        r.write_acked(setpoint, 7);
+        assert_eq!(r.write_outcome(), (0, 1));
+        assert!(r.check_sample(setpoint, true, Value::Analog(1_000_007.0), at(t2)));
+        assert_eq!(r.write_outcome(), (1, 0));
+    }
+
+    #[test]
     fn probe_unwrapping_picks_the_nearest_epoch() {
         let now = 0x0000_01A0_0000_1000u64;
         assert_eq!(

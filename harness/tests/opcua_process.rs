@@ -78,3 +78,22 @@ fn a_redundant_opcua_client_survives_its_connector_and_is_measured() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_sim_backend_refuses_an_opcua_scenario_naming_those_that_run_it() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/arch3-opcua-tls.toml"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", file, "--backend", "sim"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("third_party.opcua: the sim backend cannot run the OPC UA stack")
+            && stderr.contains("backends that can run it: process, netns"),
+        "{stderr}"
+    );
+}
