@@ -337,7 +337,8 @@ impl OpcUaClientSection {
     }
 }
 
-/// The OPC UA endpoints a scenario's clients use (and its connectors offer).
+/// The OPC UA endpoint a scenario's clients use (and its connectors offer): a security
+/// policy and a message security mode, as the connector's `[opcua] security` writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum OpcUaSecurity {
     #[default]
@@ -347,15 +348,28 @@ pub enum OpcUaSecurity {
     Basic256Sha256Sign,
     #[serde(rename = "basic256sha256/sign-and-encrypt")]
     Basic256Sha256SignAndEncrypt,
+    #[serde(rename = "aes128-sha256-rsaoaep/sign")]
+    Aes128Sha256RsaOaepSign,
+    #[serde(rename = "aes128-sha256-rsaoaep/sign-and-encrypt")]
+    Aes128Sha256RsaOaepSignAndEncrypt,
+    #[serde(rename = "aes256-sha256-rsapss/sign")]
+    Aes256Sha256RsaPssSign,
+    #[serde(rename = "aes256-sha256-rsapss/sign-and-encrypt")]
+    Aes256Sha256RsaPssSignAndEncrypt,
 }
 
 impl OpcUaSecurity {
     /// As the connector's `[opcua] security` list writes it.
     pub fn as_str(self) -> &'static str {
+        use OpcUaSecurity::*;
         match self {
-            OpcUaSecurity::None => "none",
-            OpcUaSecurity::Basic256Sha256Sign => "basic256sha256/sign",
-            OpcUaSecurity::Basic256Sha256SignAndEncrypt => "basic256sha256/sign-and-encrypt",
+            None => "none",
+            Basic256Sha256Sign => "basic256sha256/sign",
+            Basic256Sha256SignAndEncrypt => "basic256sha256/sign-and-encrypt",
+            Aes128Sha256RsaOaepSign => "aes128-sha256-rsaoaep/sign",
+            Aes128Sha256RsaOaepSignAndEncrypt => "aes128-sha256-rsaoaep/sign-and-encrypt",
+            Aes256Sha256RsaPssSign => "aes256-sha256-rsapss/sign",
+            Aes256Sha256RsaPssSignAndEncrypt => "aes256-sha256-rsapss/sign-and-encrypt",
         }
     }
 }

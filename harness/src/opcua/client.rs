@@ -179,15 +179,18 @@ impl ConnectionSource for NetSource {
 }
 
 fn policy_and_mode(s: OpcUaSecurity) -> (SecurityPolicy, MessageSecurityMode) {
+    use MessageSecurityMode::{Sign, SignAndEncrypt};
+    use OpcUaSecurity as S;
     match s {
-        OpcUaSecurity::None => (SecurityPolicy::None, MessageSecurityMode::None),
-        OpcUaSecurity::Basic256Sha256Sign => {
-            (SecurityPolicy::Basic256Sha256, MessageSecurityMode::Sign)
+        S::None => (SecurityPolicy::None, MessageSecurityMode::None),
+        S::Basic256Sha256Sign => (SecurityPolicy::Basic256Sha256, Sign),
+        S::Basic256Sha256SignAndEncrypt => (SecurityPolicy::Basic256Sha256, SignAndEncrypt),
+        S::Aes128Sha256RsaOaepSign => (SecurityPolicy::Aes128Sha256RsaOaep, Sign),
+        S::Aes128Sha256RsaOaepSignAndEncrypt => {
+            (SecurityPolicy::Aes128Sha256RsaOaep, SignAndEncrypt)
         }
-        OpcUaSecurity::Basic256Sha256SignAndEncrypt => (
-            SecurityPolicy::Basic256Sha256,
-            MessageSecurityMode::SignAndEncrypt,
-        ),
+        S::Aes256Sha256RsaPssSign => (SecurityPolicy::Aes256Sha256RsaPss, Sign),
+        S::Aes256Sha256RsaPssSignAndEncrypt => (SecurityPolicy::Aes256Sha256RsaPss, SignAndEncrypt),
     }
 }
 
