@@ -10,6 +10,8 @@
 //!   are killed when the deployment is shut down or dropped.
 
 use crate::child::{Binaries, ManagedChild, binaries, connector_child, server_child};
+use crate::opcua::client::UaTarget;
+use crate::opcua::setup::UaSetup;
 use crate::probe::{self, scrape};
 use crate::proxy::FaultProxy;
 use crate::scenario::{BackendKind, Fault, FaultAction, Scenario};
@@ -86,6 +88,8 @@ pub struct Deployment {
     /// The run's certificates, with `[security] tls`.
     pki: Option<RunPki>,
     security: crate::scenario::SecuritySection,
+    /// With `[third_party.opcua]`: the run's OPC UA set-up and each connector's endpoint.
+    opcua: Option<(UaSetup, Vec<UaTarget>)>,
     pub run_dir: PathBuf,
 }
 
@@ -219,10 +223,16 @@ impl Deployment {
             watches: HashMap::new(),
             pki: None,
             security: s.security.clone(),
+            opcua: None,
             run_dir,
         };
         if s.security.tls {
             d.pki = Some(RunPki::create(&d.run_dir.join("certs"), t)?);
+        }
+        // OPC UA clients reach each connector's own endpoint from the third-party host
+        // (the process backend only: in-process connectors refuse such scenarios).
+        if let (Some(o), BackendKind::Process) = (&s.third_party.opcua, backend) {
+            d.opcua = Some((UaSetup::create(&d.run_dir, o)?, vec![]));
         }
         // Each connector's Modbus/TCP Security address (with TLS): what third parties use.
         let mut modbus_secure: Vec<SocketAddr> = Vec::new();
@@ -377,6 +387,11 @@ impl Deployment {
                         let a = SocketAddr::new(host, free_port(host)?);
                         pki.secure_connector(&mut config, a);
                         modbus_secure.push(a);
+                    }
+                    if let Some((setup, targets)) = &mut d.opcua {
+                        let addr = SocketAddr::new(host, free_port(host)?);
+                        setup.enable(t, &mut config, addr)?;
+                        targets.push(UaTarget { addr });
                     }
                     let path = d.run_dir.join(format!("{}.toml", c.name));
                     std::fs::write(&path, toml::to_string(&config)?)?;
@@ -652,6 +667,10 @@ impl Backend for Deployment {
 
     fn modbus_direct(&self) -> Vec<SocketAddr> {
         self.modbus_direct.clone()
+    }
+
+    fn opcua(&self) -> Option<(Vec<UaTarget>, &UaSetup)> {
+        self.opcua.as_ref().map(|(s, t)| (t.clone(), s))
     }
 
     fn connector_names(&self) -> Vec<String> {

@@ -173,6 +173,56 @@ impl Recorder {
         newest_probe
     }
 
+    /// Checks one value a third party received with its sample time (OPC UA: the
+    /// SourceTimestamp, µs since the epoch): a written setpoint of the tag, or the field's
+    /// value at exactly that sample. A probe's freshness is recorded. Returns whether the
+    /// value was right.
+    pub fn check_sample(&self, tag: TagId, writable: bool, value: Value, sample_us: u64) -> bool {
+        let now_ms = self.clock.wall().as_millis();
+        let sample_ms = sample_us / 1000;
+        if self.model.is_probe(tag) {
+            self.latency
+                .lock()
+                .unwrap()
+                .record(now_ms.saturating_sub(sample_ms).max(1));
+        }
+        let same = |a: Value, b: Value| match (a, b) {
+            (Value::Analog(x), Value::Analog(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+            (a, b) => a == b,
+        };
+        let mut right = false;
+        if writable && let Some(list) = self.written.lock().unwrap().get_mut(&tag) {
+            for w in list.iter_mut().filter(|w| same(w.value, value)) {
+                w.seen = true;
+                right = true;
+            }
+        }
+        if !right {
+            let tick = self.model.tick_at(Timestamp(sample_us));
+            right = self.model.tick_time(tick) == Timestamp(sample_us)
+                && self.model.value(tag, tick).is_some_and(|v| same(v, value));
+        }
+        self.values.fetch_add(1, Relaxed);
+        self.values_checked.fetch_add(1, Relaxed);
+        if !right {
+            self.values_wrong.fetch_add(1, Relaxed);
+            let mut ex = self.wrong_examples.lock().unwrap();
+            if ex.len() < 10 {
+                ex.push(format!(
+                    "{} = {value} at SourceTimestamp {sample_us} µs",
+                    self.model.catalog()[tag.index()].name
+                ));
+            }
+        }
+        right
+    }
+
+    /// A value a third party received without a usable quality (not checked: its value
+    /// is the last usable one, or none).
+    pub fn value_unchecked(&self) {
+        self.values.fetch_add(1, Relaxed);
+    }
+
     fn value_is_right(&self, p: &Point, words: &[u16], hint: u64, now_tick: u64) -> bool {
         let n = usize::from(p.words);
         let matches = |v: Value| encode(v, self.order).0[..n] == *words;
@@ -362,18 +412,30 @@ impl Recorder {
         end_ms: u64,
         stale_threshold_ms: u64,
     ) -> Result<u64, u64> {
-        let timelines = self.timelines.lock().unwrap();
+        let clients = self.timelines.lock().unwrap().len();
         let mut worst = 0;
-        for t in timelines.iter() {
-            let fresh = |(read, sample): &&(u64, u64)| {
-                *sample > fault_ms && read.saturating_sub(*sample) < stale_threshold_ms
-            };
-            match t.iter().find(fresh) {
-                Some((read, _)) => worst = worst.max(read.saturating_sub(fault_ms)),
-                None => return Err(end_ms.saturating_sub(fault_ms)),
-            }
+        for c in 0..clients {
+            worst = worst.max(self.gap_of(c, fault_ms, end_ms, stale_threshold_ms)?);
         }
         Ok(worst)
+    }
+
+    /// [`Recorder::gap_after`] of third party `client` alone.
+    pub fn gap_of(
+        &self,
+        client: usize,
+        fault_ms: u64,
+        end_ms: u64,
+        stale_threshold_ms: u64,
+    ) -> Result<u64, u64> {
+        let timelines = self.timelines.lock().unwrap();
+        let fresh = |(read, sample): &&(u64, u64)| {
+            *sample > fault_ms && read.saturating_sub(*sample) < stale_threshold_ms
+        };
+        match timelines.get(client).and_then(|t| t.iter().find(fresh)) {
+            Some((read, _)) => Ok(read.saturating_sub(fault_ms)),
+            None => Err(end_ms.saturating_sub(fault_ms)),
+        }
     }
 
     pub fn wrong_examples(&self) -> Vec<String> {
@@ -523,6 +585,45 @@ mod tests {
         r.write_sent(tag, Value::Analog(7.0), 7);
         r.write_acked(tag, 7);
         assert_eq!(r.write_outcome(), (3, 1));
+    }
+
+    #[test]
+    fn a_sample_is_checked_at_its_source_timestamp() {
+        let model = FieldModel::new(1, po_simulator::SiteSpec::default()).unwrap();
+        let r = recorder(1);
+        let analog = model
+            .catalog()
+            .iter()
+            .find(|t| t.kind == TagKind::Analog && !t.writable)
+            .unwrap()
+            .id;
+        // Ticks whose values differ: a value stamped with the wrong sample is wrong.
+        let (t1, t2) = (1_000u64..)
+            .map(|t| (t, t + 1))
+            .find(|(a, b)| model.value(analog, *a) != model.value(analog, *b))
+            .unwrap();
+        let at = |t: u64| model.tick_time(t).0;
+        let v1 = model.value(analog, t1).unwrap();
+        assert!(r.check_sample(analog, false, v1, at(t1)));
+        assert!(
+            !r.check_sample(analog, false, v1, at(t2)),
+            "another sample's value"
+        );
+        assert!(
+            !r.check_sample(analog, false, v1, at(t1) + 1),
+            "a SourceTimestamp that is no sample time"
+        );
+        assert_eq!(
+            (r.values_checked.load(Relaxed), r.values_wrong.load(Relaxed)),
+            (3, 2)
+        );
+        // A value written to a writable tag is right whatever the sample, and seen.
+        let setpoint = model.catalog().iter().find(|t| t.writable).unwrap().id;
+        r.write_sent(setpoint, Value::Analog(1_000_007.0), 7);
+        r.write_acked(setpoint, 7);
+        assert_eq!(r.write_outcome(), (0, 1));
+        assert!(r.check_sample(setpoint, true, Value::Analog(1_000_007.0), at(t2)));
+        assert_eq!(r.write_outcome(), (1, 0));
     }
 
     #[test]

@@ -80,6 +80,27 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
         humantime::format_duration(tp.poll_period),
         tp.writes_per_s
     );
+    if let Some(ua) = &tp.opcua {
+        let _ = writeln!(
+            o,
+            "  {:<19} OPC UA clients: {} × {}, {}, {}, publishing every {}, {} writes/s (to each connector's own endpoint)",
+            "",
+            ua.clients,
+            match ua.kind {
+                ThirdPartyKind::Plain => "plain",
+                ThirdPartyKind::Redundant => "redundant (highest ServiceLevel)",
+            },
+            ua.security.as_str(),
+            if ua.users.is_empty() {
+                "anonymous".to_string()
+            } else {
+                let users: Vec<&str> = ua.users.iter().map(|u| u.as_str()).collect();
+                format!("users {}", users.join(", "))
+            },
+            humantime::format_duration(ua.publishing_interval),
+            ua.writes_per_s
+        );
+    }
     let _ = writeln!(o, "\nlinks");
     let delayed_links = s.delayed_links();
     for l in &t.links {

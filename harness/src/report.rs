@@ -101,6 +101,41 @@ pub struct Failover {
     /// How the backend applied the fault (e.g. "nftables drop", "SIGKILL").
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mechanism: String,
+    /// Each third party's own gap, when Modbus masters and OPC UA clients (or several
+    /// kinds) ran together; empty otherwise (`gap_ms` is then the only one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_third_party: Vec<ThirdPartyGap>,
+}
+
+/// One third party's failover gap.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ThirdPartyGap {
+    /// `modbus 0`, `opcua 0`, …
+    pub third_party: String,
+    pub gap_ms: u64,
+    pub recovered: bool,
+}
+
+impl Failover {
+    /// `modbus 0 180 ms, opcua 0 213 ms` (empty without a breakdown).
+    pub fn breakdown(&self) -> String {
+        self.by_third_party
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} {} ms{}",
+                    g.third_party,
+                    g.gap_ms,
+                    if g.recovered {
+                        ""
+                    } else {
+                        " (never recovered)"
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -291,7 +326,7 @@ impl Report {
         for f in &self.failovers {
             let _ = writeln!(
                 o,
-                "  fault {} at {:.1} s: gap {} ms{}{}",
+                "  fault {} at {:.1} s: gap {} ms{}{}{}",
                 f.fault,
                 f.at_s,
                 f.gap_ms,
@@ -299,6 +334,11 @@ impl Report {
                     ""
                 } else {
                     " (never recovered)"
+                },
+                if f.by_third_party.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", f.breakdown())
                 },
                 if f.mechanism.is_empty() {
                     String::new()

@@ -2,8 +2,9 @@
 //! faults on schedule, sample the connectors, and turn it all into a [`Report`].
 
 use crate::measure::Recorder;
+use crate::opcua::third_party::UaClientSpec;
 use crate::report::{
-    Failover, Ingest, Integrity, Latency, Licences, Modbus, Report, Resource, Writes,
+    Failover, Ingest, Integrity, Latency, Licences, Modbus, Report, Resource, ThirdPartyGap, Writes,
 };
 use crate::scenario::Scenario;
 use crate::seam::Backend;
@@ -130,10 +131,15 @@ pub(crate) async fn drive<B: Backend>(
     points.sort_by_key(|p| (p.unit_id, p.address));
     let points = Arc::new(points);
     let env = d.env();
+    // Tag names by tag index: an OPC UA NodeId is the tag's name.
+    let tag_names: Arc<Vec<String>> =
+        Arc::new(model.catalog().iter().map(|i| i.name.clone()).collect());
+    let opcua_clients = s.third_party.opcua.as_ref().map_or(0, |o| o.clients);
+    // The Modbus masters first, then the OPC UA clients: one recorder for all.
     let rec = Arc::new(Recorder::new(
         model,
         s.third_party_word_order(),
-        s.third_party.clients,
+        s.third_party.clients + opcua_clients,
         env.clock.clone(),
     ));
 
@@ -189,6 +195,33 @@ pub(crate) async fn drive<B: Backend>(
             tls: d.master_tls(i)?,
         };
         tasks.push(tokio::spawn(third_party::run(spec, rec.clone(), end)));
+    }
+    if let (Some(o), Some((targets, setup))) = (&s.third_party.opcua, d.opcua()) {
+        for i in 0..o.clients {
+            let spec = UaClientSpec {
+                index: s.third_party.clients + i,
+                kind: o.kind,
+                targets: targets.clone(),
+                from: Some(d.third_party_ip()),
+                net: env.net.clone(),
+                identity: setup.identity(i),
+                points: points.clone(),
+                names: tag_names.clone(),
+                publishing_interval: o.publishing_interval,
+                writes_per_s: o.writes_per_s,
+                write_timeout: s.connector.write_timeout + Duration::from_secs(1),
+            };
+            tasks.push(tokio::spawn(crate::opcua::third_party::run(
+                spec,
+                rec.clone(),
+                end,
+            )));
+        }
+    } else if s.third_party.opcua.is_some() {
+        bail!(
+            "the {} backend has no OPC UA endpoints for [third_party.opcua]",
+            d.name()
+        );
     }
 
     let pb = progress(s, quiet);
@@ -409,6 +442,31 @@ pub(crate) async fn drive<B: Backend>(
                     gap_ms,
                     recovered,
                     mechanism: mechanism.clone(),
+                    by_third_party: if opcua_clients == 0 {
+                        vec![]
+                    } else {
+                        (0..s.third_party.clients + opcua_clients)
+                            .map(|c| {
+                                let (gap_ms, recovered) = match rec.gap_of(
+                                    c,
+                                    *at_ms,
+                                    end_ms,
+                                    s.third_party.stale_threshold.as_millis() as u64,
+                                ) {
+                                    Ok(g) => (g, true),
+                                    Err(g) => (g, false),
+                                };
+                                ThirdPartyGap {
+                                    third_party: match c.checked_sub(s.third_party.clients) {
+                                        None => format!("modbus {c}"),
+                                        Some(o) => format!("opcua {o}"),
+                                    },
+                                    gap_ms,
+                                    recovered,
+                                }
+                            })
+                            .collect()
+                    },
                 }
             })
             .collect(),

@@ -273,6 +273,10 @@ pub struct ThirdPartySection {
     /// dropped and reopened (tokio-modbus: a late reply would poison the next call).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// `[third_party.opcua]`: OPC UA clients beside (or, with `clients = 0`, instead of)
+    /// the Modbus masters; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opcua: Option<OpcUaClientSection>,
 }
 
 impl Default for ThirdPartySection {
@@ -285,6 +289,87 @@ impl Default for ThirdPartySection {
             word_order: None,
             stale_threshold: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            opcua: None,
+        }
+    }
+}
+
+/// `[third_party.opcua]`: OPC UA clients on the async-opcua stack, subscribed to every tag of
+/// the map (docs/opcua.md). `plain` ones use the first connector; a `redundant` one
+/// connects to every connector and follows the highest ServiceLevel (OPC UA Part 4
+/// §6.6.2.4.5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpcUaClientSection {
+    pub kind: ThirdPartyKind,
+    pub clients: usize,
+    /// The data subscription's publishing interval.
+    #[serde(with = "humantime_serde")]
+    pub publishing_interval: Duration,
+    /// Write service calls per second per client, on the setpoint tags.
+    pub writes_per_s: f64,
+    /// The endpoint used: `none`, `basic256sha256/sign` or
+    /// `basic256sha256/sign-and-encrypt`.
+    pub security: OpcUaSecurity,
+    /// UserName identities in turn (client i logs in as `users[i % len]`, a user whose
+    /// role has the same name); empty: anonymous sessions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<MasterRole>,
+}
+
+impl Default for OpcUaClientSection {
+    fn default() -> Self {
+        OpcUaClientSection {
+            kind: ThirdPartyKind::Plain,
+            clients: 1,
+            publishing_interval: Duration::from_millis(100),
+            writes_per_s: 0.0,
+            security: OpcUaSecurity::None,
+            users: vec![],
+        }
+    }
+}
+
+impl OpcUaClientSection {
+    /// The UserName identity of client `index`, if any.
+    pub fn user_of(&self, index: usize) -> Option<MasterRole> {
+        (!self.users.is_empty()).then(|| self.users[index % self.users.len()])
+    }
+}
+
+/// The OPC UA endpoint a scenario's clients use (and its connectors offer): a security
+/// policy and a message security mode, as the connector's `[opcua] security` writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum OpcUaSecurity {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "basic256sha256/sign")]
+    Basic256Sha256Sign,
+    #[serde(rename = "basic256sha256/sign-and-encrypt")]
+    Basic256Sha256SignAndEncrypt,
+    #[serde(rename = "aes128-sha256-rsaoaep/sign")]
+    Aes128Sha256RsaOaepSign,
+    #[serde(rename = "aes128-sha256-rsaoaep/sign-and-encrypt")]
+    Aes128Sha256RsaOaepSignAndEncrypt,
+    #[serde(rename = "aes256-sha256-rsapss/sign")]
+    Aes256Sha256RsaPssSign,
+    #[serde(rename = "aes256-sha256-rsapss/sign-and-encrypt")]
+    Aes256Sha256RsaPssSignAndEncrypt,
+}
+
+impl OpcUaSecurity {
+    /// As the connector's `[opcua] security` list writes it.
+    pub fn as_str(self) -> &'static str {
+        use OpcUaSecurity::*;
+        match self {
+            None => "none",
+            Basic256Sha256Sign => "basic256sha256/sign",
+            Basic256Sha256SignAndEncrypt => "basic256sha256/sign-and-encrypt",
+            Aes128Sha256RsaOaepSign => "aes128-sha256-rsaoaep/sign",
+            Aes128Sha256RsaOaepSignAndEncrypt => "aes128-sha256-rsaoaep/sign-and-encrypt",
+            Aes256Sha256RsaPssSign => "aes256-sha256-rsapss/sign",
+            Aes256Sha256RsaPssSignAndEncrypt => "aes256-sha256-rsapss/sign-and-encrypt",
         }
     }
 }
@@ -440,12 +525,50 @@ impl Scenario {
                 "devices, tags_per_device and scan_period must all be > 0".into(),
             );
         }
-        if self.third_party.clients == 0 {
+        if self.third_party.clients == 0 && self.third_party.opcua.is_none() {
             bad(
                 None,
                 "third_party.clients",
                 "at least one third party is needed to measure anything".into(),
             );
+        }
+        if let Some(o) = &self.third_party.opcua {
+            if o.clients == 0 {
+                bad(
+                    None,
+                    "third_party.opcua.clients",
+                    "must be at least 1 (without OPC UA clients, remove [third_party.opcua])"
+                        .into(),
+                );
+            }
+            if o.publishing_interval.is_zero() {
+                bad(
+                    None,
+                    "third_party.opcua.publishing_interval",
+                    "must be longer than 0".into(),
+                );
+            }
+            if !(o.writes_per_s >= 0.0 && o.writes_per_s.is_finite()) {
+                bad(
+                    None,
+                    "third_party.opcua.writes_per_s",
+                    "must be a number ≥ 0".into(),
+                );
+            }
+            if self.architecture == 1 && o.kind == ThirdPartyKind::Redundant {
+                bad(
+                    None,
+                    "third_party.opcua.kind",
+                    "architecture 1 has one connector: a redundant client needs two".into(),
+                );
+            }
+            if !o.users.is_empty() && o.security == OpcUaSecurity::None {
+                bad(
+                    None,
+                    "third_party.opcua.users",
+                    "a password must not cross the network in clear: set third_party.opcua.security = \"basic256sha256/sign-and-encrypt\"".into(),
+                );
+            }
         }
         if self.third_party.poll_period.is_zero() {
             bad(
@@ -602,6 +725,22 @@ impl Scenario {
                     "a flood measures what a process's descriptors and listeners withstand; the {} backend has no component processes: --backend process or netns",
                     backend.as_str()
                 ),
+            ));
+        }
+        if self.third_party.opcua.is_some()
+            && matches!(backend, BackendKind::Inprocess | BackendKind::Sim)
+        {
+            let why = match backend {
+                BackendKind::Sim => {
+                    "the sim backend cannot run the OPC UA stack: async-opcua dials and listens on tokio's sockets and clocks, not the simulated network and virtual time"
+                }
+                _ => {
+                    "the inprocess backend starts its connectors without their OPC UA server (an endpoint URL needs its port before the start; in-process connectors learn theirs at the start)"
+                }
+            };
+            out.push((
+                "third_party.opcua".into(),
+                format!("{why}: --backend process or netns"),
             ));
         }
         if self.security.tls && backend == BackendKind::Sim {

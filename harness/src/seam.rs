@@ -1,6 +1,8 @@
 //! The one interface every backend implements (docs/design.md §10). The runner (fault timeline,
 //! sampling, measurements, verdicts, reports) is written once against it.
 
+use crate::opcua::client::UaTarget;
+use crate::opcua::setup::UaSetup;
 use crate::scenario::Fault;
 use crate::topology::{ListenerKind, Topology};
 use anyhow::Result;
@@ -28,6 +30,11 @@ pub trait Backend {
     /// backend without `[security] tls`).
     fn master_tls(&self, _index: usize) -> anyhow::Result<Option<po_runtime::tls::TlsClient>> {
         Ok(None)
+    }
+    /// Each connector's OPC UA endpoint as the third-party host reaches it, and the run's
+    /// OPC UA set-up (identities); `None` without `[third_party.opcua]`.
+    fn opcua(&self) -> Option<(Vec<UaTarget>, &UaSetup)> {
+        None
     }
     /// Each connector's own Modbus address (readiness checks, read-back).
     fn modbus_direct(&self) -> Vec<SocketAddr>;

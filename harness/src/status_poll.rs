@@ -15,7 +15,8 @@ use tokio_modbus::prelude::*;
 /// unreachable until a read succeeds again.
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-/// One task per connector, each with one Modbus connection reading registers 0..14.
+/// One task per connector, each with one Modbus connection reading registers 0..=14
+/// (register 14: the service level, for the timeline).
 #[derive(Debug)]
 pub struct StatusPoller {
     /// Per connector: `None` before the first read was tried, then the latest outcome.
@@ -48,7 +49,7 @@ impl StatusPoller {
                         }
                         let read = match ctx.as_mut() {
                             Some(c) => {
-                                tokio::time::timeout(TIMEOUT, c.read_holding_registers(0, 14))
+                                tokio::time::timeout(TIMEOUT, c.read_holding_registers(0, 15))
                                     .await
                                     .ok()
                                     .and_then(|r| r.ok())

@@ -118,6 +118,10 @@ pub struct ConnectorState {
     pub role: Option<Role>,
     /// The active source's epoch; `null` without a source.
     pub epoch: Option<u64>,
+    /// The connector's service level (status register 14, equal to OPC UA
+    /// `Server.ServiceLevel`); absent where it was not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_level: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -129,7 +133,7 @@ pub struct FaultMark {
     pub mechanism: String,
 }
 
-/// Registers 0..14 of a connector's status block, decoded.
+/// Registers 0..=14 of a connector's status block, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusBlock {
     pub state: u16,
@@ -138,16 +142,19 @@ pub struct StatusBlock {
     /// 0 unknown, 1 Primary, 2 Standby.
     pub role: u16,
     pub epoch: u32,
+    /// Register 14, when read: the service level (docs/register-map.md).
+    pub service_level: Option<u16>,
 }
 
 impl StatusBlock {
-    /// Decodes registers 0.. of the status block (at least 6).
+    /// Decodes registers 0.. of the status block (at least 6; the service level from 15).
     pub fn decode(regs: &[u16]) -> Option<StatusBlock> {
         (regs.len() >= 6).then(|| StatusBlock {
             state: regs[1],
             source: regs[2],
             role: regs[3],
             epoch: (u32::from(regs[4]) << 16) | u32::from(regs[5]),
+            service_level: regs.get(14).copied(),
         })
     }
 
@@ -171,6 +178,7 @@ impl StatusBlock {
             },
             epoch: source.as_ref().map(|_| u64::from(self.epoch)),
             source,
+            service_level: self.service_level,
         }
     }
 }
@@ -382,6 +390,7 @@ mod tests {
                 source: Some("po-b".into()),
                 role: Some(Role::Primary),
                 epoch: Some(3),
+                service_level: None,
             }
         );
         let none = StatusBlock::decode(&[7, 3, 0, 0, 0, 3]).unwrap();

@@ -583,3 +583,65 @@ fn boundaries_that_mutation_testing_found_unpinned() {
     assert!(harness::scenario::parse_rate("100000bit").is_ok());
     assert!(harness::scenario::parse_rate("10xbit").is_err());
 }
+
+/// `VALID` with OPC UA clients beside its Modbus master.
+fn with_opcua(section: &str) -> String {
+    format!("{VALID}\n[third_party.opcua]\n{section}")
+}
+
+#[test]
+fn opcua_clients_are_a_subtable_of_third_party_and_mix_with_masters() {
+    let s = Scenario::parse(
+        &with_opcua(
+            "kind = \"redundant\"\nclients = 2\nwrites_per_s = 3\nsecurity = \"basic256sha256/sign-and-encrypt\"\nusers = [\"operator\", \"viewer\"]\n",
+        ),
+        "t.toml",
+    )
+    .unwrap();
+    let o = s.third_party.opcua.as_ref().unwrap();
+    assert_eq!(s.third_party.clients, 1, "the Modbus master stays");
+    assert_eq!(o.clients, 2);
+    assert_eq!(
+        [o.user_of(0), o.user_of(1), o.user_of(2)].map(|u| u.map(|r| r.as_str())),
+        [Some("operator"), Some("viewer"), Some("operator")]
+    );
+    // OPC UA only: no Modbus master at all is fine then.
+    let only = with("clients = 1\n", "clients = 0\n");
+    assert!(Scenario::parse(&format!("{only}\n[third_party.opcua]\n"), "t.toml").is_ok());
+    // Without [third_party.opcua], no master is no third party.
+    one(&only, 15, "third_party.clients", "at least one third party");
+}
+
+#[test]
+fn opcua_client_keys_are_checked_and_located() {
+    let text = "name = \"t\"\narchitecture = 1\nduration = \"2s\"\n\n[third_party.opcua]\nkind = \"redundant\"\nclients = 0\nusers = [\"viewer\"]\npublishing_interval = \"0s\"\nwrites_per_s = -1\n";
+    let e = Scenario::parse(text, "t.toml").unwrap_err();
+    insta::assert_snapshot!(e.to_string());
+    let bad_security = with_opcua("security = \"rot13\"\n");
+    let (found, messages) = problems(&bad_security);
+    assert_eq!(
+        found,
+        vec![(Some(31), "third_party.opcua.security".to_string())],
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn opcua_clients_run_on_the_process_and_netns_backends_only() {
+    let s = Scenario::parse(&with_opcua(""), "t.toml").unwrap();
+    assert_eq!(
+        s.runnable_on(),
+        vec![BackendKind::Process, BackendKind::Netns]
+    );
+    let refusal = s.refusal("t.toml", BackendKind::Sim);
+    assert!(
+        refusal[0]
+            .starts_with("t.toml: third_party.opcua: the sim backend cannot run the OPC UA stack"),
+        "{refusal:?}"
+    );
+    assert_eq!(
+        refusal.last().map(String::as_str),
+        Some("t.toml: backends that can run it: process, netns")
+    );
+    assert!(!s.refusal("t.toml", BackendKind::Inprocess).is_empty());
+}

@@ -264,6 +264,11 @@ fn connector_band(c: &ConnectorState) -> (RGBColor, String) {
         (None, Serving::Starting) => "starting".into(),
         (None, _) => "no source: stale".into(),
     };
+    // The service level an OPC UA client follows (register 14 = Server.ServiceLevel).
+    let label = match (c.service_level, c.state) {
+        (Some(l), s) if s != Serving::Unreachable => format!("{label} · SL {l}"),
+        _ => label,
+    };
     (color, label)
 }
 

@@ -470,7 +470,7 @@ fn summary_html(r: &Report) -> String {
         for f in &r.failovers {
             let _ = writeln!(
                 o,
-                "<tr><td>{}</td><td class=\"num\">{:.2} s</td><td class=\"num\">{} ms{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=\"num\">{:.2} s</td><td class=\"num\">{} ms{}{}</td><td>{}</td></tr>",
                 esc(&f.fault),
                 f.at_s,
                 f.gap_ms,
@@ -478,6 +478,11 @@ fn summary_html(r: &Report) -> String {
                     ""
                 } else {
                     " (never recovered)"
+                },
+                if f.by_third_party.is_empty() {
+                    String::new()
+                } else {
+                    format!("<br><small>{}</small>", esc(&f.breakdown()))
                 },
                 esc(&f.mechanism)
             );
@@ -550,6 +555,7 @@ mod tests {
             }
         }
         let conn = |state, source: Option<&str>, role, epoch| ConnectorState {
+            service_level: None,
             state,
             source: source.map(String::from),
             role,

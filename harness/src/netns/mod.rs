@@ -15,6 +15,8 @@ pub mod sockets;
 
 use crate::backend::{connector_config, server_config};
 use crate::child::{ManagedChild, binaries, connector_child, server_child};
+use crate::opcua::client::UaTarget;
+use crate::opcua::setup::UaSetup;
 use crate::probe::{scrape, wait_listening, wait_serving};
 use crate::proxy::FaultProxy;
 use crate::scenario::{Fault, FaultAction, Scenario};
@@ -32,6 +34,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Each connector's OPC UA port in its namespace (the IANA port of opc.tcp).
+const OPCUA_PORT: u16 = 4840;
 
 /// Ports inside every host namespace: each host has a network stack of its own, so the
 /// well-known ports can be used as a real installation would.
@@ -79,6 +84,8 @@ pub struct NetnsDeployment {
     security: crate::scenario::SecuritySection,
     /// Each connector's Modbus/TCP Security address (with TLS): what third parties use.
     modbus_secure: Vec<SocketAddr>,
+    /// With `[third_party.opcua]`: the run's OPC UA set-up and each connector's endpoint.
+    opcua: Option<(UaSetup, Vec<UaTarget>)>,
     pub run_dir: PathBuf,
 }
 
@@ -136,11 +143,15 @@ impl NetnsDeployment {
             watches: vec![],
             pki: None,
             security: s.security.clone(),
+            opcua: None,
             modbus_secure: vec![],
             run_dir,
         };
         if s.security.tls {
             d.pki = Some(RunPki::create(&d.run_dir.join("certs"), t)?);
+        }
+        if let Some(o) = &s.third_party.opcua {
+            d.opcua = Some((UaSetup::create(&d.run_dir, o)?, vec![]));
         }
         let delayed = s.delayed_links();
         let ip_of = |component: &str| lab_ip(t.host_of(component).expect("in topology").address);
@@ -219,6 +230,11 @@ impl NetnsDeployment {
                 let secure = SocketAddr::new(ip, smart_connector::config::MODBUS_SECURITY_PORT);
                 pki.secure_connector(&mut config, secure);
                 d.modbus_secure.push(secure);
+            }
+            if let Some((setup, targets)) = &mut d.opcua {
+                let addr = SocketAddr::new(ip, OPCUA_PORT);
+                setup.enable(t, &mut config, addr)?;
+                targets.push(UaTarget { addr });
             }
             let path = d.run_dir.join(format!("{}.toml", c.name));
             std::fs::write(&path, toml::to_string(&config)?)?;
@@ -450,6 +466,10 @@ impl Backend for NetnsDeployment {
 
     fn modbus_direct(&self) -> Vec<SocketAddr> {
         self.modbus_direct.clone()
+    }
+
+    fn opcua(&self) -> Option<(Vec<UaTarget>, &UaSetup)> {
+        self.opcua.as_ref().map(|(s, t)| (t.clone(), s))
     }
 
     fn master_tls(&self, index: usize) -> Result<Option<po_runtime::tls::TlsClient>> {
