@@ -1,14 +1,18 @@
 //! The Primary/Standby role of one server of a redundant pair, as a sans-IO state
-//! machine: peer heartbeats, link events and `now` go in, role transitions come out. No
-//! sockets, no clocks: the server's tokio driver feeds it, and property tests drive two
-//! of them through crashes, pauses and partitions.
+//! machine: peer heartbeats, replicated writes, link events and `now` go in; role
+//! transitions, the verdict on each replicated write and the rises of the known epoch come
+//! out. No sockets, no clocks, no files: the server's tokio tasks feed it, and property
+//! tests drive two of them through crashes, pauses and partitions.
 //!
 //! Rules, and why:
 //! - A server starts (and restarts: its role is never kept) as **Standby, epoch 0**, so a
 //!   returning server never claims Primary over one that took over while it was gone.
-//!   Only its highest known epoch may be kept ([`RedundancyRole::with_known_epoch`]): the
-//!   server keeps it in memory across in-process restarts, and in `state_dir` across
-//!   process restarts when one is configured (`crate::state`).
+//! - **The known epoch** (the highest epoch held or heard) has one owner: this machine.
+//!   Keeping it across restarts is the driver's job, told by
+//!   [`RedundancyRole::poll_known_epoch_raised`] whenever it rose; the driver records it
+//!   (in memory across in-process restarts, and in `state_dir` across process restarts
+//!   when one is configured: `crate::state`) before it acts on the input that raised it,
+//!   and hands it back to the next incarnation with [`RedundancyRole::with_known_epoch`].
 //! - **Startup**: when both are Standby and hear each other, the preferred server
 //!   (index 0) promotes at once, so a healthy pair settles in one heartbeat. The same rule
 //!   means a pair never sits with two Standbys.
@@ -27,6 +31,11 @@
 //!   it grants the peer one more `failover_timeout` before promoting, and so first reads
 //!   the heartbeats that queued up meanwhile. The driver must call [`RedundancyRole::poll`]
 //!   at [`RedundancyRole::poll_at`], which is never more than one heartbeat away.
+//! - **Fencing of replicated writes**: a write the peer replicates carries the peer's
+//!   epoch; one below the known epoch comes from a superseded Primary (say, one that was
+//!   paused while this server or a third epoch took over) and is refused
+//!   ([`RedundancyRole::handle_replicated_write`]), so that Primary never acknowledges it.
+//!   Equal is accepted: it is the epoch of the Primary this Standby follows.
 //! - **Link down** (the sync connection dropped): the peer no longer counts as reachable
 //!   for write replication, but promotion still waits for `failover_timeout` of silence: a
 //!   cut link and a crashed peer look alike, and only time tells a pause from a crash.
@@ -50,6 +59,17 @@ pub enum WriteMode {
     Hold,
     /// No peer, or it is taken for dead: apply here alone.
     Solo,
+}
+
+/// What to do with a write the peer replicated (see
+/// [`RedundancyRole::handle_replicated_write`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicatedWrite {
+    /// Apply it and acknowledge it.
+    Apply,
+    /// Refuse it: the sender's epoch is below `known`, the highest epoch this server
+    /// has held or heard, so the sender is a superseded Primary.
+    Refuse { known: u64 },
 }
 
 /// Index of a server within its pair: 0 is the preferred Primary ("a"), 1 the other ("b").
@@ -107,8 +127,11 @@ pub struct RedundancyRole {
     config: RedundancyConfig,
     role: Role,
     epoch: u64,
-    /// Highest epoch heard or held.
+    /// Highest epoch heard or held (never below `epoch`: `set` raises it).
     max_known: u64,
+    /// The known epoch last reported by `poll_known_epoch_raised` (or handed in by
+    /// `with_known_epoch`): the driver has recorded it.
+    known_reported: u64,
     /// Last time the peer was heard (or the grace start: boot, own stall).
     last_heard: Instant,
     /// The peer's last claim, while the link is up.
@@ -129,6 +152,7 @@ impl RedundancyRole {
             role: Role::Standby,
             epoch: 0,
             max_known: 0,
+            known_reported: 0,
             last_heard: now,
             peer_ever_heard: false,
             peer: None,
@@ -140,8 +164,10 @@ impl RedundancyRole {
     /// A restarted server that remembers the highest epoch it held or heard before: its
     /// next promotion goes above it, so epochs never repeat across restarts (a connector
     /// that served epoch 5 is never offered a "new" Primary with epoch 3).
+    /// The epoch handed in is the driver's record, so it is not reported again.
     pub fn with_known_epoch(mut self, epoch: u64) -> RedundancyRole {
         self.max_known = self.max_known.max(epoch);
+        self.known_reported = self.known_reported.max(epoch);
         self
     }
 
@@ -247,9 +273,34 @@ impl RedundancyRole {
             .then(|| self.promote(TransitionReason::HigherEpochKnown))
     }
 
-    /// The highest epoch held or heard, for the peer.
+    /// The highest epoch held or heard (sent to the peer with every status).
     pub fn known_epoch(&self) -> u64 {
-        self.max_known.max(self.epoch)
+        self.max_known
+    }
+
+    /// The known epoch, once each time it has risen since the last call: the driver must
+    /// record it (see the module docs) before it announces a transition or answers the
+    /// input that raised it, so no epoch is heard of before it is kept.
+    pub fn poll_known_epoch_raised(&mut self) -> Option<u64> {
+        (self.max_known > self.known_reported).then(|| {
+            self.known_reported = self.max_known;
+            self.max_known
+        })
+    }
+
+    /// A write the peer replicated, sent while it held `sender_epoch`: applied unless a
+    /// higher epoch is known (held here, or heard), in which case the sender is a
+    /// superseded Primary and must not acknowledge the write. The sender's epoch counts
+    /// as heard.
+    pub fn handle_replicated_write(&mut self, now: Instant, sender_epoch: u64) -> ReplicatedWrite {
+        self.touch(now);
+        if sender_epoch < self.max_known {
+            return ReplicatedWrite::Refuse {
+                known: self.max_known,
+            };
+        }
+        self.max_known = sender_epoch;
+        ReplicatedWrite::Apply
     }
 
     pub fn on_link_down(&mut self, now: Instant) {
@@ -297,7 +348,7 @@ impl RedundancyRole {
     }
 
     fn promote(&mut self, reason: TransitionReason) -> Transition {
-        let mut epoch = self.max_known.max(self.epoch) + 1;
+        let mut epoch = self.max_known + 1;
         if !self.index.owns(epoch) {
             epoch += 1;
         }
@@ -378,6 +429,46 @@ mod tests {
         assert_eq!(b.on_peer_known_epoch(t, 9), None);
         assert_eq!(b.status(), standby(0));
         assert_eq!(b.known_epoch(), 9);
+    }
+
+    #[test]
+    fn a_write_from_a_superseded_primary_is_refused() {
+        let t = Instant::now();
+        let mut b = RedundancyRole::new(ServerIndex(1), cfg(false), t);
+        b.on_peer_status(t, primary(1));
+        assert_eq!(b.handle_replicated_write(t, 1), ReplicatedWrite::Apply);
+        // b took over (epoch 2) while a was paused; a resumes and replicates at epoch 1.
+        b.poll(t + FT).expect("promotion");
+        assert_eq!(
+            b.handle_replicated_write(t + FT, 1),
+            ReplicatedWrite::Refuse { known: 2 }
+        );
+        assert_eq!(b.handle_replicated_write(t + FT, 2), ReplicatedWrite::Apply);
+        // A higher sender epoch is news: it is known from then on.
+        assert_eq!(b.handle_replicated_write(t + FT, 3), ReplicatedWrite::Apply);
+        assert_eq!(b.known_epoch(), 3);
+        assert_eq!(
+            b.handle_replicated_write(t + FT, 2),
+            ReplicatedWrite::Refuse { known: 3 }
+        );
+    }
+
+    #[test]
+    fn each_rise_of_the_known_epoch_is_reported_once() {
+        let t = Instant::now();
+        let mut a = RedundancyRole::new(ServerIndex(0), cfg(false), t).with_known_epoch(4);
+        assert_eq!(
+            a.poll_known_epoch_raised(),
+            None,
+            "handed in: recorded already"
+        );
+        a.on_peer_status(t, standby(2));
+        assert_eq!(a.poll_known_epoch_raised(), Some(5), "its own promotion");
+        assert_eq!(a.poll_known_epoch_raised(), None);
+        a.on_peer_known_epoch(t, 5);
+        assert_eq!(a.poll_known_epoch_raised(), None, "nothing new");
+        a.handle_replicated_write(t, 8);
+        assert_eq!(a.poll_known_epoch_raised(), Some(8));
     }
 
     #[test]

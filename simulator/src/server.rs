@@ -5,9 +5,10 @@
 //! incarnation (every socket closes at once), a graceful stop first drains it (no new
 //! clients, connected ones told `ShuttingDown`), a restart starts a fresh one with fresh
 //! redundancy state. What survives an in-process restart is kept in the [`ServerHandle`]:
-//! the configuration, the setpoint store and the highest known epoch. What survives a
-//! process restart is only what is on disk: the highest known epoch, in `state_dir` when
-//! one is configured (`crate::state`); the setpoints come back from the peer.
+//! the configuration, the setpoint store and the record of the highest known epoch (the
+//! role reports each rise of it and the driver records it: `crate::state::EpochRecord`).
+//! What survives a process restart is only what is on disk: that record, in `state_dir`
+//! when one is configured (`crate::state`); the setpoints come back from the peer.
 
 use crate::config::ServerConfig;
 use crate::field::FieldModel;
@@ -48,7 +49,7 @@ pub enum ServerError {
 }
 
 /// State that lives across in-process restarts, plus the network-level fault flag of its
-/// sync link. Of it only `known_epoch` outlives the process, and only with `state_dir`.
+/// sync link. Of it only `epoch_record` outlives the process, and only with `state_dir`.
 #[derive(Debug)]
 struct Durable {
     config: ServerConfig,
@@ -61,9 +62,10 @@ struct Durable {
     status: watch::Sender<Option<PeerStatus>>,
     /// The network and clocks the server was started with (kept for restarts).
     env: Env,
-    /// The highest epoch held or heard, so a restart never reuses one: in memory across
-    /// in-process restarts, and in `state_dir` (when set) across process restarts.
-    known_epoch: Arc<crate::state::KnownEpoch>,
+    /// The highest epoch held or heard, as the role last reported it, so a restart never
+    /// reuses one: in memory across in-process restarts, and in `state_dir` (when set)
+    /// also on disk, across process restarts.
+    epoch_record: Arc<crate::state::EpochRecord>,
     /// Both ends of TLS, loaded once at start (a restart keeps them, as a real server
     /// keeps the files it read at start-up); `None`: plaintext.
     tls: Option<Arc<ServerTls>>,
@@ -108,14 +110,14 @@ impl ServerHandle {
             None => None,
         };
         // Read before binding: a bad state file stops the start with nothing half-open.
-        let known_epoch = match config.state_file() {
+        let epoch_record = match config.state_file() {
             Some(file) => {
                 file.create_dir()?;
                 let epoch = file.read()?;
                 tracing::info!(server = %config.name, file = %file.path().display(), epoch, "highest known epoch read");
-                crate::state::KnownEpoch::new(epoch, Some(file))
+                crate::state::EpochRecord::new(epoch, Some(file))
             }
-            None => crate::state::KnownEpoch::default(),
+            None => crate::state::EpochRecord::default(),
         };
         let client = bind(&env, config.listen, "client access").await?;
         let client_addr = client.local_addr().map_err(|source| ServerError::Bind {
@@ -150,7 +152,7 @@ impl ServerHandle {
             sync_addr,
             status: watch::channel(None).0,
             env,
-            known_epoch: Arc::new(known_epoch),
+            epoch_record: Arc::new(epoch_record),
             tls,
         };
         if d_plaintext_on_network(&durable) {
@@ -169,7 +171,7 @@ impl ServerHandle {
     fn launch(&self, client: BoxListener, sync_listener: Option<BoxListener>) {
         let d = &self.inner.durable;
         let redundancy = d.config.redundancy_config().map(|(index, cfg)| {
-            let known = d.known_epoch.get();
+            let known = d.epoch_record.get();
             Mutex::new(RedundancyRole::new(index, cfg, d.env.clock.now()).with_known_epoch(known))
         });
         let initial = match &redundancy {
@@ -200,7 +202,7 @@ impl ServerHandle {
             accepting: TaskTracker::new(),
             sessions: TaskTracker::new(),
             env: d.env.clone(),
-            known_epoch: d.known_epoch.clone(),
+            epoch_record: d.epoch_record.clone(),
             peer_heard: Mutex::new(d.env.clock.now()),
             tls: d.tls.clone(),
         });
@@ -480,19 +482,12 @@ async fn run_heartbeats(shared: Arc<Shared>) {
 
 /// Drives the redundancy state machine's timers.
 async fn run_redundancy(shared: Arc<Shared>) {
-    let Some(red) = &shared.redundancy else {
-        return;
-    };
-    loop {
-        let at = red.lock().unwrap().poll_at();
+    while let Some(at) = shared.role_poll_at() {
         tokio::select! {
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
             _ = shared.redundancy_wake.notified() => {}
         }
         shared.wait_unpaused().await;
-        let t = red.lock().unwrap().poll(shared.clock().now());
-        if let Some(t) = t {
-            shared.apply_transition(t);
-        }
+        shared.poll_role();
     }
 }

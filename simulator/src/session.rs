@@ -79,7 +79,7 @@ async fn run_session(
     let hello_timeout = shared.config().limits.handshake_timeout;
     // The TLS handshake and the Hello share one deadline: a client that stalls in either
     // holds its place for no longer than the handshake timeout.
-    let deadline = tokio::time::Instant::now() + hello_timeout;
+    let deadline = shared.deadline_in(hello_timeout);
     let (stream, identity) = match &shared.tls {
         None => (stream, None),
         Some(tls) => {

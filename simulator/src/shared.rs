@@ -7,7 +7,7 @@
 use crate::config::ServerConfig;
 use crate::field::FieldModel;
 use crate::redundancy::WriteMode;
-use crate::redundancy::{PeerStatus, RedundancyRole, Transition};
+use crate::redundancy::{PeerStatus, RedundancyRole, ReplicatedWrite, Transition};
 use crate::setpoints::{Setpoint, SetpointStore};
 use crate::write_rules::{WritePlan, plan_write};
 use po_protocol::{
@@ -115,7 +115,9 @@ pub(crate) struct Shared {
     /// to have said goodbye and seen its client close.
     pub(crate) sessions: TaskTracker,
     pub(crate) env: Env,
-    pub(crate) known_epoch: Arc<crate::state::KnownEpoch>,
+    /// Where the role's known epoch is recorded for the next incarnation (and, with
+    /// `state_dir`, the next process); the live value is the role's.
+    pub(crate) epoch_record: Arc<crate::state::EpochRecord>,
     /// When the peer was last heard on the sync link (any frame).
     pub(crate) peer_heard: Mutex<Instant>,
     /// TLS on both links, when configured.
@@ -160,6 +162,13 @@ impl ServerTls {
 impl Shared {
     pub(crate) fn clock(&self) -> &dyn Clock {
         &*self.env.clock
+    }
+
+    /// The instant `after` from now on the injected clock, as a deadline for tokio's
+    /// timers (the two agree, see `po_runtime::Clock::now`), so that a simulation decides
+    /// this time like every other.
+    pub(crate) fn deadline_in(&self, after: Duration) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.clock().now() + after)
     }
 
     pub(crate) fn net(&self) -> &dyn Net {
@@ -290,43 +299,71 @@ impl Shared {
         }
     }
 
-    pub(crate) fn on_peer_status(&self, peer: PeerStatus) {
-        let Some(red) = &self.redundancy else { return };
-        self.known_epoch.raise(peer.epoch);
-        let t = red.lock().unwrap().on_peer_status(self.clock().now(), peer);
-        if let Some(t) = t {
+    /// Feeds the redundancy role one input (`None` for a standalone server). The known
+    /// epoch, if the input raised it, is recorded (on disk with `state_dir`) before the
+    /// role's lock is released: a status frame (which reads the known epoch under that
+    /// lock) and a transition (announced by the caller after this returns) can therefore
+    /// never tell anyone of an epoch that is not kept yet.
+    fn drive_role<T>(&self, input: impl FnOnce(&mut RedundancyRole, Instant) -> T) -> Option<T> {
+        let red = self.redundancy.as_ref()?;
+        let mut role = red.lock().unwrap();
+        let out = input(&mut role, self.clock().now());
+        if let Some(known) = role.poll_known_epoch_raised() {
+            self.epoch_record.record(known);
+        }
+        Some(out)
+    }
+
+    /// [`Shared::drive_role`] for an input that may change the role: the change is
+    /// announced.
+    fn drive_transition(
+        &self,
+        input: impl FnOnce(&mut RedundancyRole, Instant) -> Option<Transition>,
+    ) {
+        if let Some(Some(t)) = self.drive_role(input) {
             self.apply_transition(t);
         }
+    }
+
+    pub(crate) fn on_peer_status(&self, peer: PeerStatus) {
+        self.drive_transition(|r, now| r.on_peer_status(now, peer));
         self.redundancy_wake.notify_one();
     }
 
     pub(crate) fn on_peer_known_epoch(&self, known: u64) {
-        let Some(red) = &self.redundancy else { return };
-        self.known_epoch.raise(known);
-        let t = red
-            .lock()
-            .unwrap()
-            .on_peer_known_epoch(self.clock().now(), known);
-        if let Some(t) = t {
-            self.apply_transition(t);
-        }
+        self.drive_transition(|r, now| r.on_peer_known_epoch(now, known));
     }
 
-    /// The highest epoch this server has held or heard (across restarts).
+    /// The role's timers (`RedundancyRole::poll`), driven by the server's redundancy task.
+    pub(crate) fn poll_role(&self) {
+        self.drive_transition(|r, now| r.poll(now));
+    }
+
+    /// When [`Shared::poll_role`] is next due (`None` for a standalone server).
+    pub(crate) fn role_poll_at(&self) -> Option<Instant> {
+        self.drive_role(|r, _| r.poll_at())
+    }
+
+    /// Whether a write the peer replicated at `sender_epoch` is applied or refused
+    /// (`RedundancyRole::handle_replicated_write`).
+    pub(crate) fn fence_replicated_write(&self, sender_epoch: u64) -> ReplicatedWrite {
+        self.drive_role(|r, now| r.handle_replicated_write(now, sender_epoch))
+            .expect("sync link runs only for a redundant server")
+    }
+
+    /// The highest epoch this server has held or heard (across restarts), for the peer.
     pub(crate) fn known_epoch(&self) -> u64 {
-        self.known_epoch.get()
+        self.drive_role(|r, _| r.known_epoch()).unwrap_or(0)
     }
 
     pub(crate) fn link_down(&self) {
-        if let Some(red) = &self.redundancy {
-            red.lock().unwrap().on_link_down(self.clock().now());
+        if self.drive_role(|r, now| r.on_link_down(now)).is_some() {
             self.redundancy_wake.notify_one();
         }
     }
 
-    pub(crate) fn apply_transition(&self, t: Transition) {
-        // On disk (with `state_dir`) before anyone hears of it.
-        self.known_epoch.raise(t.to.epoch);
+    fn apply_transition(&self, t: Transition) {
+        // The new epoch is recorded already (`drive_role`).
         tracing::info!(
             server = %self.name(),
             from = %format!("{} epoch {}", t.from.role, t.from.epoch),

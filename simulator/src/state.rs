@@ -1,5 +1,6 @@
-//! What a server keeps on disk across process restarts: its highest known epoch, in
-//! `<state_dir>/<name>.epoch` (docs/simulator.md, "State").
+//! What a server keeps across restarts: its highest known epoch, recorded in memory for
+//! in-process restarts and, with `state_dir`, in `<state_dir>/<name>.epoch` for process
+//! restarts (docs/simulator.md, "State").
 //!
 //! Why: a server promotes to an epoch above every epoch it knows. A process that forgot
 //! the epochs it held could, restarted alone, promote to an epoch it (or its peer) held
@@ -11,7 +12,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why the state file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -119,50 +119,50 @@ impl EpochFile {
     }
 }
 
-/// The highest epoch a server has held or heard, shared by its incarnations (an
-/// in-process restart keeps it in memory) and, with a state file, by its processes.
+/// The known epoch as its owner, the server's `RedundancyRole`, last reported it (see
+/// `RedundancyRole::poll_known_epoch_raised`): the record each new incarnation starts
+/// from. It lives in memory across in-process restarts and, with a state file, on disk
+/// across process restarts. It only keeps what it is told; the running value is the
+/// role's.
 #[derive(Debug, Default)]
-pub(crate) struct KnownEpoch {
-    value: AtomicU64,
-    /// The file and the highest epoch written to it (writes are serialised so that a
-    /// slower write of a lower epoch never replaces a higher one).
-    file: Option<(EpochFile, Mutex<u64>)>,
+pub(crate) struct EpochRecord {
+    /// The highest epoch recorded. A lock, not an atomic: a file write happens under it,
+    /// so a slower write of a lower epoch never replaces a higher one on disk.
+    recorded: Mutex<u64>,
+    file: Option<EpochFile>,
 }
 
-impl KnownEpoch {
-    pub(crate) fn new(initial: u64, file: Option<EpochFile>) -> KnownEpoch {
-        KnownEpoch {
-            value: AtomicU64::new(initial),
-            file: file.map(|f| (f, Mutex::new(initial))),
+impl EpochRecord {
+    pub(crate) fn new(initial: u64, file: Option<EpochFile>) -> EpochRecord {
+        EpochRecord {
+            recorded: Mutex::new(initial),
+            file,
         }
     }
 
+    /// The highest epoch recorded: where a new incarnation's role starts from.
     pub(crate) fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
+        *self.recorded.lock().unwrap()
     }
 
-    /// Raises the known epoch to `epoch` (if higher) and, with a state file, writes it
-    /// before returning, so an epoch is on disk before anyone is told of it.
-    pub(crate) fn raise(&self, epoch: u64) {
-        if self.value.fetch_max(epoch, Ordering::Relaxed) >= epoch {
+    /// Records `epoch` if it is higher than the record and, with a state file, writes it
+    /// before returning, so the caller can announce it only once it is on disk.
+    pub(crate) fn record(&self, epoch: u64) {
+        let mut recorded = self.recorded.lock().unwrap();
+        if epoch <= *recorded {
             return;
         }
-        let Some((file, written)) = &self.file else {
+        *recorded = epoch;
+        let Some(file) = &self.file else {
             return;
         };
-        let mut written = written.lock().unwrap();
-        let highest = self.get();
-        if highest <= *written {
-            return;
-        }
-        match file.write(highest) {
-            Ok(()) => *written = highest,
-            Err(e) => tracing::error!(
+        if let Err(e) = file.write(epoch) {
+            tracing::error!(
                 file = %file.path().display(),
-                epoch = highest,
+                epoch,
                 error = %e,
                 "cannot keep the highest known epoch on disk; a process restart may reuse an epoch"
-            ),
+            );
         }
     }
 }
@@ -183,9 +183,9 @@ mod tests {
         let file = EpochFile::new(dir.join("po-a.epoch"));
         file.create_dir().unwrap();
         assert_eq!(file.read().unwrap(), 0, "no file: first start");
-        let known = KnownEpoch::new(0, Some(file.clone()));
-        known.raise(3);
-        known.raise(2);
+        let known = EpochRecord::new(0, Some(file.clone()));
+        known.record(3);
+        known.record(2);
         assert_eq!(known.get(), 3);
         assert_eq!(file.read().unwrap(), 3);
         assert_eq!(

@@ -6,6 +6,7 @@
 //! (peer status, replication it must apply and acknowledge). Two one-way streams keep
 //! the ownership simple: nothing needs to decide which side "owns" a shared socket.
 
+use crate::redundancy::ReplicatedWrite;
 use crate::setpoints::Setpoint;
 use crate::shared::{ReplicateRequest, Shared};
 use bytes::BytesMut;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
 /// Frames of the server-to-server sync link (never seen by clients).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,13 +243,40 @@ fn push(buf: &mut BytesMut, frame: &SyncFrame) {
     }
 }
 
+/// The one inbound sync connection that speaks for the peer. A connection that has said
+/// the peer's Hello takes over: the one it replaces is cancelled, and stops at once (or,
+/// if it was holding a frame it read before the takeover, drops that frame). Only the
+/// live connection ending means the link is down.
+#[derive(Debug, Default)]
+struct LiveInbound {
+    /// The live connection's number and its cancellation; under one lock, so a takeover
+    /// and the end of the connection it replaces are ordered without further thought.
+    current: std::sync::Mutex<(u64, CancellationToken)>,
+}
+
+impl LiveInbound {
+    /// Makes the caller the live connection; its number and the token cancelled when it
+    /// is replaced.
+    fn take_over(&self) -> (u64, CancellationToken) {
+        let mut current = self.current.lock().unwrap();
+        current.1.cancel();
+        let mine = (current.0 + 1, CancellationToken::new());
+        *current = mine.clone();
+        mine
+    }
+
+    /// Whether connection `mine` was still the live one when it ended.
+    fn ended(&self, mine: u64) -> bool {
+        self.current.lock().unwrap().0 == mine
+    }
+}
+
 /// Accepts the peer's sync connections. A new connection replaces the current one only
 /// once it has said Hello as the peer (the other index) within the handshake timeout: a
 /// stray or flooding client on the sync port can neither take the link over nor, with
 /// the connection cap, exhaust descriptors.
 pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: BoxListener) {
-    let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let current = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let live = Arc::new(LiveInbound::default());
     let cap = ConnectionCap::new(shared.config().limits.max_sync_connections);
     let unproven = Unproven::default();
     let counters = AcceptCounters::default();
@@ -263,14 +292,13 @@ pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: BoxListener) {
             if *shared.sync_cut.borrow() {
                 return;
             }
-            let (shared, generation, current) =
-                (shared.clone(), generation.clone(), current.clone());
+            let (shared, live) = (shared.clone(), live.clone());
             shared.clone().spawn(async move {
                 let _permit = permit;
                 let _ = stream.set_nodelay(true);
                 let timeout = shared.config().limits.handshake_timeout;
                 // TLS and the Hello share one deadline, as on the client-access link.
-                let deadline = tokio::time::Instant::now() + timeout;
+                let deadline = shared.deadline_in(timeout);
                 let stream = match &shared.tls {
                     None => stream,
                     Some(tls) => {
@@ -311,11 +339,10 @@ pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: BoxListener) {
                     }
                 }
                 shared.wait_unpaused().await;
-                let mine = generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                current.store(mine, std::sync::atomic::Ordering::SeqCst);
+                let (mine, replaced) = live.take_over();
                 shared.peer_heard();
-                serve_inbound(&shared, frames, write, from, &current, mine).await;
-                if current.load(std::sync::atomic::Ordering::SeqCst) == mine {
+                serve_inbound(&shared, frames, write, from, &replaced).await;
+                if live.ended(mine) {
                     shared.link_down();
                 }
             });
@@ -324,20 +351,18 @@ pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: BoxListener) {
     .await;
 }
 
+/// Serves the live inbound connection until it fails, falls silent, is cut, or is
+/// `replaced` by a newer one.
 async fn serve_inbound(
     shared: &Arc<Shared>,
     mut frames: FramedRead<tokio::io::ReadHalf<BoxStream>, FrameCodec<SyncFrame>>,
     mut write: tokio::io::WriteHalf<BoxStream>,
     from: SocketAddr,
-    current: &std::sync::atomic::AtomicU64,
-    mine: u64,
+    replaced: &CancellationToken,
 ) {
     let mut cut = shared.sync_cut.subscribe();
     let mut buf = BytesMut::new();
     loop {
-        if current.load(std::sync::atomic::Ordering::SeqCst) != mine {
-            return; // replaced by a newer connection
-        }
         shared.wait_unpaused().await;
         // A peer that says nothing for the liveness period is gone, whether or not its
         // connection closed: a black hole never closes it, and after the network heals a
@@ -346,6 +371,7 @@ async fn serve_inbound(
         let liveness = shared.sync_liveness();
         let frame = tokio::select! {
             _ = wait_cut(&mut cut, true) => return,
+            _ = replaced.cancelled() => return,
             f = tokio::time::timeout(liveness, frames.next()) => match f {
                 Ok(f) => f,
                 Err(_) => {
@@ -355,8 +381,8 @@ async fn serve_inbound(
             },
         };
         shared.wait_unpaused().await;
-        if current.load(std::sync::atomic::Ordering::SeqCst) != mine {
-            return; // replaced while we waited: this frame is stale
+        if replaced.is_cancelled() {
+            return; // replaced while this frame waited (say, while paused): it is stale
         }
         shared.peer_heard();
         match frame {
@@ -376,13 +402,15 @@ async fn serve_inbound(
                 epoch,
             })) => {
                 buf.clear();
-                let known = shared.known_epoch(); // includes our own epoch
-                if epoch < known {
-                    tracing::info!(server = %shared.name(), %from, peer_epoch = epoch, known, "write from a superseded Primary refused");
-                    push(&mut buf, &SyncFrame::ReplicateRefused { id, known });
-                } else {
-                    shared.apply_replicated(tag, entry);
-                    push(&mut buf, &SyncFrame::ReplicateAck { id });
+                match shared.fence_replicated_write(epoch) {
+                    ReplicatedWrite::Apply => {
+                        shared.apply_replicated(tag, entry);
+                        push(&mut buf, &SyncFrame::ReplicateAck { id });
+                    }
+                    ReplicatedWrite::Refuse { known } => {
+                        tracing::info!(server = %shared.name(), %from, peer_epoch = epoch, known, "write from a superseded Primary refused");
+                        push(&mut buf, &SyncFrame::ReplicateRefused { id, known });
+                    }
                 }
                 if write.write_all(&buf).await.is_err() {
                     return;

@@ -1,15 +1,17 @@
 //! Property tests of the redundancy state machine: two `RedundancyRole`s, a virtual
-//! clock, a sync link that can be cut, and servers that crash, restart, pause and resume,
-//! driven by arbitrary fault sequences.
+//! clock, a sync link that can be cut and that carries status and replicated writes, and
+//! servers that crash, restart (with or without their recorded known epoch), pause and
+//! resume, driven by arbitrary fault sequences.
 
 #![allow(clippy::needless_range_loop)] // two nodes, indexed by their peer too
 
 use po_protocol::Role;
 use po_simulator::redundancy::{
-    PeerStatus, RedundancyConfig, RedundancyRole, ServerIndex, Transition, TransitionReason,
-    WriteMode,
+    PeerStatus, RedundancyConfig, RedundancyRole, ReplicatedWrite, ServerIndex, Transition,
+    TransitionReason, WriteMode,
 };
 use proptest::prelude::*;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const HB: u64 = 100;
@@ -45,7 +47,8 @@ struct Node {
     next_send: u64,
     /// Epoch must never decrease while the node runs (reset on restart).
     last_epoch: u64,
-    /// Highest epoch this node has held or heard since it (re)started.
+    /// Highest epoch this node has held or heard since it (re)started (with a recorded
+    /// known epoch: ever).
     seen: u64,
     /// The peer's last claim delivered to this node since its last link-down.
     last_claim: Option<PeerStatus>,
@@ -54,13 +57,13 @@ struct Node {
 }
 
 impl Node {
-    fn fresh(role: RedundancyRole, now: u64) -> Node {
+    fn fresh(role: RedundancyRole, now: u64, seen: u64) -> Node {
         Node {
             role: Some(role),
             paused: false,
             next_send: now,
             last_epoch: 0,
-            seen: 0,
+            seen,
             last_claim: None,
             linked_from: None,
         }
@@ -80,17 +83,26 @@ struct World {
     nodes: [Node; 2],
     link: bool,
     transitions: Vec<(u64, usize, Transition)>,
+    /// Whether a restart keeps the known epoch the driver recorded (in-process restarts,
+    /// or `state_dir`); without, a restart is a process restart that forgets it.
+    persist: bool,
+    /// What each node's driver recorded from `poll_known_epoch_raised`.
+    recorded: [u64; 2],
+    /// Every epoch any node has been Primary in.
+    held: BTreeSet<u64>,
+    /// Replicated writes applied and refused.
+    writes: [u64; 2],
 }
 
 impl World {
-    fn new(failback: bool) -> World {
+    fn new(failback: bool, persist: bool) -> World {
         let t0 = Instant::now();
         let cfg = RedundancyConfig {
             heartbeat: Duration::from_millis(HB),
             failover_timeout: Duration::from_millis(FT),
             failback,
         };
-        let node = |i: u8| Node::fresh(RedundancyRole::new(ServerIndex(i), cfg, t0), 0);
+        let node = |i: u8| Node::fresh(RedundancyRole::new(ServerIndex(i), cfg, t0), 0, 0);
         World {
             t0,
             now: 0,
@@ -98,6 +110,10 @@ impl World {
             nodes: [node(0), node(1)],
             link: true,
             transitions: Vec::new(),
+            persist,
+            recorded: [0, 0],
+            held: BTreeSet::new(),
+            writes: [0, 0],
         }
     }
 
@@ -120,8 +136,18 @@ impl World {
             if t.to.role == Role::Primary {
                 // Every promotion takes an epoch of its own parity above every epoch the
                 // server has seen or held (the smallest such), so two Primaries never
-                // share one, and a re-promotion never reuses an old epoch.
-                assert_eq!(t.from.role, Role::Standby, "{t:?}");
+                // share one, and a re-promotion never reuses an old epoch. Only a
+                // Primary's peer knowing a higher epoch makes a Primary promote again.
+                assert!(
+                    t.from.role == Role::Standby || t.reason == TransitionReason::HigherEpochKnown,
+                    "{t:?}"
+                );
+                // With the known epoch kept across restarts, no epoch is ever held twice.
+                assert!(
+                    self.held.insert(t.to.epoch) || !self.persist,
+                    "node {i} reused epoch {}",
+                    t.to.epoch
+                );
                 assert_eq!(
                     t.to.epoch,
                     promotion_epoch(i, n.seen),
@@ -151,6 +177,33 @@ impl World {
             // Like the real driver: a transition is announced at once.
             self.nodes[i].next_send = self.now;
         }
+        self.record_known(i);
+    }
+
+    /// Like the real driver after every input: records the known epoch if it rose. The
+    /// role reports exactly the rises of what the node held or heard, and its known
+    /// epoch never goes down (across restarts, too, when it is recorded).
+    fn record_known(&mut self, i: usize) {
+        let role = self.nodes[i].role.as_mut().unwrap();
+        if let Some(known) = role.poll_known_epoch_raised() {
+            assert!(
+                known > self.recorded[i],
+                "node {i} reported {known}, recorded {}",
+                self.recorded[i]
+            );
+            self.recorded[i] = known;
+        }
+        assert_eq!(role.poll_known_epoch_raised(), None, "reported twice");
+        assert_eq!(
+            role.known_epoch(),
+            self.recorded[i],
+            "node {i}: rise not reported"
+        );
+        assert_eq!(
+            role.known_epoch(),
+            self.nodes[i].seen,
+            "node {i}: known epoch"
+        );
     }
 
     fn link_down(&mut self) {
@@ -169,11 +222,13 @@ impl World {
             r.on_link_down(at);
             n.last_claim = None;
             n.linked_from = None;
+            self.record_known(i);
         }
     }
 
-    /// Delivers `i`'s status to its peer.
-    fn deliver(&mut self, i: usize, st: PeerStatus) {
+    /// Delivers `i`'s status, then the highest epoch it knows, to its peer (one
+    /// `Status` frame of the sync link).
+    fn deliver(&mut self, i: usize, st: PeerStatus, known: u64) {
         let j = 1 - i;
         let (now, at) = (self.now, self.at());
         let n = &mut self.nodes[j];
@@ -182,6 +237,39 @@ impl World {
         n.linked_from.get_or_insert(now);
         let t = n.role.as_mut().unwrap().on_peer_status(at, st);
         self.record(j, t);
+        let n = &mut self.nodes[j];
+        n.seen = n.seen.max(known);
+        let t = n.role.as_mut().unwrap().on_peer_known_epoch(at, known);
+        self.record(j, t);
+    }
+
+    /// Primary `i` replicates a write to its peer, with its epoch: the peer applies it
+    /// exactly when no epoch above the sender's was ever held or heard there (since it
+    /// started, or ever when the known epoch is kept), so a superseded Primary never has
+    /// a write confirmed.
+    fn replicate(&mut self, i: usize, epoch: u64) {
+        let j = 1 - i;
+        let at = self.at();
+        let n = &mut self.nodes[j];
+        let known = n.seen;
+        let got = n.role.as_mut().unwrap().handle_replicated_write(at, epoch);
+        if epoch < known {
+            assert_eq!(
+                got,
+                ReplicatedWrite::Refuse { known },
+                "epoch {epoch} at node {j}"
+            );
+            self.writes[1] += 1;
+        } else {
+            assert_eq!(
+                got,
+                ReplicatedWrite::Apply,
+                "epoch {epoch} at node {j} knowing {known}"
+            );
+            n.seen = epoch;
+            self.writes[0] += 1;
+        }
+        self.record_known(j);
     }
 
     fn apply(&mut self, f: Fault) {
@@ -201,8 +289,14 @@ impl World {
             }
             Fault::Restart(i) => {
                 if self.nodes[i].role.is_none() {
-                    let role = RedundancyRole::new(ServerIndex(i as u8), self.cfg, at);
-                    self.nodes[i] = Node::fresh(role, self.now);
+                    if !self.persist {
+                        self.recorded[i] = 0; // a process restart without `state_dir`
+                    }
+                    let kept = self.recorded[i];
+                    let role = RedundancyRole::new(ServerIndex(i as u8), self.cfg, at)
+                        .with_known_epoch(kept);
+                    self.nodes[i] = Node::fresh(role, self.now, kept);
+                    self.record_known(i);
                 }
             }
             Fault::Pause(i) => self.nodes[i].paused = self.nodes[i].role.is_some(),
@@ -218,11 +312,18 @@ impl World {
             if !self.running(i) {
                 continue;
             }
+            // A Primary replicates a client's write every step, before anything else it
+            // sends: a resumed, superseded Primary's first frames are writes.
+            let st = self.status(i).unwrap();
+            if st.role == Role::Primary && self.link && self.running(1 - i) {
+                self.replicate(i, st.epoch);
+            }
             if self.now >= self.nodes[i].next_send {
                 self.nodes[i].next_send = self.now + HB;
                 let st = self.status(i).unwrap();
+                let known = self.nodes[i].role.as_ref().unwrap().known_epoch();
                 if self.link && self.running(1 - i) {
-                    self.deliver(i, st);
+                    self.deliver(i, st, known);
                 }
             }
             let due = self.nodes[i].role.as_ref().unwrap().poll_at();
@@ -265,9 +366,10 @@ proptest! {
     #[test]
     fn redundancy_invariants_hold_under_any_faults(
         failback in any::<bool>(),
+        persist in any::<bool>(),
         script in prop::collection::vec((fault(), 0u64..1500), 1..25),
     ) {
-        let mut w = World::new(failback);
+        let mut w = World::new(failback, persist);
         // When the current stretch of "both running, link up" began.
         let mut healthy_since: Option<u64> = Some(0);
         // When the current stretch of "i running, peer crashed" began.
@@ -340,7 +442,7 @@ proptest! {
 
     #[test]
     fn failback_decides_who_ends_up_primary(failback in any::<bool>(), down_for in 600u64..3000) {
-        let mut w = World::new(failback);
+        let mut w = World::new(failback, false);
         for _ in 0..20 { w.step(); }
         prop_assert_eq!(w.status(0).unwrap().role, Role::Primary);
         w.apply(Fault::Crash(0));
@@ -360,6 +462,68 @@ proptest! {
     }
 }
 
+/// The case fencing exists for: a Primary paused while its peer took over resumes and
+/// replicates writes at its old epoch before it hears of the new one. Each is refused,
+/// then it demotes; with its known epoch kept, a restarted server never reuses an epoch.
+#[test]
+fn a_resumed_superseded_primary_has_its_writes_refused() {
+    let mut w = World::new(false, true);
+    for _ in 0..20 {
+        w.step();
+    }
+    assert_eq!(
+        w.status(0),
+        Some(PeerStatus {
+            role: Role::Primary,
+            epoch: 1
+        })
+    );
+    let applied = w.writes[0];
+    assert!(applied > 0, "a healthy pair replicates");
+    w.apply(Fault::Pause(0));
+    for _ in 0..(2 * FT) / STEP {
+        w.step();
+    }
+    assert_eq!(
+        w.status(1),
+        Some(PeerStatus {
+            role: Role::Primary,
+            epoch: 2
+        })
+    );
+    w.apply(Fault::Resume(0));
+    w.step();
+    assert_eq!(
+        w.writes[1], 1,
+        "the resumed Primary's write at epoch 1 is refused"
+    );
+    for _ in 0..(2 * HB) / STEP {
+        w.step();
+    }
+    assert_eq!(
+        w.status(0),
+        Some(PeerStatus {
+            role: Role::Standby,
+            epoch: 2
+        })
+    );
+    // Both restart knowing epoch 2: the next promotion is above it, never 1 or 2 again.
+    w.apply(Fault::Crash(0));
+    w.apply(Fault::Crash(1));
+    w.apply(Fault::Restart(0));
+    w.apply(Fault::Restart(1));
+    for _ in 0..20 {
+        w.step();
+    }
+    assert_eq!(
+        w.status(0),
+        Some(PeerStatus {
+            role: Role::Primary,
+            epoch: 3
+        })
+    );
+}
+
 /// What one server is told, in the single-machine model below.
 #[derive(Debug, Clone, Copy)]
 enum Input {
@@ -371,6 +535,10 @@ enum Input {
     Poll(u64),
     /// The driver polls when asked to, at `poll_at`.
     PollWhenDue,
+    /// The peer says, after `ms`, that it knows this epoch (with its status).
+    PeerKnows(u64, u64),
+    /// A write the peer replicated at this epoch arrives after `ms`.
+    Replicated(u64, u64),
 }
 
 fn claim() -> impl Strategy<Value = PeerStatus> {
@@ -387,8 +555,10 @@ fn input(ft: u64) -> impl Strategy<Value = Input> {
     prop_oneof![
         4 => (gap.clone(), claim()).prop_map(|(ms, c)| Input::Hear(ms, c)),
         1 => gap.clone().prop_map(Input::LinkDown),
-        2 => gap.prop_map(Input::Poll),
+        2 => gap.clone().prop_map(Input::Poll),
         3 => Just(Input::PollWhenDue),
+        1 => (gap.clone(), 0u64..10).prop_map(|(ms, e)| Input::PeerKnows(ms, e)),
+        2 => (gap, 0u64..10).prop_map(|(ms, e)| Input::Replicated(ms, e)),
     ]
 }
 
@@ -496,6 +666,29 @@ impl Reference {
         self.linked_since = None;
     }
 
+    /// The peer knows `known`: remembered; a Primary below it promotes above it.
+    fn peer_knows(&mut self, now: u64, me: PeerStatus, known: u64) -> Option<Transition> {
+        self.input(now);
+        self.seen = self.seen.max(known);
+        if me.role == Role::Primary && known > me.epoch {
+            self.promotion(me, TransitionReason::HigherEpochKnown)
+        } else {
+            None
+        }
+    }
+
+    /// A replicated write from a sender at `epoch`: refused when a higher epoch was held
+    /// or heard, else applied, and its epoch is heard.
+    fn replicated(&mut self, now: u64, epoch: u64) -> ReplicatedWrite {
+        self.input(now);
+        if epoch < self.seen {
+            ReplicatedWrite::Refuse { known: self.seen }
+        } else {
+            self.seen = epoch;
+            ReplicatedWrite::Apply
+        }
+    }
+
     fn poll(&mut self, now: u64, me: PeerStatus) -> Option<Transition> {
         self.input(now);
         if me.role == Role::Primary {
@@ -570,6 +763,7 @@ proptest! {
             linked_since: None, seen: 0,
         };
         let mut now = 0u64;
+        let mut reported = 0u64;
         prop_assert_eq!(role.status(), PeerStatus { role: Role::Standby, epoch: 0 });
         for i in inputs {
             let me = role.status();
@@ -592,12 +786,29 @@ proptest! {
                     now = now.max(role.poll_at().duration_since(t0).as_millis() as u64);
                     (role.poll(at(now)), model.poll(now, me))
                 }
+                Input::PeerKnows(ms, known) => {
+                    now += ms;
+                    (role.on_peer_known_epoch(at(now), known), model.peer_knows(now, me, known))
+                }
+                Input::Replicated(ms, epoch) => {
+                    now += ms;
+                    let got = role.handle_replicated_write(at(now), epoch);
+                    prop_assert_eq!(got, model.replicated(now, epoch), "write at epoch {} at {}ms", epoch, now);
+                    (None, None)
+                }
             };
             prop_assert_eq!(got, want, "after {:?} at {}ms in {:?}", i, now, me);
             if let Some(t) = want {
                 model.seen = model.seen.max(t.to.epoch);
             }
             prop_assert_eq!(role.status(), want.map_or(me, |t| t.to));
+            // The known epoch is what was held or heard, reported once per rise; it
+            // never goes down.
+            prop_assert_eq!(role.known_epoch(), model.seen);
+            let raised = role.poll_known_epoch_raised();
+            prop_assert_eq!(raised, (model.seen > reported).then_some(model.seen));
+            prop_assert!(model.seen >= reported);
+            reported = model.seen;
             prop_assert_eq!(role.poll_at(), at(model.poll_at(role.status())), "poll_at after {:?} at {}ms", i, now);
             if matches!(i, Input::Poll(_) | Input::PollWhenDue) {
                 prop_assert!(role.poll_at() > at(now), "a poll must not ask to be polled again at once");
