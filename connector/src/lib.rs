@@ -11,6 +11,7 @@ pub mod change_feed;
 pub mod config;
 pub mod connector;
 pub mod engine;
+pub mod engine_core;
 pub mod http;
 pub mod image;
 pub mod image_slot;
