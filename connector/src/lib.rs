@@ -32,6 +32,7 @@ pub mod service;
 pub mod service_level;
 pub mod service_manager;
 pub mod source;
+pub mod source_session;
 pub mod status;
 pub mod status_page;
 pub mod switches;
