@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use smart_connector::engine_core::{Control, EngineCore, Output, Served, Verdict};
 use smart_connector::selector::SelectorConfig;
 use smart_connector::write_queue::{Deadline, Resolution};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 const SOURCES: usize = 2;
@@ -91,8 +91,8 @@ struct Server {
     subscribed: Option<u64>,
     /// Frames on their way to the engine.
     link: VecDeque<Data>,
-    /// Writes sent to it, by request id.
-    writes: VecDeque<u64>,
+    /// Writes sent to it: (request id, write).
+    writes: VecDeque<(u64, u32)>,
 }
 
 /// The reference model: whose data may be served, from what the engine told the world.
@@ -110,6 +110,10 @@ struct Model {
     image: Vec<(usize, u64)>,
     /// Every generation handed out so far.
     generations: Vec<u64>,
+    /// Switches from one source to another (not first activations, nor losing one).
+    switches: u64,
+    /// Writes waiting for a Primary.
+    queued: BTreeSet<u32>,
 }
 
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
@@ -163,7 +167,8 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 s.connected = false;
                 s.subscribed = None;
                 s.link.clear();
-                s.writes.clear();
+                // Writes in flight there wait for the next Primary.
+                m.queued.extend(s.writes.drain(..).map(|(_, w)| w));
                 core.handle_lost(now, source, "cut");
             }
             Step::Heartbeat(source, role, epoch) => {
@@ -228,13 +233,14 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
             Step::Write => {
                 next_write += 1;
+                m.queued.insert(next_write);
                 core.handle_write(TestWrite {
                     id: next_write,
                     deadline: now + Duration::from_secs(1),
                 });
             }
             Step::Answer(source, ok) => {
-                let Some(id) = m.servers[source].writes.pop_front() else {
+                let Some((id, write)) = m.servers[source].writes.pop_front() else {
                     continue;
                 };
                 let outcome = if ok {
@@ -242,9 +248,17 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 } else {
                     WriteOutcome::NotPrimary
                 };
-                if let Some((_, resolution)) = core.handle_write_result(now, source, id, outcome) {
-                    prop_assert_eq!(resolution, Resolution::Applied);
-                    prop_assert!(ok);
+                match core.handle_write_result(now, source, id, outcome) {
+                    Some((w, resolution)) => {
+                        prop_assert_eq!(resolution, Resolution::Applied);
+                        prop_assert!(ok);
+                        prop_assert_eq!(w.id, write);
+                    }
+                    // NotPrimary: retried, at whichever source is Primary later.
+                    None => {
+                        prop_assert!(!ok);
+                        m.queued.insert(write);
+                    }
                 }
             }
         }
@@ -254,6 +268,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 Output::Switched { switch, reason } => {
                     prop_assert!(!reason.is_empty());
                     prop_assert_eq!(switch.from.map(|a| a.source), m.selected);
+                    if let (Some(from), Some(to)) = (switch.from, switch.to)
+                        && from.source != to.source
+                    {
+                        m.switches += 1;
+                    }
                     if let Some(to) = switch.to {
                         let s = &m.servers[to.source];
                         prop_assert!(s.connected && s.right_catalog, "catalogue gate: {:?}", to);
@@ -332,12 +351,19 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             prop_assert_eq!(m.selected_role, Some(Role::Primary));
             prop_assert!(m.servers[source].connected);
             prop_assert!(w.deadline > now, "write {} sent past its deadline", w.id);
-            m.servers[source].writes.push_back(id);
+            prop_assert!(m.queued.remove(&w.id), "write {} was queued", w.id);
+            m.servers[source].writes.push_back((id, w.id));
             core.handle_sent(source, id, w);
         }
         for w in core.poll_expired(now) {
             prop_assert!(w.deadline <= now);
+            m.queued.remove(&w.id);
+            for s in &mut m.servers {
+                s.writes.retain(|&(_, id)| id != w.id);
+            }
         }
+        prop_assert_eq!(core.switch_count(), m.switches);
+        prop_assert_eq!(core.queued_writes(), m.queued.len());
         if let Some(at) = core.poll_timeout() {
             prop_assert!(at > start, "a deadline in the past");
         }
