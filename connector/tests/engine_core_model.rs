@@ -454,3 +454,58 @@ fn data_of_an_earlier_subscription_is_dropped_after_a_quick_a_b_a() {
         }
     ));
 }
+
+/// Each switch says what caused it (the log line and the status page show it).
+#[test]
+fn every_switch_says_why() {
+    let t0 = Instant::now();
+    let config = SelectorConfig {
+        source_timeout: TIMEOUT,
+        stale_after: Duration::from_secs(2),
+        serve_standby: true,
+    };
+    let mut core: EngineCore<TestWrite> =
+        EngineCore::new(config, DIGEST, vec!["po-a".into(), "po-b".into()], t0);
+    let reasons = |core: &mut EngineCore<TestWrite>| -> Vec<String> {
+        std::iter::from_fn(|| core.poll_output())
+            .filter_map(|o| match o {
+                Output::Switched { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect()
+    };
+    // A Standby alone is served once the start-up wait is over.
+    assert!(core.handle_connected(t0, 1, Role::Standby, 1, DIGEST));
+    assert!(reasons(&mut core).is_empty());
+    core.handle_heartbeat(t0 + TIMEOUT / 2, 1, Role::Standby, 1);
+    assert!(reasons(&mut core).is_empty());
+    let t = t0 + TIMEOUT;
+    core.handle_timeout(t);
+    assert_eq!(
+        reasons(&mut core),
+        ["start-up: waited 500ms for every server to report"]
+    );
+    core.handle_connected(t, 0, Role::Primary, 2, DIGEST);
+    assert_eq!(reasons(&mut core), ["po-a connected as Primary (epoch 2)"]);
+    core.handle_heartbeat(t, 1, Role::Primary, 3);
+    assert_eq!(reasons(&mut core), ["po-b announced Primary (epoch 3)"]);
+    core.handle_lost(t, 1, "reset by peer");
+    assert_eq!(
+        reasons(&mut core),
+        ["connection to po-b lost: reset by peer"]
+    );
+    let t = t + TIMEOUT;
+    core.handle_timeout(t);
+    assert_eq!(reasons(&mut core), ["nothing heard from po-a for 500ms"]);
+    assert_eq!(core.active(), None);
+    core.handle_updates(t, 0, 0);
+    assert_eq!(reasons(&mut core), ["data from po-a"]);
+    // A wrong catalogue is refused, and that source never reaches the selector.
+    core.handle_lost(t, 0, "cut");
+    reasons(&mut core);
+    assert!(!core.handle_connected(t, 0, Role::Primary, 9, DIGEST + 1));
+    assert_eq!(core.poll_output(), Some(Output::CatalogRefused(0)));
+    core.handle_heartbeat(t, 0, Role::Primary, 9);
+    assert_eq!(core.poll_output(), None);
+    assert_eq!(core.active(), None);
+}
