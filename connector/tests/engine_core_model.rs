@@ -509,3 +509,56 @@ fn every_switch_says_why() {
     assert_eq!(core.poll_output(), None);
     assert_eq!(core.active(), None);
 }
+
+/// Writes go to the active Primary only, and the core asks to be woken for the start-up
+/// wait and for write deadlines.
+#[test]
+fn writes_wait_for_the_primary_and_deadlines_wake_the_engine() {
+    let t0 = Instant::now();
+    let config = SelectorConfig {
+        source_timeout: TIMEOUT,
+        stale_after: Duration::from_secs(2),
+        serve_standby: true,
+    };
+    let mut core: EngineCore<TestWrite> =
+        EngineCore::new(config, DIGEST, vec!["po-a".into(), "po-b".into()], t0);
+    // The start-up wait.
+    assert_eq!(core.poll_timeout(), Some(t0 + TIMEOUT));
+    let deadline = t0 + Duration::from_millis(100);
+    core.handle_write(TestWrite { id: 1, deadline });
+    assert_eq!(core.queued_writes(), 1);
+    assert_eq!(core.poll_timeout(), Some(deadline));
+    // No Primary yet: nothing is sent.
+    assert!(core.poll_transmit(t0).is_none());
+    core.handle_connected(t0, 1, Role::Standby, 1, DIGEST);
+    assert!(core.poll_transmit(t0).is_none(), "never to a Standby");
+    core.handle_connected(t0, 0, Role::Primary, 2, DIGEST);
+    let (source, id, w) = core.poll_transmit(t0).expect("sent to the Primary");
+    assert_eq!((source, w.id), (0, 1));
+    assert_eq!(core.queued_writes(), 0);
+    core.handle_sent(source, id, w);
+    // The Primary is lost before it answers: the write is queued again, and goes to
+    // the next Primary.
+    core.handle_lost(t0, 0, "cut");
+    assert_eq!(core.queued_writes(), 1);
+    core.handle_heartbeat(t0, 1, Role::Primary, 3);
+    let (source, id, w) = core.poll_transmit(t0).expect("sent to the new Primary");
+    assert_eq!((source, w.id), (1, 1));
+    core.handle_not_sent(w);
+    assert_eq!(core.queued_writes(), 1, "not sent: still queued");
+    let (source, id2, w) = core.poll_transmit(t0).expect("sent again");
+    assert!(id2 > id);
+    core.handle_sent(source, id2, w);
+    let (w, resolution) = core
+        .handle_write_result(t0, 1, id2, WriteOutcome::Applied)
+        .expect("answered");
+    assert_eq!((w.id, resolution), (1, Resolution::Applied));
+    // A write nobody takes expires at its deadline, and wakes the engine for it.
+    core.handle_lost(t0, 1, "cut");
+    core.handle_write(TestWrite { id: 2, deadline });
+    assert_eq!(core.poll_timeout(), Some(deadline));
+    assert!(core.poll_expired(t0).is_empty());
+    let expired = core.poll_expired(deadline);
+    assert_eq!(expired.iter().map(|w| w.id).collect::<Vec<_>>(), [2]);
+    assert_eq!(core.queued_writes(), 0);
+}
