@@ -400,12 +400,11 @@ impl<W: Deadline> EngineCore<W> {
         let name = |i: usize| self.sources[i].name.as_str();
         let timeout = humantime::format_duration(self.selector.config().source_timeout);
         match trigger {
+            // Time alone never takes the connector from nothing to nothing, and only the
+            // start-up wait ends on its own with a source to serve.
             Trigger::Time => match sw.from {
                 Some(f) => format!("nothing heard from {} for {timeout}", name(f.source)),
-                None if sw.to.is_some() => {
-                    format!("start-up: waited {timeout} for every server to report")
-                }
-                None => "no healthy server".to_string(),
+                None => format!("start-up: waited {timeout} for every server to report"),
             },
             Trigger::Lost(i, why) => format!("connection to {} lost: {why}", name(i)),
             Trigger::Connected(i, role, epoch) => {

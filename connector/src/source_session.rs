@@ -125,8 +125,9 @@ impl Reconnect {
         if established {
             self.backoff = self.min;
         }
+        // The first attempt always differs from the last failure (there was none).
         let changed = self.last_failure.as_deref() != Some(reason);
-        let notice = if established || self.first_attempt || changed {
+        let notice = if established || changed {
             self.repeats = LogThrottle::new(REPEAT_EVERY);
             self.repeats
                 .handle_event(tokio::time::Instant::from_std(now));
@@ -344,12 +345,12 @@ impl Session {
                 }
             },
             Frame::Updates { seq: at, batch } => {
-                let expected = self.seq.last().map(|s| s + 1);
+                let last = self.seq.last();
                 match self.seq.handle_updates(at) {
                     SeqVerdict::Accept => SourceMsg::Updates { batch, generation },
                     SeqVerdict::Drop => return Ok(()),
                     SeqVerdict::Resubscribe => {
-                        tracing::warn!(source = %self.name, ?expected, got = at, "sequence gap; resubscribing");
+                        tracing::warn!(source = %self.name, ?last, got = at, "sequence gap; resubscribing");
                         self.resubscribe();
                         return Ok(());
                     }
