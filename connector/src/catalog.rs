@@ -27,7 +27,8 @@ pub async fn fetch(
     let mut tasks = Vec::new();
     let mut keep = Vec::new();
     let net: std::sync::Arc<dyn po_runtime::Net> = std::sync::Arc::new(po_runtime::TokioNet);
-    for spec in source_specs(config, &net)? {
+    let clock: std::sync::Arc<dyn po_runtime::Clock> = std::sync::Arc::new(po_runtime::SystemClock);
+    for spec in source_specs(config, &net, &clock)? {
         let (ctx, crx) = mpsc::channel(1);
         keep.push(ctx);
         tasks.push(tokio::spawn(run_source(spec, crx, tx.clone())));

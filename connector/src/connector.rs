@@ -256,7 +256,7 @@ pub async fn listen(config: ConnectorConfig, env: Env) -> Result<Starting, Start
             .collect(),
     ));
     // Every certificate file is read before anything connects or listens.
-    let specs = source_specs(&config, &env.net)?;
+    let specs = source_specs(&config, &env.net, &env.clock)?;
     let mut tls = po_runtime::tls::TlsEnds::default();
     if let Some(client) = specs.first().and_then(|s| s.tls.as_ref()) {
         // Every source shares one client end.

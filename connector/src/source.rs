@@ -1,17 +1,15 @@
 //! One connection to a Power Operation server: connect (from the host address),
 //! `Hello`, browse, then relay frames to the engine and commands to the server.
-//! Reconnects with capped exponential backoff, forever.
+//! Reconnects with capped exponential backoff, forever. A thin driver: every decision
+//! (backoff, handshake, sequence gaps and resubscribing, silence) is in
+//! `source_session.rs`, which gets `now` from the connector's clock.
 
 use crate::config::{AccessKind, ConnectorConfig};
-use crate::sequence::{SeqVerdict, SequenceTracker};
+use crate::source_session::{Action, Handshake, HandshakeStep, Notice, Reconnect, Session};
 use futures::{SinkExt, StreamExt};
-use po_protocol::{
-    Access, ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, Role, TagId, TagInfo, TagSelection,
-    TagValue, Value, WriteOutcome,
-};
-use po_runtime::admission::LogThrottle;
+use po_protocol::{Access, Frame, FrameCodec, PROTOCOL_VERSION};
 use po_runtime::tls::{TlsClient, TlsSetupError, TlsVersions};
-use po_runtime::{BoxStream, Net};
+use po_runtime::{BoxStream, Clock, Net};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +33,8 @@ pub struct SourceSpec {
     pub silence_timeout: Duration,
     /// Dials the server.
     pub net: Arc<dyn Net>,
+    /// The connector's clock: the session's decisions take `now` from it.
+    pub clock: Arc<dyn Clock>,
     /// TLS on the link, when configured.
     pub tls: Option<SourceTls>,
 }
@@ -46,57 +46,7 @@ pub struct SourceTls {
     pub server_name: String,
 }
 
-/// What the engine asks of a source.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceCommand {
-    /// Subscribe (again); the data that answers it carries `generation`, so the engine
-    /// can tell it from data of an earlier subscription still on its way.
-    Subscribe {
-        generation: u64,
-    },
-    Unsubscribe,
-    Write {
-        request_id: u64,
-        tag: TagId,
-        value: Value,
-    },
-}
-
-/// What a source tells the engine.
-#[derive(Debug)]
-pub enum SourceMsg {
-    Connected {
-        role: Role,
-        epoch: u64,
-        /// Shared, so the start-up can keep it while the engine compares it, uncopied.
-        catalog: Arc<Vec<TagInfo>>,
-    },
-    Lost {
-        reason: String,
-    },
-    Heartbeat {
-        role: Role,
-        epoch: u64,
-    },
-    /// A snapshot, or one part of a large one (`complete` on its final part).
-    Snapshot {
-        values: Vec<TagValue>,
-        complete: bool,
-        /// The `Subscribe` it answers.
-        generation: u64,
-    },
-    Updates {
-        batch: Vec<TagValue>,
-        generation: u64,
-    },
-    WriteResult {
-        request_id: u64,
-        outcome: WriteOutcome,
-    },
-    /// Data frames were lost (a sequence gap) and the session subscribed again: counted
-    /// in `sc_resubscribes_total`.
-    Resubscribed,
-}
+pub use crate::source_session::{SourceCommand, SourceMsg};
 
 type Link = Framed<BoxStream, FrameCodec<Frame>>;
 
@@ -105,6 +55,7 @@ type Link = Framed<BoxStream, FrameCodec<Frame>>;
 pub fn source_specs(
     config: &ConnectorConfig,
     net: &Arc<dyn Net>,
+    clock: &Arc<dyn Clock>,
 ) -> Result<Vec<SourceSpec>, TlsSetupError> {
     let tls = match &config.tls {
         Some(files) => Some(TlsClient::load(files, TlsVersions::Tls13)?),
@@ -131,6 +82,7 @@ pub fn source_specs(
             reconnect_max: config.policy.reconnect_max,
             silence_timeout: (config.policy.source_timeout * 2).max(Duration::from_secs(1)),
             net: net.clone(),
+            clock: clock.clone(),
             tls: tls.clone().map(|client| SourceTls {
                 client,
                 server_name: s
@@ -142,20 +94,13 @@ pub fn source_specs(
         .collect())
 }
 
-/// The same reconnection failure is warned about at most this often.
-const REPEAT_EVERY: Duration = Duration::from_secs(10);
-
 /// Runs a source forever (until the engine goes away).
 pub async fn run_source(
     spec: SourceSpec,
     mut commands: mpsc::Receiver<SourceCommand>,
     events: mpsc::Sender<(usize, SourceMsg)>,
 ) {
-    let mut backoff = spec.reconnect_min;
-    let mut first_attempt = true;
-    // How the last reconnection attempt failed (None after a session that was up).
-    let mut last_failure: Option<String> = None;
-    let mut repeats = LogThrottle::new(REPEAT_EVERY);
+    let mut reconnect = Reconnect::new(spec.reconnect_min, spec.reconnect_max);
     loop {
         let outcome = session(&spec, &mut commands, &events).await;
         let (reason, established) = match outcome {
@@ -166,29 +111,26 @@ pub async fn run_source(
                 established,
             }) => (reason, established),
         };
-        if established {
-            backoff = spec.reconnect_min;
-        }
-        // One warning per loss and each time the way reconnecting fails changes (refused,
-        // then timing out: the server's host went silent); the same failure again is
-        // warned at most once per 10 s with the number of attempts not logged, so a
-        // connector that cannot reach its server keeps saying so (docs/connector.md).
-        let changed = last_failure.as_deref() != Some(reason.as_str());
-        if established || first_attempt || changed {
-            repeats = LogThrottle::new(REPEAT_EVERY);
-            repeats.handle_event(tokio::time::Instant::now());
-            if established || first_attempt {
-                tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source lost");
-            } else {
-                tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source still unreachable");
+        let retry = reconnect.handle_session_end(spec.clock.now(), &reason, established);
+        let retry_in = retry.wait;
+        // docs/connector.md: a connector that cannot reach its server keeps saying so,
+        // without a line per attempt.
+        match retry.notice {
+            Notice::Lost => {
+                tracing::warn!(source = %spec.name, addr = %spec.address, %reason, ?retry_in, "source lost")
             }
-        } else if let Some(not_logged) = repeats.handle_event(tokio::time::Instant::now()) {
-            tracing::warn!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, not_logged, "source still unreachable");
-        } else {
-            tracing::debug!(source = %spec.name, addr = %spec.address, %reason, retry_in = ?backoff, "source still unreachable");
+            Notice::StillUnreachable { not_logged: None } => {
+                tracing::warn!(source = %spec.name, addr = %spec.address, %reason, ?retry_in, "source still unreachable")
+            }
+            Notice::StillUnreachable {
+                not_logged: Some(not_logged),
+            } => {
+                tracing::warn!(source = %spec.name, addr = %spec.address, %reason, ?retry_in, not_logged, "source still unreachable")
+            }
+            Notice::Quiet => {
+                tracing::debug!(source = %spec.name, addr = %spec.address, %reason, ?retry_in, "source still unreachable")
+            }
         }
-        first_attempt = false;
-        last_failure = (!established).then(|| reason.clone());
         if events
             .send((spec.index, SourceMsg::Lost { reason }))
             .await
@@ -198,7 +140,7 @@ pub async fn run_source(
         }
         // Commands sent while disconnected cannot be delivered; the engine re-routes
         // writes on `Lost`, so drop them here.
-        let wait = tokio::time::sleep(backoff);
+        let wait = tokio::time::sleep(retry.wait);
         tokio::pin!(wait);
         loop {
             tokio::select! {
@@ -206,7 +148,6 @@ pub async fn run_source(
                 c = commands.recv() => if c.is_none() { return },
             }
         }
-        backoff = (backoff * 2).min(spec.reconnect_max);
     }
 }
 
@@ -250,6 +191,7 @@ async fn connect(spec: &SourceSpec) -> Result<BoxStream, SessionError> {
     }
 }
 
+/// The next frame of the handshake, each within `timeout` of the last.
 async fn next_frame(
     link: &mut Link,
     timeout: Duration,
@@ -261,17 +203,8 @@ async fn next_frame(
             "server closed the connection before {waiting_for}"
         ))),
         Ok(Some(Err(e))) => Err(lost(format!("bad frame from server: {e}"))),
-        Ok(Some(Ok(Frame::Error { code, message }))) => Err(lost(refusal(code, &message))),
         Ok(Some(Ok(f))) => Ok(f),
     }
-}
-
-fn refusal(code: ErrorCode, message: &str) -> String {
-    // A graceful stop is no refusal: the log should say the server is going away.
-    if code == ErrorCode::ShuttingDown {
-        return format!("server shutting down ({code}): {message}");
-    }
-    format!("server refused ({code}): {message}")
 }
 
 async fn session(
@@ -289,30 +222,19 @@ async fn session(
     })
     .await
     .map_err(send_err)?;
-    let (mut role, mut epoch) = match next_frame(&mut link, spec.connect_timeout, "Welcome").await?
-    {
-        Frame::Welcome { role, epoch, .. } => (role, epoch),
-        other => return Err(lost(format!("expected Welcome, got {}", other.kind()))),
-    };
-    link.send(Frame::Browse).await.map_err(send_err)?;
-    // A large catalogue comes in parts, each within `connect_timeout` of the last.
-    let mut catalog = Vec::new();
-    loop {
-        match next_frame(&mut link, spec.connect_timeout, "Catalog").await? {
-            Frame::CatalogPart { tags } => catalog.extend(tags),
-            Frame::Catalog { tags } => {
-                catalog.extend(tags);
-                break;
-            }
-            Frame::Heartbeat {
-                role: r, epoch: e, ..
-            } => {
-                role = r;
-                epoch = e;
-            }
-            other => return Err(lost(format!("expected Catalog, got {}", other.kind()))),
+    let mut handshake = Handshake::default();
+    let (role, epoch, catalog) = loop {
+        let frame = next_frame(&mut link, spec.connect_timeout, handshake.waiting_for()).await?;
+        match handshake.handle_frame(frame).map_err(lost)? {
+            HandshakeStep::Send(f) => link.send(f).await.map_err(send_err)?,
+            HandshakeStep::Wait => {}
+            HandshakeStep::Done {
+                role,
+                epoch,
+                catalog,
+            } => break (role, epoch, catalog),
         }
-    }
+    };
     tracing::info!(source = %spec.name, addr = %spec.address, %role, epoch, tags = catalog.len(), "source connected");
     events
         .send((
@@ -320,7 +242,7 @@ async fn session(
             SourceMsg::Connected {
                 role,
                 epoch,
-                catalog: Arc::new(catalog),
+                catalog,
             },
         ))
         .await
@@ -330,87 +252,40 @@ async fn session(
         reason,
         established: true,
     };
-    // Data frames must be numbered without gaps.
-    let mut seq = SequenceTracker::default();
-    // The engine's latest `Subscribe` on this session.
-    let mut generation = 0u64;
-    let resubscribe = Frame::Subscribe {
-        tags: TagSelection::All,
-    };
+    let mut core = Session::new(&spec.name, spec.silence_timeout, spec.clock.now());
+    // One timer for the whole session, moved only when it fires early (frames came
+    // meanwhile), not rebuilt on every frame.
+    let silence = tokio::time::sleep_until(core.poll_timeout().into());
+    tokio::pin!(silence);
     loop {
         tokio::select! {
-            frame = tokio::time::timeout(spec.silence_timeout, link.next()) => {
-                let Ok(frame) = frame else {
-                    return Err(established(format!("server silent for {:?}", spec.silence_timeout)));
-                };
+            () = &mut silence => {
+                core.handle_timeout(spec.clock.now()).map_err(established)?;
+                silence.as_mut().reset(core.poll_timeout().into());
+            }
+            frame = link.next() => {
                 let frame = match frame {
                     None => return Err(established("server closed the connection".into())),
                     Some(Err(e)) => return Err(established(format!("bad frame from server: {e}"))),
                     Some(Ok(f)) => f,
                 };
-                let msg = match frame {
-                    Frame::Heartbeat { role, epoch, seq: announced, .. } => {
-                        let last = seq.last();
-                        if seq.handle_heartbeat(announced) == SeqVerdict::Resubscribe {
-                            tracing::warn!(source = %spec.name, ?last, announced, "data frames lost; resubscribing");
-                            link.send(resubscribe.clone()).await.map_err(|e| established(format!("send: {e}")))?;
-                            events.send((spec.index, SourceMsg::Resubscribed)).await.map_err(|_| SessionError::EngineGone)?;
-                        }
-                        SourceMsg::Heartbeat { role, epoch }
-                    }
-                    Frame::Snapshot { seq: at, values } => {
-                        seq.handle_snapshot(at);
-                        SourceMsg::Snapshot { values, complete: true, generation }
-                    }
-                    Frame::SnapshotPart { seq: at, part, last, values } => match seq.handle_snapshot_part(at, part, last) {
-                        SeqVerdict::Accept => SourceMsg::Snapshot { values, complete: last, generation },
-                        SeqVerdict::Drop => continue,
-                        SeqVerdict::Resubscribe => {
-                            tracing::warn!(source = %spec.name, got = at, part, "snapshot part lost; resubscribing");
-                            link.send(resubscribe.clone()).await.map_err(|e| established(format!("send: {e}")))?;
-                            events.send((spec.index, SourceMsg::Resubscribed)).await.map_err(|_| SessionError::EngineGone)?;
-                            continue;
-                        }
-                    },
-                    Frame::Updates { seq: at, batch } => {
-                        let expected = seq.last().map(|s| s + 1);
-                        match seq.handle_updates(at) {
-                            SeqVerdict::Accept => SourceMsg::Updates { batch, generation },
-                            SeqVerdict::Drop => continue,
-                            SeqVerdict::Resubscribe => {
-                                tracing::warn!(source = %spec.name, ?expected, got = at, "sequence gap; resubscribing");
-                                link.send(resubscribe.clone()).await.map_err(|e| established(format!("send: {e}")))?;
-                            events.send((spec.index, SourceMsg::Resubscribed)).await.map_err(|_| SessionError::EngineGone)?;
-                                continue;
-                            }
-                        }
-                    }
-                    Frame::WriteResult { request_id, outcome } => SourceMsg::WriteResult { request_id, outcome },
-                    Frame::Error { code, message } => return Err(established(refusal(code, &message))),
-                    other => {
-                        tracing::warn!(source = %spec.name, frame = other.kind(), "unexpected frame from server; ignored");
-                        continue;
-                    }
-                };
-                events.send((spec.index, msg)).await.map_err(|_| SessionError::EngineGone)?;
+                core.handle_frame(spec.clock.now(), frame).map_err(established)?;
             }
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return Err(SessionError::EngineGone) };
-                let frame = match cmd {
-                    // Until the Snapshot arrives, updates still in flight from an
-                        // earlier subscription are dropped, not mistaken for a gap.
-                    SourceCommand::Subscribe { generation: g } => {
-                        generation = g;
-                        seq.handle_subscribe();
-                        resubscribe.clone()
-                    }
-                    SourceCommand::Unsubscribe => {
-                        seq.handle_subscribe();
-                        Frame::Unsubscribe
-                    }
-                    SourceCommand::Write { request_id, tag, value } => Frame::Write { request_id, tag, value },
-                };
-                link.send(frame).await.map_err(|e| established(format!("send: {e}")))?;
+                core.handle_command(cmd);
+            }
+        }
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Send(frame) => link
+                    .send(frame)
+                    .await
+                    .map_err(|e| established(format!("send: {e}")))?,
+                Action::Tell(msg) => events
+                    .send((spec.index, msg))
+                    .await
+                    .map_err(|_| SessionError::EngineGone)?,
             }
         }
     }
@@ -478,6 +353,7 @@ mod tests {
             reconnect_max: Duration::from_secs(1),
             silence_timeout: Duration::from_secs(2),
             net: Arc::new(Refusing),
+            clock: Arc::new(po_runtime::SystemClock),
             tls: None,
         };
         let (_commands_tx, commands) = mpsc::channel(4);
@@ -521,7 +397,8 @@ mod tests {
     #[test]
     fn a_shutting_down_server_is_logged_as_such_not_as_a_refusal() {
         use po_protocol::ErrorCode;
-        let msg = super::refusal(ErrorCode::ShuttingDown, "server po-a is shutting down");
+        let msg =
+            crate::source_session::refusal(ErrorCode::ShuttingDown, "server po-a is shutting down");
         assert_eq!(
             msg,
             "server shutting down (ShuttingDown): server po-a is shutting down"
