@@ -15,6 +15,7 @@ pub mod load;
 pub mod measure;
 pub mod netns;
 pub mod observed;
+pub mod opcua_load;
 pub mod page_probe;
 pub mod plan;
 pub mod probe;
