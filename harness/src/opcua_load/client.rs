@@ -50,7 +50,10 @@ async fn run(spec: &OpcUaLoadSpec, target: &str, pki: &std::path::Path) -> Resul
         .product_uri("urn:smart-connector:harness")
         .pki_dir(pki)
         .create_sample_keypair(spec.pki_dir.is_none())
+        // A load generator, not a client to trust data to: whatever certificate the
+        // server shows is accepted (its host name need not match the target either).
         .trust_server_certs(true)
+        .verify_server_certs(false)
         .session_retry_limit(0)
         .max_message_size(64 << 20)
         .max_chunk_count(4096)

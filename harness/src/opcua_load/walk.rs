@@ -102,7 +102,10 @@ mod tests {
     #[test]
     fn the_walk_descends_objects_collects_variables_and_skips_the_server() {
         let mut w = BrowseWalk::new(10);
-        assert_eq!(w.poll_nodes(100), vec![ObjectId::ObjectsFolder.into()]);
+        assert_eq!(
+            w.poll_nodes(100),
+            vec![NodeId::from(ObjectId::ObjectsFolder)]
+        );
         w.handle_references([
             (ObjectId::Server.into(), NodeClass::Object, true),
             (s("Tags"), NodeClass::Object, true),
