@@ -37,12 +37,12 @@ async function main() {
     hostname: "127.0.0.1",
     resourcePath: "/",
     maxConnectionsPerEndpoint: 64,
-    maxAllowedSessionNumber: 64,
     // The same ceilings as the connector's defaults (docs/opcua.md): a message of 16 MiB
     // and 100 000 monitored items per call.
     maxMessageSize: 16 * 1024 * 1024,
     maxChunkCount: 16 * 1024 * 1024 / 65535 + 1,
     serverCapabilities: {
+      maxSessions: 64,
       maxArrayLength: 100000,
       maxMonitoredItems: 1000000,
       maxMonitoredItemsPerSubscription: 1000000,

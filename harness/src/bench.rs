@@ -41,6 +41,8 @@ pub struct BenchOptions {
     pub tls_rate: u32,
     /// The OPC UA step (connector against node-opcua's server); `None` skips it.
     pub opcua: Option<OpcUaStep>,
+    /// Run the OPC UA step alone (no sweeps, sizes, Modbus or TLS comparison).
+    pub opcua_only: bool,
 }
 
 /// The OPC UA step's load: `sessions` sessions, each subscribed to one of `items` per
@@ -267,6 +269,18 @@ fn step_of(arch: u8, rate: u32, clients: usize, r: &Report) -> Step {
 
 /// Runs the sweep. `progress` gets one line per step.
 pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchReport> {
+    if o.opcua_only {
+        return Ok(BenchReport {
+            backend: o.backend.as_str().into(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            steps: vec![],
+            best: vec![],
+            modbus: None,
+            sizes: vec![],
+            tls: None,
+            opcua: opcua_step(o, progress).await?,
+        });
+    }
     let mut steps = Vec::new();
     let mut best = Vec::new();
     let opts = RunOptions {
@@ -334,7 +348,25 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
         0 => None,
         rate => Some(tls_comparison(o, rate, progress).await?),
     };
-    let opcua = match &o.opcua {
+    let opcua = opcua_step(o, progress).await?;
+    Ok(BenchReport {
+        backend: o.backend.as_str().into(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        steps,
+        best,
+        modbus: Some(modbus),
+        sizes,
+        tls,
+        opcua,
+    })
+}
+
+/// The OPC UA step, when asked for.
+async fn opcua_step(
+    o: &BenchOptions,
+    progress: &dyn Fn(&str),
+) -> Result<Option<crate::opcua_load::bench::OpcUaComparison>> {
+    Ok(match &o.opcua {
         None => None,
         Some(step) => {
             let options = crate::opcua_load::bench::OpcUaBenchOptions {
@@ -350,16 +382,6 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
             };
             Some(crate::opcua_load::bench::opcua_comparison(&options, progress).await?)
         }
-    };
-    Ok(BenchReport {
-        backend: o.backend.as_str().into(),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        steps,
-        best,
-        modbus: Some(modbus),
-        sizes,
-        tls,
-        opcua,
     })
 }
 

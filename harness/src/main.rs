@@ -175,6 +175,9 @@ enum Command {
         /// Length of each OPC UA load measurement.
         #[arg(long, default_value = "20s", value_parser = po_runtime::cli::parse_duration)]
         opcua_duration: Duration,
+        /// Run only the OPC UA step (no sweeps, sizes, Modbus or TLS comparison).
+        #[arg(long)]
+        opcua_only: bool,
         /// Pin the connectors' runtime threads (`--threads N`); without it they choose
         /// from the host, as with a default configuration.
         #[arg(long)]
@@ -655,10 +658,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opcua_items,
             opcua_publishing,
             opcua_duration,
+            opcua_only,
             json,
             html,
             baseline,
         } => {
+            if opcua_only && opcua_sessions == 0 {
+                eprintln!("harness: --opcua-only with --opcua-sessions 0 runs nothing");
+                return Ok(ExitCode::from(2));
+            }
             if opcua_sessions > 0 && (opcua_items.is_empty() || opcua_items.contains(&0)) {
                 eprintln!(
                     "harness: --opcua-items: give item counts above 0 (or --opcua-sessions 0 to skip the step)"
@@ -723,6 +731,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     publishing: opcua_publishing,
                     duration: opcua_duration,
                 }),
+                opcua_only,
             };
             let report = runtime(2)?.block_on(harness::bench::run_bench(&opts, &|line| {
                 eprintln!("  {line}")

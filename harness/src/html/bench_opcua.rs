@@ -97,3 +97,88 @@ pub fn opcua_section(new: &BenchReport, baseline: Option<&BenchReport>) -> Resul
     }
     Ok(o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::opcua_load::OpcUaLoadResult;
+    use crate::opcua_load::bench::{OpcUaComparison, OpcUaLevel};
+    use crate::opcua_load::stats::LatencySummary;
+
+    fn run(notifications_per_s: f64, p99_ms: f64, passed: bool) -> OpcUaRun {
+        OpcUaRun {
+            load: OpcUaLoadResult {
+                protocol: "opcua".into(),
+                target: "opc.tcp://127.0.0.1:4840/".into(),
+                security: "none".into(),
+                sessions: 4,
+                items_per_session: 25_000,
+                monitored_items: 100_000,
+                variables_found: 100_000,
+                publishing_ms: 100.0,
+                sampling_ms: 0.0,
+                elapsed_s: 20.0,
+                notifications: (notifications_per_s * 20.0) as u64,
+                notifications_per_s,
+                latency: LatencySummary {
+                    samples: 10,
+                    p50_ms: p99_ms / 2.0,
+                    p99_ms,
+                    max_ms: p99_ms,
+                },
+                bad_status: 0,
+                no_timestamp: 0,
+                errors: 0,
+            },
+            expected_notifications_per_s: 100_000.0,
+            delivered: notifications_per_s / 100_000.0,
+            cpu_percent: 50.0,
+            rss_mib: 120.0,
+            passed,
+        }
+    }
+
+    #[test]
+    fn the_opcua_section_draws_both_servers_and_says_the_ratio() {
+        let report = BenchReport {
+            backend: "process".into(),
+            cores: 2,
+            steps: vec![],
+            best: vec![],
+            modbus: None,
+            sizes: vec![],
+            tls: None,
+            opcua: Some(OpcUaComparison {
+                sessions: 4,
+                publishing_ms: 100.0,
+                levels: vec![OpcUaLevel {
+                    items_per_session: 25_000,
+                    connector: Some(run(99_500.0, 120.0, true)),
+                    node_opcua: Some(run(40_000.0, 900.0, false)),
+                }],
+                node_opcua_skipped: None,
+                connector_max_notifications_per_s: 99_500.0,
+                node_opcua_max_notifications_per_s: 0.0,
+                ratio: 0.0,
+            }),
+        };
+        let html = opcua_section(&report, None).unwrap();
+        for class in ["chart-bench-opcua", "chart-bench-opcua-latency"] {
+            assert!(
+                html.contains(&format!("class=\"chart {class}\"")),
+                "{class}"
+            );
+        }
+        assert!(html.contains("Smart Connector") && html.contains("node-opcua server"));
+        assert!(html.contains("ratio 0.00"), "the ratio is said");
+        assert!(
+            html.contains("99.5 %") && html.contains("BROKE"),
+            "the table"
+        );
+        let none = BenchReport {
+            opcua: None,
+            ..report
+        };
+        assert!(opcua_section(&none, None).unwrap().is_empty());
+    }
+}
