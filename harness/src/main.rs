@@ -725,7 +725,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 modbus_duration,
                 connector_threads,
                 tls_rate,
-                opcua: (opcua_sessions > 0).then(|| harness::bench::OpcUaStep {
+                opcua: (opcua_sessions > 0).then_some(harness::bench::OpcUaStep {
                     sessions: opcua_sessions,
                     items: opcua_items,
                     publishing: opcua_publishing,
