@@ -726,6 +726,13 @@ impl BenchReport {
                     .unwrap_or_default()
             );
             for l in &u.levels {
+                if let Some(ratio) = l.ratio_same_load {
+                    let _ = writeln!(
+                        o,
+                        "  {} × {} items: connector ÷ node-opcua notifications/s {ratio:.2}",
+                        u.sessions, l.items_per_session
+                    );
+                }
                 for (who, r) in [("connector", &l.connector), ("node-opcua", &l.node_opcua)] {
                     if let Some(r) = r {
                         let _ = writeln!(

@@ -42,6 +42,15 @@ pub fn opcua_section(new: &BenchReport, baseline: Option<&BenchReport>) -> Resul
             u.node_opcua_max_notifications_per_s,
             u.ratio
         );
+        for l in &u.levels {
+            if let Some(r) = l.ratio_same_load {
+                let _ = write!(
+                    caption,
+                    "; at {} × {} items connector ÷ node-opcua {r:.2}",
+                    u.sessions, l.items_per_session
+                );
+            }
+        }
         if let Some(old) = baseline.and_then(|b| b.opcua.as_ref()) {
             let _ = write!(caption, " (baseline {:.2})", old.ratio);
         }
@@ -155,6 +164,7 @@ mod tests {
                     items_per_session: 25_000,
                     connector: Some(run(99_500.0, 120.0, true)),
                     node_opcua: Some(run(40_000.0, 900.0, false)),
+                    ratio_same_load: Some(99_500.0 / 40_000.0),
                 }],
                 node_opcua_skipped: None,
                 connector_max_notifications_per_s: 99_500.0,
@@ -171,6 +181,10 @@ mod tests {
         }
         assert!(html.contains("Smart Connector") && html.contains("node-opcua server"));
         assert!(html.contains("ratio 0.00"), "the ratio is said");
+        assert!(
+            html.contains("connector ÷ node-opcua 2.49"),
+            "and at the same load"
+        );
         assert!(
             html.contains("99.5 %") && html.contains("BROKE"),
             "the table"

@@ -59,6 +59,10 @@ pub struct OpcUaLevel {
     pub items_per_session: usize,
     pub connector: Option<OpcUaRun>,
     pub node_opcua: Option<OpcUaRun>,
+    /// Connector notifications/s ÷ node-opcua's at this load, whether or not either
+    /// passed (`None` unless both ran).
+    #[serde(default)]
+    pub ratio_same_load: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +105,7 @@ pub async fn opcua_comparison(
             items_per_session: items,
             connector: None,
             node_opcua: None,
+            ratio_same_load: None,
         };
         if !connector_broke {
             let r = connector_run(o, items, &bins, &run_dir).await?;
@@ -119,6 +124,10 @@ pub async fn opcua_comparison(
             ));
             node_broke = !r.passed;
             level.node_opcua = Some(r);
+        }
+        if let (Some(c), Some(n)) = (&level.connector, &level.node_opcua) {
+            level.ratio_same_load =
+                Some(c.load.notifications_per_s / n.load.notifications_per_s.max(1.0));
         }
         levels.push(level);
     }
