@@ -35,7 +35,7 @@ use std::time::Duration;
 /// A port free on `ip` right now, for a child process to bind: two runs (or tests) on one
 /// machine then never collide. The OS does not hand out the same ephemeral port again at
 /// once, so the window in which another program could take it is tiny.
-fn free_port(ip: IpAddr) -> Result<u16> {
+pub(crate) fn free_port(ip: IpAddr) -> Result<u16> {
     let l = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
         .with_context(|| format!("binding {ip}"))?;
     Ok(l.local_addr()?.port())

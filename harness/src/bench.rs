@@ -39,6 +39,20 @@ pub struct BenchOptions {
     /// Nominal samples/s of the TLS ingest comparison (architecture 3, plaintext then
     /// TLS); 0 skips the TLS comparisons.
     pub tls_rate: u32,
+    /// The OPC UA step (connector against node-opcua's server); `None` skips it.
+    pub opcua: Option<OpcUaStep>,
+    /// Run the OPC UA step alone (no sweeps, sizes, Modbus or TLS comparison).
+    pub opcua_only: bool,
+}
+
+/// The OPC UA step's load: `sessions` sessions, each subscribed to one of `items` per
+/// session (ascending: each server runs until one breaks).
+#[derive(Debug, Clone)]
+pub struct OpcUaStep {
+    pub sessions: usize,
+    pub items: Vec<usize>,
+    pub publishing: Duration,
+    pub duration: Duration,
 }
 
 /// What TLS costs, each figure measured against plaintext in the same run (docs/design.md §8).
@@ -116,6 +130,9 @@ pub struct BenchReport {
     /// TLS against plaintext, same run.
     #[serde(default)]
     pub tls: Option<TlsComparison>,
+    /// The connector's OPC UA face against node-opcua's server, same run.
+    #[serde(default)]
+    pub opcua: Option<crate::opcua_load::bench::OpcUaComparison>,
 }
 
 /// Scan period and tag count giving `rate` samples/s within the register space.
@@ -252,6 +269,18 @@ fn step_of(arch: u8, rate: u32, clients: usize, r: &Report) -> Step {
 
 /// Runs the sweep. `progress` gets one line per step.
 pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchReport> {
+    if o.opcua_only {
+        return Ok(BenchReport {
+            backend: o.backend.as_str().into(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            steps: vec![],
+            best: vec![],
+            modbus: None,
+            sizes: vec![],
+            tls: None,
+            opcua: opcua_step(o, progress).await?,
+        });
+    }
     let mut steps = Vec::new();
     let mut best = Vec::new();
     let opts = RunOptions {
@@ -319,6 +348,7 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
         0 => None,
         rate => Some(tls_comparison(o, rate, progress).await?),
     };
+    let opcua = opcua_step(o, progress).await?;
     Ok(BenchReport {
         backend: o.backend.as_str().into(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -327,6 +357,31 @@ pub async fn run_bench(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
         modbus: Some(modbus),
         sizes,
         tls,
+        opcua,
+    })
+}
+
+/// The OPC UA step, when asked for.
+async fn opcua_step(
+    o: &BenchOptions,
+    progress: &dyn Fn(&str),
+) -> Result<Option<crate::opcua_load::bench::OpcUaComparison>> {
+    Ok(match &o.opcua {
+        None => None,
+        Some(step) => {
+            let options = crate::opcua_load::bench::OpcUaBenchOptions {
+                sessions: step.sessions,
+                items: step.items.clone(),
+                publishing: step.publishing,
+                duration: step.duration,
+                connector_threads: o.connector_threads,
+                connector_change_fraction: change_fraction(
+                    (step.sessions * step.items.last().copied().unwrap_or(1)) as u32,
+                    Duration::from_secs(1),
+                ),
+            };
+            Some(crate::opcua_load::bench::opcua_comparison(&options, progress).await?)
+        }
     })
 }
 
@@ -653,6 +708,40 @@ impl BenchReport {
             );
             for s in &t.ingest_steps {
                 let _ = writeln!(o, "  {}", render_step(s));
+            }
+        }
+        if let Some(u) = &self.opcua {
+            use crate::opcua_load::bench::render_run;
+            let _ = writeln!(
+                o,
+                "OPC UA, {} sessions, publishing {} ms: connector {:.0} notifications/s sustained, node-opcua {:.0}, ratio {:.2}{}",
+                u.sessions,
+                u.publishing_ms,
+                u.connector_max_notifications_per_s,
+                u.node_opcua_max_notifications_per_s,
+                u.ratio,
+                u.node_opcua_skipped
+                    .as_ref()
+                    .map(|why| format!(" (node-opcua not measured: {why})"))
+                    .unwrap_or_default()
+            );
+            for l in &u.levels {
+                if let Some(ratio) = l.ratio_same_load {
+                    let _ = writeln!(
+                        o,
+                        "  {} × {} items: connector ÷ node-opcua notifications/s {ratio:.2}",
+                        u.sessions, l.items_per_session
+                    );
+                }
+                for (who, r) in [("connector", &l.connector), ("node-opcua", &l.node_opcua)] {
+                    if let Some(r) = r {
+                        let _ = writeln!(
+                            o,
+                            "  {who} {}",
+                            render_run(u.sessions, l.items_per_session, r)
+                        );
+                    }
+                }
             }
         }
         o

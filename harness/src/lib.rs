@@ -16,6 +16,7 @@ pub mod measure;
 pub mod netns;
 pub mod observed;
 pub mod opcua;
+pub mod opcua_load;
 pub mod page_probe;
 pub mod plan;
 pub mod probe;

@@ -1,4 +1,4 @@
-//! `harness`: run scenarios, print their plan, and generate Modbus load.
+//! `harness`: run scenarios, print their plan, and generate Modbus and OPC UA load.
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -124,8 +124,9 @@ enum Command {
     },
     /// Throughput sweep: per architecture, raise the update rate, then the number of
     /// third-party connections, until an expectation breaks; report the highest sustained
-    /// figures with CPU and memory per component, and the connector's Modbus throughput
-    /// as a ratio of a bare tokio-modbus server.
+    /// figures with CPU and memory per component, the connector's Modbus throughput as a
+    /// ratio of a bare tokio-modbus server, and its OPC UA notifications/s as a ratio of
+    /// node-opcua's server.
     Bench {
         /// `process` (default) measures each component's CPU and memory separately.
         #[arg(long, value_enum, default_value = "process")]
@@ -159,6 +160,24 @@ enum Command {
         /// 0 skips both.
         #[arg(long, default_value_t = 2_000_000)]
         tls_rate: u32,
+        /// Sessions of the OPC UA step (the connector against node-opcua's server, both
+        /// loaded by `harness load --protocol opcua`); 0 skips the step.
+        #[arg(long, default_value_t = 4)]
+        opcua_sessions: usize,
+        /// Monitored items per session of the OPC UA step, ascending: each server runs
+        /// until one breaks (delivered < 99 % or latency p99 > publishing + 50 ms); the
+        /// highest sustained notifications/s are compared.
+        #[arg(long, value_delimiter = ',', default_value = "25000,50000")]
+        opcua_items: Vec<usize>,
+        /// Publishing interval of the OPC UA step's subscriptions.
+        #[arg(long, default_value = "100ms", value_parser = po_runtime::cli::parse_duration)]
+        opcua_publishing: Duration,
+        /// Length of each OPC UA load measurement.
+        #[arg(long, default_value = "20s", value_parser = po_runtime::cli::parse_duration)]
+        opcua_duration: Duration,
+        /// Run only the OPC UA step (no sweeps, sizes, Modbus or TLS comparison).
+        #[arg(long)]
+        opcua_only: bool,
         /// Pin the connectors' runtime threads (`--threads N`); without it they choose
         /// from the host, as with a default configuration.
         #[arg(long)]
@@ -175,12 +194,48 @@ enum Command {
         #[arg(long)]
         baseline: Option<PathBuf>,
     },
-    /// Read one block of holding registers from many connections as fast as the server
-    /// answers, and print requests/s (JSON).
+    /// Load a Modbus TCP or OPC UA server and print what it sustained (JSON).
+    ///
+    /// Modbus: read one block of holding registers from many connections as fast as the
+    /// server answers (requests/s). OPC UA: open sessions, each subscribed to --items Variable nodes found
+    /// by browsing down from Objects (the Server object skipped), and count what arrives
+    /// (notifications/s, latency from SourceTimestamp to receipt, errors).
     Load {
-        /// The Modbus TCP server to load.
+        /// What to speak.
+        #[arg(long, value_enum, default_value_t = LoadProtocol::Modbus)]
+        protocol: LoadProtocol,
+        /// The server to load: HOST:PORT (Modbus TCP) or opc.tcp://HOST:PORT (OPC UA).
         #[arg(long)]
-        target: SocketAddr,
+        target: String,
+        /// OPC UA: sessions to open [default: 1].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        sessions: Option<u64>,
+        /// OPC UA: monitored items per session (one subscription each); sessions take
+        /// different variables while the server has enough [default: 1000].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        items: Option<u64>,
+        /// OPC UA: publishing interval of each subscription [default: 100ms].
+        #[arg(long, value_parser = po_runtime::cli::parse_duration)]
+        publishing: Option<Duration>,
+        /// OPC UA: sampling interval asked for each item; 0: every change the server sees
+        /// [default: 0ms].
+        #[arg(long, value_parser = po_runtime::cli::parse_duration)]
+        sampling: Option<Duration>,
+        /// OPC UA: `none` or POLICY/MODE as in the connector's `[opcua] security`
+        /// (e.g. basic256sha256/sign-and-encrypt) [default: none].
+        #[arg(long)]
+        security: Option<String>,
+        /// OPC UA: the client's certificate directory (own/cert.der, private/private.pem,
+        /// as `smart-connector certs opcua-client` writes them; the server must trust
+        /// it). Default: a throwaway key pair, enough for `none`.
+        #[arg(long)]
+        pki_dir: Option<PathBuf>,
+        /// Also write the JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// OPC UA: no progress lines on stderr (one every 5 s otherwise).
+        #[arg(long, short)]
+        quiet: bool,
         /// Concurrent connections (one request in flight on each).
         #[arg(long, default_value_t = 8)]
         connections: usize,
@@ -599,10 +654,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             modbus_duration,
             connector_threads,
             tls_rate,
+            opcua_sessions,
+            opcua_items,
+            opcua_publishing,
+            opcua_duration,
+            opcua_only,
             json,
             html,
             baseline,
         } => {
+            if opcua_only && opcua_sessions == 0 {
+                eprintln!("harness: --opcua-only with --opcua-sessions 0 runs nothing");
+                return Ok(ExitCode::from(2));
+            }
+            if opcua_sessions > 0 && (opcua_items.is_empty() || opcua_items.contains(&0)) {
+                eprintln!(
+                    "harness: --opcua-items: give item counts above 0 (or --opcua-sessions 0 to skip the step)"
+                );
+                return Ok(ExitCode::from(2));
+            }
             if let Some(a) = architectures.iter().find(|a| !(1..=3).contains(*a)) {
                 eprintln!("harness: --architectures: {a} is not an architecture (1, 2 or 3)");
                 return Ok(ExitCode::from(2));
@@ -655,6 +725,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 modbus_duration,
                 connector_threads,
                 tls_rate,
+                opcua: (opcua_sessions > 0).then_some(harness::bench::OpcUaStep {
+                    sessions: opcua_sessions,
+                    items: opcua_items,
+                    publishing: opcua_publishing,
+                    duration: opcua_duration,
+                }),
+                opcua_only,
             };
             let report = runtime(2)?.block_on(harness::bench::run_bench(&opts, &|line| {
                 eprintln!("  {line}")
@@ -741,7 +818,72 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Load {
+            protocol: LoadProtocol::Opcua,
             target,
+            sessions,
+            items,
+            publishing,
+            sampling,
+            security,
+            pki_dir,
+            json,
+            quiet,
+            duration,
+            threads,
+            probe_http,
+            tls_cert,
+            ..
+        } => {
+            if probe_http.is_some() || tls_cert.is_some() {
+                eprintln!(
+                    "harness: --probe-http and --tls-* are Modbus options; OPC UA takes --security and --pki-dir"
+                );
+                return Ok(ExitCode::from(2));
+            }
+            let target = match harness::opcua_load::parse_target(&target) {
+                Ok(t) => t,
+                Err(why) => {
+                    eprintln!("harness: --target {why}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let security = match security
+                .as_deref()
+                .map(harness::opcua_load::parse_security)
+                .transpose()
+            {
+                Ok(s) => s.unwrap_or(harness::opcua_load::Security::NONE),
+                Err(why) => {
+                    eprintln!("harness: --security {why}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let spec = harness::opcua_load::OpcUaLoadSpec {
+                target,
+                sessions: sessions.unwrap_or(1) as usize,
+                items: items.unwrap_or(1000) as usize,
+                publishing: publishing.unwrap_or(Duration::from_millis(100)),
+                sampling: sampling.unwrap_or(Duration::ZERO),
+                security,
+                pki_dir,
+                duration,
+                progress: (!quiet).then_some(Duration::from_secs(5)),
+            };
+            let r = runtime(threads)?.block_on(harness::opcua_load::run_opcua_load(&spec))?;
+            print_load_json(&r, json.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Load {
+            protocol: LoadProtocol::Modbus,
+            target,
+            sessions,
+            items,
+            publishing,
+            sampling,
+            security,
+            pki_dir,
+            json,
+            quiet: _,
             connections,
             address,
             quantity,
@@ -753,6 +895,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tls_key,
             tls_ca,
         } => {
+            let opcua_only = [
+                ("--sessions", sessions.is_some()),
+                ("--items", items.is_some()),
+                ("--publishing", publishing.is_some()),
+                ("--sampling", sampling.is_some()),
+                ("--security", security.is_some()),
+                ("--pki-dir", pki_dir.is_some()),
+            ];
+            if let Some((flag, _)) = opcua_only.iter().find(|(_, given)| *given) {
+                eprintln!("harness: {flag} is an OPC UA option: give --protocol opcua");
+                return Ok(ExitCode::from(2));
+            }
+            let target: SocketAddr = match target.parse() {
+                Ok(t) => t,
+                Err(_) => {
+                    eprintln!(
+                        "harness: --target `{target}` is not HOST:PORT (an IP address and port; OPC UA wants --protocol opcua)"
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let tls = match (tls_cert, tls_key, tls_ca) {
                 (Some(cert), Some(key), Some(ca)) => {
                     let files = po_runtime::tls::TlsFiles { cert, key, ca };
@@ -802,7 +965,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             })?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            print_load_json(&out, json.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BareModbus { listen, threads } => {
@@ -817,6 +980,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What `harness load` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LoadProtocol {
+    Modbus,
+    Opcua,
+}
+
+/// `harness load`'s result on stdout, and into `--json PATH` when given.
+fn print_load_json(out: &impl serde::Serialize, json: Option<&std::path::Path>) -> Result<()> {
+    let text = serde_json::to_string_pretty(out)?;
+    println!("{text}");
+    if let Some(path) = json {
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// `HOST:PORT/PATH` (an `http://` prefix is allowed) as an address and a path.

@@ -25,7 +25,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_modbus::prelude::*;
 
-async fn status(net: &dyn Net, from: std::net::IpAddr, addr: SocketAddr) -> Option<Vec<u16>> {
+pub(crate) async fn status(
+    net: &dyn Net,
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+) -> Option<Vec<u16>> {
     let fut = async {
         let mut ctx = third_party::connect(net, addr, Some(from), Duration::from_secs(1)).await?;
         ctx.read_holding_registers(0, 14).await.ok()?.ok()

@@ -234,6 +234,8 @@ pub fn bench_page(new: &BenchReport, baseline: Option<&BenchReport>) -> Result<S
         o.push_str(&figure("", "chart-bench-modbus", &svg, &caption));
     }
 
+    o.push_str(&super::bench_opcua::opcua_section(new, baseline)?);
+
     // Tables.
     o.push_str("<h3>Highest sustained</h3>\n<table class=\"best\">\n<tr><th>architecture</th><th>updates/s per connector</th><th>at samples/s</th><th>third-party connections</th>");
     if baseline.is_some() {
@@ -408,6 +410,7 @@ mod tests {
             }),
             sizes: vec![step(3, 1_000_000, 1, 800_000.0 * scale, true)],
             tls: None,
+            opcua: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! state changes, the expectations and the summary figures.
 
 mod bench;
+mod bench_opcua;
 pub mod charts;
 
 pub use bench::bench_page;

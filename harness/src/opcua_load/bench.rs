@@ -1,0 +1,480 @@
+//! The OPC UA step of `harness bench`: the connector (fed by po-sim, every tag scanned each
+//! second) against node-opcua's server (benches/opcua/node-server.js, the same number of
+//! variables changing each second), both loaded by the same `harness load --protocol
+//! opcua` in the same run; reported as notifications/s, delivery, latency, memory and the
+//! ratio of the two (docs/performance.md).
+
+use super::OpcUaLoadResult;
+use crate::child::{
+    Binaries, ManagedChild, binaries, connector_child, process_usage, server_child,
+};
+use anyhow::{Context as _, Result, bail};
+use po_simulator::{ServerConfig, SiteSpec};
+use serde::{Deserialize, Serialize};
+use smart_connector::config::{AccessKind, ConnectorConfig, SourceConfig};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt as _;
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Tags per simulated device (as in the rest of the bench).
+const TAGS_PER_DEVICE: u32 = 50;
+/// Every tag scanned (po-sim) and every node-opcua variable written once a second.
+const CHANGE_PERIOD: Duration = Duration::from_secs(1);
+/// Waiting for a server to serve: node-opcua builds 100 000 nodes in tens of seconds.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[derive(Debug, Clone)]
+pub struct OpcUaBenchOptions {
+    pub sessions: usize,
+    /// Monitored items per session to try, ascending: each server runs until one breaks
+    /// (delivered < 99 %).
+    pub items: Vec<usize>,
+    pub publishing: Duration,
+    pub duration: Duration,
+    pub connector_threads: Option<usize>,
+    /// Fraction of po-sim's tags that change from one scan to the next (the rest keep
+    /// their value and are, rightly, not notified): what delivery is measured against.
+    pub connector_change_fraction: f64,
+}
+
+/// One server at one load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpcUaRun {
+    pub load: OpcUaLoadResult,
+    /// Notifications/s the changes made call for.
+    pub expected_notifications_per_s: f64,
+    /// `notifications_per_s` ÷ expected.
+    pub delivered: f64,
+    pub cpu_percent: f64,
+    /// Peak resident memory while loaded.
+    pub rss_mib: f64,
+    /// delivered ≥ 99 % and latency p99 ≤ publishing interval + 50 ms.
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpcUaLevel {
+    pub items_per_session: usize,
+    pub connector: Option<OpcUaRun>,
+    pub node_opcua: Option<OpcUaRun>,
+    /// Connector notifications/s ÷ node-opcua's at this load, whether or not either
+    /// passed (`None` unless both ran).
+    #[serde(default)]
+    pub ratio_same_load: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpcUaComparison {
+    pub sessions: usize,
+    pub publishing_ms: f64,
+    pub levels: Vec<OpcUaLevel>,
+    /// Why node-opcua was not measured (node or npm missing, install failed).
+    pub node_opcua_skipped: Option<String>,
+    /// Highest notifications/s each delivered with the step passing.
+    pub connector_max_notifications_per_s: f64,
+    pub node_opcua_max_notifications_per_s: f64,
+    /// connector ÷ node-opcua, of those maxima (0 without node-opcua).
+    pub ratio: f64,
+}
+
+/// Runs the step; `progress` gets a line per run.
+pub async fn opcua_comparison(
+    o: &OpcUaBenchOptions,
+    progress: &dyn Fn(&str),
+) -> Result<OpcUaComparison> {
+    let bins = binaries()?;
+    let run_dir = std::env::temp_dir().join(format!("harness-bench-opcua-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let (node, node_skipped) = match node_server_ready() {
+        Ok(modules) => (Some(modules), None),
+        Err(why) => {
+            progress(&format!("opcua: node-opcua not measured: {why:#}"));
+            (None, Some(format!("{why:#}")))
+        }
+    };
+    let mut levels = Vec::new();
+    let (mut connector_broke, mut node_broke) = (false, node.is_none());
+    for &items in &o.items {
+        if connector_broke && node_broke {
+            break;
+        }
+        let monitored = o.sessions * items;
+        let mut level = OpcUaLevel {
+            items_per_session: items,
+            connector: None,
+            node_opcua: None,
+            ratio_same_load: None,
+        };
+        if !connector_broke {
+            let r = connector_run(o, items, &bins, &run_dir).await?;
+            progress(&format!(
+                "opcua: connector {}",
+                render_run(o.sessions, items, &r)
+            ));
+            connector_broke = !r.passed;
+            level.connector = Some(r);
+        }
+        if let (Some(modules), false) = (&node, node_broke) {
+            let r = node_run(o, items, monitored, modules, &run_dir).await?;
+            progress(&format!(
+                "opcua: node-opcua {}",
+                render_run(o.sessions, items, &r)
+            ));
+            node_broke = !r.passed;
+            level.node_opcua = Some(r);
+        }
+        if let (Some(c), Some(n)) = (&level.connector, &level.node_opcua) {
+            level.ratio_same_load =
+                Some(c.load.notifications_per_s / n.load.notifications_per_s.max(1.0));
+        }
+        levels.push(level);
+    }
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let max = |pick: fn(&OpcUaLevel) -> Option<&OpcUaRun>| {
+        levels
+            .iter()
+            .filter_map(pick)
+            .filter(|r| r.passed)
+            .map(|r| r.load.notifications_per_s)
+            .fold(0.0, f64::max)
+    };
+    let connector_max = max(|l| l.connector.as_ref());
+    let node_max = max(|l| l.node_opcua.as_ref());
+    Ok(OpcUaComparison {
+        sessions: o.sessions,
+        publishing_ms: o.publishing.as_secs_f64() * 1e3,
+        levels,
+        node_opcua_skipped: node_skipped,
+        connector_max_notifications_per_s: connector_max,
+        node_opcua_max_notifications_per_s: node_max,
+        ratio: if node_max > 0.0 {
+            connector_max / node_max
+        } else {
+            0.0
+        },
+    })
+}
+
+pub fn render_run(sessions: usize, items: usize, r: &OpcUaRun) -> String {
+    format!(
+        "{sessions} × {items} items: {} · {:.0} notifications/s ({:.1} % of {:.0}) · latency p50 {:.0} ms p99 {:.0} ms · errors {} bad {} · CPU {:.0}% · RSS {:.0} MiB",
+        if r.passed { "ok" } else { "BROKE" },
+        r.load.notifications_per_s,
+        r.delivered * 100.0,
+        r.expected_notifications_per_s,
+        r.load.latency.p50_ms,
+        r.load.latency.p99_ms,
+        r.load.errors,
+        r.load.bad_status,
+        r.cpu_percent,
+        r.rss_mib,
+    )
+}
+
+fn tags_for(monitored: usize) -> u32 {
+    let t = monitored.max(1) as u32;
+    t.div_ceil(TAGS_PER_DEVICE) * TAGS_PER_DEVICE
+}
+
+async fn connector_run(
+    o: &OpcUaBenchOptions,
+    items: usize,
+    bins: &Binaries,
+    run_dir: &Path,
+) -> Result<OpcUaRun> {
+    let monitored = o.sessions * items;
+    let tags = tags_for(monitored);
+    let sim_addr = SocketAddr::new(LOOPBACK, crate::backend::free_port(LOOPBACK)?);
+    let modbus = SocketAddr::new(LOOPBACK, crate::backend::free_port(LOOPBACK)?);
+    let opcua = SocketAddr::new(LOOPBACK, crate::backend::free_port(LOOPBACK)?);
+    let sim = ServerConfig {
+        limits: Default::default(),
+        tls: None,
+        name: "po-bench".into(),
+        listen: sim_addr,
+        host_address: Some(LOOPBACK),
+        licences: vec![],
+        seed: 7,
+        field_epoch_us: 0,
+        heartbeat: Duration::from_millis(500),
+        client_queue: 256,
+        site: SiteSpec {
+            devices: tags / TAGS_PER_DEVICE,
+            tags_per_device: TAGS_PER_DEVICE,
+            scan_period: CHANGE_PERIOD,
+        },
+        redundancy: None,
+    };
+    let sim_path = run_dir.join("po-bench.toml");
+    std::fs::write(&sim_path, toml::to_string(&sim)?)?;
+    let mut connector: ConnectorConfig = toml::from_str(&format!(
+        "name = \"sc-bench\"\n[modbus]\nlisten = \"{modbus}\"\n\
+         [opcua]\nlisten = \"{opcua}\"\nanonymous = true\n\
+         max_sessions = {sessions}\nmax_monitored_items_per_subscription = {items}\n",
+        sessions = o.sessions.max(4),
+        items = items.max(1000),
+    ))
+    .context("the bench's connector configuration")?;
+    connector.host_address = Some(LOOPBACK);
+    connector.sources = vec![SourceConfig {
+        name: "po-bench".into(),
+        address: sim_addr,
+        access: AccessKind::Local,
+        licence: None,
+        server_name: None,
+    }];
+    let problems = connector.validate();
+    if !problems.is_empty() {
+        bail!("the bench's connector configuration is refused: {problems:?}");
+    }
+    let sc_path = run_dir.join("sc-bench.toml");
+    std::fs::write(&sc_path, toml::to_string(&connector)?)?;
+    let mut sim_child = server_child(bins, &sim_path, run_dir, "po-bench", None);
+    let mut sc_child = connector_child(
+        bins,
+        &sc_path,
+        run_dir,
+        "sc-bench",
+        o.connector_threads,
+        None,
+    );
+    let result = async {
+        sim_child.spawn().await?;
+        sc_child.spawn().await?;
+        wait_serving(modbus).await?;
+        let expected = monitored as f64 * o.connector_change_fraction / CHANGE_PERIOD.as_secs_f64();
+        measured_load(
+            o,
+            items,
+            &format!("opc.tcp://{opcua}/"),
+            &sc_child,
+            expected,
+            run_dir,
+        )
+        .await
+    }
+    .await;
+    sc_child.kill().await;
+    sim_child.kill().await;
+    result.with_context(|| {
+        format!(
+            "the connector's OPC UA step ({} × {items} items; logs in {})",
+            o.sessions,
+            run_dir.display()
+        )
+    })
+}
+
+/// Until the connector serves data (status register 1 says so), as the scenarios wait.
+async fn wait_serving(modbus: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let state = crate::runner::status(&po_runtime::TokioNet, LOOPBACK, modbus).await;
+        if matches!(state.as_deref().map(|s| s[1]), Some(1)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("connector not serving data after {READY_TIMEOUT:?} (status {state:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn node_run(
+    o: &OpcUaBenchOptions,
+    items: usize,
+    monitored: usize,
+    modules: &Path,
+    run_dir: &Path,
+) -> Result<OpcUaRun> {
+    let port = crate::backend::free_port(LOOPBACK)?;
+    // The server prints one line once it serves: read from a pipe.
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(script_dir().join("node-server.js"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--variables",
+            &tags_for(monitored).to_string(),
+        ])
+        .env("NODE_PATH", modules)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut node = cmd.spawn().context("starting node-opcua's server (node)")?;
+    let result = async {
+        let stdout = node.stdout.take().context("node's stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(READY_TIMEOUT, async {
+            while let Some(l) = lines.next_line().await? {
+                if l.starts_with("listening") {
+                    return anyhow::Ok(());
+                }
+            }
+            bail!("node-opcua's server exited before it served")
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("node-opcua's server not serving after {READY_TIMEOUT:?}"))?;
+        ready?;
+        // Keep draining its stdout so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let pid = node.id().context("node's pid")?;
+        measured_load_pid(
+            o,
+            items,
+            &format!("opc.tcp://127.0.0.1:{port}/"),
+            pid,
+            monitored as f64 / CHANGE_PERIOD.as_secs_f64(),
+            run_dir,
+        )
+        .await
+    }
+    .await;
+    let _ = node.kill().await;
+    result.with_context(|| format!("node-opcua's OPC UA step ({} × {items} items)", o.sessions))
+}
+
+async fn measured_load(
+    o: &OpcUaBenchOptions,
+    items: usize,
+    url: &str,
+    server: &ManagedChild,
+    expected: f64,
+    run_dir: &Path,
+) -> Result<OpcUaRun> {
+    let pid = server.pid().context("the connector is not running")?;
+    measured_load_pid(o, items, url, pid, expected, run_dir).await
+}
+
+/// Runs `harness load --protocol opcua` as its own process against `url`, sampling the
+/// server's CPU and peak memory meanwhile.
+async fn measured_load_pid(
+    o: &OpcUaBenchOptions,
+    items: usize,
+    url: &str,
+    pid: u32,
+    expected: f64,
+    run_dir: &Path,
+) -> Result<OpcUaRun> {
+    let json = run_dir.join("opcua-load.json");
+    let _ = std::fs::remove_file(&json);
+    let mut load = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["load", "--protocol", "opcua", "--threads", "2"])
+        .args(["--target", url])
+        .args([
+            "--sessions",
+            &o.sessions.to_string(),
+            "--items",
+            &items.to_string(),
+        ])
+        .arg("--publishing")
+        .arg(humantime::format_duration(o.publishing).to_string())
+        .arg("--duration")
+        .arg(humantime::format_duration(o.duration).to_string())
+        .arg("--json")
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running harness load --protocol opcua")?;
+    let (cpu0, _) = process_usage(pid).unwrap_or((0.0, 0));
+    let started = Instant::now();
+    let mut peak_kib = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let status = loop {
+        tokio::select! {
+            s = load.wait() => break s?,
+            _ = tick.tick() => {
+                if let Some((_, rss)) = process_usage(pid) {
+                    peak_kib = peak_kib.max(rss);
+                }
+            }
+        }
+    };
+    let (cpu1, rss) = process_usage(pid).unwrap_or((cpu0, 0));
+    peak_kib = peak_kib.max(rss);
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = load.stderr.take() {
+            use tokio::io::AsyncReadExt as _;
+            let _ = e.read_to_string(&mut err).await;
+        }
+        bail!(
+            "harness load --protocol opcua failed ({status}): {}",
+            err.trim()
+        );
+    }
+    let load: OpcUaLoadResult = serde_json::from_str(&std::fs::read_to_string(&json)?)
+        .context("reading harness load's JSON")?;
+    let delivered = load.notifications_per_s / expected.max(1.0);
+    let passed = delivered >= 0.99
+        && load.latency.p99_ms <= o.publishing.as_secs_f64() * 1e3 + 50.0
+        && load.errors == 0;
+    Ok(OpcUaRun {
+        load,
+        expected_notifications_per_s: expected,
+        delivered,
+        // Over the whole load run (connect, browse and subscribe included).
+        cpu_percent: (cpu1 - cpu0) / started.elapsed().as_secs_f64() * 100.0,
+        rss_mib: peak_kib as f64 / 1024.0,
+        passed,
+    })
+}
+
+/// The repository's benches/opcua (the script and its pinned package files).
+fn script_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/opcua")
+}
+
+/// node-opcua's server installed (npm ci of the pinned lock) under the target directory
+/// when missing or installed from another lock; its node_modules.
+fn node_server_ready() -> Result<PathBuf> {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe()?;
+            // target/<profile>/harness
+            exe.parent()
+                .and_then(Path::parent)
+                .context("the harness binary is not in a target directory")?
+                .to_path_buf()
+        }
+    };
+    let dir = target.join("tmp/node-opcua-server");
+    let lock = std::fs::read(script_dir().join("package-lock.json"))
+        .context("benches/opcua/package-lock.json")?;
+    if std::fs::read(dir.join(".installed")).ok().as_deref() != Some(&lock[..]) {
+        for tool in ["node", "npm"] {
+            let found = std::process::Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                bail!("{tool} is not installed (apt-get install nodejs npm)");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        for f in ["package.json", "package-lock.json"] {
+            std::fs::copy(script_dir().join(f), dir.join(f))?;
+        }
+        let out = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .output()
+            .context("running npm ci")?;
+        if !out.status.success() {
+            bail!(
+                "npm ci in {} failed: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        std::fs::write(dir.join(".installed"), &lock)?;
+    }
+    Ok(dir.join("node_modules"))
+}
