@@ -236,18 +236,21 @@ enum Command {
         /// OPC UA: no progress lines on stderr (one every 5 s otherwise).
         #[arg(long, short)]
         quiet: bool,
-        /// Concurrent connections (one request in flight on each).
-        #[arg(long, default_value_t = 8)]
-        connections: usize,
-        /// First register of the block.
-        #[arg(long, default_value_t = 100)]
-        address: u16,
-        /// Registers per request (1..=125).
-        #[arg(long, default_value_t = 125, value_parser = clap::value_parser!(u16).range(1..=125))]
-        quantity: u16,
-        /// Unit id to address.
-        #[arg(long, default_value_t = 1)]
-        unit: u8,
+        // The Modbus-only options have no clap default, so that one given with
+        // `--protocol opcua` is refused instead of silently ignored; their defaults are
+        // applied in the Modbus arm.
+        /// Modbus: concurrent connections (one request in flight on each) [default: 8].
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Modbus: first register of the block [default: 100].
+        #[arg(long)]
+        address: Option<u16>,
+        /// Modbus: registers per request (1..=125) [default: 125].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=125))]
+        quantity: Option<u16>,
+        /// Modbus: unit id to address [default: 1].
+        #[arg(long)]
+        unit: Option<u8>,
         /// How long to load the server.
         #[arg(long, default_value = "10s", value_parser = po_runtime::cli::parse_duration)]
         duration: Duration,
@@ -832,11 +835,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             threads,
             probe_http,
             tls_cert,
+            connections,
+            address,
+            quantity,
+            unit,
             ..
         } => {
-            if probe_http.is_some() || tls_cert.is_some() {
+            let modbus_only = [
+                ("--connections", connections.is_some()),
+                ("--address", address.is_some()),
+                ("--quantity", quantity.is_some()),
+                ("--unit", unit.is_some()),
+                ("--probe-http", probe_http.is_some()),
+                ("--tls-cert", tls_cert.is_some()),
+            ];
+            if let Some((flag, _)) = modbus_only.iter().find(|(_, given)| *given) {
                 eprintln!(
-                    "harness: --probe-http and --tls-* are Modbus options; OPC UA takes --security and --pki-dir"
+                    "harness: {flag} is a Modbus option; OPC UA takes --sessions, --items, --publishing, --sampling, --security and --pki-dir"
                 );
                 return Ok(ExitCode::from(2));
             }
@@ -934,11 +949,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let spec = LoadSpec {
                 target,
-                connections,
-                address,
-                quantity,
+                connections: connections.unwrap_or(8),
+                address: address.unwrap_or(100),
+                quantity: quantity.unwrap_or(125),
                 duration,
-                unit,
+                unit: unit.unwrap_or(1),
                 tls,
             };
             let probe = match probe_http.as_deref().map(parse_probe).transpose() {

@@ -650,3 +650,44 @@ fn values_are_read_as_users_write_them() {
         "{err}"
     );
 }
+
+#[test]
+fn load_refuses_an_option_of_the_other_protocol_by_name() {
+    // Refused before anything is dialled: nothing listens on these addresses.
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "load",
+                "--protocol",
+                "opcua",
+                "--target",
+                "opc.tcp://127.0.0.1:9/",
+                "--connections",
+                "4",
+            ],
+            "--connections is a Modbus option",
+        ),
+        (
+            &[
+                "load",
+                "--protocol",
+                "opcua",
+                "--target",
+                "opc.tcp://127.0.0.1:9/",
+                "--quantity",
+                "10",
+            ],
+            "--quantity is a Modbus option",
+        ),
+        (
+            &["load", "--target", "127.0.0.1:9", "--items", "10"],
+            "--items is an OPC UA option",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = harness().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
