@@ -132,6 +132,11 @@ pub struct OpcUaLoadResult {
     pub notifications: u64,
     pub notifications_per_s: f64,
     pub latency: stats::LatencySummary,
+    /// The part of `latency` before the server: SourceTimestamp to ServerTimestamp (the
+    /// connector's receipt from its Power Operation server). Zero samples when the server
+    /// sends no ServerTimestamp. Old reports lack it.
+    #[serde(default)]
+    pub latency_to_server: stats::LatencySummary,
     /// Notifications with a status other than Good.
     pub bad_status: u64,
     /// Notifications without a SourceTimestamp (no latency for them).

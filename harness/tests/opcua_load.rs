@@ -109,6 +109,14 @@ async fn opcua_load_counts_notifications_from_a_connector() {
     assert!(r["notifications"].as_u64().unwrap() > 0, "{r}");
     assert!(r["notifications_per_s"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["latency"]["samples"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(
+        r["latency_to_server"]["samples"], r["latency"]["samples"],
+        "the connector stamps every value with its receipt (ServerTimestamp): {r}"
+    );
+    assert!(
+        r["latency_to_server"]["p99_ms"].as_f64() <= r["latency"]["max_ms"].as_f64(),
+        "the part before the server is part of the whole: {r}"
+    );
     assert_eq!(r["monitored_items"], 100);
     assert_eq!(
         r["variables_found"], 100,

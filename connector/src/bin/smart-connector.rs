@@ -49,6 +49,7 @@ enum Command {
         /// Runtime worker threads (Modbus serving, ingest, metrics). Default: chosen from
         /// the host (1, everything on one thread, on hosts with 2 cores or fewer, where the
         /// connector shares the cores with its neighbours; else half the cores, at most 4).
+        /// With `[opcua]` on, the OPC UA stack has one more thread of its own.
         #[arg(long)]
         threads: Option<usize>,
     },

@@ -4,6 +4,7 @@
 //! `ServiceLevel` is the one service-level core's (status register 14).
 
 pub mod auth;
+mod face_thread;
 pub mod nodes;
 pub mod redundancy;
 pub mod server;

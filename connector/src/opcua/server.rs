@@ -4,6 +4,7 @@
 //! equal to status register 14.
 
 use super::auth::{Access, Authenticator};
+use super::face_thread::FaceThread;
 use super::nodes::{TagNodes, TagNodesConfig};
 use super::redundancy::announce_redundancy;
 use super::sessions::SessionRegistry;
@@ -32,6 +33,8 @@ use tokio_util::task::TaskTracker;
 pub enum OpcUaError {
     #[error("opcua: cannot open the internal listener: {0}")]
     Inner(std::io::Error),
+    #[error("opcua: cannot start the face's thread: {0}")]
+    Thread(std::io::Error),
     #[error("opcua: the server configuration is refused: {0}")]
     Config(String),
     #[error(
@@ -98,6 +101,9 @@ pub struct OpcUaStart<'a> {
 
 /// The most nodes one request may name (reads, browses, monitored items per call).
 pub const MAX_NODES_PER_CALL: usize = 100_000;
+/// The shortest publishing interval a subscription is granted, and how often the stack
+/// checks every subscription for an elapsed interval.
+const MIN_PUBLISHING_INTERVAL_MS: u64 = 10;
 
 fn endpoint(spec: &str, users: &[String]) -> ServerEndpoint {
     let (policy, mode) = match spec.split_once('/') {
@@ -120,8 +126,15 @@ fn endpoint(spec: &str, users: &[String]) -> ServerEndpoint {
 pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
     let o = s.opcua;
     let public = s.listener.local_addr().unwrap_or(o.listen);
-    let inner = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
+    let face_thread = FaceThread::new().map_err(OpcUaError::Thread)?;
+    // The stack's listener and server belong to the face's runtime (their IO is driven
+    // there, not by the connector's runtime).
+    let inner = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .and_then(|l| {
+            l.set_nonblocking(true)?;
+            let _on_face_thread = face_thread.handle().enter();
+            tokio::net::TcpListener::from_std(l)
+        })
         .map_err(OpcUaError::Inner)?;
     let inner_addr = inner.local_addr().map_err(OpcUaError::Inner)?;
     let roles = RoleTable::from_config(&s.config.modbus);
@@ -147,6 +160,13 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         // CreateMonitoredItems of 5 000 items as undecodable.
         .max_array_length(MAX_NODES_PER_CALL)
         .diagnostics_enabled(false)
+        // The stack decides whether a subscription's publishing interval has elapsed only
+        // when this timer ticks (default 100 ms). A 100 ms interval polled every 100 ms
+        // publishes every 100 or 200 ms depending on timer jitter (the elapsed time is
+        // compared with `>=`), adding up to a whole interval of latency; the smallest
+        // publishing interval we grant (10 ms) is the tick that keeps every interval on
+        // time to within 10 ms.
+        .subscription_poll_interval_ms(MIN_PUBLISHING_INTERVAL_MS)
         // A client's certificate is trusted once it is in `pki_dir/trusted`.
         .trust_client_certs(false);
     match &o.pki_dir {
@@ -190,7 +210,7 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         l.subscriptions.max_monitored_items_per_sub = o.max_monitored_items_per_subscription;
         // Sampling interval 0: every change the connector ingests.
         l.subscriptions.min_sampling_interval_ms = 0.0;
-        l.subscriptions.min_publishing_interval_ms = 10.0;
+        l.subscriptions.min_publishing_interval_ms = MIN_PUBLISHING_INTERVAL_MS as f64;
         // A client that reads slower than the site changes makes notifications wait here;
         // past this many per subscription the oldest give way (docs/opcua.md), so a slow
         // client costs bounded memory.
@@ -212,7 +232,10 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         TagNodes::new(nodes_config, &ctx)
     });
     b = b.token(s.cancel.child_token());
-    let (server, handle) = b.build().map_err(OpcUaError::Config)?;
+    let (server, handle) = {
+        let _on_face_thread = face_thread.handle().enter();
+        b.build().map_err(OpcUaError::Config)?
+    };
     let nodes = handle
         .node_managers()
         .get_of_type::<TagNodes>()
@@ -221,11 +244,27 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
     announce_redundancy(&handle, o, &app_uri);
 
     let info = handle.info().clone();
-    s.tracker.spawn(async move {
+    face_thread.spawn(async move {
         if let Err(e) = server.run_with(inner).await {
             tracing::error!("OPC UA server stopped: {e}");
         }
     });
+    let face = OpcUaFace {
+        handle,
+        nodes,
+        addr: public,
+        application_uri: app_uri.clone(),
+        sessions,
+        metrics: s.metrics.clone(),
+    };
+    face_thread.spawn(notify_changes(
+        face.clone(),
+        s.images.clone(),
+        s.wake,
+        s.config.policy.stale_after,
+        s.cancel.clone(),
+    ));
+    face_thread.run(s.tracker).map_err(OpcUaError::Thread)?;
     // The stack records the port it listens on for its endpoint URLs; clients reach it
     // through the public one.
     for _ in 0..1000 {
@@ -242,21 +281,6 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
         o.clone(),
         s.metrics.clone(),
         s.lifecycle.clone(),
-        s.cancel.clone(),
-    ));
-    let face = OpcUaFace {
-        handle,
-        nodes,
-        addr: public,
-        application_uri: app_uri.clone(),
-        sessions,
-        metrics: s.metrics.clone(),
-    };
-    s.tracker.spawn(notify_changes(
-        face.clone(),
-        s.images.clone(),
-        s.wake,
-        s.config.policy.stale_after,
         s.cancel.clone(),
     ));
     tracing::info!(opcua = %public, application_uri = %app_uri, endpoints = ?o.security, "listening for OPC UA");
@@ -340,7 +364,11 @@ async fn notify_changes(
     cancel: CancellationToken,
 ) {
     let (handle, nodes, metrics) = (&face.handle, &face.nodes, &face.metrics);
+    // Read and published here, not taken from `start`: the image may have changed
+    // between the two (this task runs on the face's thread), and a level compared with
+    // one the stack never received would never be published.
     let mut level = images.current().service_level();
+    handle.set_service_level(level);
     // The session gauges are sampled once a second.
     let mut gauges = tokio::time::interval(Duration::from_secs(1));
     // Values of a stale image turn `BadNoCommunication` after `stale_after` more with no

@@ -135,6 +135,7 @@ mod tests {
                     p99_ms,
                     max_ms: p99_ms,
                 },
+                latency_to_server: LatencySummary::default(),
                 bad_status: 0,
                 no_timestamp: 0,
                 errors: 0,

@@ -159,13 +159,14 @@ pub async fn opcua_comparison(
 
 pub fn render_run(sessions: usize, items: usize, r: &OpcUaRun) -> String {
     format!(
-        "{sessions} × {items} items: {} · {:.0} notifications/s ({:.1} % of {:.0}) · latency p50 {:.0} ms p99 {:.0} ms · errors {} bad {} · CPU {:.0}% · RSS {:.0} MiB",
+        "{sessions} × {items} items: {} · {:.0} notifications/s ({:.1} % of {:.0}) · latency p50 {:.0} ms p99 {:.0} ms (to the server p99 {:.0} ms) · errors {} bad {} · CPU {:.0}% · RSS {:.0} MiB",
         if r.passed { "ok" } else { "BROKE" },
         r.load.notifications_per_s,
         r.delivered * 100.0,
         r.expected_notifications_per_s,
         r.load.latency.p50_ms,
         r.load.latency.p99_ms,
+        r.load.latency_to_server.p99_ms,
         r.load.errors,
         r.load.bad_status,
         r.cpu_percent,

@@ -224,6 +224,7 @@ async fn measure(
                     let good = dv.status.is_none_or(|s| s.is_good());
                     stats.lock().expect("stats lock").handle_data_value(
                         dv.source_timestamp.as_ref(),
+                        dv.server_timestamp.as_ref(),
                         &now,
                         good,
                     );
@@ -244,7 +245,7 @@ async fn measure(
                 .collect();
             let created = s
                 .session
-                .create_monitored_items(subscription, TimestampsToReturn::Source, requests)
+                .create_monitored_items(subscription, TimestampsToReturn::Both, requests)
                 .await
                 .map_err(|e| anyhow!("{target}: creating monitored items: {e}"))?;
             errors += created
@@ -305,6 +306,7 @@ async fn measure(
         notifications: all.notifications,
         notifications_per_s: all.notifications as f64 / elapsed,
         latency: all.latency(),
+        latency_to_server: all.to_server(),
         bad_status: all.bad_status,
         no_timestamp: all.no_timestamp,
         errors,

@@ -17,6 +17,10 @@ pub struct NotificationStats {
     /// Notifications without a SourceTimestamp: counted, no latency.
     pub no_timestamp: u64,
     latency_us: Histogram<u64>,
+    /// From SourceTimestamp to ServerTimestamp (when the server took the value in): the
+    /// part of the latency spent before the server, which splits a slow figure into
+    /// "upstream" and "the server's publishing and the wire".
+    to_server_us: Histogram<u64>,
 }
 
 impl Default for NotificationStats {
@@ -26,12 +30,13 @@ impl Default for NotificationStats {
             bad_status: 0,
             no_timestamp: 0,
             latency_us: Histogram::new_with_max(MAX_LATENCY_US, 3).expect("valid histogram"),
+            to_server_us: Histogram::new_with_max(MAX_LATENCY_US, 3).expect("valid histogram"),
         }
     }
 }
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     pub samples: u64,
     pub p50_ms: f64,
@@ -42,15 +47,26 @@ pub struct LatencySummary {
 impl NotificationStats {
     /// One notification received at `received` (100 ns ticks, as `DateTime::ticks`).
     /// A source timestamp after receipt (clocks apart) counts as no latency at all.
-    pub fn handle_notification(&mut self, source: Option<i64>, received: i64, good: bool) {
+    /// `server`: the value's ServerTimestamp, when the server gives one.
+    pub fn handle_notification(
+        &mut self,
+        source: Option<i64>,
+        server: Option<i64>,
+        received: i64,
+        good: bool,
+    ) {
         self.notifications += 1;
         if !good {
             self.bad_status += 1;
         }
+        let us =
+            |from: i64, to: i64| ((to.saturating_sub(from).max(0) / 10) as u64).min(MAX_LATENCY_US);
         match source {
             Some(at) => {
-                let us = (received.saturating_sub(at).max(0) / 10) as u64;
-                self.latency_us.saturating_record(us.min(MAX_LATENCY_US));
+                self.latency_us.saturating_record(us(at, received));
+                if let Some(server) = server {
+                    self.to_server_us.saturating_record(us(at, server));
+                }
             }
             None => self.no_timestamp += 1,
         }
@@ -60,10 +76,16 @@ impl NotificationStats {
     pub fn handle_data_value(
         &mut self,
         source: Option<&DateTime>,
+        server: Option<&DateTime>,
         received: &DateTime,
         good: bool,
     ) {
-        self.handle_notification(source.map(DateTime::ticks), received.ticks(), good);
+        self.handle_notification(
+            source.map(DateTime::ticks),
+            server.map(DateTime::ticks),
+            received.ticks(),
+            good,
+        );
     }
 
     pub fn merge(&mut self, other: &NotificationStats) {
@@ -72,17 +94,27 @@ impl NotificationStats {
         self.no_timestamp += other.no_timestamp;
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.to_server_us.add(&other.to_server_us);
     }
 
+    /// SourceTimestamp to receipt.
     pub fn latency(&self) -> LatencySummary {
-        let ms = |us: u64| us as f64 / 1000.0;
-        let h = &self.latency_us;
-        LatencySummary {
-            samples: h.len(),
-            p50_ms: ms(h.value_at_quantile(0.50)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            max_ms: ms(h.max()),
-        }
+        summary(&self.latency_us)
+    }
+
+    /// SourceTimestamp to ServerTimestamp (`samples` 0 when the server sent none).
+    pub fn to_server(&self) -> LatencySummary {
+        summary(&self.to_server_us)
+    }
+}
+
+fn summary(h: &Histogram<u64>) -> LatencySummary {
+    let ms = |us: u64| us as f64 / 1000.0;
+    LatencySummary {
+        samples: h.len(),
+        p50_ms: ms(h.value_at_quantile(0.50)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        max_ms: ms(h.max()),
     }
 }
 
@@ -96,12 +128,13 @@ mod tests {
     fn latencies_counts_and_bad_statuses_add_up() {
         let mut a = NotificationStats::default();
         for i in 1..=100 {
-            a.handle_notification(Some(0), i * MS, true);
+            a.handle_notification(Some(0), Some(i * MS / 10), i * MS, true);
         }
         let mut b = NotificationStats::default();
-        b.handle_notification(None, 5 * MS, false);
-        // A source timestamp in the future (clocks apart): no negative latency.
-        b.handle_notification(Some(10 * MS), 5 * MS, true);
+        b.handle_notification(None, None, 5 * MS, false);
+        // A source timestamp in the future (clocks apart): no negative latency; no
+        // ServerTimestamp: nothing for that split.
+        b.handle_notification(Some(10 * MS), None, 5 * MS, true);
         a.merge(&b);
         assert_eq!((a.notifications, a.bad_status, a.no_timestamp), (102, 1, 1));
         let l = a.latency();
@@ -109,6 +142,9 @@ mod tests {
         assert!((l.p50_ms - 50.0).abs() < 0.1, "{l:?}");
         assert!((l.p99_ms - 99.0).abs() < 0.1, "{l:?}");
         assert!((l.max_ms - 100.0).abs() < 0.1, "{l:?}");
+        let s = a.to_server();
+        assert_eq!(s.samples, 100, "only notifications with both timestamps");
+        assert!((s.p99_ms - 9.9).abs() < 0.1, "{s:?}");
     }
 
     #[test]
