@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use po_runtime::accept::accept_loop;
 use po_runtime::admission::{ConnectionCap, LogThrottle, Unproven, UnprovenTicket};
 use po_runtime::tls::{HandshakeRefusals, TlsServer};
-use po_runtime::{BoxListener, BoxStream};
+use po_runtime::{BoxListener, BoxStream, Clock};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -60,6 +60,7 @@ impl ModbusSecurity {
         stream: BoxStream,
         peer: SocketAddr,
         metrics: &Metrics,
+        clock: &dyn Clock,
     ) -> Option<(BoxStream, Arc<Rights>)> {
         match self.tls.accept(stream, self.handshake_timeout).await {
             Ok((stream, identity)) => {
@@ -76,7 +77,7 @@ impl ModbusSecurity {
             }
             Err(e) => {
                 metrics.modbus_refused_tls.fetch_add(1, Relaxed);
-                if let Some(more) = self.refusals.handle_refusal() {
+                if let Some(more) = self.refusals.handle_refusal(clock.tokio_now()) {
                     tracing::warn!(%peer, not_logged = more, "Modbus/TCP Security connection refused: {e}");
                 }
                 None
@@ -105,6 +106,8 @@ pub async fn serve_modbus(
     // Shared with the other Modbus listener: a drain waits for every master to end.
     let tracker = lifecycle.masters.clone();
     let mut refused = LogThrottle::new(Duration::from_secs(10));
+    // Every image the service answers from carries the connector's one clock.
+    let clock = service.image().clock().clone();
     let name = if security.is_some() {
         "Modbus/TCP Security"
     } else {
@@ -121,7 +124,7 @@ pub async fn serve_modbus(
         |stream, peer, permit, ticket| {
             if !limits.allow.is_empty() && !limits.allow.iter().any(|n| n.contains(&peer.ip())) {
                 metrics.modbus_refused_allow_list.fetch_add(1, Relaxed);
-                if let Some(more) = refused.handle_event(tokio::time::Instant::now()) {
+                if let Some(more) = refused.handle_event(clock.tokio_now()) {
                     tracing::warn!(%peer, not_logged = more, "Modbus connection refused: address not in modbus.allow");
                 }
                 return;
@@ -134,7 +137,7 @@ pub async fn serve_modbus(
                 tracing::info!(%peer, "{name} connection accepted");
             }
             let (service, metrics, cancel) = (service.clone(), metrics.clone(), cancel.clone());
-            let close = close.clone();
+            let (close, clock) = (close.clone(), clock.clone());
             let (security, unrestricted) = (security.clone(), unrestricted.clone());
             let idle = limits.idle_timeout;
             let listed = board.handle_client(peer);
@@ -146,7 +149,7 @@ pub async fn serve_modbus(
                     let (stream, rights) = match &security {
                         None => (stream, unrestricted),
                         Some(sec) => tokio::select! {
-                            a = sec.admit(stream, peer, &metrics) => match a {
+                            a = sec.admit(stream, peer, &metrics, &*clock) => match a {
                                 Some(admitted) => admitted,
                                 None => return,
                             },
@@ -193,6 +196,7 @@ async fn connection(
     ticket: UnprovenTicket,
     close: &CancellationToken,
 ) {
+    let clock = service.image().clock().clone();
     let mut input = BytesMut::with_capacity(1024);
     let mut output = BytesMut::with_capacity(4096);
     // Until its first whole request the connection may be closed to make room.
@@ -201,7 +205,7 @@ async fn connection(
     // read (`timeout(idle, read)`) cost a timer-wheel insert and removal per request
     // (~1 100 instructions of ~10 000; scripts/modbus-cost.sh). Likewise one wait for the
     // drain instead of a new waiter per request.
-    let mut last_read = tokio::time::Instant::now();
+    let mut last_read = clock.tokio_now();
     let idle_timer = tokio::time::sleep_until(last_read + idle);
     tokio::pin!(idle_timer);
     let closed = close.cancelled();
@@ -211,7 +215,7 @@ async fn connection(
             r = stream.read_buf(&mut input) => r,
             () = &mut idle_timer => {
                 let quiet_since = last_read + idle;
-                if tokio::time::Instant::now() < quiet_since {
+                if clock.tokio_now() < quiet_since {
                     idle_timer.as_mut().reset(quiet_since);
                     continue;
                 }
@@ -240,7 +244,7 @@ async fn connection(
                 tracing::info!(%peer, error = %e, "Modbus connection closed: {e}");
                 return;
             }
-            Ok(_) => last_read = tokio::time::Instant::now(),
+            Ok(_) => last_read = clock.tokio_now(),
         }
         // Answer every complete request in the buffer, then write once.
         loop {

@@ -165,7 +165,7 @@ fn lost(reason: impl Into<String>) -> SessionError {
 
 async fn connect(spec: &SourceSpec) -> Result<BoxStream, SessionError> {
     // TCP and TLS share one deadline: `connect_timeout` bounds the whole attempt.
-    let deadline = tokio::time::Instant::now() + spec.connect_timeout;
+    let deadline = spec.clock.tokio_now() + spec.connect_timeout;
     let dial = spec.net.connect(spec.host_address, spec.address);
     let stream = tokio::time::timeout(spec.connect_timeout, dial)
         .await
@@ -184,7 +184,7 @@ async fn connect(spec: &SourceSpec) -> Result<BoxStream, SessionError> {
             .connect(
                 stream,
                 &tls.server_name,
-                deadline.saturating_duration_since(tokio::time::Instant::now()),
+                deadline.saturating_duration_since(spec.clock.tokio_now()),
             )
             .await
             .map_err(|e| lost(e.to_string())),

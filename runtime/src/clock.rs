@@ -11,6 +11,10 @@ pub trait Clock: Send + Sync + Debug + 'static {
     fn now(&self) -> Instant;
     /// Wall-clock time (what a server stamps its samples with).
     fn wall(&self) -> Timestamp;
+    /// [`Clock::now`] as tokio's timers take it: deadlines, `sleep_until`, log throttles.
+    fn tokio_now(&self) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.now())
+    }
 }
 
 /// The machine's clocks. Monotonic time comes from tokio's clock, which is the system's

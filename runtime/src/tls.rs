@@ -123,11 +123,12 @@ impl Default for HandshakeRefusals {
 
 impl HandshakeRefusals {
     /// `Some(n)`: log this refusal, mentioning `n` not logged since the last line.
-    pub fn handle_refusal(&self) -> Option<u64> {
+    /// `now`: from the component's clock.
+    pub fn handle_refusal(&self, now: tokio::time::Instant) -> Option<u64> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .handle_event(tokio::time::Instant::now())
+            .handle_event(now)
     }
 }
 

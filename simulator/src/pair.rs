@@ -105,16 +105,15 @@ impl PairHandle {
             }
             _ => false,
         };
-        let deadline = tokio::time::Instant::now() + patience;
         // The peer-heard state has no watch of its own; a short poll bounded by
-        // `patience` awaits it.
-        while !settled() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
+        // `patience` (tokio's timer, no clock read here) awaits it.
+        tokio::time::timeout(patience, async {
+            while !settled() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        true
+        })
+        .await
+        .is_ok()
     }
 
     /// Server by index (0 = a, 1 = b).

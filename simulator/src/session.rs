@@ -90,7 +90,7 @@ async fn run_session(
             };
             match accepted {
                 Ok((s, identity)) => (s, Some(identity)),
-                Err(e) => return tls.log_refusal(shared.name(), "client access", from, &e),
+                Err(e) => return tls.log_refusal(&shared, "client access", from, &e),
             }
         }
     };

@@ -148,12 +148,13 @@ impl ServerTls {
     /// Logs a refused handshake, unless too many were just logged.
     pub(crate) fn log_refusal(
         &self,
-        server: &str,
+        shared: &Shared,
         link: &str,
         from: SocketAddr,
         error: &dyn std::fmt::Display,
     ) {
-        if let Some(more) = self.refusals.handle_refusal() {
+        if let Some(more) = self.refusals.handle_refusal(shared.clock().tokio_now()) {
+            let server = shared.name();
             tracing::warn!(%server, %from, not_logged = more, "{link} connection refused: {error}");
         }
     }

@@ -103,7 +103,7 @@ pub(crate) async fn run_outbound(
                     Err(e) => {
                         // A peer that refuses us, or that we refuse, leaves the pair to
                         // split: worth a (throttled) warning, not a debug line.
-                        tls.log_refusal(shared.name(), "sync link to the peer", peer, &e);
+                        tls.log_refusal(&shared, "sync link to the peer", peer, &e);
                         tokio::time::sleep(shared.heartbeat()).await;
                         continue;
                     }
@@ -317,9 +317,9 @@ pub(crate) async fn run_inbound(shared: Arc<Shared>, listener: BoxListener) {
                                     peer.describe(),
                                     shared.peer_addr().ip()
                                 );
-                                return tls.log_refusal(shared.name(), "sync link", from, &why);
+                                return tls.log_refusal(&shared, "sync link", from, &why);
                             }
-                            Err(e) => return tls.log_refusal(shared.name(), "sync link", from, &e),
+                            Err(e) => return tls.log_refusal(&shared, "sync link", from, &e),
                         }
                     }
                 };

@@ -17,9 +17,9 @@ use crate::metrics::Metrics;
 use opcua::crypto::SecurityPolicy;
 use opcua::server::{ServerBuilder, ServerEndpoint, ServerHandle};
 use opcua::types::{AttributeId, MessageSecurityMode};
-use po_runtime::BoxListener;
 use po_runtime::accept::accept_loop;
 use po_runtime::admission::{ConnectionCap, LogThrottle, Unproven};
+use po_runtime::{BoxListener, Clock};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -278,6 +278,7 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
     s.tracker.spawn(front(
         s.listener,
         inner_addr,
+        s.images.current().clock().clone(),
         o.clone(),
         s.metrics.clone(),
         s.lifecycle.clone(),
@@ -293,6 +294,7 @@ pub async fn start(s: OpcUaStart<'_>) -> Result<OpcUaFace, OpcUaError> {
 async fn front(
     listener: BoxListener,
     inner: SocketAddr,
+    clock: Arc<dyn Clock>,
     config: OpcUaConfig,
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
@@ -312,7 +314,7 @@ async fn front(
         |mut client, peer, permit, ticket| {
             if !config.allow.is_empty() && !config.allow.iter().any(|n| n.contains(&peer.ip())) {
                 metrics.opcua_refused_allow_list.fetch_add(1, Relaxed);
-                if let Some(more) = refused.handle_event(tokio::time::Instant::now()) {
+                if let Some(more) = refused.handle_event(clock.tokio_now()) {
                     tracing::warn!(%peer, not_logged = more, "OPC UA connection refused: address not in opcua.allow");
                 }
                 return;
