@@ -882,6 +882,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 security,
                 pki_dir,
                 duration,
+                only: None,
                 progress: (!quiet).then_some(Duration::from_secs(5)),
             };
             let r = runtime(threads)?.block_on(harness::opcua_load::run_opcua_load(&spec))?;

@@ -4,6 +4,7 @@
 //! value's SourceTimestamp to receipt, and errors (docs/performance.md).
 
 pub mod bench;
+pub mod changing;
 mod client;
 pub mod stats;
 pub mod walk;
@@ -31,6 +32,9 @@ pub struct OpcUaLoadSpec {
     /// temporary directory (enough for `none`).
     pub pki_dir: Option<PathBuf>,
     pub duration: Duration,
+    /// Only Variables with these string identifiers (a connector's tag names; `--tags`);
+    /// `None`: every Variable found below Objects.
+    pub only: Option<std::sync::Arc<std::collections::HashSet<String>>>,
     /// A line on stderr this often while measuring; `None`: quiet.
     pub progress: Option<Duration>,
 }
@@ -145,9 +149,49 @@ pub struct OpcUaLoadResult {
     pub errors: u64,
 }
 
+/// The names of `--tags FILE`: one per line, surrounding blanks trimmed; empty lines and
+/// lines starting with `#` skipped. An unreadable file or one naming nothing is an error
+/// that names the file.
+pub fn read_tag_list(path: &std::path::Path) -> Result<std::collections::HashSet<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let names: std::collections::HashSet<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        return Err(format!(
+            "{}: names no tag (one tag name per line)",
+            path.display()
+        ));
+    }
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_list_skips_blanks_and_comments_and_must_name_something() {
+        let dir = std::env::temp_dir().join(format!("harness-tag-list-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tags.txt");
+        std::fs::write(&file, "# changing tags\n  A.kW \n\nB.kW\n").unwrap();
+        let names = read_tag_list(&file).unwrap();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains("A.kW") && names.contains("B.kW"));
+        std::fs::write(&file, "# nothing\n\n").unwrap();
+        let why = read_tag_list(&file).unwrap_err();
+        assert!(
+            why.contains("tags.txt") && why.contains("names no tag"),
+            "{why}"
+        );
+        let why = read_tag_list(&dir.join("missing.txt")).unwrap_err();
+        assert!(why.contains("missing.txt"), "{why}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn targets_and_security_are_checked_with_a_reason() {

@@ -132,8 +132,15 @@ async fn connect(client: &mut Client, endpoint: &EndpointDescription) -> Result<
 }
 
 /// Browses down from `Objects` until `limit` variables are found or nothing is left.
-async fn browse(session: &Session, limit: usize) -> Result<Vec<NodeId>> {
+async fn browse(
+    session: &Session,
+    limit: usize,
+    only: Option<std::sync::Arc<std::collections::HashSet<String>>>,
+) -> Result<Vec<NodeId>> {
     let mut walk = BrowseWalk::new(limit);
+    if let Some(names) = only {
+        walk = walk.only(names);
+    }
     loop {
         let nodes = walk.poll_nodes(BROWSE_BATCH);
         if nodes.is_empty() {
@@ -196,11 +203,16 @@ async fn measure(
     sessions: &[LoadSession],
 ) -> Result<OpcUaLoadResult> {
     let wanted = spec.sessions * spec.items;
-    let found = browse(&sessions[0].session, wanted).await?;
+    let found = browse(&sessions[0].session, wanted, spec.only.clone()).await?;
     if found.len() < spec.items {
         bail!(
-            "{target}: found only {} Variable node(s) below Objects (the Server object skipped); --items {} needs {}",
+            "{target}: found only {} Variable node(s) below Objects (the Server object skipped{}); --items {} needs {}",
             found.len(),
+            if spec.only.is_some() {
+                ", only those named in --tags"
+            } else {
+                ""
+            },
             spec.items,
             spec.items
         );

@@ -2,8 +2,9 @@
 //! breadth-first walk down from `Objects` (the `Server` object skipped) that descends into
 //! Objects and collects Variables, and each session's share of what it found.
 
-use opcua::types::{NodeClass, NodeId, ObjectId};
+use opcua::types::{Identifier, NodeClass, NodeId, ObjectId};
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 /// The breadth-first walk. The driver asks for the next nodes to browse, browses them and
 /// hands back each node's forward hierarchical references; the walk says when it is done.
@@ -13,6 +14,9 @@ pub struct BrowseWalk {
     seen: HashSet<NodeId>,
     variables: Vec<NodeId>,
     limit: usize,
+    /// Only Variables whose string identifier is one of these count (`harness load
+    /// --tags`); `None`: every Variable.
+    only: Option<Arc<HashSet<String>>>,
 }
 
 impl BrowseWalk {
@@ -24,6 +28,22 @@ impl BrowseWalk {
             seen: HashSet::from([objects]),
             variables: Vec::new(),
             limit,
+            only: None,
+        }
+    }
+
+    /// Counts only the Variables whose string identifier is in `names` (a connector's
+    /// tag names); Objects are walked all the same.
+    pub fn only(mut self, names: Arc<HashSet<String>>) -> BrowseWalk {
+        self.only = Some(names);
+        self
+    }
+
+    fn wanted(&self, node: &NodeId) -> bool {
+        match (&self.only, &node.identifier) {
+            (None, _) => true,
+            (Some(names), Identifier::String(s)) => names.contains(s.as_ref()),
+            (Some(_), _) => false,
         }
     }
 
@@ -49,7 +69,7 @@ impl BrowseWalk {
                 NodeClass::Object => self.queue.push_back(node),
                 // A variable's own children (properties such as EngineeringUnits) are not
                 // what is measured: the walk does not descend into variables.
-                NodeClass::Variable if self.variables.len() < self.limit => {
+                NodeClass::Variable if self.variables.len() < self.limit && self.wanted(&node) => {
                     self.variables.push(node)
                 }
                 _ => {}
@@ -139,6 +159,24 @@ mod tests {
         ]);
         assert!(w.is_done());
         assert_eq!(w.into_variables(), [s("x"), s("y")]);
+    }
+
+    #[test]
+    fn a_name_list_keeps_only_the_variables_it_names() {
+        let names = Arc::new(HashSet::from(["a".to_string(), "c".to_string()]));
+        let mut w = BrowseWalk::new(10).only(names);
+        w.poll_nodes(1);
+        w.handle_references([
+            (s("a"), NodeClass::Variable, true),
+            (s("b"), NodeClass::Variable, true),
+            (NodeId::new(2, 7u32), NodeClass::Variable, true),
+            // Objects are walked whatever their name.
+            (s("folder"), NodeClass::Object, true),
+        ]);
+        assert_eq!(w.variables(), [s("a")]);
+        assert_eq!(w.poll_nodes(10), vec![s("folder")]);
+        w.handle_references([(s("c"), NodeClass::Variable, true)]);
+        assert_eq!(w.into_variables(), [s("a"), s("c")]);
     }
 
     proptest! {
