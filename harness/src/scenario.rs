@@ -796,6 +796,12 @@ impl Scenario {
         out
     }
 
+    /// The backend this scenario runs on: `chosen` (the command line's `--backend`), else
+    /// the file's `backend`, else inprocess.
+    pub fn backend_or(&self, chosen: Option<BackendKind>) -> BackendKind {
+        chosen.or(self.backend).unwrap_or(BackendKind::Inprocess)
+    }
+
     /// The hosts, components and links this scenario runs on.
     pub fn topology(&self) -> Topology {
         Topology::build(self.architecture, self.third_party.kind)
