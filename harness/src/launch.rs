@@ -2,13 +2,97 @@
 //! (docs/design.md §10). The runner itself (`runner::drive`) only knows the `Backend` seam.
 
 use crate::backend::Deployment;
+use crate::backend::inprocess::Inprocess;
+use crate::backend::process::Process;
+use crate::capability::{Capabilities, Need, Unsupported};
 use crate::netns::NetnsDeployment;
 use crate::report::Report;
 use crate::runner::drive;
 use crate::scenario::{BackendKind, Scenario};
 use crate::seam::Backend;
+use crate::sim::SimDeployment;
 use crate::topology::Topology;
 use anyhow::{Context as _, Result};
+
+/// Whether backend `kind` meets `need`: the backend answers for itself.
+pub fn supports(kind: BackendKind, need: Need) -> Result<(), Unsupported> {
+    match kind {
+        BackendKind::Inprocess => Inprocess::supports(need),
+        BackendKind::Process => Process::supports(need),
+        BackendKind::Sim => SimDeployment::supports(need),
+        BackendKind::Netns => NetnsDeployment::supports(need),
+    }
+}
+
+/// What `backend` cannot do of scenario `s`, as (key, message), each message naming the
+/// backends that can: such a file is invalid for that backend (exit 2 before anything
+/// starts). The table is in `docs/scenarios.md` (faults by backend).
+pub fn unsupported_by(s: &Scenario, backend: BackendKind) -> Vec<(String, String)> {
+    s.needs()
+        .into_iter()
+        .filter_map(|(key, need)| {
+            let why = supports(backend, need).err()?;
+            let able: Vec<BackendKind> = BackendKind::ALL
+                .into_iter()
+                .filter(|b| supports(*b, need).is_ok())
+                .collect();
+            let hint = match able.as_slice() {
+                [] => "no backend can".to_string(),
+                [one] => format!("--backend {}", one.as_str()),
+                [init @ .., last] => {
+                    format!("--backend {} or {}", backend_list(init), last.as_str())
+                }
+            };
+            let message = match need {
+                Need::Fault(action) => format!(
+                    "`{}` cannot be applied by the {} backend ({why}: {hint})",
+                    action.as_str(),
+                    backend.as_str()
+                ),
+                _ => format!("{why}: {hint}"),
+            };
+            Some((key, message))
+        })
+        .collect()
+}
+
+/// The backends that can run `s` (none of [`unsupported_by`]).
+pub fn runnable_on(s: &Scenario) -> Vec<BackendKind> {
+    BackendKind::ALL
+        .into_iter()
+        .filter(|b| unsupported_by(s, *b).is_empty())
+        .collect()
+}
+
+/// Why `backend` cannot run `s`, one line per reason as `run` and `plan` print them
+/// (`FILE: KEY: WHY`), then the backends that can; empty when it can.
+pub fn refusal(s: &Scenario, file: &str, backend: BackendKind) -> Vec<String> {
+    let reasons = unsupported_by(s, backend);
+    if reasons.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = reasons
+        .iter()
+        .map(|(key, why)| format!("{file}: {key}: {why}"))
+        .collect();
+    out.push(format!(
+        "{file}: backends that can run it: {}",
+        backend_list(&runnable_on(s))
+    ));
+    out
+}
+
+/// `sim, netns`, or `none` (a scenario no backend runs cannot be valid, but say so).
+pub fn backend_list(backends: &[BackendKind]) -> String {
+    if backends.is_empty() {
+        return "none".into();
+    }
+    backends
+        .iter()
+        .map(|b| b.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// How to run.
 #[derive(Debug, Clone, Copy)]
@@ -80,4 +164,42 @@ async fn run_on<B: Backend>(
     }
     deployment.shutdown(keep_logs).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name = \"t\"\narchitecture = 3\nduration = \"2s\"\n";
+
+    #[test]
+    fn backends_that_can_run_a_scenario_are_named() {
+        let loss = format!(
+            "{MINIMAL}[[fault]]\nat = \"1s\"\naction = \"loss\"\ntarget = \"tp->sc-a\"\nfraction = 0.05\n"
+        );
+        let s = Scenario::parse(&loss, "t.toml").unwrap();
+        assert_eq!(runnable_on(&s), vec![BackendKind::Sim, BackendKind::Netns]);
+        assert!(refusal(&s, "t.toml", BackendKind::Sim).is_empty());
+        let refusal = refusal(&s, "t.toml", BackendKind::Inprocess);
+        assert_eq!(
+            refusal.last().map(String::as_str),
+            Some("t.toml: backends that can run it: sim, netns")
+        );
+        assert!(
+            refusal[0].starts_with(
+                "t.toml: fault[0].action: `loss` cannot be applied by the inprocess backend"
+            ),
+            "{refusal:?}"
+        );
+        assert_eq!(backend_list(&[]), "none");
+        let tls = Scenario::parse(&format!("{MINIMAL}[security]\ntls = true\n"), "t.toml").unwrap();
+        assert_eq!(
+            runnable_on(&tls),
+            vec![
+                BackendKind::Inprocess,
+                BackendKind::Process,
+                BackendKind::Netns
+            ]
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod capability;
 pub mod child;
 pub mod escape;
 pub mod explore;

@@ -24,7 +24,7 @@ pub fn cmd_plan(a: PlanArgs) -> Result<ExitCode> {
     };
     let backend = s.backend_or(backend);
     // The same refusal as `run`: a plan is only approved where it would run.
-    let refusal = s.refusal(&file.display().to_string(), backend);
+    let refusal = harness::launch::refusal(&s, &file.display().to_string(), backend);
     if !refusal.is_empty() {
         for line in refusal {
             eprintln!("{line}");

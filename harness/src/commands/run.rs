@@ -97,11 +97,11 @@ pub fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     for (file, s) in files.iter().zip(&scenarios) {
         // The one place the backend of each scenario is chosen.
         let b = s.backend_or(backend);
-        let reasons = s.unsupported_by(b);
+        let reasons = harness::launch::unsupported_by(s, b);
         if reasons.is_empty() {
             runnable.push((s, b));
         } else if refuse {
-            for line in s.refusal(&file.display().to_string(), b) {
+            for line in harness::launch::refusal(s, &file.display().to_string(), b) {
                 eprintln!("{line}");
             }
             refused = true;
@@ -114,8 +114,7 @@ pub fn cmd_run(a: RunArgs) -> Result<ExitCode> {
                     .into_iter()
                     .map(|(key, why)| format!("{key}: {why}"))
                     .collect(),
-                runnable_on: s
-                    .runnable_on()
+                runnable_on: harness::launch::runnable_on(s)
                     .into_iter()
                     .map(|b| b.as_str().to_string())
                     .collect(),
@@ -138,9 +137,7 @@ pub fn cmd_run(a: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let scenarios = runnable;
-    let needs_netns = scenarios
-        .iter()
-        .any(|(_, b)| *b == BackendKind::Netns);
+    let needs_netns = scenarios.iter().any(|(_, b)| *b == BackendKind::Netns);
     if needs_netns && let Err(why) = harness::netns::namespaces::check_privileges() {
         eprintln!("harness: {why}");
         return Ok(ExitCode::from(2));

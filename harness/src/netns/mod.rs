@@ -14,6 +14,7 @@ pub mod namespaces;
 pub mod sockets;
 
 use crate::backend::{connector_config, server_config};
+use crate::capability::{Capabilities, Need, Unsupported, invariants_unsupported};
 use crate::child::{ManagedChild, binaries, connector_child, server_child};
 use crate::opcua::client::UaTarget;
 use crate::opcua::setup::UaSetup;
@@ -87,6 +88,17 @@ pub struct NetnsDeployment {
     /// With `[third_party.opcua]`: the run's OPC UA set-up and each connector's endpoint.
     opcua: Option<(UaSetup, Vec<UaTarget>)>,
     pub run_dir: PathBuf,
+}
+
+impl Capabilities for NetnsDeployment {
+    /// Real network stacks and the real binaries: everything but the invariants, which
+    /// are observed inside the simulation only.
+    fn supports(need: Need) -> Result<(), Unsupported> {
+        match need {
+            Need::Invariants => Err(invariants_unsupported("netns")),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl NetnsDeployment {

@@ -23,6 +23,7 @@ pub use clock::{LogTimer, SIM_EPOCH, SimClock};
 pub use net::{LinkFaults, RTO, SimNet};
 
 use crate::backend::{connector_config, server_config};
+use crate::capability::{Capabilities, Need, Unsupported};
 use crate::invariants::Invariants;
 use crate::observed::Observed;
 use crate::report::{Expectation, Report, SimInfo};
@@ -68,6 +69,36 @@ pub struct SimDeployment {
     servers: Vec<String>,
     /// Each link's two host addresses.
     links: BTreeMap<String, (IpAddr, IpAddr)>,
+}
+
+/// The largest site the sim backend takes: a million-tag site would run every
+/// component's work on one thread (minutes of wall time per simulated second).
+pub const SIM_MAX_TAGS: u64 = 200_000;
+
+impl Capabilities for SimDeployment {
+    fn supports(need: Need) -> Result<(), Unsupported> {
+        match need {
+            Need::Fault(FaultAction::Reject) => Err(Unsupported::new(
+                "it needs a kernel that answers with TCP resets",
+            )),
+            Need::Fault(FaultAction::Bandwidth) => {
+                Err(Unsupported::new("it needs a kernel traffic shaper"))
+            }
+            Need::Flood => Err(Unsupported::new(
+                "a flood measures what a process's descriptors and listeners withstand; the sim backend has no component processes",
+            )),
+            Need::OpcUa => Err(Unsupported::new(
+                "the sim backend cannot run the OPC UA stack: async-opcua dials and listens on tokio's sockets and clocks, not the simulated network and virtual time",
+            )),
+            Need::Tls => Err(Unsupported::new(
+                "the sim backend runs no TLS (virtual time would make its cost meaningless)",
+            )),
+            Need::Tags(tags) if tags > SIM_MAX_TAGS => Err(Unsupported(format!(
+                "{tags} tags: the sim backend runs every component on one thread in virtual time and takes sites up to {SIM_MAX_TAGS} tags"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl SimDeployment {

@@ -9,6 +9,9 @@
 //!   files; crash = SIGKILL, pause = SIGSTOP, resume = SIGCONT, restart = respawn. Children
 //!   are killed when the deployment is shut down or dropped.
 
+pub mod inprocess;
+pub mod process;
+
 use crate::child::{Binaries, ManagedChild, binaries, connector_child, server_child};
 use crate::opcua::client::UaTarget;
 use crate::opcua::setup::UaSetup;
