@@ -33,3 +33,4 @@ pub mod status_poll;
 pub mod third_party;
 pub mod timeline;
 pub mod topology;
+pub mod wiring;

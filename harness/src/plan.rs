@@ -1,23 +1,21 @@
 //! `harness plan`: everything about a run, without running it.
 
 use crate::report::expectation_limits;
-use crate::scenario::{BackendKind, Scenario, ThirdPartyKind};
-use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology, lab_ip};
+use crate::scenario::{Scenario, ThirdPartyKind};
+use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology};
+use crate::wiring::Wiring;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
 
-/// The plan of `s` on topology `t` for `backend`.
-pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
+/// The plan of `s` on topology `t` as wiring `w` realises it (hosts are loopback aliases
+/// in the proxy backends, network stacks of their own in sim and netns: docs/scenarios.md,
+/// "Topology").
+pub fn render_plan(t: &Topology, s: &Scenario, w: &Wiring) -> String {
     let mut o = String::new();
-    // Hosts are loopback aliases in the proxy backends, network stacks of their own in
-    // sim and netns (docs/scenarios.md, "Topology").
-    let address = |a: Ipv4Addr| -> IpAddr {
-        match backend {
-            BackendKind::Inprocess | BackendKind::Process => IpAddr::V4(a),
-            BackendKind::Sim | BackendKind::Netns => lab_ip(a),
-        }
+    let address = |host: &str| -> String {
+        w.host_address(host)
+            .map_or_else(|| "?".to_string(), |a| a.to_string())
     };
-    let backend_name = backend.as_str();
+    let backend_name = w.backend.as_str();
     let arch = match t.architecture {
         1 => "one server and its connector on one host",
         2 => "redundant pair, a connector on each server's host",
@@ -62,7 +60,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
             o,
             "  {:<8} {:<10} {}",
             h.name,
-            address(h.address),
+            address(&h.name),
             names.join(", ")
         );
     }
@@ -71,7 +69,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
         o,
         "  {:<8} {:<10} third parties: {} × {}, poll every {}, {} writes/s",
         t.third_party_host.name,
-        address(t.third_party_host.address),
+        address(&t.third_party_host.name),
         tp.clients,
         match tp.kind {
             ThirdPartyKind::Plain => "plain",
@@ -102,8 +100,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
         );
     }
     let _ = writeln!(o, "\nlinks");
-    let delayed_links = s.delayed_links();
-    for l in &t.links {
+    for (l, carrier) in &w.links {
         let kind = match l.kind {
             LinkKind::Sync => "sync link".to_string(),
             LinkKind::Local => "client access, Local (same host)".to_string(),
@@ -113,17 +110,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
             }
             LinkKind::Modbus => "Modbus TCP".to_string(),
         };
-        let delayed = delayed_links.contains(l.name.as_str());
-        let proxy = match (backend, l.crosses_hosts) {
-            (_, false) => "direct",
-            (BackendKind::Inprocess | BackendKind::Process, true) => "fault proxy",
-            (BackendKind::Sim, true) => "simulated link",
-            (BackendKind::Netns, true) if delayed => {
-                "veth + bridge, faults in nftables/tc; fault proxy (delay)"
-            }
-            (BackendKind::Netns, true) => "veth + bridge, faults in nftables/tc",
-        };
-        let _ = writeln!(o, "  {:<12} {:<34} {proxy}", l.name, kind);
+        let _ = writeln!(o, "  {:<12} {:<34} {}", l.name, kind, carrier.describe());
     }
     let _ = writeln!(o, "\nlicences");
     let _ = writeln!(o, "  Power Operation server  {}", t.licences.po_server);

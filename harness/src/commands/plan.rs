@@ -31,6 +31,8 @@ pub fn cmd_plan(a: PlanArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::from(2));
     }
-    print!("{}", harness::plan::render_plan(&s.topology(), &s, backend));
+    let t = s.topology();
+    let wiring = harness::wiring::Wiring::preview(&s, &t, backend)?;
+    print!("{}", harness::plan::render_plan(&t, &s, &wiring));
     Ok(ExitCode::SUCCESS)
 }

@@ -186,9 +186,9 @@ async fn connector_run(
 ) -> Result<OpcUaRun> {
     let monitored = o.sessions * items;
     let tags = tags_for(monitored);
-    let sim_addr = SocketAddr::new(LOOPBACK, crate::backend::free_port(LOOPBACK)?);
-    let modbus = SocketAddr::new(LOOPBACK, crate::backend::free_port(LOOPBACK)?);
-    let opcua = SocketAddr::new(LOOPBACK, crate::backend::free_port(LOOPBACK)?);
+    let sim_addr = SocketAddr::new(LOOPBACK, crate::wiring::free_port(LOOPBACK)?);
+    let modbus = SocketAddr::new(LOOPBACK, crate::wiring::free_port(LOOPBACK)?);
+    let opcua = SocketAddr::new(LOOPBACK, crate::wiring::free_port(LOOPBACK)?);
     let sim = ServerConfig {
         limits: Default::default(),
         tls: None,
@@ -289,7 +289,7 @@ async fn node_run(
     modules: &Path,
     run_dir: &Path,
 ) -> Result<OpcUaRun> {
-    let port = crate::backend::free_port(LOOPBACK)?;
+    let port = crate::wiring::free_port(LOOPBACK)?;
     // The server prints one line once it serves: read from a pipe.
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(script_dir().join("node-server.js"))
