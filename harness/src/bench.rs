@@ -570,29 +570,34 @@ async fn modbus_comparison(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<
                 let l = std::net::TcpListener::bind("127.0.9.1:0")?;
                 l.local_addr()?
             };
-            let mut bare = tokio::process::Command::new(std::env::current_exe()?)
-                .args([
+            // A side-by-side peer, not a deployment: a plain child, started, logged and
+            // killed like the components (`ManagedChild`).
+            let log = std::env::temp_dir()
+                .join(format!("harness-bare-modbus-{}.log", std::process::id()));
+            let mut bare = crate::child::ManagedChild::new(
+                &std::env::current_exe()?,
+                [
                     "bare-modbus",
                     "--threads",
                     "1",
                     "--listen",
                     &listen.to_string(),
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
+                ],
+                None,
+                log.clone(),
+            );
+            bare.spawn()
+                .await
                 .context("starting the bare tokio-modbus server")?;
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while tokio::net::TcpStream::connect(listen).await.is_err() {
-                anyhow::ensure!(
-                    std::time::Instant::now() < deadline,
-                    "bare server not listening on {listen}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let bare_result = async {
+                crate::probe::wait_listening(&po_runtime::TokioNet, None, listen)
+                    .await
+                    .context("the bare tokio-modbus server")?;
+                load_process(listen, o.modbus_duration, None).await
             }
-            let bare_result = load_process(listen, o.modbus_duration, None).await;
-            let _ = bare.kill().await;
+            .await;
+            bare.kill().await;
+            let _ = std::fs::remove_file(&log);
             let bare_result = bare_result?;
             progress(&format!(
                 "modbus: bare tokio-modbus {:.0} requests/s",

@@ -232,19 +232,32 @@ pub async fn launch<R>(
     passed: impl Fn(&R) -> bool,
     body: impl AsyncFnOnce(&Topology, &Wiring, &mut Deployed) -> Result<R>,
 ) -> Result<R> {
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
     let topology = s.topology();
     let wiring = Wiring::compute(s, &topology, opts.backend)
         .with_context(|| format!("wiring {} ({} backend)", s.name, opts.backend.as_str()))?;
+    launch_wired(s, &topology, &wiring, opts, passed, body).await
+}
+
+/// As [`launch`], on a wiring computed (and possibly adjusted: the OPC UA bench step raises
+/// the connector's session limits) by the caller; `wiring.backend` is the backend.
+pub async fn launch_wired<R>(
+    s: &Scenario,
+    topology: &Topology,
+    wiring: &Wiring,
+    opts: RunOptions,
+    passed: impl Fn(&R) -> bool,
+    body: impl AsyncFnOnce(&Topology, &Wiring, &mut Deployed) -> Result<R>,
+) -> Result<R> {
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
     let mut deployment = tokio::select! {
-        d = Deployed::start(s, &topology, &wiring) => {
+        d = Deployed::start(s, topology, wiring) => {
             d.with_context(|| format!("deploying {} ({} backend)", s.name, opts.backend.as_str()))?
         }
         _ = &mut interrupt => return Err(Interrupted.into()),
     };
     let result = tokio::select! {
-        r = body(&topology, &wiring, &mut deployment) => r,
+        r = body(topology, wiring, &mut deployment) => r,
         _ = &mut interrupt => Err(Interrupted.into()),
     };
     let keep_logs = opts.keep_logs || !matches!(&result, Ok(r) if passed(r));
