@@ -1,8 +1,8 @@
 //! The inprocess backend: servers and connectors are tokio tasks of the harness on the
 //! wiring's loopback addresses, links between hosts through fault proxies.
 
-use super::lifecycle_targets;
 use super::proxies::ProxySet;
+use super::{FaultRoute, route};
 use crate::capability::{
     Capabilities, Need, Unsupported, invariants_unsupported, proxy_fault_support,
 };
@@ -148,18 +148,11 @@ impl Backend for InprocessDeployment {
     }
 
     async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<String> {
-        match f.action {
-            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay
-                if t.link(&f.target).is_some() =>
-            {
-                Ok(self.proxies.apply(f)?.into())
-            }
-            FaultAction::Crash
-            | FaultAction::Restart
-            | FaultAction::Pause
-            | FaultAction::Resume => {
+        match route("inprocess", t, f)? {
+            FaultRoute::Link => Ok(self.proxies.apply(f)?.into()),
+            FaultRoute::Lifecycle(targets) => {
                 let mut how = "";
-                for (name, kind) in lifecycle_targets(t, f) {
+                for (name, kind) in targets {
                     how = match kind {
                         ComponentKind::PoServer => self.server_fault(&name, f.action).await?,
                         ComponentKind::Connector => self.connector_fault(&name, f.action).await?,
@@ -167,11 +160,6 @@ impl Backend for InprocessDeployment {
                 }
                 Ok(how.into())
             }
-            a => bail!(
-                "the inprocess backend cannot apply `{}` to {}",
-                a.as_str(),
-                f.target
-            ),
         }
     }
 

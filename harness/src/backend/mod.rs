@@ -9,18 +9,45 @@
 //!   SIGCONT, restart = respawn. Children are killed when the deployment is shut down or
 //!   dropped.
 
+pub mod children;
 pub mod inprocess;
 pub mod process;
 pub mod proxies;
 
-use crate::scenario::Fault;
+use crate::scenario::{Fault, FaultAction};
 use crate::topology::{ComponentKind, Topology};
+use anyhow::{Result, bail};
 
-/// The components a lifecycle fault (crash, restart, pause, resume) acts on: those of
-/// the host or the component it names.
-pub(crate) fn lifecycle_targets(t: &Topology, f: &Fault) -> Vec<(String, ComponentKind)> {
-    t.components_of_target(&f.target)
-        .iter()
-        .map(|c| (c.name.clone(), c.kind))
-        .collect()
+/// Where a proxy backend applies a fault.
+pub(crate) enum FaultRoute {
+    /// Cut, heal or delay of a link: at its fault proxies.
+    Link,
+    /// Crash, restart, pause or resume of these components (those of the host or the
+    /// component the fault names).
+    Lifecycle(Vec<(String, ComponentKind)>),
+}
+
+/// Where backend `name` (inprocess or process) applies `f`; an error for what it cannot
+/// apply (refused before the start; this is the last guard).
+pub(crate) fn route(name: &str, t: &Topology, f: &Fault) -> Result<FaultRoute> {
+    Ok(match f.action {
+        FaultAction::Cut | FaultAction::Heal | FaultAction::Delay
+            if t.link(&f.target).is_some() =>
+        {
+            FaultRoute::Link
+        }
+        FaultAction::Crash | FaultAction::Restart | FaultAction::Pause | FaultAction::Resume => {
+            FaultRoute::Lifecycle(
+                t.components_of_target(&f.target)
+                    .iter()
+                    .map(|c| (c.name.clone(), c.kind))
+                    .collect(),
+            )
+        }
+        a => bail!(
+            "the {name} backend cannot apply `{}` to {}",
+            a.as_str(),
+            f.target
+        ),
+    })
 }

@@ -1,31 +1,29 @@
 //! The process backend: the real `po-sim` and `smart-connector` binaries with the
 //! wiring's generated config files, links between hosts through fault proxies.
 
-use super::lifecycle_targets;
+use super::children::ComponentChildren;
 use super::proxies::ProxySet;
+use super::{FaultRoute, route};
 use crate::capability::{
     Capabilities, Need, Unsupported, invariants_unsupported, proxy_fault_support,
 };
-use crate::child::{ManagedChild, binaries, connector_child, server_child};
-use crate::probe::{scrape, wait_listening, wait_serving};
-use crate::scenario::{Fault, FaultAction, Scenario};
+use crate::child::{binaries, connector_child, server_child};
+use crate::probe::{wait_listening, wait_serving};
+use crate::scenario::{Fault, Scenario};
 use crate::seam::Backend;
 use crate::server_watch::ServerWatch;
-use crate::topology::{ComponentKind, Topology};
+use crate::topology::Topology;
 use crate::wiring::Wiring;
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result};
 use po_protocol::Role;
 use po_runtime::{Env, Net, TokioNet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A running architecture as child processes.
 #[derive(Debug)]
 pub struct ProcessDeployment {
-    servers: Vec<(String, ManagedChild)>,
-    /// Each connector with its metrics address.
-    connectors: Vec<(String, ManagedChild, SocketAddr)>,
+    children: ComponentChildren,
     /// Role and epoch of each server, from a watching session (timeline).
     watches: Vec<(String, ServerWatch)>,
     proxies: ProxySet,
@@ -52,8 +50,7 @@ impl ProcessDeployment {
         let net: Arc<dyn Net> = Arc::new(TokioNet);
         let proxies = ProxySet::start(w, |_| Ok(net.clone())).await?;
         let mut d = ProcessDeployment {
-            servers: vec![],
-            connectors: vec![],
+            children: ComponentChildren::default(),
             watches: vec![],
             proxies,
             run_dir: w.run_dir.clone(),
@@ -62,7 +59,7 @@ impl ProcessDeployment {
             let name = &sw.config.name;
             let mut child = server_child(&b, &paths[name], &w.run_dir, name, None);
             child.spawn().await?;
-            d.servers.push((name.clone(), child));
+            d.children.servers.push((name.clone(), child));
             d.watches.push((
                 name.clone(),
                 ServerWatch::start(net.clone(), sw.config.listen.ip(), sw.config.listen),
@@ -90,25 +87,9 @@ impl ProcessDeployment {
             wait_listening(&TokioNet, None, c.modbus_secure.unwrap_or(c.modbus))
                 .await
                 .with_context(|| format!("waiting for {}", c.name))?;
-            d.connectors.push((c.name.clone(), child, metrics));
+            d.children.connectors.push((c.name.clone(), child, metrics));
         }
         Ok(d)
-    }
-
-    fn child(&mut self, name: &str, kind: ComponentKind) -> Result<&mut ManagedChild> {
-        let found = match kind {
-            ComponentKind::PoServer => self
-                .servers
-                .iter_mut()
-                .find(|(n, _)| n == name)
-                .map(|(_, c)| c),
-            ComponentKind::Connector => self
-                .connectors
-                .iter_mut()
-                .find(|(n, _, _)| n == name)
-                .map(|(_, c, _)| c),
-        };
-        found.ok_or_else(|| anyhow!("no component {name}"))
     }
 }
 
@@ -118,40 +99,24 @@ impl Backend for ProcessDeployment {
     }
 
     async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<String> {
-        match f.action {
-            FaultAction::Cut | FaultAction::Heal | FaultAction::Delay
-                if t.link(&f.target).is_some() =>
-            {
-                Ok(self.proxies.apply(f)?.into())
-            }
-            FaultAction::Crash
-            | FaultAction::Restart
-            | FaultAction::Pause
-            | FaultAction::Resume => {
+        match route("process", t, f)? {
+            FaultRoute::Link => Ok(self.proxies.apply(f)?.into()),
+            FaultRoute::Lifecycle(targets) => {
                 let mut how = "";
-                for (name, kind) in lifecycle_targets(t, f) {
-                    how = self.child(&name, kind)?.apply(&name, f.action).await?;
+                for (name, kind) in targets {
+                    how = self
+                        .children
+                        .get(&name, kind)?
+                        .apply(&name, f.action)
+                        .await?;
                 }
                 Ok(how.into())
             }
-            a => bail!(
-                "the process backend cannot apply `{}` to {}",
-                a.as_str(),
-                f.target
-            ),
         }
     }
 
     async fn ingest_counters(&self) -> Vec<Option<u64>> {
-        let mut out = Vec::with_capacity(self.connectors.len());
-        for (_, child, metrics) in &self.connectors {
-            out.push(if child.is_running() {
-                scrape(&TokioNet, None, *metrics, "sc_ingest_updates_total").await
-            } else {
-                None
-            });
-        }
-        out
+        self.children.ingest_counters(&TokioNet, None).await
     }
 
     fn server_status(&self) -> Vec<(String, Option<(Role, u64)>)> {
@@ -162,12 +127,7 @@ impl Backend for ProcessDeployment {
     }
 
     fn component_pids(&self) -> Vec<(String, u32)> {
-        let servers = self.servers.iter().map(|(n, c)| (n, c));
-        let connectors = self.connectors.iter().map(|(n, c, _)| (n, c));
-        servers
-            .chain(connectors)
-            .filter_map(|(n, c)| c.pid().map(|p| (n.clone(), p)))
-            .collect()
+        self.children.pids()
     }
 
     fn run_dir(&self) -> Option<&std::path::Path> {
@@ -176,12 +136,7 @@ impl Backend for ProcessDeployment {
 
     async fn shutdown(mut self, keep_logs: bool) {
         self.watches.clear();
-        for (_, c, _) in &mut self.connectors {
-            c.kill().await;
-        }
-        for (_, c) in &mut self.servers {
-            c.kill().await;
-        }
+        self.children.kill_all().await;
         self.proxies.stop().await;
         if !keep_logs {
             let _ = std::fs::remove_dir_all(&self.run_dir);

@@ -13,10 +13,11 @@ pub mod firewall;
 pub mod namespaces;
 pub mod sockets;
 
+use crate::backend::children::ComponentChildren;
 use crate::backend::proxies::ProxySet;
 use crate::capability::{Capabilities, Need, Unsupported, invariants_unsupported};
-use crate::child::{ManagedChild, binaries, connector_child, server_child};
-use crate::probe::{scrape, wait_listening, wait_serving};
+use crate::child::{binaries, connector_child, server_child};
+use crate::probe::{wait_listening, wait_serving};
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::seam::Backend;
 use crate::server_watch::ServerWatch;
@@ -28,7 +29,7 @@ use namespaces::Namespaces;
 use po_runtime::{Env, SystemClock};
 use sockets::NsNet;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,9 +55,7 @@ pub struct NetnsDeployment {
     /// The third-party host's network: the runner's clients live there.
     tp_net: NsNet,
     third_party_ip: IpAddr,
-    servers: Vec<(String, ManagedChild)>,
-    /// Each connector with its metrics address.
-    connectors: Vec<(String, ManagedChild, SocketAddr)>,
+    children: ComponentChildren,
     /// Fault proxies of the links the scenario delays (no netem here), by link.
     proxies: ProxySet,
     /// Each host's namespace, by topology host name.
@@ -121,8 +120,7 @@ impl NetnsDeployment {
             firewall: Firewall::default(),
             tp_net,
             third_party_ip,
-            servers: vec![],
-            connectors: vec![],
+            children: ComponentChildren::default(),
             proxies,
             host_ns,
             watches: vec![],
@@ -135,7 +133,7 @@ impl NetnsDeployment {
             let ns = d.host_ns[&sw.host].clone();
             let mut child = server_child(&b, &paths[name], &w.run_dir, name, Some(ns.clone()));
             child.spawn().await?;
-            d.servers.push((name.clone(), child));
+            d.children.servers.push((name.clone(), child));
             // Local access from the server's own address, inside its namespace.
             let net = NsNet::enter(&ns).with_context(|| format!("entering {ns}"))?;
             d.watches.push((
@@ -162,7 +160,7 @@ impl NetnsDeployment {
                 Some(ns),
             );
             child.spawn().await?;
-            d.connectors.push((c.name.clone(), child, metrics));
+            d.children.connectors.push((c.name.clone(), child, metrics));
         }
         for c in &w.connectors {
             wait_listening(&d.tp_net, Some(third_party_ip), c.modbus)
@@ -199,22 +197,6 @@ impl NetnsDeployment {
                 LinkKind::Modbus => MODBUS_PORT,
             },
         })
-    }
-
-    fn child(&mut self, name: &str, kind: ComponentKind) -> Result<&mut ManagedChild> {
-        let found = match kind {
-            ComponentKind::PoServer => self
-                .servers
-                .iter_mut()
-                .find(|(n, _)| n == name)
-                .map(|(_, c)| c),
-            ComponentKind::Connector => self
-                .connectors
-                .iter_mut()
-                .find(|(n, _, _)| n == name)
-                .map(|(_, c, _)| c),
-        };
-        found.ok_or_else(|| anyhow!("no component {name}"))
     }
 
     /// Applies one fault; returns the mechanism.
@@ -295,7 +277,11 @@ impl NetnsDeployment {
                     .collect();
                 let mut how = "";
                 for (name, kind) in components {
-                    how = self.child(&name, kind)?.apply(&name, f.action).await?;
+                    how = self
+                        .children
+                        .get(&name, kind)?
+                        .apply(&name, f.action)
+                        .await?;
                 }
                 how.into()
             }
@@ -308,12 +294,7 @@ impl NetnsDeployment {
     /// run directory (configs, logs) stays when `keep_logs`.
     pub async fn shutdown(mut self, keep_logs: bool) {
         self.watches.clear();
-        for (_, c, _) in &mut self.connectors {
-            c.kill().await;
-        }
-        for (_, c) in &mut self.servers {
-            c.kill().await;
-        }
+        self.children.kill_all().await;
         self.proxies.stop().await;
         let mut namespaces = self.namespaces;
         let _ = tokio::task::spawn_blocking(move || namespaces.remove()).await;
@@ -336,21 +317,9 @@ impl Backend for NetnsDeployment {
     }
 
     async fn ingest_counters(&self) -> Vec<Option<u64>> {
-        let mut out = Vec::with_capacity(self.connectors.len());
-        for (_, child, metrics) in &self.connectors {
-            out.push(if child.is_running() {
-                scrape(
-                    &self.tp_net,
-                    Some(self.third_party_ip),
-                    *metrics,
-                    "sc_ingest_updates_total",
-                )
-                .await
-            } else {
-                None
-            });
-        }
-        out
+        self.children
+            .ingest_counters(&self.tp_net, Some(self.third_party_ip))
+            .await
     }
 
     fn server_status(&self) -> Vec<(String, Option<(po_protocol::Role, u64)>)> {
@@ -361,12 +330,7 @@ impl Backend for NetnsDeployment {
     }
 
     fn component_pids(&self) -> Vec<(String, u32)> {
-        let servers = self.servers.iter().map(|(n, c)| (n, c));
-        let connectors = self.connectors.iter().map(|(n, c, _)| (n, c));
-        servers
-            .chain(connectors)
-            .filter_map(|(n, c)| c.pid().map(|p| (n.clone(), p)))
-            .collect()
+        self.children.pids()
     }
 
     fn run_dir(&self) -> Option<&std::path::Path> {
