@@ -5,6 +5,7 @@ use crate::scenario::{Scenario, ThirdPartyKind};
 use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology};
 use crate::wiring::Wiring;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 /// The plan of `s` on topology `t` as wiring `w` realises it (hosts are loopback aliases
 /// in the proxy backends, network stacks of their own in sim and netns: docs/scenarios.md,
@@ -112,6 +113,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, w: &Wiring) -> String {
         };
         let _ = writeln!(o, "  {:<12} {:<34} {}", l.name, kind, carrier.describe());
     }
+    render_listeners(&mut o, w);
     let _ = writeln!(o, "\nlicences");
     let _ = writeln!(o, "  Power Operation server  {}", t.licences.po_server);
     let _ = writeln!(
@@ -160,4 +162,62 @@ pub fn render_plan(t: &Topology, s: &Scenario, w: &Wiring) -> String {
         let _ = writeln!(o, "  {name:<22} {limit}");
     }
     o
+}
+
+/// Where each component listens and how many fault proxies the run starts, from the
+/// wiring; a port the run picks free at its start shows as `<free>`.
+fn render_listeners(o: &mut String, w: &Wiring) {
+    let addr = |a: SocketAddr| -> String {
+        if a.port() == 0 {
+            format!("{}:<free>", a.ip())
+        } else {
+            a.to_string()
+        }
+    };
+    let _ = writeln!(o, "\nlisteners");
+    for sw in &w.servers {
+        let mut parts = vec![format!("client {}", addr(sw.config.listen))];
+        if let Some(r) = &sw.config.redundancy {
+            parts.push(format!("sync {}", addr(r.sync_listen)));
+        }
+        let _ = writeln!(o, "  {:<8} {}", sw.config.name, parts.join(" · "));
+    }
+    for c in &w.connectors {
+        let mut parts = vec![format!("modbus {}", addr(c.modbus))];
+        if let Some(a) = c.modbus_secure {
+            parts.push(format!("modbus/tls {}", addr(a)));
+        }
+        if let Some(a) = c.metrics {
+            parts.push(format!("http {}", addr(a)));
+        }
+        if let Some(ua) = &c.opcua {
+            parts.push(format!("opc.tcp {}", addr(ua.addr)));
+        }
+        let _ = writeln!(o, "  {:<8} {}", c.name, parts.join(" · "));
+    }
+    if !w.proxies.is_empty() {
+        let mut links: Vec<(&str, usize)> = Vec::new();
+        for p in &w.proxies {
+            match links.iter_mut().find(|(l, _)| *l == p.link) {
+                Some((_, n)) => *n += 1,
+                None => links.push((&p.link, 1)),
+            }
+        }
+        let names: Vec<String> = links
+            .iter()
+            .map(|(l, n)| {
+                if *n > 1 {
+                    format!("{l} ×{n}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "  fault proxies ({}): {}",
+            w.proxies.len(),
+            names.join(", ")
+        );
+    }
 }

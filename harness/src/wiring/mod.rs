@@ -499,3 +499,99 @@ fn sync_listen(servers: &[ServerWiring], name: &str) -> SocketAddr {
         .map(|r| r.sync_listen)
         .expect("a redundant server")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(extra: &str) -> Scenario {
+        let text = format!("name = \"w\"\narchitecture = 3\nduration = \"10s\"\n{extra}");
+        Scenario::parse(&text, "w.toml").unwrap()
+    }
+
+    fn proxy_to(w: &Wiring, link: &str, target: SocketAddr) -> ProxyWiring {
+        let found: Vec<&ProxyWiring> = w
+            .proxies
+            .iter()
+            .filter(|p| p.link == link && p.target == target)
+            .collect();
+        assert_eq!(found.len(), 1, "{link} → {target}: {:?}", w.proxies);
+        found[0].clone()
+    }
+
+    #[test]
+    fn proxy_backends_route_every_link_between_hosts_through_its_proxy() {
+        let s = scenario("[third_party]\nkind = \"redundant\"\n");
+        let t = s.topology();
+        let w = Wiring::compute(&s, &t, BackendKind::Process).unwrap();
+        let server = |name: &str| {
+            &w.servers
+                .iter()
+                .find(|s| s.config.name == name)
+                .unwrap()
+                .config
+        };
+        // Each server dials its peer through the sync link's proxy for that direction,
+        // which listens on the peer's host and dials from the server's own.
+        for (me, peer) in [("po-a", "po-b"), ("po-b", "po-a")] {
+            let sync = server(peer).redundancy.as_ref().unwrap().sync_listen;
+            let p = proxy_to(&w, "po-a<->po-b", sync);
+            assert_eq!(server(me).redundancy.as_ref().unwrap().peer, p.listen);
+            assert_eq!(p.listen.ip(), sync.ip());
+            assert_eq!(p.from, Some(server(me).listen.ip()));
+            assert_ne!(p.listen.port(), 0);
+        }
+        // Connectors reach both servers through their client-access proxies, and third
+        // parties reach each connector through its Modbus link's proxy.
+        for c in &w.connectors {
+            for (name, addr) in c.config.sources.iter().map(|s| (&s.name, s.address)) {
+                let p = proxy_to(&w, &format!("{}->{name}", c.name), server(name).listen);
+                assert_eq!(addr, p.listen);
+                assert_eq!(p.from, Some(c.modbus.ip()));
+            }
+            let tp = proxy_to(&w, &format!("tp->{}", c.name), c.modbus);
+            assert_eq!(c.third_party, tp.listen);
+            assert_eq!(tp.from, Some(w.third_party_ip));
+        }
+        assert_eq!(w.proxies.len(), 8);
+    }
+
+    #[test]
+    fn netns_proxies_only_a_delayed_link_inside_the_dialling_host() {
+        let s = scenario(
+            "[[fault]]\nat = \"1s\"\naction = \"delay\"\ntarget = \"sc-a->po-b\"\nlatency = \"50ms\"\n",
+        );
+        let t = s.topology();
+        let w = Wiring::compute(&s, &t, BackendKind::Netns).unwrap();
+        let [p] = w.proxies.as_slice() else {
+            panic!("one proxy: {:?}", w.proxies)
+        };
+        let sc_a = &w.connectors[0];
+        assert_eq!(p.host.as_deref(), Some(sc_a.host.as_str()));
+        assert_eq!(
+            p.listen,
+            SocketAddr::new(sc_a.modbus.ip(), NETNS_PROXY_PORT)
+        );
+        assert_eq!(
+            p.target,
+            SocketAddr::new(lab_ip([127, 0, 2, 1].into()), 7000)
+        );
+        let po_b = sc_a
+            .config
+            .sources
+            .iter()
+            .find(|s| s.name == "po-b")
+            .unwrap();
+        assert_eq!(po_b.address, p.listen);
+        // Everything else is direct, on the well-known ports.
+        assert_eq!(
+            sc_a.third_party,
+            SocketAddr::new(sc_a.modbus.ip(), MODBUS_PORT)
+        );
+        assert_eq!(
+            w.listener_addr("po-a", ListenerKind::Sync)
+                .map(|a| a.port()),
+            Some(7001)
+        );
+    }
+}
