@@ -3,12 +3,13 @@
 //! sustained figures with each component's CPU and memory, and the connector's Modbus
 //! throughput as a ratio of a bare tokio-modbus server under the same load.
 
-use crate::launch::{RunOptions, run_scenario};
+use crate::launch::{RunOptions, launch, run_scenario};
 use crate::report::Report;
 use crate::scenario::{
     BackendKind, ConnectorSection, Expect, RedundancySection, Scenario, SiteSection,
     ThirdPartyKind, ThirdPartySection,
 };
+use crate::seam::Backend as _;
 use anyhow::{Context as _, Result};
 use po_simulator::{FieldModel, SiteSpec};
 use serde::{Deserialize, Serialize};
@@ -375,10 +376,6 @@ async fn opcua_step(
                 publishing: step.publishing,
                 duration: step.duration,
                 connector_threads: o.connector_threads,
-                connector_change_fraction: change_fraction(
-                    (step.sessions * step.items.last().copied().unwrap_or(1)) as u32,
-                    Duration::from_secs(1),
-                ),
             };
             Some(crate::opcua_load::bench::opcua_comparison(&options, progress).await?)
         }
@@ -403,21 +400,24 @@ async fn tls_comparison(
         o.connector_threads,
     );
     s.security.tls = true;
-    let topology = s.topology();
-    let d = crate::backend::Deployment::start(&s, &topology, o.backend).await?;
-    let result = async {
-        crate::runner::wait_ready(&d).await?;
-        let certs = d
+    let opts = RunOptions {
+        backend: o.backend,
+        quiet: true,
+        keep_logs: false,
+    };
+    let rounds = launch(&s, opts, |_| true, async |_, w, d| {
+        crate::runner::wait_ready(w, d).await?;
+        let certs = w
             .certs_dir()
             .context("the TLS deployment has certificates")?;
         // Both direct (no fault proxy in between), on the same connector.
-        let secure = *d
-            .modbus_secure_direct
-            .first()
+        let c = w.connectors.first().context("a connector")?;
+        let secure = c
+            .modbus_secure
             .context("the TLS deployment serves Modbus/TCP Security")?;
         let mut rounds = Vec::new();
         for round in 0..TLS_ROUNDS {
-            let run_plain = || load_process(d.modbus_direct[0], o.modbus_duration, None);
+            let run_plain = || load_process(c.modbus, o.modbus_duration, None);
             let run_tls = || load_process(secure, o.modbus_duration, Some(&certs));
             let (tls, plain) = if round % 2 == 0 {
                 let p = run_plain().await?;
@@ -435,16 +435,9 @@ async fn tls_comparison(
             rounds.push((tls.requests_per_s, plain.requests_per_s));
         }
         anyhow::Ok(rounds)
-    }
-    .await;
-    d.shutdown(false).await;
-    let rounds = result?;
+    })
+    .await?;
 
-    let opts = RunOptions {
-        backend: o.backend,
-        quiet: true,
-        keep_logs: false,
-    };
     let mut steps = Vec::new();
     for secure in [false, true] {
         let (mut s, _) = scenario(3, rate, 1, o.duration, o.connector_threads);
@@ -540,73 +533,86 @@ async fn modbus_comparison(o: &BenchOptions, progress: &dyn Fn(&str)) -> Result<
         o.modbus_duration * 2 + Duration::from_secs(5),
         o.connector_threads,
     );
-    let topology = s.topology();
-    let d = crate::backend::Deployment::start(&s, &topology, o.backend).await?;
-    let target = d.modbus_direct[0];
-    let result = async {
-        crate::runner::wait_ready(&d).await?;
-        let before = d.ingest_counters().await;
-        let started = std::time::Instant::now();
-        let connector = load_process(target, o.modbus_duration, None).await?;
-        let after = d.ingest_counters().await;
-        let ingest = match (
-            before.first().copied().flatten(),
-            after.first().copied().flatten(),
-        ) {
-            (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / started.elapsed().as_secs_f64(),
-            _ => 0.0,
-        };
-        progress(&format!(
-            "modbus: connector {:.0} requests/s (ingesting {ingest:.0} updates/s)",
-            connector.requests_per_s
-        ));
-        let listen = {
-            let l = std::net::TcpListener::bind("127.0.9.1:0")?;
-            l.local_addr()?
-        };
-        let mut bare = tokio::process::Command::new(std::env::current_exe()?)
-            .args([
-                "bare-modbus",
-                "--threads",
-                "1",
-                "--listen",
-                &listen.to_string(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the bare tokio-modbus server")?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(listen).await.is_err() {
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "bare server not listening on {listen}"
+    let opts = RunOptions {
+        backend: o.backend,
+        quiet: true,
+        keep_logs: false,
+    };
+    launch(
+        &s,
+        opts,
+        |_| true,
+        async |_, w, d| {
+            crate::runner::wait_ready(w, d).await?;
+            let target = w.connectors.first().context("a connector")?.modbus;
+            let before = d.ingest_counters().await;
+            let started = std::time::Instant::now();
+            let connector = load_process(target, o.modbus_duration, None).await?;
+            let after = d.ingest_counters().await;
+            let ingest = match (
+                before.first().copied().flatten(),
+                after.first().copied().flatten(),
+            ) {
+                (Some(a), Some(b)) => {
+                    (b.saturating_sub(a)) as f64 / started.elapsed().as_secs_f64()
+                }
+                _ => 0.0,
+            };
+            progress(&format!(
+                "modbus: connector {:.0} requests/s (ingesting {ingest:.0} updates/s)",
+                connector.requests_per_s
+            ));
+            let listen = {
+                let l = std::net::TcpListener::bind("127.0.9.1:0")?;
+                l.local_addr()?
+            };
+            // A side-by-side peer, not a deployment: a plain child, started, logged and
+            // killed like the components (`ManagedChild`).
+            let log = std::env::temp_dir()
+                .join(format!("harness-bare-modbus-{}.log", std::process::id()));
+            let mut bare = crate::child::ManagedChild::new(
+                &std::env::current_exe()?,
+                [
+                    "bare-modbus",
+                    "--threads",
+                    "1",
+                    "--listen",
+                    &listen.to_string(),
+                ],
+                None,
+                log.clone(),
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let bare_result = load_process(listen, o.modbus_duration, None).await;
-        let _ = bare.kill().await;
-        let bare_result = bare_result?;
-        progress(&format!(
-            "modbus: bare tokio-modbus {:.0} requests/s",
-            bare_result.requests_per_s
-        ));
-        anyhow::Ok(ModbusComparison {
-            connector_threads: o
-                .connector_threads
-                .map_or_else(|| "auto".to_string(), |n| n.to_string()),
-            connections: 8,
-            quantity: 125,
-            connector_requests_per_s: connector.requests_per_s,
-            bare_requests_per_s: bare_result.requests_per_s,
-            ratio: connector.requests_per_s / bare_result.requests_per_s.max(1.0),
-            ingest_during_load_updates_per_s: ingest,
-        })
-    }
-    .await;
-    d.shutdown(false).await;
-    result
+            bare.spawn()
+                .await
+                .context("starting the bare tokio-modbus server")?;
+            let bare_result = async {
+                crate::probe::wait_listening(&po_runtime::TokioNet, None, listen)
+                    .await
+                    .context("the bare tokio-modbus server")?;
+                load_process(listen, o.modbus_duration, None).await
+            }
+            .await;
+            bare.kill().await;
+            let _ = std::fs::remove_file(&log);
+            let bare_result = bare_result?;
+            progress(&format!(
+                "modbus: bare tokio-modbus {:.0} requests/s",
+                bare_result.requests_per_s
+            ));
+            anyhow::Ok(ModbusComparison {
+                connector_threads: o
+                    .connector_threads
+                    .map_or_else(|| "auto".to_string(), |n| n.to_string()),
+                connections: 8,
+                quantity: 125,
+                connector_requests_per_s: connector.requests_per_s,
+                bare_requests_per_s: bare_result.requests_per_s,
+                ratio: connector.requests_per_s / bare_result.requests_per_s.max(1.0),
+                ingest_during_load_updates_per_s: ingest,
+            })
+        },
+    )
+    .await
 }
 
 fn render_step(s: &Step) -> String {

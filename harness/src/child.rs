@@ -6,6 +6,7 @@ use crate::fault::FaultAction;
 use anyhow::{Context as _, Result, anyhow, bail};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::process::{Child, Command};
 
 #[derive(Debug, Clone)]
@@ -86,6 +87,8 @@ pub struct ManagedChild {
     netns: Option<String>,
     /// stdout and stderr go here (appended across restarts).
     log: PathBuf,
+    /// Environment variables added to the harness's own.
+    env: Vec<(OsString, OsString)>,
     child: Option<Child>,
 }
 
@@ -101,7 +104,43 @@ impl ManagedChild {
             args: args.into_iter().map(Into::into).collect(),
             netns,
             log,
+            env: Vec::new(),
             child: None,
+        }
+    }
+
+    /// With environment variable `key` set to `value` (on every start).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> ManagedChild {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Until the child has written a line starting with `prefix` to its log (a server
+    /// announcing that it serves); fails when it exits first or after `timeout`.
+    pub async fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.lines().any(|l| l.starts_with(prefix)) {
+                return Ok(());
+            }
+            let exited = match self.child.as_mut() {
+                Some(c) => c.try_wait()?.is_some(),
+                None => true,
+            };
+            if exited {
+                bail!(
+                    "exited before it printed `{prefix}` (log: {})",
+                    self.log.display()
+                );
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "no `{prefix}` after {timeout:?} (log: {})",
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -128,6 +167,7 @@ impl ManagedChild {
         argv.extend(self.args.iter().cloned());
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(std::process::Stdio::null())

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod capability;
 pub mod child;
 pub mod escape;
 pub mod explore;
@@ -32,3 +33,4 @@ pub mod status_poll;
 pub mod third_party;
 pub mod timeline;
 pub mod topology;
+pub mod wiring;

@@ -1,23 +1,22 @@
 //! `harness plan`: everything about a run, without running it.
 
 use crate::report::expectation_limits;
-use crate::scenario::{BackendKind, Scenario, ThirdPartyKind};
-use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology, lab_ip};
+use crate::scenario::{Scenario, ThirdPartyKind};
+use crate::topology::{CA_LICENCES, ComponentKind, LinkKind, Topology};
+use crate::wiring::Wiring;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::SocketAddr;
 
-/// The plan of `s` on topology `t` for `backend`.
-pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
+/// The plan of `s` on topology `t` as wiring `w` realises it (hosts are loopback aliases
+/// in the proxy backends, network stacks of their own in sim and netns: docs/scenarios.md,
+/// "Topology").
+pub fn render_plan(t: &Topology, s: &Scenario, w: &Wiring) -> String {
     let mut o = String::new();
-    // Hosts are loopback aliases in the proxy backends, network stacks of their own in
-    // sim and netns (docs/scenarios.md, "Topology").
-    let address = |a: Ipv4Addr| -> IpAddr {
-        match backend {
-            BackendKind::Inprocess | BackendKind::Process => IpAddr::V4(a),
-            BackendKind::Sim | BackendKind::Netns => lab_ip(a),
-        }
+    let address = |host: &str| -> String {
+        w.host_address(host)
+            .map_or_else(|| "?".to_string(), |a| a.to_string())
     };
-    let backend_name = backend.as_str();
+    let backend_name = w.backend.as_str();
     let arch = match t.architecture {
         1 => "one server and its connector on one host",
         2 => "redundant pair, a connector on each server's host",
@@ -62,7 +61,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
             o,
             "  {:<8} {:<10} {}",
             h.name,
-            address(h.address),
+            address(&h.name),
             names.join(", ")
         );
     }
@@ -71,7 +70,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
         o,
         "  {:<8} {:<10} third parties: {} × {}, poll every {}, {} writes/s",
         t.third_party_host.name,
-        address(t.third_party_host.address),
+        address(&t.third_party_host.name),
         tp.clients,
         match tp.kind {
             ThirdPartyKind::Plain => "plain",
@@ -102,8 +101,7 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
         );
     }
     let _ = writeln!(o, "\nlinks");
-    let delayed_links = s.delayed_links();
-    for l in &t.links {
+    for (l, carrier) in &w.links {
         let kind = match l.kind {
             LinkKind::Sync => "sync link".to_string(),
             LinkKind::Local => "client access, Local (same host)".to_string(),
@@ -113,18 +111,9 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
             }
             LinkKind::Modbus => "Modbus TCP".to_string(),
         };
-        let delayed = delayed_links.contains(l.name.as_str());
-        let proxy = match (backend, l.crosses_hosts) {
-            (_, false) => "direct",
-            (BackendKind::Inprocess | BackendKind::Process, true) => "fault proxy",
-            (BackendKind::Sim, true) => "simulated link",
-            (BackendKind::Netns, true) if delayed => {
-                "veth + bridge, faults in nftables/tc; fault proxy (delay)"
-            }
-            (BackendKind::Netns, true) => "veth + bridge, faults in nftables/tc",
-        };
-        let _ = writeln!(o, "  {:<12} {:<34} {proxy}", l.name, kind);
+        let _ = writeln!(o, "  {:<12} {:<34} {}", l.name, kind, carrier.describe());
     }
+    render_listeners(&mut o, w);
     let _ = writeln!(o, "\nlicences");
     let _ = writeln!(o, "  Power Operation server  {}", t.licences.po_server);
     let _ = writeln!(
@@ -173,4 +162,62 @@ pub fn render_plan(t: &Topology, s: &Scenario, backend: BackendKind) -> String {
         let _ = writeln!(o, "  {name:<22} {limit}");
     }
     o
+}
+
+/// Where each component listens and how many fault proxies the run starts, from the
+/// wiring; a port the run picks free at its start shows as `<free>`.
+fn render_listeners(o: &mut String, w: &Wiring) {
+    let addr = |a: SocketAddr| -> String {
+        if a.port() == 0 {
+            format!("{}:<free>", a.ip())
+        } else {
+            a.to_string()
+        }
+    };
+    let _ = writeln!(o, "\nlisteners");
+    for sw in &w.servers {
+        let mut parts = vec![format!("client {}", addr(sw.config.listen))];
+        if let Some(r) = &sw.config.redundancy {
+            parts.push(format!("sync {}", addr(r.sync_listen)));
+        }
+        let _ = writeln!(o, "  {:<8} {}", sw.config.name, parts.join(" · "));
+    }
+    for c in &w.connectors {
+        let mut parts = vec![format!("modbus {}", addr(c.modbus))];
+        if let Some(a) = c.modbus_secure {
+            parts.push(format!("modbus/tls {}", addr(a)));
+        }
+        if let Some(a) = c.metrics {
+            parts.push(format!("http {}", addr(a)));
+        }
+        if let Some(ua) = &c.opcua {
+            parts.push(format!("opc.tcp {}", addr(ua.addr)));
+        }
+        let _ = writeln!(o, "  {:<8} {}", c.name, parts.join(" · "));
+    }
+    if !w.proxies.is_empty() {
+        let mut links: Vec<(&str, usize)> = Vec::new();
+        for p in &w.proxies {
+            match links.iter_mut().find(|(l, _)| *l == p.link) {
+                Some((_, n)) => *n += 1,
+                None => links.push((&p.link, 1)),
+            }
+        }
+        let names: Vec<String> = links
+            .iter()
+            .map(|(l, n)| {
+                if *n > 1 {
+                    format!("{l} ×{n}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "  fault proxies ({}): {}",
+            w.proxies.len(),
+            names.join(", ")
+        );
+    }
 }

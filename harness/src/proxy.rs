@@ -59,7 +59,19 @@ impl FaultProxy {
         from_ip: Option<IpAddr>,
         target: SocketAddr,
     ) -> std::io::Result<FaultProxy> {
-        let listener = net.bind(SocketAddr::new(listen_ip, 0)).await?;
+        FaultProxy::start_at(net, name, SocketAddr::new(listen_ip, 0), from_ip, target).await
+    }
+
+    /// As [`FaultProxy::start_in`], listening on `listen` (a port the wiring chose; 0 for
+    /// any).
+    pub async fn start_at(
+        net: Arc<dyn Net>,
+        name: &str,
+        listen: SocketAddr,
+        from_ip: Option<IpAddr>,
+        target: SocketAddr,
+    ) -> std::io::Result<FaultProxy> {
+        let listener = net.bind(listen).await?;
         let listen = listener.local_addr()?;
         let (state, _) = watch::channel(LinkState {
             cut: false,

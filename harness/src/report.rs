@@ -655,7 +655,7 @@ mod tests {
 
     #[test]
     fn a_skipped_scenario_names_each_reason_once() {
-        let why = "`loss` cannot be applied by the process backend (it needs a network that can lose packets: --backend netns or sim)";
+        let why = "`loss` cannot be applied by the process backend (it needs a network that can lose packets: --backend sim or netns)";
         let s = Skipped {
             scenario: "lossy".into(),
             file: "scenarios/lossy.toml".into(),

@@ -12,6 +12,7 @@ use crate::status_poll::StatusPoller;
 use crate::third_party::{self, ThirdPartySpec};
 use crate::timeline::{SAMPLE_INTERVAL, Sample, Sampler};
 use crate::topology::Topology;
+use crate::wiring::Wiring;
 use anyhow::{Context as _, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use po_runtime::Net;
@@ -41,13 +42,13 @@ pub(crate) async fn status(
 }
 
 /// Waits until every connector serves data and one of them Primary data.
-pub(crate) async fn wait_ready<B: Backend>(d: &B) -> Result<()> {
+pub(crate) async fn wait_ready<B: Backend>(w: &Wiring, d: &B) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let net = d.env().net;
     loop {
         let mut states = Vec::new();
-        for a in d.modbus_direct() {
-            states.push(status(&*net, d.third_party_ip(), a).await.map(|s| s[1]));
+        for a in w.modbus_direct() {
+            states.push(status(&*net, w.third_party_ip, a).await.map(|s| s[1]));
         }
         let all_serving = states.iter().all(|s| matches!(s, Some(1 | 2)));
         if all_serving && states.contains(&Some(1)) {
@@ -57,7 +58,7 @@ pub(crate) async fn wait_ready<B: Backend>(d: &B) -> Result<()> {
             bail!(
                 "connectors not serving data after 30 s (states {:?}; {} backend)",
                 states,
-                d.name()
+                w.backend.as_str()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -112,10 +113,11 @@ pub fn progress_message(
 pub(crate) async fn drive<B: Backend>(
     s: &Scenario,
     t: &Topology,
+    w: &Wiring,
     d: &mut B,
     quiet: bool,
 ) -> Result<Report> {
-    wait_ready(d).await?;
+    wait_ready(w, d).await?;
     let model = FieldModel::new(
         s.seed,
         SiteSpec {
@@ -149,11 +151,11 @@ pub(crate) async fn drive<B: Backend>(
 
     // The timeline: connectors' status blocks read in the background, one sample per
     // interval of the loop below.
-    let names = d.connector_names();
+    let names = w.connector_names();
     let poller = StatusPoller::start(
         env.net.clone(),
-        d.third_party_ip(),
-        &d.modbus_direct(),
+        w.third_party_ip,
+        &w.modbus_direct(),
         SAMPLE_INTERVAL / 2,
     );
     poller.first_round().await;
@@ -187,8 +189,8 @@ pub(crate) async fn drive<B: Backend>(
         let spec = ThirdPartySpec {
             index: i,
             kind: s.third_party.kind,
-            targets: d.modbus_targets(),
-            from: Some(d.third_party_ip()),
+            targets: w.modbus_targets(),
+            from: Some(w.third_party_ip),
             points: points.clone(),
             order: s.third_party_word_order(),
             poll_period: s.third_party.poll_period,
@@ -196,17 +198,17 @@ pub(crate) async fn drive<B: Backend>(
             request_timeout: s.third_party.request_timeout,
             write_timeout: s.connector.write_timeout + Duration::from_secs(1),
             net: env.net.clone(),
-            tls: d.master_tls(i)?,
+            tls: w.master_tls(i)?,
         };
         tasks.push(tokio::spawn(third_party::run(spec, rec.clone(), end)));
     }
-    if let (Some(o), Some((targets, setup))) = (&s.third_party.opcua, d.opcua()) {
+    if let (Some(o), Some((targets, setup))) = (&s.third_party.opcua, w.opcua()) {
         for i in 0..o.clients {
             let spec = UaClientSpec {
                 index: s.third_party.clients + i,
                 kind: o.kind,
                 targets: targets.clone(),
-                from: Some(d.third_party_ip()),
+                from: Some(w.third_party_ip),
                 net: env.net.clone(),
                 identity: setup.identity(i),
                 points: points.clone(),
@@ -224,7 +226,7 @@ pub(crate) async fn drive<B: Backend>(
     } else if s.third_party.opcua.is_some() {
         bail!(
             "the {} backend has no OPC UA endpoints for [third_party.opcua]",
-            d.name()
+            w.backend.as_str()
         );
     }
 
@@ -269,18 +271,18 @@ pub(crate) async fn drive<B: Backend>(
             let (component, listener) = t
                 .listener(&f.target)
                 .map_err(|why| anyhow::anyhow!("flood {}: {why}", f.target))?;
-            let target = d.listener_addr(&component, listener).with_context(|| {
+            let target = w.listener_addr(&component, listener).with_context(|| {
                 format!(
                     "flood {}: the {} backend has no such listener",
                     f.target,
-                    d.name()
+                    w.backend.as_str()
                 )
             })?;
             let spec = crate::flood::FloodSpec {
                 target,
                 connections: f.connections,
                 mode: f.mode,
-                from: Some(d.third_party_ip()),
+                from: Some(w.third_party_ip),
                 reconnect_delay: Duration::from_secs(1),
                 net: env.net.clone(),
             };
@@ -371,8 +373,8 @@ pub(crate) async fn drive<B: Backend>(
 
     // Final read-back of written setpoints from the connector serving Primary data.
     if rec.writes_sent.load(Relaxed) > 0 {
-        for a in d.modbus_direct() {
-            let st = status(&*env.net, d.third_party_ip(), a).await;
+        for a in w.modbus_direct() {
+            let st = status(&*env.net, w.third_party_ip, a).await;
             tracing::debug!(connector = %a, status = ?st, "read-back candidate");
             if st.is_some_and(|s| s[1] == 1) {
                 let patience =
@@ -380,7 +382,7 @@ pub(crate) async fn drive<B: Backend>(
                 third_party::read_back(
                     &*env.net,
                     a,
-                    Some(d.third_party_ip()),
+                    Some(w.third_party_ip),
                     &points,
                     &rec,
                     patience,
@@ -404,7 +406,7 @@ pub(crate) async fn drive<B: Backend>(
         schema_version: 1,
         scenario: s.name.clone(),
         architecture: s.architecture,
-        backend: d.name().to_string(),
+        backend: w.backend.as_str().to_string(),
         passed: false,
         duration_s,
         licences: Licences {

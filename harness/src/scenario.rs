@@ -4,6 +4,7 @@
 //! unknown keys, wrong types, and the rules serde cannot express (architecture, fault
 //! targets, fault times). Each problem names the file, the line and the key.
 
+use crate::capability::Need;
 pub use crate::fault::FaultAction;
 pub use crate::third_party::ThirdPartyKind;
 use crate::topology::Topology;
@@ -36,28 +37,6 @@ impl BackendKind {
         BackendKind::Netns,
     ];
 
-    /// Whether this backend can apply `action`; if not, why, naming the backends that can.
-    /// The one table of fault support: `run`, `plan` and the skip list all ask it.
-    pub fn supports(self, action: FaultAction) -> Result<(), &'static str> {
-        use BackendKind::*;
-        use FaultAction::*;
-        match (self, action) {
-            (Inprocess | Process, Loss) => {
-                Err("it needs a network that can lose packets: --backend netns or sim")
-            }
-            (Inprocess | Process, Isolate) => Err(
-                "its fault proxies close connections; a pulled cable is silent: --backend netns or sim",
-            ),
-            (Inprocess | Process | Sim, Reject) => {
-                Err("it needs a kernel that answers with TCP resets: --backend netns")
-            }
-            (Inprocess | Process | Sim, Bandwidth) => {
-                Err("it needs a kernel traffic shaper: --backend netns")
-            }
-            _ => Ok(()),
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Inprocess => "inprocess",
@@ -67,10 +46,6 @@ impl BackendKind {
         }
     }
 }
-
-/// The largest site the sim backend takes: a million-tag site would run every
-/// component's work on one thread (minutes of wall time per simulated second).
-pub const SIM_MAX_TAGS: u64 = 200_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -698,102 +673,37 @@ impl Scenario {
         out
     }
 
-    /// What `backend` cannot do of this scenario, as (key, message): such a file is
-    /// invalid for that backend (exit 2 before anything starts). The table is in
-    /// `docs/scenarios.md` (faults by backend).
-    pub fn unsupported_by(&self, backend: BackendKind) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
+    /// What this scenario needs from the backend that runs it, each with the key that
+    /// asks for it (`fault[2].action`, `third_party.opcua`, ...): the backend is asked
+    /// about each before anything starts (`launch::unsupported_by`).
+    pub fn needs(&self) -> Vec<(String, Need)> {
+        let mut out: Vec<(String, Need)> = self
             .faults
             .iter()
             .enumerate()
-            .filter_map(|(i, f)| {
-                let needs = backend.supports(f.action).err()?;
-                Some((
-                    format!("fault[{i}].action"),
-                    format!(
-                        "`{}` cannot be applied by the {} backend ({needs})",
-                        f.action.as_str(),
-                        backend.as_str()
-                    ),
-                ))
-            })
+            .map(|(i, f)| (format!("fault[{i}].action"), Need::Fault(f.action)))
             .collect();
-        if !self.floods.is_empty() && matches!(backend, BackendKind::Inprocess | BackendKind::Sim) {
-            out.push((
-                "flood[0]".into(),
-                format!(
-                    "a flood measures what a process's descriptors and listeners withstand; the {} backend has no component processes: --backend process or netns",
-                    backend.as_str()
-                ),
-            ));
+        if !self.floods.is_empty() {
+            out.push(("flood[0]".into(), Need::Flood));
         }
-        if self.third_party.opcua.is_some()
-            && matches!(backend, BackendKind::Inprocess | BackendKind::Sim)
-        {
-            let why = match backend {
-                BackendKind::Sim => {
-                    "the sim backend cannot run the OPC UA stack: async-opcua dials and listens on tokio's sockets and clocks, not the simulated network and virtual time"
-                }
-                _ => {
-                    "the inprocess backend starts its connectors without their OPC UA server (an endpoint URL needs its port before the start; in-process connectors learn theirs at the start)"
-                }
-            };
-            out.push((
-                "third_party.opcua".into(),
-                format!("{why}: --backend process or netns"),
-            ));
+        if self.third_party.opcua.is_some() {
+            out.push(("third_party.opcua".into(), Need::OpcUa));
         }
-        if self.security.tls && backend == BackendKind::Sim {
-            out.push((
-                "security.tls".into(),
-                "the sim backend runs no TLS (virtual time would make its cost meaningless): --backend inprocess, process or netns".into(),
-            ));
+        if self.security.tls {
+            out.push(("security.tls".into(), Need::Tls));
         }
         let tags = u64::from(self.site.devices) * u64::from(self.site.tags_per_device);
-        if backend == BackendKind::Sim && tags > SIM_MAX_TAGS {
-            out.push((
-                "site".into(),
-                format!(
-                    "{tags} tags: the sim backend runs every component on one thread in virtual time and takes sites up to {SIM_MAX_TAGS} tags; a larger one needs --backend process or netns"
-                ),
-            ));
-        }
-        if self.expect.invariants == Some(true) && backend != BackendKind::Sim {
-            out.push((
-                "expect.invariants".into(),
-                format!(
-                    "the invariants are observed inside the simulation only (--backend sim), not by the {} backend",
-                    backend.as_str()
-                ),
-            ));
+        out.push(("site".into(), Need::Tags(tags)));
+        if self.expect.invariants == Some(true) {
+            out.push(("expect.invariants".into(), Need::Invariants));
         }
         out
     }
 
-    /// The backends that can run this scenario (none of [`Scenario::unsupported_by`]).
-    pub fn runnable_on(&self) -> Vec<BackendKind> {
-        BackendKind::ALL
-            .into_iter()
-            .filter(|b| self.unsupported_by(*b).is_empty())
-            .collect()
-    }
-
-    /// Why `backend` cannot run this scenario, one line per reason as `run` and `plan`
-    /// print them (`FILE: KEY: WHY`), then the backends that can; empty when it can.
-    pub fn refusal(&self, file: &str, backend: BackendKind) -> Vec<String> {
-        let reasons = self.unsupported_by(backend);
-        if reasons.is_empty() {
-            return Vec::new();
-        }
-        let mut out: Vec<String> = reasons
-            .iter()
-            .map(|(key, why)| format!("{file}: {key}: {why}"))
-            .collect();
-        out.push(format!(
-            "{file}: backends that can run it: {}",
-            backend_list(&self.runnable_on())
-        ));
-        out
+    /// The backend this scenario runs on: `chosen` (the command line's `--backend`), else
+    /// the file's `backend`, else inprocess.
+    pub fn backend_or(&self, chosen: Option<BackendKind>) -> BackendKind {
+        chosen.or(self.backend).unwrap_or(BackendKind::Inprocess)
     }
 
     /// The hosts, components and links this scenario runs on.
@@ -806,18 +716,6 @@ impl Scenario {
             .word_order
             .unwrap_or(self.connector.word_order)
     }
-}
-
-/// `sim, netns`, or `none` (a scenario no backend runs cannot be valid, but say so).
-pub fn backend_list(backends: &[BackendKind]) -> String {
-    if backends.is_empty() {
-        return "none".into();
-    }
-    backends
-        .iter()
-        .map(|b| b.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Checks a tc rate ("2mbit", "500kbit", "1gbit", "100000bit"): a positive number and a
@@ -873,37 +771,6 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "t.toml: 1 problem\n  t.toml:3:12: duration: \"3 parsecs\" is not a duration: write e.g. \"3s\" or \"500ms\""
-        );
-    }
-
-    #[test]
-    fn backends_that_can_run_a_scenario_are_named() {
-        let loss = format!(
-            "{MINIMAL}[[fault]]\nat = \"1s\"\naction = \"loss\"\ntarget = \"tp->sc-a\"\nfraction = 0.05\n"
-        );
-        let s = Scenario::parse(&loss, "t.toml").unwrap();
-        assert_eq!(s.runnable_on(), vec![BackendKind::Sim, BackendKind::Netns]);
-        assert!(s.refusal("t.toml", BackendKind::Sim).is_empty());
-        let refusal = s.refusal("t.toml", BackendKind::Inprocess);
-        assert_eq!(
-            refusal.last().map(String::as_str),
-            Some("t.toml: backends that can run it: sim, netns")
-        );
-        assert!(
-            refusal[0].starts_with(
-                "t.toml: fault[0].action: `loss` cannot be applied by the inprocess backend"
-            ),
-            "{refusal:?}"
-        );
-        assert_eq!(backend_list(&[]), "none");
-        let tls = Scenario::parse(&format!("{MINIMAL}[security]\ntls = true\n"), "t.toml").unwrap();
-        assert_eq!(
-            tls.runnable_on(),
-            vec![
-                BackendKind::Inprocess,
-                BackendKind::Process,
-                BackendKind::Netns
-            ]
         );
     }
 

@@ -34,8 +34,18 @@ pub struct RunPki {
 const ROLES: [MasterRole; 2] = [MasterRole::Operator, MasterRole::Viewer];
 
 impl RunPki {
-    /// Makes the CA and every certificate the topology needs in `dir` (replacing any).
-    pub fn create(dir: &Path, t: &Topology) -> Result<RunPki> {
+    /// The certificates of a run in `dir` (made there by [`RunPki::create`]): the
+    /// configurations can name their files before they exist.
+    pub fn at(dir: &Path) -> RunPki {
+        RunPki {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Makes the CA and every certificate the topology needs in its directory (replacing
+    /// any).
+    pub fn create(&self, t: &Topology) -> Result<()> {
+        let dir = self.dir.as_path();
         // Every host's address in every backend (loopback 127.0.H.1, namespaces
         // 198.18.H.1): a fault proxy listens on one of them and the certificate must
         // carry whichever address a client dialled.
@@ -64,9 +74,7 @@ impl RunPki {
         for role in ROLES {
             smart_connector::certs::client(dir, &master_name(role), Some(role.as_str()), true)?;
         }
-        Ok(RunPki {
-            dir: dir.to_path_buf(),
-        })
+        Ok(())
     }
 
     fn files(&self, name: &str) -> TlsFiles {

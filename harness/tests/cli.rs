@@ -307,12 +307,12 @@ fn faults_a_backend_cannot_apply_are_refused_before_anything_starts() {
         (
             fault("loss", "tp->sc-a", "fraction = 0.05"),
             "inprocess",
-            "--backend netns or sim",
+            "--backend sim or netns",
         ),
         (
             shipped("arch3-lossy-links.toml"),
             "process",
-            "--backend netns or sim",
+            "--backend sim or netns",
         ),
         (
             shipped("arch3-primary-isolated.toml"),

@@ -407,7 +407,7 @@ fn what_each_backend_can_apply() {
         );
         Scenario::parse(&text, "t.toml").unwrap()
     };
-    let refused = |s: &Scenario, b: BackendKind| !s.unsupported_by(b).is_empty();
+    let refused = |s: &Scenario, b: BackendKind| !harness::launch::unsupported_by(s, b).is_empty();
     use BackendKind::*;
     let loss = with_second("loss", "fraction = 0.1\n");
     let reject = with_second("reject", "");
@@ -490,7 +490,12 @@ fn floods_name_a_listener_and_stay_inside_the_run() {
         (BackendKind::Process, false),
         (BackendKind::Netns, false),
     ] {
-        assert_eq!(!s.unsupported_by(b).is_empty(), refused, "{}", b.as_str());
+        assert_eq!(
+            !harness::launch::unsupported_by(&s, b).is_empty(),
+            refused,
+            "{}",
+            b.as_str()
+        );
     }
 }
 
@@ -499,7 +504,7 @@ fn the_sim_backend_refuses_a_site_larger_than_it_takes() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/arch3-million.toml");
     let s = Scenario::load(&path).unwrap();
-    let refusals = s.unsupported_by(BackendKind::Sim);
+    let refusals = harness::launch::unsupported_by(&s, BackendKind::Sim);
     assert_eq!(refusals.len(), 1, "{refusals:?}");
     assert_eq!(refusals[0].0, "site");
     assert!(refusals[0].1.contains("1000000 tags"), "{}", refusals[0].1);
@@ -508,7 +513,11 @@ fn the_sim_backend_refuses_a_site_larger_than_it_takes() {
         BackendKind::Process,
         BackendKind::Netns,
     ] {
-        assert!(s.unsupported_by(b).is_empty(), "{}", b.as_str());
+        assert!(
+            harness::launch::unsupported_by(&s, b).is_empty(),
+            "{}",
+            b.as_str()
+        );
     }
 }
 
@@ -571,13 +580,16 @@ fn boundaries_that_mutation_testing_found_unpinned() {
     let s = Scenario::parse(&at_limit, "t.toml").unwrap();
     assert_eq!(
         u64::from(s.site.devices) * u64::from(s.site.tags_per_device),
-        harness::scenario::SIM_MAX_TAGS
+        harness::sim::SIM_MAX_TAGS
     );
-    assert!(s.unsupported_by(BackendKind::Sim).is_empty());
+    assert!(harness::launch::unsupported_by(&s, BackendKind::Sim).is_empty());
     let inv = format!("{VALID}\n[expect]\ninvariants = true\n");
     let s = Scenario::parse(&inv, "t.toml").unwrap();
-    assert!(s.unsupported_by(BackendKind::Sim).is_empty());
-    assert_eq!(s.unsupported_by(BackendKind::Process).len(), 1);
+    assert!(harness::launch::unsupported_by(&s, BackendKind::Sim).is_empty());
+    assert_eq!(
+        harness::launch::unsupported_by(&s, BackendKind::Process).len(),
+        1
+    );
 
     // A rate is a number then a unit tc reads: what precedes the unit is the number.
     assert!(harness::scenario::parse_rate("100000bit").is_ok());
@@ -630,10 +642,10 @@ fn opcua_client_keys_are_checked_and_located() {
 fn opcua_clients_run_on_the_process_and_netns_backends_only() {
     let s = Scenario::parse(&with_opcua(""), "t.toml").unwrap();
     assert_eq!(
-        s.runnable_on(),
+        harness::launch::runnable_on(&s),
         vec![BackendKind::Process, BackendKind::Netns]
     );
-    let refusal = s.refusal("t.toml", BackendKind::Sim);
+    let refusal = harness::launch::refusal(&s, "t.toml", BackendKind::Sim);
     assert!(
         refusal[0]
             .starts_with("t.toml: third_party.opcua: the sim backend cannot run the OPC UA stack"),
@@ -643,5 +655,5 @@ fn opcua_clients_run_on_the_process_and_netns_backends_only() {
         refusal.last().map(String::as_str),
         Some("t.toml: backends that can run it: process, netns")
     );
-    assert!(!s.refusal("t.toml", BackendKind::Inprocess).is_empty());
+    assert!(!harness::launch::refusal(&s, "t.toml", BackendKind::Inprocess).is_empty());
 }

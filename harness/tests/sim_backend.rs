@@ -36,10 +36,7 @@ fn every_shipped_scenario_passes_in_the_simulation() {
     let mut refused = Vec::new();
     for name in names {
         let s = shipped(&name);
-        if !s
-            .unsupported_by(harness::scenario::BackendKind::Sim)
-            .is_empty()
-        {
+        if !harness::launch::unsupported_by(&s, harness::scenario::BackendKind::Sim).is_empty() {
             refused.push(name);
             continue;
         }

@@ -25,12 +25,20 @@ pub struct UaSetup {
 }
 
 impl UaSetup {
-    /// Makes the client's certificate (secure endpoints) in `run_dir/opcua`.
-    pub fn create(run_dir: &Path, section: &OpcUaClientSection) -> Result<UaSetup> {
-        let dir = run_dir.join("opcua");
+    /// The run's OPC UA files under `run_dir/opcua` (made by [`UaSetup::create`]).
+    pub fn at(run_dir: &Path, section: &OpcUaClientSection) -> UaSetup {
+        UaSetup {
+            dir: run_dir.join("opcua"),
+            section: section.clone(),
+        }
+    }
+
+    /// Makes the client's certificate (secure endpoints).
+    pub fn create(&self) -> Result<()> {
+        let dir = &self.dir;
         std::fs::create_dir_all(dir.join("client-pki"))
             .with_context(|| format!("creating {}", dir.display()))?;
-        if section.security != OpcUaSecurity::None {
+        if self.section.security != OpcUaSecurity::None {
             smart_connector::certs_opcua::client(
                 &dir.join("client"),
                 CLIENT_NAME,
@@ -40,10 +48,7 @@ impl UaSetup {
             )
             .context("making the harness's OPC UA client certificate")?;
         }
-        Ok(UaSetup {
-            dir,
-            section: section.clone(),
-        })
+        Ok(())
     }
 
     /// Turns on `[opcua]` in connector `name`'s configuration, listening on `listen`:
@@ -89,28 +94,36 @@ impl UaSetup {
             }
         }
         if self.section.security != OpcUaSecurity::None {
-            let pki = self.dir.join(format!("pki-{name}"));
-            smart_connector::certs_opcua::server(
-                &pki,
-                &o.application_uri(&name),
-                &[],
-                &[listen.ip()],
-                true,
-            )
-            .with_context(|| format!("making {name}'s OPC UA certificate"))?;
-            // Trust the harness's client: its certificate goes where `certs opcua-client`
-            // files a trusted one.
-            let trusted = self.dir.join("client").join("trusted");
-            for f in std::fs::read_dir(&trusted)
-                .with_context(|| format!("reading {}", trusted.display()))?
-            {
-                let f = f?;
-                std::fs::copy(f.path(), pki.join("trusted").join(f.file_name()))?;
-            }
-            o.pki_dir = Some(pki);
+            o.pki_dir = Some(self.dir.join(format!("pki-{name}")));
         }
         config.modbus.roles = RunPki::roles();
         config.opcua = Some(o);
+        Ok(())
+    }
+
+    /// Makes connector `name`'s OPC UA certificate in the directory its `[opcua]` names
+    /// (secure endpoints), trusting the harness's client.
+    pub fn make_server_certs(&self, name: &str, o: &OpcUaConfig) -> Result<()> {
+        let Some(pki) = &o.pki_dir else {
+            return Ok(());
+        };
+        smart_connector::certs_opcua::server(
+            pki,
+            &o.application_uri(name),
+            &[],
+            &[o.listen.ip()],
+            true,
+        )
+        .with_context(|| format!("making {name}'s OPC UA certificate"))?;
+        // Trust the harness's client: its certificate goes where `certs opcua-client`
+        // files a trusted one.
+        let trusted = self.dir.join("client").join("trusted");
+        for f in
+            std::fs::read_dir(&trusted).with_context(|| format!("reading {}", trusted.display()))?
+        {
+            let f = f?;
+            std::fs::copy(f.path(), pki.join("trusted").join(f.file_name()))?;
+        }
         Ok(())
     }
 

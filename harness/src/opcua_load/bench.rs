@@ -5,17 +5,19 @@
 //! ratio of the two (docs/performance.md).
 
 use super::OpcUaLoadResult;
-use crate::child::{
-    Binaries, ManagedChild, binaries, connector_child, process_usage, server_child,
+use crate::child::{ManagedChild, process_usage};
+use crate::launch::{RunOptions, launch_wired};
+use crate::scenario::{
+    BackendKind, ConnectorSection, Expect, OpcUaClientSection, RedundancySection, Scenario,
+    SiteSection, ThirdPartySection,
 };
+use crate::seam::Backend as _;
+use crate::wiring::Wiring;
 use anyhow::{Context as _, Result, bail};
-use po_simulator::{ServerConfig, SiteSpec};
 use serde::{Deserialize, Serialize};
-use smart_connector::config::{AccessKind, ConnectorConfig, SourceConfig};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncBufReadExt as _;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Tags per simulated device (as in the rest of the bench).
@@ -34,9 +36,6 @@ pub struct OpcUaBenchOptions {
     pub publishing: Duration,
     pub duration: Duration,
     pub connector_threads: Option<usize>,
-    /// Fraction of po-sim's tags that change from one scan to the next (the rest keep
-    /// their value and are, rightly, not notified): what delivery is measured against.
-    pub connector_change_fraction: f64,
 }
 
 /// One server at one load.
@@ -84,7 +83,6 @@ pub async fn opcua_comparison(
     o: &OpcUaBenchOptions,
     progress: &dyn Fn(&str),
 ) -> Result<OpcUaComparison> {
-    let bins = binaries()?;
     let run_dir = std::env::temp_dir().join(format!("harness-bench-opcua-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let (node, node_skipped) = match node_server_ready() {
@@ -108,7 +106,7 @@ pub async fn opcua_comparison(
             ratio_same_load: None,
         };
         if !connector_broke {
-            let r = connector_run(o, items, &bins, &run_dir).await?;
+            let r = connector_run(o, items, &run_dir).await?;
             progress(&format!(
                 "opcua: connector {}",
                 render_run(o.sessions, items, &r)
@@ -179,100 +177,104 @@ fn tags_for(monitored: usize) -> u32 {
     t.div_ceil(TAGS_PER_DEVICE) * TAGS_PER_DEVICE
 }
 
-async fn connector_run(
-    o: &OpcUaBenchOptions,
-    items: usize,
-    bins: &Binaries,
-    run_dir: &Path,
-) -> Result<OpcUaRun> {
+/// The connector's run at `items` per session: architecture 1 on the process backend
+/// through the harness's one launch path (Ctrl-C and teardown as every run), every tag
+/// scanned each second, and the load subscribed only to tags that change on every scan
+/// (`super::changing`): every monitored item changes each second, as node-opcua's do.
+async fn connector_run(o: &OpcUaBenchOptions, items: usize, run_dir: &Path) -> Result<OpcUaRun> {
     let monitored = o.sessions * items;
-    let tags = tags_for(monitored);
-    let sim_addr = SocketAddr::new(LOOPBACK, crate::backend::free_port(LOOPBACK)?);
-    let modbus = SocketAddr::new(LOOPBACK, crate::backend::free_port(LOOPBACK)?);
-    let opcua = SocketAddr::new(LOOPBACK, crate::backend::free_port(LOOPBACK)?);
-    let sim = ServerConfig {
-        limits: Default::default(),
-        tls: None,
-        name: "po-bench".into(),
-        listen: sim_addr,
-        host_address: Some(LOOPBACK),
-        licences: vec![],
-        seed: 7,
-        field_epoch_us: 0,
-        heartbeat: Duration::from_millis(500),
-        client_queue: 256,
-        site: SiteSpec {
-            devices: tags / TAGS_PER_DEVICE,
-            tags_per_device: TAGS_PER_DEVICE,
-            scan_period: CHANGE_PERIOD,
-        },
-        redundancy: None,
+    let site = super::changing::changing_site(7, TAGS_PER_DEVICE, CHANGE_PERIOD, monitored)
+        .with_context(|| format!("no po-sim site has {monitored} tags changing on every scan"))?;
+    let tags_file = run_dir.join("changing-tags.txt");
+    std::fs::write(&tags_file, site.names.join("\n"))
+        .with_context(|| format!("writing {}", tags_file.display()))?;
+    let s = scenario(o, site.devices * TAGS_PER_DEVICE);
+    let t = s.topology();
+    let mut wiring = Wiring::compute(&s, &t, BackendKind::Process)?;
+    for c in &mut wiring.connectors {
+        if let Some(ua) = c.config.opcua.as_mut() {
+            ua.max_sessions = o.sessions.max(4);
+            ua.max_monitored_items_per_subscription = items.max(1000);
+        }
+    }
+    let opts = RunOptions {
+        backend: BackendKind::Process,
+        quiet: true,
+        keep_logs: false,
     };
-    let sim_path = run_dir.join("po-bench.toml");
-    std::fs::write(&sim_path, toml::to_string(&sim)?)?;
-    let mut connector: ConnectorConfig = toml::from_str(&format!(
-        "name = \"sc-bench\"\n[modbus]\nlisten = \"{modbus}\"\n\
-         [opcua]\nlisten = \"{opcua}\"\nanonymous = true\n\
-         max_sessions = {sessions}\nmax_monitored_items_per_subscription = {items}\n",
-        sessions = o.sessions.max(4),
-        items = items.max(1000),
-    ))
-    .context("the bench's connector configuration")?;
-    connector.host_address = Some(LOOPBACK);
-    connector.sources = vec![SourceConfig {
-        name: "po-bench".into(),
-        address: sim_addr,
-        access: AccessKind::Local,
-        licence: None,
-        server_name: None,
-    }];
-    let problems = connector.validate();
-    if !problems.is_empty() {
-        bail!("the bench's connector configuration is refused: {problems:?}");
-    }
-    let sc_path = run_dir.join("sc-bench.toml");
-    std::fs::write(&sc_path, toml::to_string(&connector)?)?;
-    let mut sim_child = server_child(bins, &sim_path, run_dir, "po-bench", None);
-    let mut sc_child = connector_child(
-        bins,
-        &sc_path,
-        run_dir,
-        "sc-bench",
-        o.connector_threads,
-        None,
-    );
-    let result = async {
-        sim_child.spawn().await?;
-        sc_child.spawn().await?;
-        wait_serving(modbus).await?;
-        let expected = monitored as f64 * o.connector_change_fraction / CHANGE_PERIOD.as_secs_f64();
-        measured_load(
-            o,
-            items,
-            &format!("opc.tcp://{opcua}/"),
-            &sc_child,
-            expected,
-            run_dir,
-        )
-        .await
-    }
-    .await;
-    sc_child.kill().await;
-    sim_child.kill().await;
-    result.with_context(|| {
+    let expected = monitored as f64 / CHANGE_PERIOD.as_secs_f64();
+    launch_wired(
+        &s,
+        &t,
+        &wiring,
+        opts,
+        |_| true,
+        async |_, w, d| {
+            wait_serving(w).await?;
+            let c = w.connectors.first().context("a connector")?;
+            let url = c
+                .opcua
+                .as_ref()
+                .context("the connector's OPC UA endpoint")?
+                .url();
+            let pid = d
+                .component_pids()
+                .into_iter()
+                .find(|(n, _)| *n == c.name)
+                .map(|(_, p)| p)
+                .context("the connector is not running")?;
+            measured_load_pid(o, items, &url, Some(&tags_file), pid, expected, run_dir).await
+        },
+    )
+    .await
+    .with_context(|| {
         format!(
-            "the connector's OPC UA step ({} × {items} items; logs in {})",
-            o.sessions,
-            run_dir.display()
+            "the connector's OPC UA step ({} × {items} items)",
+            o.sessions
         )
     })
 }
 
+/// Architecture 1, one server (seed 7, heartbeat 500 ms) with `tags` tags scanned every
+/// second, its connector serving OPC UA (anonymous, endpoint `none`); no third party of
+/// the runner's (the step loads it with `harness load --protocol opcua`).
+fn scenario(o: &OpcUaBenchOptions, tags: u32) -> Scenario {
+    Scenario {
+        name: format!("bench-opcua-{tags}"),
+        architecture: 1,
+        backend: Some(BackendKind::Process),
+        duration: o.duration,
+        seed: 7,
+        site: SiteSection {
+            devices: tags / TAGS_PER_DEVICE,
+            tags_per_device: TAGS_PER_DEVICE,
+            scan_period: CHANGE_PERIOD,
+        },
+        redundancy: RedundancySection {
+            heartbeat: Duration::from_millis(500),
+            ..RedundancySection::default()
+        },
+        connector: ConnectorSection {
+            threads: o.connector_threads,
+            ..ConnectorSection::default()
+        },
+        third_party: ThirdPartySection {
+            opcua: Some(OpcUaClientSection::default()),
+            ..ThirdPartySection::default()
+        },
+        faults: vec![],
+        floods: vec![],
+        security: Default::default(),
+        expect: Expect::default(),
+    }
+}
+
 /// Until the connector serves data (status register 1 says so), as the scenarios wait.
-async fn wait_serving(modbus: SocketAddr) -> Result<()> {
+async fn wait_serving(w: &Wiring) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
+    let modbus = w.connectors.first().context("a connector")?.modbus;
     loop {
-        let state = crate::runner::status(&po_runtime::TokioNet, LOOPBACK, modbus).await;
+        let state = crate::runner::status(&po_runtime::TokioNet, w.third_party_ip, modbus).await;
         if matches!(state.as_deref().map(|s| s[1]), Some(1)) {
             return Ok(());
         }
@@ -290,43 +292,36 @@ async fn node_run(
     modules: &Path,
     run_dir: &Path,
 ) -> Result<OpcUaRun> {
-    let port = crate::backend::free_port(LOOPBACK)?;
-    // The server prints one line once it serves: read from a pipe.
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(script_dir().join("node-server.js"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--variables",
-            &tags_for(monitored).to_string(),
-        ])
-        .env("NODE_PATH", modules)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let mut node = cmd.spawn().context("starting node-opcua's server (node)")?;
+    let port = crate::wiring::free_port(LOOPBACK)?;
+    // A side-by-side peer, not a deployment: a plain child, started, logged and killed
+    // like the components (`ManagedChild`).
+    let mut node = ManagedChild::new(
+        Path::new("node"),
+        [
+            script_dir().join("node-server.js").into_os_string(),
+            "--port".into(),
+            port.to_string().into(),
+            "--variables".into(),
+            tags_for(monitored).to_string().into(),
+        ],
+        None,
+        run_dir.join("node-opcua.log"),
+    )
+    .env("NODE_PATH", modules);
     let result = async {
-        let stdout = node.stdout.take().context("node's stdout")?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(READY_TIMEOUT, async {
-            while let Some(l) = lines.next_line().await? {
-                if l.starts_with("listening") {
-                    return anyhow::Ok(());
-                }
-            }
-            bail!("node-opcua's server exited before it served")
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("node-opcua's server not serving after {READY_TIMEOUT:?}"))?;
-        ready?;
-        // Keep draining its stdout so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let pid = node.id().context("node's pid")?;
+        node.spawn()
+            .await
+            .context("starting node-opcua's server (node)")?;
+        // The server prints one line once it serves.
+        node.wait_for_line("listening", READY_TIMEOUT)
+            .await
+            .context("node-opcua's server")?;
+        let pid = node.pid().context("node's pid")?;
         measured_load_pid(
             o,
             items,
             &format!("opc.tcp://127.0.0.1:{port}/"),
+            None,
             pid,
             monitored as f64 / CHANGE_PERIOD.as_secs_f64(),
             run_dir,
@@ -334,20 +329,8 @@ async fn node_run(
         .await
     }
     .await;
-    let _ = node.kill().await;
+    node.kill().await;
     result.with_context(|| format!("node-opcua's OPC UA step ({} × {items} items)", o.sessions))
-}
-
-async fn measured_load(
-    o: &OpcUaBenchOptions,
-    items: usize,
-    url: &str,
-    server: &ManagedChild,
-    expected: f64,
-    run_dir: &Path,
-) -> Result<OpcUaRun> {
-    let pid = server.pid().context("the connector is not running")?;
-    measured_load_pid(o, items, url, pid, expected, run_dir).await
 }
 
 /// Runs `harness load --protocol opcua` as its own process against `url`, sampling the
@@ -356,6 +339,7 @@ async fn measured_load_pid(
     o: &OpcUaBenchOptions,
     items: usize,
     url: &str,
+    tags: Option<&Path>,
     pid: u32,
     expected: f64,
     run_dir: &Path,
@@ -375,6 +359,7 @@ async fn measured_load_pid(
         .arg(humantime::format_duration(o.publishing).to_string())
         .arg("--duration")
         .arg(humantime::format_duration(o.duration).to_string())
+        .args(tags.into_iter().flat_map(|f| [std::ffi::OsStr::new("--tags"), f.as_os_str()]))
         .arg("--json")
         .arg(&json)
         .stdout(std::process::Stdio::null())

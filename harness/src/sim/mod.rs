@@ -22,22 +22,22 @@ mod net;
 pub use clock::{LogTimer, SIM_EPOCH, SimClock};
 pub use net::{LinkFaults, RTO, SimNet};
 
-use crate::backend::{connector_config, server_config};
+use crate::capability::{Capabilities, Need, Unsupported};
 use crate::invariants::Invariants;
 use crate::observed::Observed;
 use crate::report::{Expectation, Report, SimInfo};
-use crate::scenario::{Fault, FaultAction, Scenario};
+use crate::scenario::{BackendKind, Fault, FaultAction, Scenario};
 use crate::seam::Backend;
 use crate::topology::{LinkKind, Target, Topology, lab_ip};
+use crate::wiring::Wiring;
 use anyhow::{Context as _, Result, anyhow, bail};
 use host::{HostCmd, Shared, host_main};
 use net::pair;
 pub(crate) use net::splitmix;
 use po_runtime::Env;
-use po_simulator::ServerConfig;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -50,10 +50,6 @@ use tokio::sync::{mpsc, oneshot};
 /// request per millisecond in the simulation.
 pub const TICK: Duration = Duration::from_millis(1);
 
-const CLIENT_PORT: u16 = 23500;
-const SYNC_PORT: u16 = 23501;
-const MODBUS_PORT: u16 = 502;
-
 /// The deployment as the runner (a turmoil client on the third-party host) sees it.
 #[derive(Debug)]
 pub struct SimDeployment {
@@ -61,13 +57,41 @@ pub struct SimDeployment {
     observed: Shared<Observed>,
     faults: Arc<LinkFaults>,
     env: Env,
-    third_party_ip: IpAddr,
-    modbus: Vec<SocketAddr>,
     connectors: Vec<String>,
     /// The servers, in topology order.
     servers: Vec<String>,
     /// Each link's two host addresses.
     links: BTreeMap<String, (IpAddr, IpAddr)>,
+}
+
+/// The largest site the sim backend takes: a million-tag site would run every
+/// component's work on one thread (minutes of wall time per simulated second).
+pub const SIM_MAX_TAGS: u64 = 200_000;
+
+impl Capabilities for SimDeployment {
+    fn supports(need: Need) -> Result<(), Unsupported> {
+        match need {
+            Need::Fault(FaultAction::Reject) => Err(Unsupported::new(
+                "it needs a kernel that answers with TCP resets",
+            )),
+            Need::Fault(FaultAction::Bandwidth) => {
+                Err(Unsupported::new("it needs a kernel traffic shaper"))
+            }
+            Need::Flood => Err(Unsupported::new(
+                "a flood measures what a process's descriptors and listeners withstand; the sim backend has no component processes",
+            )),
+            Need::OpcUa => Err(Unsupported::new(
+                "the sim backend cannot run the OPC UA stack: async-opcua dials and listens on tokio's sockets and clocks, not the simulated network and virtual time",
+            )),
+            Need::Tls => Err(Unsupported::new(
+                "the sim backend runs no TLS (virtual time would make its cost meaningless)",
+            )),
+            Need::Tags(tags) if tags > SIM_MAX_TAGS => Err(Unsupported(format!(
+                "{tags} tags: the sim backend runs every component on one thread in virtual time and takes sites up to {SIM_MAX_TAGS} tags"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl SimDeployment {
@@ -89,68 +113,45 @@ impl SimDeployment {
             .map_err(|e| anyhow!("{component}: {e}"))
     }
 
-    /// Starts every component on its host, servers first.
+    /// Starts every component on its host, servers first, configured as the wiring says.
     async fn start(
-        s: &Scenario,
         t: &Topology,
+        w: &Wiring,
         inboxes: BTreeMap<String, mpsc::UnboundedSender<HostCmd>>,
         observed: Shared<Observed>,
         faults: Arc<LinkFaults>,
         env: Env,
     ) -> Result<SimDeployment> {
-        let ip_of = |component: &str| -> IpAddr {
-            lab_ip(t.host_of(component).expect("component has a host").address)
-        };
-        let redundant = t.architecture > 1;
-        let servers: Vec<String> = t.servers().map(|c| c.name.clone()).collect();
         let mut links = BTreeMap::new();
-        for l in &t.links {
+        for (l, _) in &w.links {
             let from = if l.kind == LinkKind::Modbus {
-                lab_ip(t.third_party_host.address)
+                w.third_party_ip
             } else {
-                ip_of(&l.from)
+                lab_ip(t.host_of(&l.from).expect("component has a host").address)
             };
-            links.insert(l.name.clone(), (from, ip_of(&l.to)));
+            let to = lab_ip(t.host_of(&l.to).expect("component has a host").address);
+            links.insert(l.name.clone(), (from, to));
         }
-        let mut d = SimDeployment {
+        let d = SimDeployment {
             inboxes,
             observed,
             faults,
             env,
-            third_party_ip: lab_ip(t.third_party_host.address),
-            modbus: vec![],
-            connectors: vec![],
-            servers: servers.clone(),
+            connectors: w.connector_names(),
+            servers: w.servers.iter().map(|s| s.config.name.clone()).collect(),
             links,
         };
-        for name in &servers {
-            let ip = ip_of(name);
-            let listen = SocketAddr::new(ip, CLIENT_PORT);
-            let sync = redundant.then(|| SocketAddr::new(ip, SYNC_PORT));
-            let mut config: ServerConfig = server_config(s, t, name, listen, sync);
-            if let Some(r) = &mut config.redundancy {
-                let peer = servers.iter().find(|p| *p != name).expect("a pair");
-                r.peer = SocketAddr::new(ip_of(peer), SYNC_PORT);
-            }
+        for sw in &w.servers {
+            let (name, config) = (&sw.config.name, sw.config.clone());
             d.command(name, |tx| HostCmd::StartServer(Box::new(config), tx))
                 .await
                 .with_context(|| format!("starting {name}"))?;
         }
-        for c in t.connectors() {
-            let ip = ip_of(&c.name);
-            let sources = t
-                .sources_of(&c.name)
-                .iter()
-                .map(|l| (l.to.clone(), SocketAddr::new(ip_of(&l.to), CLIENT_PORT)))
-                .collect();
-            let modbus = SocketAddr::new(ip, MODBUS_PORT);
-            let config = connector_config(s, t, &c.name, sources, modbus, None);
-            let name = c.name.clone();
-            d.command(&name, |tx| HostCmd::StartConnector(Box::new(config), tx))
+        for c in &w.connectors {
+            let config = c.config.clone();
+            d.command(&c.name, |tx| HostCmd::StartConnector(Box::new(config), tx))
                 .await
-                .with_context(|| format!("starting {name}"))?;
-            d.modbus.push(modbus);
-            d.connectors.push(name);
+                .with_context(|| format!("starting {}", c.name))?;
         }
         Ok(d)
     }
@@ -162,28 +163,8 @@ impl SimDeployment {
 }
 
 impl Backend for SimDeployment {
-    fn name(&self) -> &'static str {
-        "sim"
-    }
-
     fn env(&self) -> Env {
         self.env.clone()
-    }
-
-    fn third_party_ip(&self) -> IpAddr {
-        self.third_party_ip
-    }
-
-    fn modbus_targets(&self) -> Vec<SocketAddr> {
-        self.modbus.clone()
-    }
-
-    fn modbus_direct(&self) -> Vec<SocketAddr> {
-        self.modbus.clone()
-    }
-
-    fn connector_names(&self) -> Vec<String> {
-        self.connectors.clone()
     }
 
     async fn apply(&mut self, t: &Topology, f: &Fault) -> Result<String> {
@@ -313,14 +294,6 @@ impl Backend for SimDeployment {
         None
     }
 
-    fn listener_addr(
-        &self,
-        _component: &str,
-        _listener: crate::topology::ListenerKind,
-    ) -> Option<SocketAddr> {
-        None
-    }
-
     /// The simulation ends with the run: nothing to stop.
     async fn shutdown(self, _keep_logs: bool) {}
 }
@@ -443,10 +416,11 @@ pub fn run_with(
         };
         sim.client(lab_ip(t.third_party_host.address), async move {
             let r = async {
-                let mut d = SimDeployment::start(&s, &t, inboxes, observed, faults, env)
+                let w = Wiring::compute(&s, &t, BackendKind::Sim)?;
+                let mut d = SimDeployment::start(&t, &w, inboxes, observed, faults, env)
                     .await
                     .with_context(|| format!("deploying {} (sim backend)", s.name))?;
-                crate::runner::drive(&s, &t, &mut d, quiet).await
+                crate::runner::drive(&s, &t, &w, &mut d, quiet).await
             }
             .await;
             *out.borrow_mut() = Some(r);
