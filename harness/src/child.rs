@@ -90,6 +90,10 @@ pub struct ManagedChild {
     /// Environment variables added to the harness's own.
     env: Vec<(OsString, OsString)>,
     child: Option<Child>,
+    /// Where the log stood when the running child started: [`ManagedChild::wait_for_line`]
+    /// reads only what this start wrote (the log is appended, an earlier start's line
+    /// must not count).
+    log_start: u64,
 }
 
 impl ManagedChild {
@@ -106,6 +110,7 @@ impl ManagedChild {
             log,
             env: Vec::new(),
             child: None,
+            log_start: 0,
         }
     }
 
@@ -120,8 +125,12 @@ impl ManagedChild {
     pub async fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if text.lines().any(|l| l.starts_with(prefix)) {
+            let text = std::fs::read(&self.log).unwrap_or_default();
+            let since_start = text.get(self.log_start as usize..).unwrap_or_default();
+            if String::from_utf8_lossy(since_start)
+                .lines()
+                .any(|l| l.starts_with(prefix))
+            {
                 return Ok(());
             }
             let exited = match self.child.as_mut() {
@@ -152,6 +161,7 @@ impl ManagedChild {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
+        self.log_start = log.metadata().map_or(0, |m| m.len());
         // The chain execs all the way (setpriv, ip netns exec, the program), so the
         // child's pid is the component's own. setpriv's parent-death signal makes the
         // child die with the harness even when the harness is SIGKILLed: a killed run
@@ -285,4 +295,41 @@ fn which(program: &str) -> Option<PathBuf> {
             .map(|d| d.join(program))
             .find(|p| p.is_file())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_line_waited_for_is_one_this_start_printed_not_an_earlier_ones() {
+        let dir = std::env::temp_dir().join(format!("harness-child-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("peer.log");
+        let _ = std::fs::remove_file(&log);
+        let mut first =
+            ManagedChild::new(Path::new("sh"), ["-c", "echo listening"], None, log.clone());
+        first.spawn().await.unwrap();
+        first
+            .wait_for_line("listening", Duration::from_secs(30))
+            .await
+            .unwrap();
+        first.kill().await;
+        // A second peer on the same (appended) log that ends without saying it listens:
+        // the first one's line must not make it look ready.
+        let mut second =
+            ManagedChild::new(Path::new("sh"), ["-c", "echo starting"], None, log.clone());
+        second.spawn().await.unwrap();
+        let why = second
+            .wait_for_line("listening", Duration::from_secs(30))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            why.contains("exited before it printed `listening`"),
+            "{why}"
+        );
+        second.kill().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -149,7 +149,11 @@ fn load_opcua(a: LoadArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let only = match tags.as_deref().map(harness::opcua_load::read_tag_list).transpose() {
+    let only = match tags
+        .as_deref()
+        .map(harness::opcua_load::read_tag_list)
+        .transpose()
+    {
         Ok(names) => names.map(std::sync::Arc::new),
         Err(why) => {
             eprintln!("harness: --tags {why}");

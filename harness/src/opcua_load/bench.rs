@@ -15,6 +15,7 @@ use crate::seam::Backend as _;
 use crate::wiring::Wiring;
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
+use smart_connector::config::PolicyConfig;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -256,6 +257,12 @@ fn scenario(o: &OpcUaBenchOptions, tags: u32) -> Scenario {
         },
         connector: ConnectorSection {
             threads: o.connector_threads,
+            // The connector's own defaults, not the scenarios' fault-hunting 300 ms: with
+            // one scan a second and heartbeats every 500 ms, 300 ms of silence is normal
+            // here, and a source declared silent is resubscribed (a snapshot re-sent,
+            // every value notified again) in the middle of the measurement.
+            source_timeout: PolicyConfig::default().source_timeout,
+            stale_after: PolicyConfig::default().stale_after,
             ..ConnectorSection::default()
         },
         third_party: ThirdPartySection {
@@ -359,7 +366,10 @@ async fn measured_load_pid(
         .arg(humantime::format_duration(o.publishing).to_string())
         .arg("--duration")
         .arg(humantime::format_duration(o.duration).to_string())
-        .args(tags.into_iter().flat_map(|f| [std::ffi::OsStr::new("--tags"), f.as_os_str()]))
+        .args(
+            tags.into_iter()
+                .flat_map(|f| [std::ffi::OsStr::new("--tags"), f.as_os_str()]),
+        )
         .arg("--json")
         .arg(&json)
         .stdout(std::process::Stdio::null())
