@@ -93,8 +93,13 @@ impl UaSession {
         !self.event_loop.is_finished()
     }
 
-    /// Closes the session (best effort, bounded), then stops its event loop.
+    /// Closes the session (best effort, bounded), then stops its event loop. A session
+    /// whose connection is already gone is only dropped: asking it to disconnect would
+    /// wait out the whole bound for an answer that cannot come.
     pub async fn close(self) {
+        if !self.is_alive() {
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_millis(500), self.session.disconnect()).await;
     }
 }

@@ -121,7 +121,10 @@ pub async fn run(spec: UaClientSpec, rec: Arc<Recorder>, end: Instant) {
                 "OPC UA client moves"
             );
             session_tx.send_replace(None);
-            old.ua.close().await;
+            // Closing the old session is not on the way to the new one: an HA client
+            // that waited for a lost or slow server's goodbye would add that wait to
+            // the failover gap it reports.
+            tokio::spawn(old.ua.close());
         }
         // Bounded by the end of the run: a server that accepts and then never answers
         // must not hold the run past its end.
