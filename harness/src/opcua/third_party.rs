@@ -25,6 +25,7 @@ use smart_connector::map::Point;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -63,6 +64,10 @@ struct DataSession {
     server: usize,
     ua: UaSession,
     ns: u16,
+    /// Cleared when the client leaves this server: notifications its session still
+    /// delivers while closing in the background are not the client's data any more and
+    /// must not count as fresh data in the failover gap.
+    current: Arc<AtomicBool>,
 }
 
 /// Runs one OPC UA client until `end`.
@@ -121,6 +126,7 @@ pub async fn run(spec: UaClientSpec, rec: Arc<Recorder>, end: Instant) {
                 "OPC UA client moves"
             );
             session_tx.send_replace(None);
+            old.current.store(false, Relaxed);
             // Closing the old session is not on the way to the new one: an HA client
             // that waited for a lost or slow server's goodbye would add that wait to
             // the failover gap it reports.
@@ -223,6 +229,8 @@ async fn subscribe(
         .await
         .context("resolving the tags' namespace")?;
     let (client, tags_cb, rec_cb) = (spec.index, tags.clone(), rec.clone());
+    let current = Arc::new(AtomicBool::new(true));
+    let current_cb = current.clone();
     let sub = ua
         .session
         .create_subscription(
@@ -233,7 +241,9 @@ async fn subscribe(
             0,
             true,
             DataChangeCallback::new(move |dv, item| {
-                on_value(&rec_cb, &tags_cb, client, dv, item);
+                if current_cb.load(Relaxed) {
+                    on_value(&rec_cb, &tags_cb, client, dv, item);
+                }
             }),
         )
         .await
@@ -261,7 +271,12 @@ async fn subscribe(
     if refused > 0 {
         anyhow::bail!("{refused} of {} monitored items refused", created.len());
     }
-    Ok(DataSession { server: i, ua, ns })
+    Ok(DataSession {
+        server: i,
+        ua,
+        ns,
+        current,
+    })
 }
 
 /// The field value an OPC UA Variant carries, by the tag kinds' types (docs/opcua.md).
